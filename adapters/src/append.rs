@@ -1,0 +1,216 @@
+//! The part of an append that is the same on every backend: filter out events already
+//! stored, check the expected version, give each new event its version and chain hash.
+//!
+//! A backend reads the stream's head and the already-stored ids inside its write transaction,
+//! calls [`plan_append`], and inserts the planned rows in that same transaction.
+
+use std::collections::HashSet;
+
+use chatledger_core::canonical::{canonical_json_string, chain_hash, HashedFields};
+use chatledger_core::{EventHash, ExpectedVersion, NewEvent, StoreError};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The last event of a stream, as an append needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamHead {
+    pub version: u64,
+    pub hash: EventHash,
+}
+
+/// One row to insert, fully computed.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedRow {
+    pub event_id: Uuid,
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: String,
+    pub metadata: String,
+    pub hash: EventHash,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AppendPlan {
+    pub rows: Vec<PlannedRow>,
+    pub duplicates: Vec<Uuid>,
+    /// The stream's last version before the append.
+    pub current: Option<u64>,
+}
+
+/// Checks a stream name before any IO.
+pub(crate) fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    if stream.is_empty() {
+        return Err(StoreError::Invalid("the stream name is empty".into()));
+    }
+    if let Some(e) = events.iter().find(|e| e.event_type.is_empty()) {
+        return Err(StoreError::Invalid(format!(
+            "event {} has an empty type",
+            e.event_id
+        )));
+    }
+    Ok(())
+}
+
+/// Decides what an append writes.
+///
+/// `existing` holds `(event_id, stream)` for those of the given ids that are already stored.
+/// An id stored in this stream is a duplicate and is skipped; an id stored in another stream
+/// is an error. When nothing new is left, the append succeeds whatever the expected version:
+/// a redelivery must be answered as the first delivery was.
+pub(crate) fn plan_append(
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    existing: &[(Uuid, String)],
+    head: Option<StreamHead>,
+    recorded_at: DateTime<Utc>,
+) -> Result<AppendPlan, StoreError> {
+    let mut seen: HashSet<Uuid> = HashSet::with_capacity(events.len());
+    let mut plan = AppendPlan {
+        current: head.map(|h| h.version),
+        ..AppendPlan::default()
+    };
+    let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some((_, other)) = existing.iter().find(|(id, _)| *id == event.event_id) {
+            if other != stream {
+                return Err(StoreError::EventIdInOtherStream {
+                    event_id: event.event_id,
+                    stream: stream.to_owned(),
+                    existing_stream: other.clone(),
+                });
+            }
+            plan.duplicates.push(event.event_id);
+        } else if !seen.insert(event.event_id) {
+            // The same id twice in one batch: the first is stored, the second is its duplicate.
+            plan.duplicates.push(event.event_id);
+        } else {
+            fresh.push(event);
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(plan);
+    }
+    if !expected.admits(plan.current) {
+        return Err(StoreError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: plan.current,
+        });
+    }
+    let mut previous = head.map(|h| h.hash).unwrap_or(EventHash::GENESIS);
+    let mut version = head.map(|h| h.version + 1).unwrap_or(0);
+    for event in fresh {
+        let fields = HashedFields {
+            event_id: event.event_id,
+            stream,
+            version,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            data: &event.data,
+            metadata: &event.metadata,
+            recorded_at,
+        };
+        let hash = chain_hash(&previous, &fields);
+        let metadata = serde_json::to_value(&event.metadata).map_err(|e| {
+            StoreError::Invalid(format!("metadata of event {}: {e}", event.event_id))
+        })?;
+        plan.rows.push(PlannedRow {
+            event_id: event.event_id,
+            version,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            data: canonical_json_string(&event.data),
+            metadata: canonical_json_string(&metadata),
+            hash,
+        });
+        previous = hash;
+        version += 1;
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatledger_core::Metadata;
+    use serde_json::json;
+
+    fn event(n: u128) -> NewEvent {
+        NewEvent::new(
+            Uuid::from_u128(n),
+            "Happened",
+            json!({"n": n as u64}),
+            Metadata::by("test"),
+        )
+    }
+
+    #[test]
+    fn versions_continue_from_the_head_and_hashes_chain() {
+        let head = StreamHead {
+            version: 4,
+            hash: EventHash([7; 32]),
+        };
+        let plan = plan_append(
+            "s",
+            ExpectedVersion::Exact(4),
+            &[event(1), event(2)],
+            &[],
+            Some(head),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        assert_ne!(plan.rows[0].hash, plan.rows[1].hash);
+    }
+
+    #[test]
+    fn duplicates_are_skipped_even_with_a_stale_expectation() {
+        let existing = vec![(Uuid::from_u128(1), "s".to_owned())];
+        let plan = plan_append(
+            "s",
+            ExpectedVersion::NoStream,
+            &[event(1)],
+            &existing,
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        assert!(plan.rows.is_empty());
+        assert_eq!(plan.duplicates, vec![Uuid::from_u128(1)]);
+    }
+
+    #[test]
+    fn an_id_twice_in_one_batch_is_stored_once() {
+        let plan = plan_append(
+            "s",
+            ExpectedVersion::Any,
+            &[event(1), event(1)],
+            &[],
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(plan.rows.len(), 1);
+        assert_eq!(plan.duplicates, vec![Uuid::from_u128(1)]);
+    }
+
+    #[test]
+    fn an_id_stored_in_another_stream_is_refused() {
+        let existing = vec![(Uuid::from_u128(1), "other".to_owned())];
+        let err = plan_append(
+            "s",
+            ExpectedVersion::Any,
+            &[event(1)],
+            &existing,
+            None,
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::EventIdInOtherStream { .. }));
+    }
+}

@@ -1,0 +1,437 @@
+//! The production event store on PostgreSQL, shared by any number of chatledger processes.
+//!
+//! # Global order with concurrent writers
+//!
+//! A plain identity column is not enough: positions are drawn at insert but become visible
+//! at commit, so a reader could pass position 11 while 10 is still uncommitted, and never see
+//! 10. Every append here therefore takes one transaction-scoped advisory lock right before it
+//! draws positions, and holds it until its commit. Positions are thus drawn and made visible
+//! in the same order, across processes; a rolled-back append leaves a gap that nothing can
+//! fill later. The stream's head and the duplicate check are read under the same lock, so
+//! they cannot change before the insert. Why this scheme and not the transaction-id
+//! horizon: docs/adr/0001-postgres-global-order.md.
+//!
+//! # Waking followers
+//!
+//! Each append sends `NOTIFY` in its transaction, so it is delivered at commit. One listener
+//! task per store turns notifications into a signal for this process's followers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatledger_core::canonical::truncate_to_micros;
+use chatledger_core::{
+    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
+    StoredEvent,
+};
+use chrono::{DateTime, Utc};
+use futures_core::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::append::{plan_append, validate, StreamHead};
+use crate::follow::{follow, ReadAll};
+use crate::rows::{db_error, violated_unique, RawEvent};
+use crate::{redact_url, OpenError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schema/migrations/postgres");
+
+/// An append that hits a unique violation (a row written outside chatledger's append path)
+/// is re-run against the new state at most this many times.
+const MAX_ATTEMPTS: usize = 8;
+/// Followers re-read at least this often even without a notification (a safety net for a
+/// listener connection that is being re-established).
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+const SELECT_EVENT: &str =
+    "SELECT position, event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash FROM events";
+
+/// The PostgreSQL event store.
+pub struct PostgresStore {
+    pool: PgPool,
+    connect_options: PgConnectOptions,
+    location: String,
+    channel: String,
+    lock_key: i64,
+    wake: watch::Receiver<u64>,
+    listener: JoinHandle<()>,
+}
+
+enum Attempt {
+    Retry,
+    Failed(StoreError),
+}
+
+impl PostgresStore {
+    /// Builds the store without connecting, so that a server can start (and say it is not
+    /// ready) while PostgreSQL is down. `schema`, if given, becomes the connections'
+    /// `search_path`: everything chatledger creates and reads lives there.
+    pub fn connect_lazy(url: &str, schema: Option<&str>) -> Result<Self, OpenError> {
+        let location = redact_url(url);
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| {
+            OpenError::Invalid(format!(
+                "DATABASE_URL {location} is not a valid PostgreSQL URL: {e}"
+            ))
+        })?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone());
+        let scope = schema.unwrap_or("public");
+        let channel = format!("chatledger_events_{scope}");
+        let (wake_tx, wake) = watch::channel(0);
+        let listener = tokio::spawn(listen(pool.clone(), channel.clone(), wake_tx));
+        Ok(PostgresStore {
+            pool,
+            connect_options: options,
+            location,
+            channel,
+            lock_key: append_lock_key(scope),
+            wake,
+            listener,
+        })
+    }
+
+    /// Where this store points, without credentials.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The advisory lock key appends hold while they draw positions and commit. Exposed so
+    /// that operators (and tests) can see which lock a stalled append waits on.
+    pub fn append_lock_key(&self) -> i64 {
+        self.lock_key
+    }
+
+    /// Opens one connection directly, to report exactly why the server cannot be reached.
+    pub async fn check_connection(&self) -> Result<(), OpenError> {
+        let connect = PgConnection::connect_with(&self.connect_options);
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.open_error(e)),
+            Err(_) => Err(OpenError::Unreachable {
+                location: self.location.clone(),
+                reason: "no answer within 5s".into(),
+            }),
+        }
+    }
+
+    /// Applies the migrations, refusing a schema that holds another application's tables.
+    pub async fn migrate(&self) -> Result<(), OpenError> {
+        let mut conn = PgConnection::connect_with(&self.connect_options)
+            .await
+            .map_err(|e| self.open_error(e))?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| self.open_error(e))?;
+        if !tables.is_empty() && !tables.iter().any(|t| t == "_sqlx_migrations") {
+            return Err(OpenError::Foreign {
+                location: self.location.clone(),
+                tables,
+            });
+        }
+        MIGRATOR.run(&mut conn).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => self.open_error(e),
+            other => OpenError::Migrate(other.to_string()),
+        })?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    fn open_error(&self, e: sqlx::Error) -> OpenError {
+        match db_error(e) {
+            StoreError::Unavailable(reason) => OpenError::Unreachable {
+                location: self.location.clone(),
+                reason,
+            },
+            other => OpenError::Migrate(other.to_string()),
+        }
+    }
+
+    async fn try_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, Attempt> {
+        let failed = |e| Attempt::Failed(db_error(e));
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        // Everything from here to the commit happens under the append lock: the head and the
+        // duplicates read below cannot change before the insert, so an append never loses a
+        // race it could not see, and `Any` never starves on a busy stream.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.lock_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let existing: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT event_id, stream FROM events WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed)?;
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT version, hash FROM events WHERE stream = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed)?;
+        let head = match head {
+            Some((version, hash)) => Some(StreamHead {
+                version: version as u64,
+                hash: hash.parse().map_err(|e| {
+                    Attempt::Failed(StoreError::Corrupt(format!("head of stream {stream}: {e}")))
+                })?,
+            }),
+            None => None,
+        };
+        let recorded_at = truncate_to_micros(Utc::now());
+        let plan = plan_append(stream, expected, events, &existing, head, recorded_at)
+            .map_err(Attempt::Failed)?;
+        if plan.rows.is_empty() {
+            return Ok(AppendResult {
+                stored: vec![],
+                duplicates: plan.duplicates,
+                stream_version: plan.current,
+            });
+        }
+        let inserted: Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash) \
+             SELECT e.event_id, $1, e.version, e.event_type, e.schema_version, e.data, e.metadata, $2, e.hash \
+             FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[]) \
+                  WITH ORDINALITY AS e(event_id, version, event_type, schema_version, data, metadata, hash, ord) \
+             ORDER BY e.ord \
+             RETURNING position, version",
+        )
+        .bind(stream)
+        .bind(recorded_at)
+        .bind(plan.rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.version as i64).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.schema_version as i32).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
+        .bind(plan.rows.iter().map(|r| r.hash.to_string()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await;
+        let mut inserted = match inserted {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Under the lock no other chatledger append can interleave; a unique violation
+                // means a row was written some other way. Run the append again against what
+                // is there now: it then sees the row as a duplicate or as a conflict.
+                return match violated_unique(&e) {
+                    Some(_) => Err(Attempt::Retry),
+                    None => Err(failed(e)),
+                };
+            }
+        };
+        inserted.sort_unstable_by_key(|(_, version)| *version);
+        let last_position = inserted.last().map(|(p, _)| *p).unwrap_or_default();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(last_position.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        let stored: Vec<StoredEvent> = plan
+            .rows
+            .iter()
+            .zip(&inserted)
+            .map(|(row, (position, _))| StoredEvent {
+                event_id: row.event_id,
+                version: row.version,
+                position: *position as u64,
+            })
+            .collect();
+        Ok(AppendResult {
+            stream_version: stored.last().map(|s| s.version),
+            stored,
+            duplicates: plan.duplicates,
+        })
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = $1")
+                .bind(stream)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(version.map(|v| v as u64))
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        validate(stream, &events)?;
+        if events.is_empty() {
+            return Ok(AppendResult {
+                stored: vec![],
+                duplicates: vec![],
+                stream_version: self.stream_version(stream).await?,
+            });
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            match self.try_append(stream, expected, &events).await {
+                Ok(result) => return Ok(result),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Retry) => continue,
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "append to {stream} kept meeting rows written outside chatledger ({MAX_ATTEMPTS} attempts)"
+        )))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENT} WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
+        ))
+        .bind(stream)
+        .bind(from_version as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_all(&self.pool, after, limit).await
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(head as u64)
+    }
+
+    fn follow(&self, after: Position) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        let pool = self.pool.clone();
+        let read: ReadAll = std::sync::Arc::new(move |after, limit| {
+            let pool = pool.clone();
+            Box::pin(async move { read_all(&pool, after, limit).await })
+        });
+        follow(read, after, self.wake.clone(), FALLBACK_POLL)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+async fn read_all(
+    pool: &PgPool,
+    after: Position,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2"
+    ))
+    .bind(after as i64)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    rows.into_iter().map(decode).collect()
+}
+
+fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
+    let schema_version: i32 = row.try_get(5).map_err(db_error)?;
+    let recorded_at: DateTime<Utc> = row.try_get(8).map_err(db_error)?;
+    RawEvent {
+        position: row.try_get(0).map_err(db_error)?,
+        event_id: row.try_get(1).map_err(db_error)?,
+        stream: row.try_get(2).map_err(db_error)?,
+        version: row.try_get(3).map_err(db_error)?,
+        event_type: row.try_get(4).map_err(db_error)?,
+        schema_version: schema_version.into(),
+        data: row.try_get(6).map_err(db_error)?,
+        metadata: row.try_get(7).map_err(db_error)?,
+        recorded_at,
+        hash: row.try_get(9).map_err(db_error)?,
+    }
+    .into_recorded()
+}
+
+/// The advisory lock key that serialises position assignment: one per schema, so separate
+/// chatledger installations (and parallel tests) in one database do not wait for each other.
+fn append_lock_key(schema: &str) -> i64 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"chatledger.append:".iter().chain(schema.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Turns `NOTIFY`s on `channel` into wake-ups for this process's followers, reconnecting
+/// with backoff when the connection drops. Every (re)connection also wakes them, because
+/// notifications sent while nobody listened are lost.
+async fn listen(pool: PgPool, channel: String, wake: watch::Sender<u64>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if let Ok(mut listener) = PgListener::connect_with(&pool).await {
+            if listener.listen(&channel).await.is_ok() {
+                backoff = Duration::from_millis(100);
+                wake.send_modify(|n| *n += 1);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(_) => wake.send_modify(|n| *n += 1),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "event notification listener lost its connection");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

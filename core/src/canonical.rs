@@ -1,0 +1,312 @@
+//! The canonical bytes of an event and the per-stream hash chain.
+//!
+//! An event's canonical bytes are one compact JSON object with these keys, in this (byte-wise
+//! sorted) order, and nothing else:
+//!
+//! ```text
+//! {"data":…,"event_id":"…","event_type":"…","metadata":…,"recorded_at":"…","schema_version":N,"stream":"…","version":N}
+//! ```
+//!
+//! - every object, at any depth, has its keys sorted by their UTF-8 bytes; no whitespace;
+//! - strings are escaped as JSON requires (`"`, `\`, control characters) and nothing more:
+//!   other characters are written as UTF-8;
+//! - numbers are written as serde_json writes them (shortest round-trip form);
+//! - `event_id` is the lowercase hyphenated UUID;
+//! - `recorded_at` is RFC 3339 in UTC with exactly six fraction digits and `Z`.
+//!
+//! The global position is not part of it: the chain is per stream, computed where the
+//! stream's version is checked anyway, so it needs no global lock. The order across streams
+//! is sealed separately.
+//!
+//! `hash = SHA-256(previous hash of the same stream ‖ canonical bytes)`, where the previous
+//! hash of a stream's first event is 32 zero bytes. The unit tests below hold a vector that
+//! another tool can check itself against.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::event::Metadata;
+
+/// A SHA-256 digest in the hash chain, shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventHash(pub [u8; 32]);
+
+impl EventHash {
+    /// The "previous hash" of a stream's first event.
+    pub const GENESIS: EventHash = EventHash([0; 32]);
+}
+
+impl fmt::Display for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventHash({self})")
+    }
+}
+
+/// A hash that is not 64 hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("not a SHA-256 hash in hex: {0:?}")]
+pub struct BadHash(String);
+
+impl FromStr for EventHash {
+    type Err = BadHash;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| BadHash(s.to_owned()))?;
+        Ok(EventHash(bytes))
+    }
+}
+
+impl Serialize for EventHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The fields of an event that its hash covers.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedFields<'a> {
+    pub event_id: Uuid,
+    pub stream: &'a str,
+    pub version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub data: &'a Value,
+    pub metadata: &'a Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `recorded_at` as the canonical form writes it.
+pub fn format_recorded_at(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Cuts a time to whole microseconds, the precision every backend stores.
+pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+/// The canonical bytes of an event (see the module documentation).
+pub fn canonical_bytes(fields: &HashedFields<'_>) -> Vec<u8> {
+    let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
+    let doc = serde_json::json!({
+        "data": fields.data,
+        "event_id": fields.event_id.hyphenated().to_string(),
+        "event_type": fields.event_type,
+        "metadata": metadata,
+        "recorded_at": format_recorded_at(fields.recorded_at),
+        "schema_version": fields.schema_version,
+        "stream": fields.stream,
+        "version": fields.version,
+    });
+    let mut out = Vec::with_capacity(256);
+    write_canonical_json(&doc, &mut out);
+    out
+}
+
+/// `SHA-256(previous ‖ canonical bytes)`.
+pub fn chain_hash(previous: &EventHash, fields: &HashedFields<'_>) -> EventHash {
+    let mut hasher = Sha256::new();
+    hasher.update(previous.0);
+    hasher.update(canonical_bytes(fields));
+    EventHash(hasher.finalize().into())
+}
+
+/// Writes `value` as canonical JSON: keys sorted at every depth, no whitespace.
+///
+/// Written out here rather than left to serde_json's map order, which changes when any crate
+/// in the build enables serde_json's `preserve_order` feature.
+pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(key, out);
+                out.push(b':');
+                write_canonical_json(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The canonical JSON text of `value`.
+pub fn canonical_json_string(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical_json(value, &mut out);
+    // Only valid UTF-8 is ever written: JSON punctuation and serde_json's string escaping.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json escapes exactly `"`, `\` and control characters, and writes the rest as UTF-8.
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample_metadata() -> Metadata {
+        let mut metadata = Metadata::by("provider:meta");
+        metadata.correlation_id =
+            Some(Uuid::parse_str("6a1f4c1e-0000-4000-8000-000000000001").unwrap());
+        metadata.received_at = Some(
+            DateTime::parse_from_rfc3339("2026-11-22T10:00:00.5Z")
+                .unwrap()
+                .into(),
+        );
+        metadata.extra.insert("channel".into(), json!("9099039188"));
+        metadata
+    }
+
+    fn sample_fields<'a>(data: &'a Value, metadata: &'a Metadata) -> HashedFields<'a> {
+        HashedFields {
+            event_id: Uuid::parse_str("0b7e1c2a-3d4f-5a6b-8c9d-0e1f2a3b4c5d").unwrap(),
+            stream: "conversation-9099039188-+919638120888",
+            version: 0,
+            event_type: "MessageReceived",
+            schema_version: 1,
+            data,
+            metadata,
+            recorded_at: DateTime::parse_from_rfc3339("2026-11-22T10:00:01.123456Z")
+                .unwrap()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_sort_keys_at_every_depth_and_keep_utf8() {
+        let data = json!({"z": 1, "a": {"y": [true, null, 1.5], "b": "😮 \"q\""}});
+        let metadata = sample_metadata();
+        let bytes = canonical_bytes(&sample_fields(&data, &metadata));
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            concat!(
+                r#"{"data":{"a":{"b":"😮 \"q\"","y":[true,null,1.5]},"z":1},"#,
+                r#""event_id":"0b7e1c2a-3d4f-5a6b-8c9d-0e1f2a3b4c5d","event_type":"MessageReceived","#,
+                r#""metadata":{"actor":"provider:meta","channel":"9099039188","#,
+                r#""correlation_id":"6a1f4c1e-0000-4000-8000-000000000001","received_at":"2026-11-22T10:00:00.500Z"},"#,
+                r#""recorded_at":"2026-11-22T10:00:01.123456Z","schema_version":1,"#,
+                r#""stream":"conversation-9099039188-+919638120888","version":0}"#
+            )
+        );
+    }
+
+    /// The published test vector (docs/adr/0002-hash-chain.md): another implementation of
+    /// the canonical form must reproduce these two hashes.
+    #[test]
+    fn hash_chain_test_vector() {
+        let data = json!({"text": "hello"});
+        let metadata = Metadata::by("test");
+        let first = sample_fields(&data, &metadata);
+        let h0 = chain_hash(&EventHash::GENESIS, &first);
+        let second = HashedFields {
+            version: 1,
+            ..first
+        };
+        let h1 = chain_hash(&h0, &second);
+        assert_eq!(
+            h0.to_string(),
+            "a5af9f328ae884d70d522cb51664ae4043ac35260f4334ce774580511693c03c"
+        );
+        assert_eq!(
+            h1.to_string(),
+            "e92ce559214e2b2f3eb68df40de838a02fed9131da6d248807d36d57ada72776"
+        );
+    }
+
+    #[test]
+    fn changing_any_covered_field_changes_the_hash() {
+        let data = json!({"text": "hello"});
+        let metadata = Metadata::by("test");
+        let base = sample_fields(&data, &metadata);
+        let h = chain_hash(&EventHash::GENESIS, &base);
+        let other_data = json!({"text": "hellO"});
+        let other_meta = Metadata::by("someone else");
+        let variants = [
+            HashedFields { version: 1, ..base },
+            HashedFields {
+                stream: "other",
+                ..base
+            },
+            HashedFields {
+                event_type: "Other",
+                ..base
+            },
+            HashedFields {
+                schema_version: 2,
+                ..base
+            },
+            HashedFields {
+                data: &other_data,
+                ..base
+            },
+            HashedFields {
+                metadata: &other_meta,
+                ..base
+            },
+            HashedFields {
+                recorded_at: base.recorded_at + chrono::Duration::microseconds(1),
+                ..base
+            },
+            HashedFields {
+                event_id: Uuid::nil(),
+                ..base
+            },
+        ];
+        for variant in variants {
+            assert_ne!(chain_hash(&EventHash::GENESIS, &variant), h, "{variant:?}");
+        }
+        assert_ne!(chain_hash(&h, &base), h, "the previous hash is covered too");
+    }
+
+    #[test]
+    fn hash_round_trips_through_hex() {
+        let h = EventHash([0xab; 32]);
+        assert_eq!(h.to_string().parse::<EventHash>().unwrap(), h);
+        assert!("xyz".parse::<EventHash>().is_err());
+    }
+}

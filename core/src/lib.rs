@@ -1,0 +1,23 @@
+//! chatledger-core: the domain of chatledger, pure and synchronous.
+//!
+//! # Layout
+//!
+//! - [`event`]: what the log stores. [`NewEvent`] is what a caller asks to append;
+//!   [`RecordedEvent`] is the stored envelope with its stream version, global position,
+//!   `recorded_at` and `hash`.
+//! - [`canonical`]: the one canonical byte form of an event, and the hash chain built on it.
+//!   It is split out because another tool must be able to re-verify the log from its
+//!   definition alone.
+//! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
+//!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored.
+//!
+//! Nothing here performs IO, reads the clock or draws random numbers: callers pass `now`
+//! and new ids in. That is what makes a replay of the log rebuild exactly the same state.
+
+pub mod canonical;
+pub mod event;
+pub mod store;
+
+pub use canonical::{canonical_bytes, chain_hash, EventHash};
+pub use event::{Metadata, NewEvent, RecordedEvent};
+pub use store::{AppendResult, EventStore, ExpectedVersion, Position, StoreError, StoredEvent};

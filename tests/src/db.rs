@@ -1,0 +1,104 @@
+//! A database of its own for every test.
+
+use std::path::PathBuf;
+
+use chatledger_adapters::{PostgresStore, SqliteStore};
+use sqlx::{Connection, PgConnection};
+
+/// The environment variable naming the PostgreSQL server tests use.
+pub const PG_URL_ENV: &str = "CHATLEDGER_TEST_DATABASE_URL";
+/// The server tests use when the variable is unset: the one on this machine.
+pub const PG_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The PostgreSQL server URL for tests.
+pub fn pg_url() -> String {
+    std::env::var(PG_URL_ENV).unwrap_or_else(|_| PG_DEFAULT_URL.to_owned())
+}
+
+/// A SQLite database file in a temporary directory, removed with it.
+pub struct TempSqlite {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TempSqlite {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("chatledger.db");
+        TempSqlite { dir, path }
+    }
+
+    pub async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.path)
+            .await
+            .expect("the SQLite store opens")
+    }
+}
+
+impl Default for TempSqlite {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fresh schema on the test PostgreSQL server, dropped when this value is dropped.
+pub struct PgSchema {
+    pub url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    /// Creates the schema. Fails the test, saying how to start the server, when PostgreSQL
+    /// cannot be reached: a PostgreSQL test never passes without PostgreSQL.
+    pub async fn create() -> Self {
+        let url = pg_url();
+        let mut conn = connect_or_explain(&url).await;
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE SCHEMA");
+        let _ = conn.close().await;
+        PgSchema { url, name }
+    }
+
+    /// The store on this schema, migrated.
+    pub async fn store(&self) -> PostgresStore {
+        let store = PostgresStore::connect_lazy(&self.url, Some(&self.name)).expect("a valid URL");
+        store.migrate().await.expect("migrations apply");
+        store
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop runs outside async code (and after a panic too): use a runtime of its own.
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&url).await.ok()?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
+                conn.close().await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
+async fn connect_or_explain(url: &str) -> PgConnection {
+    match PgConnection::connect(url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {url}: {e}\n\
+             Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+             or point {PG_URL_ENV} at a server where user may create schemas."
+        ),
+    }
+}
