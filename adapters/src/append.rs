@@ -100,8 +100,8 @@ pub(crate) fn plan_append(
         });
     }
     let mut previous = head.map(|h| h.hash).unwrap_or(EventHash::GENESIS);
-    let mut version = head.map(|h| h.version + 1).unwrap_or(0);
-    for event in fresh {
+    let first_version = head.map(|h| h.version + 1).unwrap_or(0);
+    for (version, event) in (first_version..).zip(fresh) {
         let fields = HashedFields {
             event_id: event.event_id,
             stream,
@@ -126,7 +126,6 @@ pub(crate) fn plan_append(
             hash,
         });
         previous = hash;
-        version += 1;
     }
     Ok(plan)
 }

@@ -128,13 +128,21 @@ impl PostgresStore {
 
     /// Applies the migrations, refusing a schema that holds another application's tables.
     pub async fn migrate(&self) -> Result<(), OpenError> {
-        let mut conn = PgConnection::connect_with(&self.connect_options)
+        // One direct attempt first: a pool retries quietly until its timeout, which would hide
+        // why the server cannot be reached.
+        self.check_connection().await?;
+        // A pool of one rather than a bare connection: sqlx's migrator future is only `Send`
+        // (spawnable) when it runs on a pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(self.connect_options.clone())
             .await
             .map_err(|e| self.open_error(e))?;
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
         )
-        .fetch_all(&mut conn)
+        .fetch_all(&pool)
         .await
         .map_err(|e| self.open_error(e))?;
         if !tables.is_empty() && !tables.iter().any(|t| t == "_sqlx_migrations") {
@@ -143,11 +151,11 @@ impl PostgresStore {
                 tables,
             });
         }
-        MIGRATOR.run(&mut conn).await.map_err(|e| match e {
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => self.open_error(e),
             other => OpenError::Migrate(other.to_string()),
         })?;
-        let _ = conn.close().await;
+        pool.close().await;
         Ok(())
     }
 

@@ -83,7 +83,10 @@ impl SqliteStore {
             .foreign_keys(true);
         let not_a_db = |e: sqlx::Error| OpenError::NotADatabase {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: match e {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            },
         };
         let mut writer = SqliteConnection::connect_with(&options)
             .await

@@ -1,1 +1,18 @@
+//! chatledger-api: the HTTP edge and the `chatledger` binary.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`serve`, `migrate`) and the start-up sequence; the only place
+//!   that reads the environment and turns failures into one line and an exit code.
+//! - [`server`]: `run(listener, state, shutdown)`, the whole server, so tests start the real
+//!   thing on port 0.
+//! - [`http`]: the axum router, one module per area, and [`http::ApiError`], the one place
+//!   errors become HTTP statuses and JSON bodies.
+//! - [`readiness`]: whether the store is usable yet, and if not, why.
 
+pub mod cli;
+pub mod http;
+pub mod readiness;
+pub mod server;
+
+pub use server::{run, AppState};

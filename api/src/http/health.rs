@@ -1,0 +1,51 @@
+//! Liveness and readiness, for orchestrators.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::server::AppState;
+
+/// How long readiness waits for the store before calling it unavailable.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(live))
+        .route("/api/health/ready", get(ready))
+}
+
+/// The process is up and serving HTTP.
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The process can do its work: the store is migrated and answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    let unavailable = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "store": state.store_kind, "reason": reason})),
+        )
+            .into_response()
+    };
+    if let Some(reason) = state.readiness.blocker() {
+        return unavailable(reason);
+    }
+    match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.head_position()).await {
+        Ok(Ok(head)) => {
+            Json(json!({"status": "ready", "store": state.store_kind, "head_position": head}))
+                .into_response()
+        }
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(_) => unavailable(format!(
+            "the event store did not answer within {}s",
+            STORE_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}

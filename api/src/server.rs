@@ -1,0 +1,30 @@
+//! The whole server as one function, so that the binary and the tests start the same thing.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chatledger_core::EventStore;
+use tokio::net::TcpListener;
+
+use crate::readiness::Readiness;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    /// `sqlite` or `postgres`, as health checks report it.
+    pub store_kind: &'static str,
+    pub readiness: Readiness,
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = crate::http::router(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,253 @@
+//! The real `chatledger` binary: started as a user would, in an empty directory, spoken to
+//! over HTTP, stopped with SIGTERM.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chatledger_tests::db::PgSchema;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A guard against hanging, not a speed requirement.
+const START_GUARD: Duration = Duration::from_secs(30);
+
+fn chatledger(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatledger"));
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("PORT")
+        .env_remove("LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `serve` on a free port and returns the process and its base URL, read from the
+/// "listening" log line.
+async fn start(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .expect("chatledger starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = tokio::time::timeout(START_GUARD, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "listening" {
+                return entry["address"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("chatledger exited before listening");
+    })
+    .await
+    .expect("chatledger listens");
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{address}"))
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(START_GUARD, child.wait())
+        .await
+        .expect("it stops on SIGTERM")
+        .unwrap()
+}
+
+/// Runs a command that must fail, and returns its stderr.
+async fn failing(mut command: Command, args: &[&str]) -> String {
+    let output = tokio::time::timeout(START_GUARD, command.args(args).output())
+        .await
+        .expect("it ends by itself")
+        .unwrap();
+    assert!(!output.status.success(), "it should have failed");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+fn assert_one_clear_line(stderr: &str, needle: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "{:?} does not say {needle:?}",
+        lines[0]
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_in_an_empty_directory_is_live_and_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(chatledger(dir.path())).await;
+
+    let (status, body) = get(&format!("{base}/api/health")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = get(&format!("{base}/api/health/ready")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["store"], "sqlite");
+    assert!(
+        dir.path().join("chatledger.db").exists(),
+        "the log is ./chatledger.db"
+    );
+
+    let (status, body) = get(&format!("{base}/no/such/route")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not_found");
+
+    let status = terminate(child).await;
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn serve_with_postgres_down_stays_up_and_says_why_it_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = chatledger(dir.path());
+    // Nothing listens on port 1; the password must not appear anywhere.
+    command.env(
+        "DATABASE_URL",
+        "postgres://postgres:hunter2@127.0.0.1:1/chatledger",
+    );
+    let (mut child, base) = start(command).await;
+
+    let (status, _) = get(&format!("{base}/api/health")).await;
+    assert_eq!(status, 200);
+    let mut ready = get(&format!("{base}/api/health/ready")).await;
+    // The first connection attempt may still be under way; wait for its verdict.
+    for _ in 0..50 {
+        if ready.1["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot reach"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = get(&format!("{base}/api/health/ready")).await;
+    }
+    let (status, body) = ready;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot reach") && reason.contains("127.0.0.1:1"),
+        "{reason}"
+    );
+    assert!(!reason.contains("hunter2"), "the password leaked: {reason}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process keeps running"
+    );
+    terminate(child).await;
+}
+
+#[tokio::test]
+async fn serve_on_postgres_is_ready_once_migrated() {
+    let schema = PgSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = chatledger(dir.path());
+    command.env(
+        "DATABASE_URL",
+        format!("{}?options=-csearch_path%3D{}", schema.url, schema.name),
+    );
+    let (child, base) = start(command).await;
+    let mut ready = get(&format!("{base}/api/health/ready")).await;
+    for _ in 0..100 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = get(&format!("{base}/api/health/ready")).await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert_eq!(ready.1["store"], "postgres");
+    assert!(
+        !dir.path().join("chatledger.db").exists(),
+        "no SQLite file when PostgreSQL is chosen"
+    );
+    terminate(child).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_database_file_ends_serve_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("chatledger.db"),
+        b"not a database at all\n".repeat(100),
+    )
+    .unwrap();
+    let stderr = failing(
+        chatledger(dir.path()),
+        &["serve", "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert_one_clear_line(&stderr, "chatledger.db is not a usable SQLite database");
+}
+
+#[tokio::test]
+async fn a_database_url_with_an_unknown_scheme_ends_serve_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = chatledger(dir.path());
+    command.env("DATABASE_URL", "mysql://root:hunter2@localhost/chat");
+    let stderr = failing(command, &["serve", "--listen", "127.0.0.1:0"]).await;
+    assert_one_clear_line(&stderr, "unknown scheme \"mysql\"");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!dir.path().join("chatledger.db").exists());
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_and_is_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let output = chatledger(dir.path())
+            .arg("migrate")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout)
+            .contains("migrations applied to SQLite file chatledger.db"));
+    }
+    let schema = PgSchema::create().await;
+    let mut command = chatledger(dir.path());
+    command.env(
+        "DATABASE_URL",
+        format!("{}?options=-csearch_path%3D{}", schema.url, schema.name),
+    );
+    let output = command.arg("migrate").output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let store = schema.store().await;
+    chatledger_core::EventStore::ping(&store)
+        .await
+        .expect("the migrated schema is usable");
+}
