@@ -8,12 +8,15 @@
 //!   chain), so both stores decide exactly alike and differ only in SQL.
 //! - `follow`: following the log live, woken on commit, for both stores.
 //! - `rows`: stored rows back into events; database errors into store errors.
+//! - [`whatsapp`]: provider payloads into normalised messages and receipts, signatures,
+//!   phone numbers.
 //! - [`StoreLocation`]: which store a `DATABASE_URL` names.
 
 mod append;
 mod follow;
 pub mod postgres;
 mod rows;
+pub mod whatsapp;
 pub mod sqlite;
 
 use std::path::PathBuf;

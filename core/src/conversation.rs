@@ -1,0 +1,544 @@
+//! The conversation between one customer and one of our numbers: its events, its state (the
+//! fold), and the decisions taken on it.
+//!
+//! Stream: `conversation-{channel}-{customer}` ([`stream_name`]). The decider is pure: the
+//! command carries the time and any new id, and the decision returns events.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::{Metadata, NewEvent, RecordedEvent};
+
+/// The namespace of every event id chatledger derives (UUIDv5).
+pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_2b8e_4f0a_5c3d_9e7f_1a2b_3c4d_5e6f);
+
+/// Who the customer is: an E.164 phone number, or, for a WhatsApp user who shows only a
+/// business-scoped user id, that id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum CustomerKey {
+    Phone(String),
+    UserId(String),
+}
+
+impl fmt::Display for CustomerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomerKey::Phone(p) => f.write_str(p),
+            CustomerKey::UserId(u) => f.write_str(u),
+        }
+    }
+}
+
+/// The conversation stream of `customer` on `channel`. Stored data: never changes.
+pub fn stream_name(channel: &str, customer: &CustomerKey) -> String {
+    format!("conversation-{channel}-{customer}")
+}
+
+/// What we know of the customer from one inbound payload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    /// E.164, when the payload shows a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Business-scoped user id, when the payload shows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The profile name the customer gave WhatsApp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A media attachment, as the provider described it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    /// Meta's media id (resolved through the Graph API when downloaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A direct URL (Twilio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// A voice note (audio recorded in WhatsApp).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voice: bool,
+    /// An animated sticker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub animated: bool,
+}
+
+/// An error a provider attached to a message, a receipt or a whole notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderError {
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// An inbound message, normalised from any provider's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// `meta`, `pinbot`, `360dialog`, `twilio`.
+    pub provider: String,
+    /// The provider's id (a `wamid`, a Twilio `MessageSid`).
+    pub provider_message_id: String,
+    /// text, image, document, video, audio, sticker, location, contacts, interactive, button,
+    /// reaction, order, system, request_welcome, edit, revoke, unsupported, or the provider's
+    /// own word for a type we do not know yet.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    /// The type-specific content (location, contacts, interactive reply, reaction, order,
+    /// system notice, …) as the provider sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// Reply, forward or product-enquiry context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    /// Click-to-WhatsApp ad referral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Value>,
+    pub customer: Customer,
+    /// When the customer sent it, by the provider's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Errors the provider attached (e.g. 131051 for an unsupported type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProviderError>,
+    /// The provider's original JSON for this message (or its form fields).
+    pub raw: Value,
+}
+
+/// A delivery receipt from a provider, about a message we sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub provider: String,
+    /// The id the provider gave our message when it was sent.
+    pub provider_message_id: String,
+    /// sent, delivered, read, failed (Meta); also queued, undelivered (Twilio).
+    pub status: String,
+    /// When the status happened, by the provider's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    pub recipient: Customer,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProviderError>,
+    /// The provider's original JSON for this receipt (or its form fields).
+    pub raw: Value,
+}
+
+/// Why a chat was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenReason {
+    /// The customer's first message on this number.
+    FirstMessage,
+    /// A message after the previous chat was resolved.
+    AfterResolution,
+}
+
+/// The events of a conversation stream. Variant names are the stored event types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ConversationEvent {
+    ChatOpened {
+        chat_id: Uuid,
+        reason: OpenReason,
+        /// The customer's context when the chat opened.
+        context: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_chat_id: Option<Uuid>,
+        opened_at: DateTime<Utc>,
+    },
+    MessageReceived {
+        chat_id: Uuid,
+        received_at: DateTime<Utc>,
+        #[serde(flatten)]
+        message: InboundMessage,
+    },
+    ReceiptRecorded {
+        /// The chat of the message it is about, when we know that message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chat_id: Option<Uuid>,
+        /// False when the receipt is about a message this conversation has no record of.
+        known_message: bool,
+        received_at: DateTime<Utc>,
+        #[serde(flatten)]
+        receipt: Receipt,
+    },
+}
+
+impl ConversationEvent {
+    /// The stored type name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ConversationEvent::ChatOpened { .. } => "ChatOpened",
+            ConversationEvent::MessageReceived { .. } => "MessageReceived",
+            ConversationEvent::ReceiptRecorded { .. } => "ReceiptRecorded",
+        }
+    }
+
+    /// The event's id, derived from what it is about, so that deciding the same thing twice
+    /// (a redelivered webhook) yields the same id and the store keeps it once.
+    pub fn event_id(&self, stream: &str) -> Uuid {
+        let name = match self {
+            ConversationEvent::ChatOpened { chat_id, .. } => format!("ChatOpened/{stream}/{chat_id}"),
+            ConversationEvent::MessageReceived { message, .. } => {
+                format!("MessageReceived/{stream}/{}", message.provider_message_id)
+            }
+            ConversationEvent::ReceiptRecorded { receipt, .. } => {
+                format!("ReceiptRecorded/{stream}/{}/{}", receipt.provider_message_id, receipt.status)
+            }
+        };
+        Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+    }
+
+    /// The envelope to append.
+    pub fn to_new_event(&self, stream: &str, metadata: Metadata) -> NewEvent {
+        let data = match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        NewEvent::new(self.event_id(stream), self.event_type(), data, metadata)
+    }
+
+    /// Reads a stored event back; `None` for a type this fold does not know (a newer
+    /// release's event), which the fold then skips. This is the one place old schema
+    /// versions would be upcast.
+    pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
+        if !matches!(event.event_type.as_str(), "ChatOpened" | "MessageReceived" | "ReceiptRecorded") {
+            return Ok(None);
+        }
+        let tagged = serde_json::json!({"type": event.event_type, "data": event.data});
+        serde_json::from_value(tagged).map(Some)
+    }
+}
+
+/// A chat's lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatStatus {
+    Open,
+    Assigned,
+    AwaitingCustomer,
+    Resolved,
+    Closed,
+}
+
+/// The current chat of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chat {
+    pub chat_id: Uuid,
+    pub status: ChatStatus,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// A conversation as folded from its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    /// The latest chat, open or not.
+    pub chat: Option<Chat>,
+    pub customer: Customer,
+    pub context: Value,
+    /// Provider ids of the messages received, with their chat.
+    pub received: HashMap<String, Uuid>,
+    /// `(provider message id, status)` of every receipt recorded.
+    pub receipts: HashSet<(String, String)>,
+}
+
+/// What a conversation is asked to do.
+#[derive(Debug, Clone)]
+pub enum ConversationCommand {
+    /// Record a message from the customer. `new_chat_id` is used if this opens a chat.
+    ReceiveMessage {
+        message: InboundMessage,
+        new_chat_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    /// Record a delivery receipt.
+    RecordReceipt { receipt: Receipt, now: DateTime<Utc> },
+}
+
+/// A command the conversation refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConversationRejection {
+    #[error("the message has no provider id")]
+    MissingMessageId,
+}
+
+impl Conversation {
+    /// Folds one event into the state. The same code serves live handling, rebuilds and
+    /// time travel.
+    pub fn evolve(&mut self, event: &ConversationEvent) {
+        match event {
+            ConversationEvent::ChatOpened {
+                chat_id,
+                context,
+                opened_at,
+                ..
+            } => {
+                self.chat = Some(Chat {
+                    chat_id: *chat_id,
+                    status: ChatStatus::Open,
+                    opened_at: *opened_at,
+                });
+                if !context.is_null() {
+                    self.context = context.clone();
+                }
+            }
+            ConversationEvent::MessageReceived { chat_id, message, .. } => {
+                self.received.insert(message.provider_message_id.clone(), *chat_id);
+                merge_customer(&mut self.customer, &message.customer);
+            }
+            ConversationEvent::ReceiptRecorded { receipt, .. } => {
+                self.receipts
+                    .insert((receipt.provider_message_id.clone(), receipt.status.clone()));
+            }
+        }
+    }
+
+    /// Folds a whole history.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a ConversationEvent>) -> Self {
+        let mut state = Conversation::default();
+        for event in events {
+            state.evolve(event);
+        }
+        state
+    }
+
+    /// The chat a new customer message belongs to, if one is open.
+    pub fn open_chat(&self) -> Option<&Chat> {
+        self.chat
+            .as_ref()
+            .filter(|c| !matches!(c.status, ChatStatus::Resolved | ChatStatus::Closed))
+    }
+
+    /// Decides what a command changes. An empty decision means "already recorded".
+    pub fn decide(&self, command: ConversationCommand) -> Result<Vec<ConversationEvent>, ConversationRejection> {
+        match command {
+            ConversationCommand::ReceiveMessage {
+                message,
+                new_chat_id,
+                now,
+            } => {
+                if message.provider_message_id.is_empty() {
+                    return Err(ConversationRejection::MissingMessageId);
+                }
+                if self.received.contains_key(&message.provider_message_id) {
+                    return Ok(vec![]);
+                }
+                let mut events = Vec::with_capacity(2);
+                let chat_id = match self.open_chat() {
+                    Some(chat) => chat.chat_id,
+                    None => {
+                        let previous = self.chat.as_ref().map(|c| c.chat_id);
+                        events.push(ConversationEvent::ChatOpened {
+                            chat_id: new_chat_id,
+                            reason: if previous.is_some() {
+                                OpenReason::AfterResolution
+                            } else {
+                                OpenReason::FirstMessage
+                            },
+                            context: if self.context.is_null() {
+                                Value::Object(Default::default())
+                            } else {
+                                self.context.clone()
+                            },
+                            previous_chat_id: previous,
+                            opened_at: now,
+                        });
+                        new_chat_id
+                    }
+                };
+                events.push(ConversationEvent::MessageReceived {
+                    chat_id,
+                    received_at: now,
+                    message,
+                });
+                Ok(events)
+            }
+            ConversationCommand::RecordReceipt { receipt, now } => {
+                if receipt.provider_message_id.is_empty() {
+                    return Err(ConversationRejection::MissingMessageId);
+                }
+                let key = (receipt.provider_message_id.clone(), receipt.status.clone());
+                if self.receipts.contains(&key) {
+                    return Ok(vec![]);
+                }
+                // Receipts are about messages we sent; until outbound messages are recorded
+                // here, only inbound ids can be matched. An unmatched receipt is still a fact.
+                let chat_id = self.received.get(&receipt.provider_message_id).copied();
+                Ok(vec![ConversationEvent::ReceiptRecorded {
+                    chat_id,
+                    known_message: chat_id.is_some(),
+                    received_at: now,
+                    receipt,
+                }])
+            }
+        }
+    }
+}
+
+fn merge_customer(known: &mut Customer, seen: &Customer) {
+    if seen.phone.is_some() {
+        known.phone.clone_from(&seen.phone);
+    }
+    if seen.user_id.is_some() {
+        known.user_id.clone_from(&seen.user_id);
+    }
+    if seen.name.is_some() {
+        known.name.clone_from(&seen.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn message(id: &str, text: &str) -> InboundMessage {
+        InboundMessage {
+            provider: "meta".into(),
+            provider_message_id: id.into(),
+            kind: "text".into(),
+            text: Some(text.into()),
+            media: None,
+            details: None,
+            context: None,
+            referral: None,
+            customer: Customer {
+                phone: Some("+919638120888".into()),
+                user_id: None,
+                name: Some("Asha".into()),
+            },
+            sent_at: None,
+            errors: vec![],
+            raw: json!({"id": id}),
+        }
+    }
+
+    fn receipt(id: &str, status: &str) -> Receipt {
+        Receipt {
+            provider: "meta".into(),
+            provider_message_id: id.into(),
+            status: status.into(),
+            at: None,
+            recipient: Customer::default(),
+            errors: vec![],
+            raw: json!({"id": id, "status": status}),
+        }
+    }
+
+    /// given `history`, when `command`, then the decision.
+    fn given(history: &[ConversationEvent], command: ConversationCommand) -> Vec<ConversationEvent> {
+        Conversation::fold(history).decide(command).expect("accepted")
+    }
+
+    fn receive(id: &str, chat: u128, now: &str) -> ConversationCommand {
+        ConversationCommand::ReceiveMessage {
+            message: message(id, "hi"),
+            new_chat_id: Uuid::from_u128(chat),
+            now: at(now),
+        }
+    }
+
+    #[test]
+    fn the_first_message_opens_a_chat() {
+        let events = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[0],
+            ConversationEvent::ChatOpened { chat_id, reason: OpenReason::FirstMessage, previous_chat_id: None, .. }
+                if *chat_id == Uuid::from_u128(1)
+        ));
+        assert!(matches!(&events[1], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn later_messages_join_the_open_chat() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let events = given(&history, receive("wamid.2", 2, "2026-11-22T10:01:00Z"));
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn a_message_already_recorded_changes_nothing() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        assert!(given(&history, receive("wamid.1", 9, "2026-11-22T10:05:00Z")).is_empty());
+    }
+
+    #[test]
+    fn a_receipt_for_an_unknown_message_is_recorded_as_such() {
+        let events = given(
+            &[],
+            ConversationCommand::RecordReceipt {
+                receipt: receipt("wamid.out", "delivered"),
+                now: at("2026-11-22T10:00:00Z"),
+            },
+        );
+        assert!(matches!(&events[..], [ConversationEvent::ReceiptRecorded { known_message: false, chat_id: None, .. }]));
+    }
+
+    #[test]
+    fn each_status_of_a_message_is_recorded_once_in_any_order() {
+        let now = at("2026-11-22T10:00:00Z");
+        let read = given(&[], ConversationCommand::RecordReceipt { receipt: receipt("w", "read"), now });
+        let delivered = given(&read, ConversationCommand::RecordReceipt { receipt: receipt("w", "delivered"), now });
+        assert_eq!(delivered.len(), 1, "an earlier status arriving late is still recorded");
+        let history: Vec<_> = read.into_iter().chain(delivered).collect();
+        assert!(given(&history, ConversationCommand::RecordReceipt { receipt: receipt("w", "read"), now }).is_empty());
+    }
+
+    #[test]
+    fn a_message_without_an_id_is_refused() {
+        let err = Conversation::default()
+            .decide(receive("", 1, "2026-11-22T10:00:00Z"))
+            .unwrap_err();
+        assert_eq!(err, ConversationRejection::MissingMessageId);
+    }
+
+    #[test]
+    fn events_round_trip_through_the_envelope_with_stable_ids() {
+        let events = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        for event in &events {
+            let new = event.to_new_event("conversation-x-+91", Metadata::by("test"));
+            assert_eq!(new.event_id, event.event_id("conversation-x-+91"));
+            assert_ne!(new.event_id, event.event_id("conversation-y-+91"), "ids differ per stream");
+            let recorded = RecordedEvent {
+                event_id: new.event_id,
+                stream: "conversation-x-+91".into(),
+                version: 0,
+                position: 1,
+                event_type: new.event_type.clone(),
+                schema_version: 1,
+                data: new.data.clone(),
+                metadata: new.metadata.clone(),
+                recorded_at: at("2026-11-22T10:00:00Z"),
+                hash: crate::EventHash::GENESIS,
+            };
+            assert_eq!(ConversationEvent::from_recorded(&recorded).unwrap().as_ref(), Some(event));
+        }
+        assert_eq!(events[1].to_new_event("s", Metadata::default()).data["text"], "hi");
+    }
+}
