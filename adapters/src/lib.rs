@@ -16,8 +16,8 @@ mod append;
 mod follow;
 pub mod postgres;
 mod rows;
-pub mod whatsapp;
 pub mod sqlite;
+pub mod whatsapp;
 
 use std::path::PathBuf;
 

@@ -5,7 +5,11 @@ use chatledger_adapters::whatsapp::{meta, twilio, InboundItem, Routed};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../tests/fixtures/whatsapp/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../tests/fixtures/whatsapp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn meta_items(name: &str) -> Vec<Routed> {
@@ -17,7 +21,7 @@ fn only_message(name: &str) -> chatledger_core::conversation::InboundMessage {
     let items = meta_items(name);
     assert_eq!(items.len(), 1, "{name}: {items:?}");
     match &items[0].item {
-        InboundItem::Message(m) => m.clone(),
+        InboundItem::Message(m) => (**m).clone(),
         other => panic!("{name}: expected a message, got {other:?}"),
     }
 }
@@ -29,7 +33,10 @@ fn every_fixture_file_is_covered_here() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".json") || name.ends_with(".form") {
-            assert!(source.contains(&format!("\"{name}\"")), "{name} has no expectation in this file");
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "{name} has no expectation in this file"
+            );
         }
     }
 }
@@ -39,7 +46,12 @@ fn messages_of_every_kind() {
     // (fixture, kind, text, has media)
     let cases = [
         ("meta-text.json", "text", Some("Body Text"), false),
-        ("meta-text-signed-raw.json", "text", Some("Hey there! I am using PyWa."), false),
+        (
+            "meta-text-signed-raw.json",
+            "text",
+            Some("Hey there! I am using PyWa."),
+            false,
+        ),
         ("meta-image.json", "image", None, true),
         ("meta-document.json", "document", None, true),
         ("meta-audio-voice.json", "audio", None, true),
@@ -49,9 +61,24 @@ fn messages_of_every_kind() {
         ("meta-unsupported.json", "unsupported", None, false),
         ("meta-reply-context.json", "text", None, false),
         ("meta-value-level-errors.json", "interactive", None, false),
-        ("meta-interactive-button-reply.json", "interactive", Some("title"), false),
-        ("meta-button-template-quick-reply.json", "button", None, false),
-        ("meta-interactive-list-reply.json", "interactive", None, false),
+        (
+            "meta-interactive-button-reply.json",
+            "interactive",
+            Some("title"),
+            false,
+        ),
+        (
+            "meta-button-template-quick-reply.json",
+            "button",
+            None,
+            false,
+        ),
+        (
+            "meta-interactive-list-reply.json",
+            "interactive",
+            None,
+            false,
+        ),
     ];
     for (name, kind, text, has_media) in cases {
         let m = only_message(name);
@@ -60,10 +87,24 @@ fn messages_of_every_kind() {
             assert_eq!(m.text.as_deref(), Some(text), "{name}");
         }
         assert_eq!(m.media.is_some(), has_media, "{name}");
-        assert!(m.provider_message_id.starts_with("wamid.") || !m.provider_message_id.is_empty(), "{name}");
-        assert!(m.customer.phone.as_deref().is_some_and(|p| p.starts_with('+')), "{name}: {:?}", m.customer);
+        assert!(
+            m.provider_message_id.starts_with("wamid.") || !m.provider_message_id.is_empty(),
+            "{name}"
+        );
+        assert!(
+            m.customer
+                .phone
+                .as_deref()
+                .is_some_and(|p| p.starts_with('+')),
+            "{name}: {:?}",
+            m.customer
+        );
         assert!(m.sent_at.is_some(), "{name}: timestamp");
-        assert_eq!(m.raw["message"]["id"].as_str(), Some(m.provider_message_id.as_str()), "{name}: raw kept");
+        assert_eq!(
+            m.raw["message"]["id"].as_str(),
+            Some(m.provider_message_id.as_str()),
+            "{name}: raw kept"
+        );
     }
 }
 
@@ -85,9 +126,15 @@ fn kind_specific_content_is_kept() {
     assert!(reply.context.unwrap()["id"].is_string());
     let with_value_errors = only_message("meta-value-level-errors.json");
     assert_eq!(with_value_errors.errors[0].code, 131000);
-    assert_eq!(with_value_errors.errors[0].details.as_deref(), Some("Unsupported webhook payload"));
+    assert_eq!(
+        with_value_errors.errors[0].details.as_deref(),
+        Some("Unsupported webhook payload")
+    );
     let button = only_message("meta-interactive-button-reply.json");
-    assert_eq!(button.customer.user_id.as_deref(), Some("US.13491208655302741918"));
+    assert_eq!(
+        button.customer.user_id.as_deref(),
+        Some("US.13491208655302741918")
+    );
     assert_eq!(button.customer.name.as_deref(), Some("Test Name"));
     let quick_reply = only_message("meta-button-template-quick-reply.json");
     assert!(quick_reply.details.unwrap()["payload"].is_string());
@@ -108,7 +155,9 @@ fn statuses_become_receipts() {
     ] {
         let items = meta_items(name);
         assert_eq!(items.len(), 1, "{name}");
-        let InboundItem::Receipt(receipt) = &items[0].item else { panic!("{name}: {items:?}") };
+        let InboundItem::Receipt(receipt) = &items[0].item else {
+            panic!("{name}: {items:?}")
+        };
         assert_eq!(receipt.status, status);
         assert!(receipt.recipient.phone.is_some());
         assert_eq!(receipt.raw["status"]["status"], status);
@@ -129,11 +178,16 @@ fn what_is_not_a_message_or_receipt_is_kept_as_a_notice() {
     ] {
         let items = meta_items(name);
         assert_eq!(items.len(), 1, "{name}");
-        let InboundItem::Notice(notice) = &items[0].item else { panic!("{name}: {items:?}") };
+        let InboundItem::Notice(notice) = &items[0].item else {
+            panic!("{name}: {items:?}")
+        };
         assert_eq!(notice.kind, kind, "{name}");
         assert!(!notice.raw.is_null());
     }
-    let InboundItem::Notice(errors) = &meta_items("meta-change-errors-no-messages.json")[0].item else { unreachable!() };
+    let InboundItem::Notice(errors) = &meta_items("meta-change-errors-no-messages.json")[0].item
+    else {
+        unreachable!()
+    };
     assert_eq!(errors.errors[0].code, 0);
 }
 
@@ -164,10 +218,18 @@ fn several_entries_changes_and_unknown_fields() {
         .collect();
     assert_eq!(
         kinds,
-        vec![("message", Some("p1")), ("message", Some("p1")), ("notice", None), ("message", Some("p2")), ("receipt", Some("p2"))]
+        vec![
+            ("message", Some("p1")),
+            ("message", Some("p1")),
+            ("notice", None),
+            ("message", Some("p2")),
+            ("receipt", Some("p2"))
+        ]
     );
     // Integer timestamps are accepted as well as strings.
-    let InboundItem::Message(first) = &items[0].item else { unreachable!() };
+    let InboundItem::Message(first) = &items[0].item else {
+        unreachable!()
+    };
     assert_eq!(first.sent_at.unwrap().timestamp(), 1_700_000_000);
 }
 
@@ -176,7 +238,9 @@ fn dialog360_legacy_shape_without_entry() {
     let body = serde_json::json!({"contacts": [{"profile": {"name": "R"}, "wa_id": "919638120888"}],
         "messages": [{"from": "919638120888", "id": "ABGG", "timestamp": "1700000000", "type": "text", "text": {"body": "hi"}}]});
     let items = meta::parse(&body, "360dialog", &PhoneNormalizer::new("IN").unwrap());
-    assert!(matches!(&items[..], [Routed { item: InboundItem::Message(m), .. }] if m.text.as_deref() == Some("hi")));
+    assert!(
+        matches!(&items[..], [Routed { item: InboundItem::Message(m), .. }] if m.text.as_deref() == Some("hi"))
+    );
 }
 
 fn form(name: &str) -> Vec<(String, String)> {
@@ -186,23 +250,50 @@ fn form(name: &str) -> Vec<(String, String)> {
 #[test]
 fn twilio_callbacks() {
     let phones = PhoneNormalizer::new("IN").unwrap();
-    let InboundItem::Message(text) = twilio::parse(&form("twilio-wa-inbound-text.form"), &phones) else { panic!() };
-    assert_eq!((text.kind.as_str(), text.text.as_deref()), ("text", Some("Msg")));
+    let InboundItem::Message(text) = twilio::parse(&form("twilio-wa-inbound-text.form"), &phones)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (text.kind.as_str(), text.text.as_deref()),
+        ("text", Some("Msg"))
+    );
     assert_eq!(text.customer.phone.as_deref(), Some("+14133881111"));
-    assert_eq!(text.provider_message_id, "SMe287d7109a5a925f182f0e07fe5b223b");
+    assert_eq!(
+        text.provider_message_id,
+        "SMe287d7109a5a925f182f0e07fe5b223b"
+    );
     assert_eq!(text.raw["ToCity"], "", "empty fields are kept");
 
-    let InboundItem::Message(media) = twilio::parse(&form("twilio-inbound-media-2-attachments.form"), &phones) else { panic!() };
-    assert_eq!(media.media.as_ref().unwrap().url.as_deref(), Some("cat.jpg"));
-    assert_eq!(media.details.as_ref().unwrap()["attachments"].as_array().unwrap().len(), 2);
+    let InboundItem::Message(media) =
+        twilio::parse(&form("twilio-inbound-media-2-attachments.form"), &phones)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        media.media.as_ref().unwrap().url.as_deref(),
+        Some("cat.jpg")
+    );
+    assert_eq!(
+        media.details.as_ref().unwrap()["attachments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // A status callback without `To` cannot be placed in a conversation: kept as a notice.
-    let InboundItem::Notice(status) = twilio::parse(&form("twilio-status-delivered.form"), &phones) else { panic!() };
+    let InboundItem::Notice(status) = twilio::parse(&form("twilio-status-delivered.form"), &phones)
+    else {
+        panic!()
+    };
     assert_eq!(status.kind, "receipt_without_recipient");
     assert_eq!(status.raw["MessageStatus"], "delivered");
     let mut with_to = form("twilio-status-delivered.form");
     with_to.push(("To".into(), "whatsapp:+919638120888".into()));
-    let InboundItem::Receipt(receipt) = twilio::parse(&with_to, &phones) else { panic!() };
+    let InboundItem::Receipt(receipt) = twilio::parse(&with_to, &phones) else {
+        panic!()
+    };
     assert_eq!(receipt.status, "delivered");
     assert_eq!(receipt.recipient.phone.as_deref(), Some("+919638120888"));
 }

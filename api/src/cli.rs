@@ -4,7 +4,7 @@
 //! backtrace, no secret.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use chatledger_core::channel::{ChannelsConfigured, CHANNELS_CONFIG_STREAM};
+
+use crate::config::{record_channels, WhatsAppSettings};
 use crate::readiness::Readiness;
 use crate::server::{run, AppState};
 
@@ -26,6 +29,15 @@ pub struct Cli {
     /// Without it, the SQLite file ./chatledger.db.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+
+    /// The directory holding channels.yaml and the other configuration files.
+    #[arg(
+        long,
+        env = "CHATLEDGER_CONFIG_DIR",
+        default_value = "config",
+        global = true
+    )]
+    config_dir: PathBuf,
 
     /// Log lines as human-readable text or as JSON objects.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -80,7 +92,9 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen } => serve(cli.database_url.as_deref(), listen).await,
+            Command::Serve { listen } => {
+                serve(cli.database_url.as_deref(), &cli.config_dir, listen).await
+            }
             Command::Migrate => migrate(cli.database_url.as_deref()).await,
         }
     });
@@ -122,26 +136,45 @@ fn listen_address(listen: Option<SocketAddr>) -> Result<SocketAddr, CliError> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-async fn serve(database_url: Option<&str>, listen: Option<SocketAddr>) -> Result<(), CliError> {
+async fn serve(
+    database_url: Option<&str>,
+    config_dir: &Path,
+    listen: Option<SocketAddr>,
+) -> Result<(), CliError> {
     let location = StoreLocation::from_database_url(database_url)?;
     let address = listen_address(listen)?;
+    let whatsapp = WhatsAppSettings::load(&config_dir.join("channels.yaml"), &|name| {
+        std::env::var(name).ok()
+    })
+    .map_err(|e| CliError::Config(e.to_string()))?;
+    tracing::info!(channels = whatsapp.configured.channels.len(), source = %whatsapp.configured.source, "channels configured");
+    let unauthenticated = whatsapp.unauthenticated_channels();
+    if !unauthenticated.is_empty() {
+        tracing::warn!(
+            channels = %unauthenticated.join(","),
+            "webhooks of these channels are unauthenticated: no secret of their configured checks is set \
+             (META_APP_SECRET, TWILIO_AUTH_TOKEN or their secret header's variable)"
+        );
+    }
     tracing::info!(store = %location.describe(), "opening the event store");
     let (fatal_tx, fatal_rx) = oneshot::channel::<CliError>();
+    let channels = whatsapp.configured.clone();
     let state = match location {
-        StoreLocation::Sqlite(path) => AppState {
-            store: Arc::new(SqliteStore::open(&path).await?),
-            store_kind: "sqlite",
-            readiness: Readiness::ready(),
-        },
+        StoreLocation::Sqlite(path) => {
+            let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await?);
+            record_configuration(store.as_ref(), &channels).await?;
+            AppState::new(store, "sqlite", Readiness::ready(), whatsapp)
+        }
         StoreLocation::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect_lazy(&url, None)?);
             let readiness = Readiness::waiting(format!("connecting to {}", store.location()));
-            tokio::spawn(prepare_postgres(store.clone(), readiness.clone(), fatal_tx));
-            AppState {
-                store: store as Arc<dyn EventStore>,
-                store_kind: "postgres",
-                readiness,
-            }
+            tokio::spawn(prepare_postgres(
+                store.clone(),
+                channels,
+                readiness.clone(),
+                fatal_tx,
+            ));
+            AppState::new(store, "postgres", readiness, whatsapp)
         }
     };
     let listener = TcpListener::bind(address)
@@ -175,6 +208,7 @@ async fn serve(database_url: Option<&str>, listen: Option<SocketAddr>) -> Result
 /// while readiness says why. A database that is reachable but unusable ends the process.
 async fn prepare_postgres(
     store: Arc<PostgresStore>,
+    channels: ChannelsConfigured,
     readiness: Readiness,
     fatal: oneshot::Sender<CliError>,
 ) {
@@ -183,6 +217,10 @@ async fn prepare_postgres(
     loop {
         match store.migrate().await {
             Ok(()) => {
+                if let Err(e) = record_configuration(store.as_ref(), &channels).await {
+                    let _ = fatal.send(e);
+                    return;
+                }
                 readiness.set_ready();
                 tracing::info!(store = %store.location(), "event store ready");
                 return;
@@ -203,6 +241,23 @@ async fn prepare_postgres(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// Records configuration files that changed since they were last recorded.
+async fn record_configuration(
+    store: &dyn EventStore,
+    channels: &ChannelsConfigured,
+) -> Result<(), CliError> {
+    let recorded = record_channels(store, channels)
+        .await
+        .map_err(|e| CliError::Io(format!("recording the channel configuration failed: {e}")))?;
+    if recorded {
+        tracing::info!(
+            stream = CHANNELS_CONFIG_STREAM,
+            "recorded a new version of the channel configuration"
+        );
+    }
+    Ok(())
 }
 
 async fn migrate(database_url: Option<&str>) -> Result<(), CliError> {

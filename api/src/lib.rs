@@ -8,10 +8,14 @@
 //!   thing on port 0.
 //! - [`http`]: the axum router, one module per area, and [`http::ApiError`], the one place
 //!   errors become HTTP statuses and JSON bodies.
+//! - [`config`]: `config/*.yaml` and the secrets the environment holds for it.
+//! - [`ingest`]: what a webhook carried, recorded as conversation and channel events.
 //! - [`readiness`]: whether the store is usable yet, and if not, why.
 
 pub mod cli;
+pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod readiness;
 pub mod server;
 

@@ -4,8 +4,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chatledger_core::EventStore;
+use chatledger_projections::conversations::Conversations;
 use tokio::net::TcpListener;
 
+use crate::config::WhatsAppSettings;
 use crate::readiness::Readiness;
 
 /// What every request handler can reach.
@@ -15,6 +17,25 @@ pub struct AppState {
     /// `sqlite` or `postgres`, as health checks report it.
     pub store_kind: &'static str,
     pub readiness: Readiness,
+    pub whatsapp: Arc<WhatsAppSettings>,
+    pub conversations: Arc<Conversations>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        store_kind: &'static str,
+        readiness: Readiness,
+        whatsapp: WhatsAppSettings,
+    ) -> Self {
+        AppState {
+            conversations: Arc::new(Conversations::new(store.clone())),
+            store,
+            store_kind,
+            readiness,
+            whatsapp: Arc::new(whatsapp),
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.

@@ -171,7 +171,7 @@ pub enum ConversationEvent {
         chat_id: Uuid,
         received_at: DateTime<Utc>,
         #[serde(flatten)]
-        message: InboundMessage,
+        message: Box<InboundMessage>,
     },
     ReceiptRecorded {
         /// The chat of the message it is about, when we know that message.
@@ -181,7 +181,7 @@ pub enum ConversationEvent {
         known_message: bool,
         received_at: DateTime<Utc>,
         #[serde(flatten)]
-        receipt: Receipt,
+        receipt: Box<Receipt>,
     },
 }
 
@@ -199,12 +199,17 @@ impl ConversationEvent {
     /// (a redelivered webhook) yields the same id and the store keeps it once.
     pub fn event_id(&self, stream: &str) -> Uuid {
         let name = match self {
-            ConversationEvent::ChatOpened { chat_id, .. } => format!("ChatOpened/{stream}/{chat_id}"),
+            ConversationEvent::ChatOpened { chat_id, .. } => {
+                format!("ChatOpened/{stream}/{chat_id}")
+            }
             ConversationEvent::MessageReceived { message, .. } => {
                 format!("MessageReceived/{stream}/{}", message.provider_message_id)
             }
             ConversationEvent::ReceiptRecorded { receipt, .. } => {
-                format!("ReceiptRecorded/{stream}/{}/{}", receipt.provider_message_id, receipt.status)
+                format!(
+                    "ReceiptRecorded/{stream}/{}/{}",
+                    receipt.provider_message_id, receipt.status
+                )
             }
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
@@ -223,7 +228,10 @@ impl ConversationEvent {
     /// release's event), which the fold then skips. This is the one place old schema
     /// versions would be upcast.
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
-        if !matches!(event.event_type.as_str(), "ChatOpened" | "MessageReceived" | "ReceiptRecorded") {
+        if !matches!(
+            event.event_type.as_str(),
+            "ChatOpened" | "MessageReceived" | "ReceiptRecorded"
+        ) {
             return Ok(None);
         }
         let tagged = serde_json::json!({"type": event.event_type, "data": event.data});
@@ -267,12 +275,15 @@ pub struct Conversation {
 pub enum ConversationCommand {
     /// Record a message from the customer. `new_chat_id` is used if this opens a chat.
     ReceiveMessage {
-        message: InboundMessage,
+        message: Box<InboundMessage>,
         new_chat_id: Uuid,
         now: DateTime<Utc>,
     },
     /// Record a delivery receipt.
-    RecordReceipt { receipt: Receipt, now: DateTime<Utc> },
+    RecordReceipt {
+        receipt: Box<Receipt>,
+        now: DateTime<Utc>,
+    },
 }
 
 /// A command the conversation refuses.
@@ -302,8 +313,11 @@ impl Conversation {
                     self.context = context.clone();
                 }
             }
-            ConversationEvent::MessageReceived { chat_id, message, .. } => {
-                self.received.insert(message.provider_message_id.clone(), *chat_id);
+            ConversationEvent::MessageReceived {
+                chat_id, message, ..
+            } => {
+                self.received
+                    .insert(message.provider_message_id.clone(), *chat_id);
                 merge_customer(&mut self.customer, &message.customer);
             }
             ConversationEvent::ReceiptRecorded { receipt, .. } => {
@@ -330,7 +344,10 @@ impl Conversation {
     }
 
     /// Decides what a command changes. An empty decision means "already recorded".
-    pub fn decide(&self, command: ConversationCommand) -> Result<Vec<ConversationEvent>, ConversationRejection> {
+    pub fn decide(
+        &self,
+        command: ConversationCommand,
+    ) -> Result<Vec<ConversationEvent>, ConversationRejection> {
         match command {
             ConversationCommand::ReceiveMessage {
                 message,
@@ -450,13 +467,18 @@ mod tests {
     }
 
     /// given `history`, when `command`, then the decision.
-    fn given(history: &[ConversationEvent], command: ConversationCommand) -> Vec<ConversationEvent> {
-        Conversation::fold(history).decide(command).expect("accepted")
+    fn given(
+        history: &[ConversationEvent],
+        command: ConversationCommand,
+    ) -> Vec<ConversationEvent> {
+        Conversation::fold(history)
+            .decide(command)
+            .expect("accepted")
     }
 
     fn receive(id: &str, chat: u128, now: &str) -> ConversationCommand {
         ConversationCommand::ReceiveMessage {
-            message: message(id, "hi"),
+            message: Box::new(message(id, "hi")),
             new_chat_id: Uuid::from_u128(chat),
             now: at(now),
         }
@@ -471,7 +493,9 @@ mod tests {
             ConversationEvent::ChatOpened { chat_id, reason: OpenReason::FirstMessage, previous_chat_id: None, .. }
                 if *chat_id == Uuid::from_u128(1)
         ));
-        assert!(matches!(&events[1], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1)));
+        assert!(
+            matches!(&events[1], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1))
+        );
     }
 
     #[test]
@@ -479,7 +503,9 @@ mod tests {
         let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
         let events = given(&history, receive("wamid.2", 2, "2026-11-22T10:01:00Z"));
         assert_eq!(events.len(), 1);
-        assert!(matches!(&events[0], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1)));
+        assert!(
+            matches!(&events[0], ConversationEvent::MessageReceived { chat_id, .. } if *chat_id == Uuid::from_u128(1))
+        );
     }
 
     #[test]
@@ -493,21 +519,51 @@ mod tests {
         let events = given(
             &[],
             ConversationCommand::RecordReceipt {
-                receipt: receipt("wamid.out", "delivered"),
+                receipt: Box::new(receipt("wamid.out", "delivered")),
                 now: at("2026-11-22T10:00:00Z"),
             },
         );
-        assert!(matches!(&events[..], [ConversationEvent::ReceiptRecorded { known_message: false, chat_id: None, .. }]));
+        assert!(matches!(
+            &events[..],
+            [ConversationEvent::ReceiptRecorded {
+                known_message: false,
+                chat_id: None,
+                ..
+            }]
+        ));
     }
 
     #[test]
     fn each_status_of_a_message_is_recorded_once_in_any_order() {
         let now = at("2026-11-22T10:00:00Z");
-        let read = given(&[], ConversationCommand::RecordReceipt { receipt: receipt("w", "read"), now });
-        let delivered = given(&read, ConversationCommand::RecordReceipt { receipt: receipt("w", "delivered"), now });
-        assert_eq!(delivered.len(), 1, "an earlier status arriving late is still recorded");
+        let read = given(
+            &[],
+            ConversationCommand::RecordReceipt {
+                receipt: Box::new(receipt("w", "read")),
+                now,
+            },
+        );
+        let delivered = given(
+            &read,
+            ConversationCommand::RecordReceipt {
+                receipt: Box::new(receipt("w", "delivered")),
+                now,
+            },
+        );
+        assert_eq!(
+            delivered.len(),
+            1,
+            "an earlier status arriving late is still recorded"
+        );
         let history: Vec<_> = read.into_iter().chain(delivered).collect();
-        assert!(given(&history, ConversationCommand::RecordReceipt { receipt: receipt("w", "read"), now }).is_empty());
+        assert!(given(
+            &history,
+            ConversationCommand::RecordReceipt {
+                receipt: Box::new(receipt("w", "read")),
+                now
+            }
+        )
+        .is_empty());
     }
 
     #[test]
@@ -524,7 +580,11 @@ mod tests {
         for event in &events {
             let new = event.to_new_event("conversation-x-+91", Metadata::by("test"));
             assert_eq!(new.event_id, event.event_id("conversation-x-+91"));
-            assert_ne!(new.event_id, event.event_id("conversation-y-+91"), "ids differ per stream");
+            assert_ne!(
+                new.event_id,
+                event.event_id("conversation-y-+91"),
+                "ids differ per stream"
+            );
             let recorded = RecordedEvent {
                 event_id: new.event_id,
                 stream: "conversation-x-+91".into(),
@@ -537,8 +597,16 @@ mod tests {
                 recorded_at: at("2026-11-22T10:00:00Z"),
                 hash: crate::EventHash::GENESIS,
             };
-            assert_eq!(ConversationEvent::from_recorded(&recorded).unwrap().as_ref(), Some(event));
+            assert_eq!(
+                ConversationEvent::from_recorded(&recorded)
+                    .unwrap()
+                    .as_ref(),
+                Some(event)
+            );
         }
-        assert_eq!(events[1].to_new_event("s", Metadata::default()).data["text"], "hi");
+        assert_eq!(
+            events[1].to_new_event("s", Metadata::default()).data["text"],
+            "hi"
+        );
     }
 }

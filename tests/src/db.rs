@@ -102,3 +102,65 @@ async fn connect_or_explain(url: &str) -> PgConnection {
         ),
     }
 }
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Keeps a test's database alive.
+pub enum TestDb {
+    Sqlite(TempSqlite),
+    Postgres(PgSchema),
+}
+
+impl Backend {
+    /// A fresh, migrated store of this backend.
+    pub async fn open(self) -> (TestDb, std::sync::Arc<dyn chatledger_core::EventStore>) {
+        match self {
+            Backend::Sqlite => {
+                let db = TempSqlite::new();
+                let store = db.store().await;
+                (TestDb::Sqlite(db), std::sync::Arc::new(store))
+            }
+            Backend::Postgres => {
+                let schema = PgSchema::create().await;
+                let store = schema.store().await;
+                (TestDb::Postgres(schema), std::sync::Arc::new(store))
+            }
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Generates `sqlite_$case` and `postgres_$case` tests calling `$case(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::db::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::db::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}

@@ -23,10 +23,20 @@ pub fn parse(body: &Value, provider: &str, phones: &PhoneNormalizer) -> Vec<Rout
             for entry in entries {
                 let changes = entry.get("changes").and_then(Value::as_array);
                 for change in changes.into_iter().flatten() {
-                    let field = change.get("field").and_then(Value::as_str).unwrap_or("messages");
+                    let field = change
+                        .get("field")
+                        .and_then(Value::as_str)
+                        .unwrap_or("messages");
                     match change.get("value") {
-                        Some(value) if field == "messages" && value.is_object() => parse_value(value, provider, phones, &mut items),
-                        _ => items.push(notice(None, format!("field:{field}"), vec![], change.clone())),
+                        Some(value) if field == "messages" && value.is_object() => {
+                            parse_value(value, provider, phones, &mut items)
+                        }
+                        _ => items.push(notice(
+                            None,
+                            format!("field:{field}"),
+                            vec![],
+                            change.clone(),
+                        )),
                     }
                 }
                 if changes.is_none() {
@@ -35,13 +45,23 @@ pub fn parse(body: &Value, provider: &str, phones: &PhoneNormalizer) -> Vec<Rout
             }
         }
         // 360dialog's legacy on-premises format: the `value` object at the top level.
-        None if ["messages", "statuses"].iter().any(|k| body.get(k).is_some()) => parse_value(body, provider, phones, &mut items),
+        None if ["messages", "statuses"]
+            .iter()
+            .any(|k| body.get(k).is_some()) =>
+        {
+            parse_value(body, provider, phones, &mut items)
+        }
         None => items.push(notice(None, "unrecognized".into(), vec![], body.clone())),
     }
     items
 }
 
-fn notice(phone_number_id: Option<String>, kind: String, errors: Vec<chatledger_core::conversation::ProviderError>, raw: Value) -> Routed {
+fn notice(
+    phone_number_id: Option<String>,
+    kind: String,
+    errors: Vec<chatledger_core::conversation::ProviderError>,
+    raw: Value,
+) -> Routed {
     Routed {
         phone_number_id,
         item: InboundItem::Notice(ChannelNotice { kind, errors, raw }),
@@ -51,14 +71,18 @@ fn notice(phone_number_id: Option<String>, kind: String, errors: Vec<chatledger_
 fn parse_value(value: &Value, provider: &str, phones: &PhoneNormalizer, items: &mut Vec<Routed>) {
     let metadata = value.get("metadata");
     let phone_number_id = metadata.and_then(|m| string_field(m, "phone_number_id"));
-    let contacts: Vec<&Value> = value.get("contacts").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
+    let contacts: Vec<&Value> = value
+        .get("contacts")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
     let value_errors = provider_errors(value.get("errors"));
     let messages = value.get("messages").and_then(Value::as_array);
     let statuses = value.get("statuses").and_then(Value::as_array);
 
     for message in messages.into_iter().flatten() {
         let item = match parse_message(message, &contacts, &value_errors, provider, phones) {
-            Some(message) => InboundItem::Message(message),
+            Some(message) => InboundItem::Message(Box::new(message)),
             None => InboundItem::Notice(ChannelNotice {
                 kind: "message_without_sender".into(),
                 errors: value_errors.clone(),
@@ -73,7 +97,11 @@ fn parse_value(value: &Value, provider: &str, phones: &PhoneNormalizer, items: &
     for status in statuses.into_iter().flatten() {
         let receipt = parse_status(status, provider, phones);
         let item = match receipt {
-            Some(receipt) if receipt.recipient.phone.is_some() || receipt.recipient.user_id.is_some() => InboundItem::Receipt(receipt),
+            Some(receipt)
+                if receipt.recipient.phone.is_some() || receipt.recipient.user_id.is_some() =>
+            {
+                InboundItem::Receipt(Box::new(receipt))
+            }
             _ => InboundItem::Notice(ChannelNotice {
                 kind: "receipt_without_recipient".into(),
                 errors: provider_errors(status.get("errors")),
@@ -86,21 +114,44 @@ fn parse_value(value: &Value, provider: &str, phones: &PhoneNormalizer, items: &
         });
     }
     if messages.is_none() && statuses.is_none() {
-        let kind = if value_errors.is_empty() { "unrecognized" } else { "errors" };
-        items.push(notice(phone_number_id, kind.into(), value_errors, value.clone()));
+        let kind = if value_errors.is_empty() {
+            "unrecognized"
+        } else {
+            "errors"
+        };
+        items.push(notice(
+            phone_number_id,
+            kind.into(),
+            value_errors,
+            value.clone(),
+        ));
     }
 }
 
 /// The sender of a message: `from` / `from_user_id`, and the matching `contacts[]` entry
 /// (by `wa_id` or `user_id`, or the only one there is).
-fn sender<'a>(message: &Value, contacts: &[&'a Value], phones: &PhoneNormalizer) -> (Customer, Option<&'a Value>) {
+fn sender<'a>(
+    message: &Value,
+    contacts: &[&'a Value],
+    phones: &PhoneNormalizer,
+) -> (Customer, Option<&'a Value>) {
     let from = string_field(message, "from");
     let from_user_id = string_field(message, "from_user_id");
     let contact = contacts
         .iter()
         .find(|c| from.is_some() && string_field(c, "wa_id") == from)
-        .or_else(|| contacts.iter().find(|c| from_user_id.is_some() && string_field(c, "user_id") == from_user_id))
-        .or_else(|| if contacts.len() == 1 { contacts.first() } else { None })
+        .or_else(|| {
+            contacts
+                .iter()
+                .find(|c| from_user_id.is_some() && string_field(c, "user_id") == from_user_id)
+        })
+        .or_else(|| {
+            if contacts.len() == 1 {
+                contacts.first()
+            } else {
+                None
+            }
+        })
         .copied();
     let phone = from
         .as_deref()
@@ -128,7 +179,11 @@ fn parse_message(
     if customer.phone.is_none() && customer.user_id.is_none() {
         return None;
     }
-    let provider_type = message.get("type").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    let provider_type = message
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
     let kind = match provider_type.as_str() {
         "unknown" => "unsupported".to_owned(),
         other => other.to_owned(),
@@ -146,23 +201,27 @@ fn parse_message(
                 .or_else(|| text_of(i.get("list_reply"), "title"))
                 .or_else(|| text_of(i.get("nfm_reply"), "body"))
         }),
-        "edit" => body
-            .and_then(|e| e.get("message"))
-            .and_then(|m| text_of(m.get("text"), "body").or_else(|| text_of(m.get("image"), "caption"))),
+        "edit" => body.and_then(|e| e.get("message")).and_then(|m| {
+            text_of(m.get("text"), "body").or_else(|| text_of(m.get("image"), "caption"))
+        }),
         t if MEDIA_TYPES.contains(&t) => text_of(body, "caption"),
         _ => None,
     };
-    let media = body.filter(|_| MEDIA_TYPES.contains(&provider_type.as_str())).map(|m| Media {
-        id: string_field(m, "id"),
-        url: string_field(m, "url").or_else(|| string_field(m, "link")),
-        mime_type: string_field(m, "mime_type"),
-        sha256: string_field(m, "sha256"),
-        caption: string_field(m, "caption"),
-        filename: string_field(m, "filename"),
-        voice: m.get("voice").and_then(Value::as_bool).unwrap_or(false),
-        animated: m.get("animated").and_then(Value::as_bool).unwrap_or(false),
-    });
-    let details = body.filter(|_| !MEDIA_TYPES.contains(&provider_type.as_str()) && provider_type != "text").cloned();
+    let media = body
+        .filter(|_| MEDIA_TYPES.contains(&provider_type.as_str()))
+        .map(|m| Media {
+            id: string_field(m, "id"),
+            url: string_field(m, "url").or_else(|| string_field(m, "link")),
+            mime_type: string_field(m, "mime_type"),
+            sha256: string_field(m, "sha256"),
+            caption: string_field(m, "caption"),
+            filename: string_field(m, "filename"),
+            voice: m.get("voice").and_then(Value::as_bool).unwrap_or(false),
+            animated: m.get("animated").and_then(Value::as_bool).unwrap_or(false),
+        });
+    let details = body
+        .filter(|_| !MEDIA_TYPES.contains(&provider_type.as_str()) && provider_type != "text")
+        .cloned();
     let mut errors = provider_errors(message.get("errors"));
     errors.extend(value_errors.iter().cloned());
     let mut raw = serde_json::Map::new();

@@ -35,8 +35,8 @@ pub struct ChannelNotice {
 /// One normalised item of a webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InboundItem {
-    Message(InboundMessage),
-    Receipt(Receipt),
+    Message(Box<InboundMessage>),
+    Receipt(Box<Receipt>),
     Notice(ChannelNotice),
 }
 
@@ -78,7 +78,9 @@ pub fn provider_error(value: &Value) -> Option<ProviderError> {
         code,
         title: string_field(value, "title"),
         message: string_field(value, "message"),
-        details: value.get("error_data").and_then(|d| string_field(d, "details")),
+        details: value
+            .get("error_data")
+            .and_then(|d| string_field(d, "details")),
     })
 }
 

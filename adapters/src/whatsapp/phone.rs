@@ -56,11 +56,16 @@ impl PhoneNormalizer {
             return None;
         }
         if raw.starts_with('+') || raw.starts_with("00") {
-            let digits = digits.strip_prefix("00").filter(|_| raw.starts_with("00")).unwrap_or(&digits);
+            let digits = digits
+                .strip_prefix("00")
+                .filter(|_| raw.starts_with("00"))
+                .unwrap_or(&digits);
             return self.whatsapp(digits);
         }
         match phonenumber::parse(Some(self.default_country), raw) {
-            Ok(number) if phonenumber::is_valid(&number) => Some(number.format().mode(Mode::E164).to_string()),
+            Ok(number) if phonenumber::is_valid(&number) => {
+                Some(number.format().mode(Mode::E164).to_string())
+            }
             // Not valid as a national number: it may carry its country code without `+`.
             _ => self.whatsapp(&digits),
         }
@@ -76,7 +81,14 @@ mod tests {
         let phones = PhoneNormalizer::new("IN").unwrap();
         let expected = Some("+919638120888".to_owned());
         assert_eq!(phones.whatsapp("919638120888"), expected);
-        for shape in ["919638120888", "+91 96381 20888", "whatsapp:+919638120888", "9638120888", "09638120888", "0091 9638120888"] {
+        for shape in [
+            "919638120888",
+            "+91 96381 20888",
+            "whatsapp:+919638120888",
+            "9638120888",
+            "09638120888",
+            "0091 9638120888",
+        ] {
             assert_eq!(phones.any(shape), expected, "{shape}");
         }
     }
@@ -84,8 +96,14 @@ mod tests {
     #[test]
     fn foreign_numbers_keep_their_country() {
         let phones = PhoneNormalizer::new("IN").unwrap();
-        assert_eq!(phones.whatsapp("972544401243").as_deref(), Some("+972544401243"));
-        assert_eq!(phones.any("whatsapp:+14133881111").as_deref(), Some("+14133881111"));
+        assert_eq!(
+            phones.whatsapp("972544401243").as_deref(),
+            Some("+972544401243")
+        );
+        assert_eq!(
+            phones.any("whatsapp:+14133881111").as_deref(),
+            Some("+14133881111")
+        );
     }
 
     #[test]

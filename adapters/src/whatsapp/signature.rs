@@ -24,7 +24,8 @@ pub fn meta_signature_valid(app_secret: &[u8], body: &[u8], header: &str) -> boo
 
 /// Meta's signature header value for `body`, as a sender would compute it.
 pub fn meta_signature(app_secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -45,11 +46,20 @@ pub fn twilio_signature(auth_token: &[u8], url: &str, params: &[(String, String)
 
 /// Checks `X-Twilio-Signature` against `url` as given and with its default port added or
 /// removed, as Twilio's own validators do.
-pub fn twilio_signature_valid(auth_token: &[u8], url: &str, params: &[(String, String)], header: &str) -> bool {
+pub fn twilio_signature_valid(
+    auth_token: &[u8],
+    url: &str,
+    params: &[(String, String)],
+    header: &str,
+) -> bool {
     let header = header.trim().as_bytes();
-    url_port_variants(url)
-        .iter()
-        .any(|candidate| bool::from(twilio_signature(auth_token, candidate, params).as_bytes().ct_eq(header)))
+    url_port_variants(url).iter().any(|candidate| {
+        bool::from(
+            twilio_signature(auth_token, candidate, params)
+                .as_bytes()
+                .ct_eq(header),
+        )
+    })
 }
 
 fn url_port_variants(url: &str) -> Vec<String> {
@@ -65,7 +75,9 @@ fn url_port_variants(url: &str) -> Vec<String> {
     let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (host, tail) = rest.split_at(host_end);
     match host.rsplit_once(':') {
-        Some((bare, port)) if port == default_port => variants.push(format!("{scheme}://{bare}{tail}")),
+        Some((bare, port)) if port == default_port => {
+            variants.push(format!("{scheme}://{bare}{tail}"))
+        }
         Some(_) => {}
         None => variants.push(format!("{scheme}://{host}:{default_port}{tail}")),
     }
@@ -83,10 +95,15 @@ mod tests {
 
     /// Vector A1 (tests/fixtures/whatsapp/SOURCES.md): a real body signed by Meta.
     const A1_SECRET: &[u8] = b"1222e786b144d0e85b9f365372d93676";
-    const A1_SIGNATURE: &str = "sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441";
+    const A1_SIGNATURE: &str =
+        "sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441";
 
     fn a1_body() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/whatsapp/meta-text-signed-raw.json")).unwrap()
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/whatsapp/meta-text-signed-raw.json"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -102,12 +119,26 @@ mod tests {
         let body = a1_body();
         let mut with_newline = body.clone();
         with_newline.push(b'\n');
-        assert!(!meta_signature_valid(A1_SECRET, &with_newline, A1_SIGNATURE));
-        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&body).unwrap()).unwrap();
+        assert!(!meta_signature_valid(
+            A1_SECRET,
+            &with_newline,
+            A1_SIGNATURE
+        ));
+        let pretty =
+            serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+                .unwrap();
         assert!(!meta_signature_valid(A1_SECRET, &pretty, A1_SIGNATURE));
-        assert!(!meta_signature_valid(b"another secret", &body, A1_SIGNATURE));
+        assert!(!meta_signature_valid(
+            b"another secret",
+            &body,
+            A1_SIGNATURE
+        ));
         assert!(!meta_signature_valid(A1_SECRET, &body, "sha256=zz"));
-        assert!(!meta_signature_valid(A1_SECRET, &body, &A1_SIGNATURE.replace("sha256=", "sha1=")));
+        assert!(!meta_signature_valid(
+            A1_SECRET,
+            &body,
+            &A1_SIGNATURE.replace("sha256=", "sha1=")
+        ));
     }
 
     fn b1_params() -> Vec<(String, String)> {
@@ -127,8 +158,16 @@ mod tests {
     #[test]
     fn twilio_vector_b1() {
         let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
-        assert_eq!(twilio_signature(b"12345", url, &b1_params()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
-        assert!(twilio_signature_valid(b"12345", url, &b1_params(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert_eq!(
+            twilio_signature(b"12345", url, &b1_params()),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
+        assert!(twilio_signature_valid(
+            b"12345",
+            url,
+            &b1_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
         // Twilio may have signed the URL with the default port written out.
         assert!(twilio_signature_valid(
             b"12345",
@@ -138,7 +177,12 @@ mod tests {
         ));
         let mut changed = b1_params();
         changed[2].1 = "1235".into();
-        assert!(!twilio_signature_valid(b"12345", url, &changed, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!twilio_signature_valid(
+            b"12345",
+            url,
+            &changed,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
     }
 
     #[test]

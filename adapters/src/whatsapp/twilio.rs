@@ -22,7 +22,10 @@ pub fn raw_fields(params: &[(String, String)]) -> Value {
             Some(Value::Array(values)) => values.push(Value::String(value.clone())),
             Some(first) => {
                 let first = first.take();
-                map.insert(name.clone(), Value::Array(vec![first, Value::String(value.clone())]));
+                map.insert(
+                    name.clone(),
+                    Value::Array(vec![first, Value::String(value.clone())]),
+                );
             }
         }
     }
@@ -39,11 +42,14 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
             .filter(|v| !v.is_empty())
     };
     let raw = raw_fields(params);
-    let sid = get("MessageSid").or_else(|| get("SmsMessageSid")).or_else(|| get("SmsSid"));
+    let sid = get("MessageSid")
+        .or_else(|| get("SmsMessageSid"))
+        .or_else(|| get("SmsSid"));
     let Some(sid) = sid else {
         return notice("unrecognized", vec![], raw);
     };
-    let user_id = get("ExternalUserId").map(|u| u.strip_prefix("whatsapp:").unwrap_or(&u).to_owned());
+    let user_id =
+        get("ExternalUserId").map(|u| u.strip_prefix("whatsapp:").unwrap_or(&u).to_owned());
 
     if let Some(status) = get("MessageStatus") {
         let errors = get("ErrorCode")
@@ -64,7 +70,7 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
         if recipient.phone.is_none() && recipient.user_id.is_none() {
             return notice("receipt_without_recipient", errors, raw);
         }
-        return InboundItem::Receipt(Receipt {
+        return InboundItem::Receipt(Box::new(Receipt {
             provider: "twilio".into(),
             provider_message_id: sid,
             status: status.to_ascii_lowercase(),
@@ -72,7 +78,7 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
             recipient,
             errors,
             raw,
-        });
+        }));
     }
 
     let customer = Customer {
@@ -91,35 +97,37 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
         })
         .collect();
     let body = get("Body");
-    let (kind, text, media, details) = if get("MessageType").as_deref() == Some("location") || get("Latitude").is_some() {
-        let details = serde_json::json!({
-            "latitude": get("Latitude"), "longitude": get("Longitude"),
-            "address": get("Address"), "label": get("Label"),
-        });
-        ("location".to_owned(), body, None, Some(details))
-    } else if let Some(button) = get("ButtonText") {
-        let details = serde_json::json!({"text": button, "payload": get("ButtonPayload")});
-        ("button".to_owned(), Some(button), None, Some(details))
-    } else if let Some(first) = attachments.first() {
-        let content_type = first["content_type"].as_str().map(str::to_owned);
-        let kind = match content_type.as_deref().and_then(|t| t.split('/').next()) {
-            Some("image") => "image",
-            Some("video") => "video",
-            Some("audio") => "audio",
-            _ => "document",
+    let (kind, text, media, details) =
+        if get("MessageType").as_deref() == Some("location") || get("Latitude").is_some() {
+            let details = serde_json::json!({
+                "latitude": get("Latitude"), "longitude": get("Longitude"),
+                "address": get("Address"), "label": get("Label"),
+            });
+            ("location".to_owned(), body, None, Some(details))
+        } else if let Some(button) = get("ButtonText") {
+            let details = serde_json::json!({"text": button, "payload": get("ButtonPayload")});
+            ("button".to_owned(), Some(button), None, Some(details))
+        } else if let Some(first) = attachments.first() {
+            let content_type = first["content_type"].as_str().map(str::to_owned);
+            let kind = match content_type.as_deref().and_then(|t| t.split('/').next()) {
+                Some("image") => "image",
+                Some("video") => "video",
+                Some("audio") => "audio",
+                _ => "document",
+            };
+            let media = Media {
+                url: first["url"].as_str().map(str::to_owned),
+                mime_type: content_type,
+                caption: body.clone(),
+                ..Media::default()
+            };
+            let details =
+                (attachments.len() > 1).then(|| serde_json::json!({"attachments": attachments}));
+            (kind.to_owned(), body, Some(media), details)
+        } else {
+            ("text".to_owned(), body, None, None)
         };
-        let media = Media {
-            url: first["url"].as_str().map(str::to_owned),
-            mime_type: content_type,
-            caption: body.clone(),
-            ..Media::default()
-        };
-        let details = (attachments.len() > 1).then(|| serde_json::json!({"attachments": attachments}));
-        (kind.to_owned(), body, Some(media), details)
-    } else {
-        ("text".to_owned(), body, None, None)
-    };
-    InboundItem::Message(InboundMessage {
+    InboundItem::Message(Box::new(InboundMessage {
         provider: "twilio".into(),
         provider_message_id: sid,
         kind,
@@ -132,7 +140,7 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
         sent_at: None,
         errors: vec![],
         raw,
-    })
+    }))
 }
 
 fn notice(kind: &str, errors: Vec<ProviderError>, raw: Value) -> InboundItem {

@@ -1,6 +1,7 @@
 //! The HTTP router and the one place errors become statuses and JSON bodies.
 
 mod health;
+mod whatsapp;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use crate::server::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(whatsapp::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

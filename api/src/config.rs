@@ -1,0 +1,462 @@
+//! Configuration: `config/channels.yaml` and the secrets the environment holds for it.
+//!
+//! Files describe channels and name the environment variables that hold their secrets; the
+//! values are read here, kept in [`Secret`]s (which never print), and never recorded.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use axum::http::HeaderMap;
+use chatledger_adapters::whatsapp::phone::PhoneNormalizer;
+use chatledger_adapters::whatsapp::signature::{
+    meta_signature_valid, secret_matches, twilio_signature_valid,
+};
+use chatledger_core::channel::{
+    Channel, ChannelAuth, ChannelsConfigured, Provider, CHANNELS_CONFIG_STREAM,
+};
+use chatledger_core::{EventStore, ExpectedVersion, Metadata, StoreError};
+use serde::Deserialize;
+
+/// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A secret value from the environment. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelsFile {
+    default_country: String,
+    #[serde(default)]
+    channels: Vec<ChannelEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelEntry {
+    key: String,
+    number: String,
+    stakeholder: String,
+    #[serde(default)]
+    business: Option<String>,
+    provider: Provider,
+    #[serde(default)]
+    phone_number_id: Option<String>,
+    #[serde(default)]
+    auth: Option<ChannelAuth>,
+}
+
+/// How a request fared against its channel's authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Passed,
+    /// No check of the channel has its secret set: the request is taken unauthenticated
+    /// (the server warned about it at start).
+    Unchecked,
+    Failed,
+}
+
+/// Everything the WhatsApp webhooks need, resolved at start.
+#[derive(Debug)]
+pub struct WhatsAppSettings {
+    /// The channels as configured, for recording as a config event.
+    pub configured: ChannelsConfigured,
+    by_key: HashMap<String, usize>,
+    by_phone_number_id: HashMap<String, usize>,
+    pub phones: PhoneNormalizer,
+    pub verify_token: Option<Secret>,
+    pub meta_app_secret: Option<Secret>,
+    pub twilio_auth_token: Option<Secret>,
+    /// The public URL Twilio calls (scheme and host, e.g. `https://chat.example.com`), when
+    /// the server sits behind a proxy.
+    pub public_base_url: Option<String>,
+    pub body_limit: usize,
+    header_secrets: HashMap<String, Secret>,
+}
+
+impl WhatsAppSettings {
+    /// Reads `channels.yaml`; a missing file means no channels.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let source_name = path.display().to_string();
+        let error = |message: String| ConfigError {
+            source_name: source_name.clone(),
+            message,
+        };
+        let configured = match std::fs::read_to_string(path) {
+            Ok(text) => parse_channels(&text, &source_name).map_err(error)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChannelsConfigured {
+                default_country: "IN".into(),
+                channels: vec![],
+                source: format!("{source_name} (not found: no channels)"),
+            },
+            Err(e) => return Err(error(format!("cannot be read: {e}"))),
+        };
+        Self::new(configured, env)
+    }
+
+    /// Resolves a channel configuration against the environment.
+    pub fn new(
+        configured: ChannelsConfigured,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            source_name: configured.source.clone(),
+            message,
+        };
+        let phones = PhoneNormalizer::new(&configured.default_country)
+            .map_err(|e| error(format!("default_country: {e}")))?;
+        let mut by_key = HashMap::new();
+        let mut by_phone_number_id = HashMap::new();
+        let mut header_secrets = HashMap::new();
+        for (i, channel) in configured.channels.iter().enumerate() {
+            if by_key.insert(channel.key.clone(), i).is_some() {
+                return Err(error(format!(
+                    "channel key {:?} appears twice",
+                    channel.key
+                )));
+            }
+            if let Some(id) = &channel.phone_number_id {
+                if by_phone_number_id.insert(id.clone(), i).is_some() {
+                    return Err(error(format!("phone_number_id {id:?} appears twice")));
+                }
+            }
+            if let Some(header) = &channel.auth.secret_header {
+                if let Some(value) = env(&header.env).filter(|v| !v.is_empty()) {
+                    header_secrets.insert(header.env.clone(), Secret(value));
+                }
+            }
+        }
+        let secret = |name: &str| env(name).filter(|v| !v.is_empty()).map(Secret);
+        let body_limit = match env("WEBHOOK_BODY_LIMIT") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                error(format!(
+                    "WEBHOOK_BODY_LIMIT must be a number of bytes, not {v:?}"
+                ))
+            })?,
+            None => DEFAULT_BODY_LIMIT,
+        };
+        Ok(WhatsAppSettings {
+            by_key,
+            by_phone_number_id,
+            phones,
+            verify_token: secret("WEBHOOK_VERIFY_TOKEN"),
+            meta_app_secret: secret("META_APP_SECRET"),
+            twilio_auth_token: secret("TWILIO_AUTH_TOKEN"),
+            public_base_url: env("PUBLIC_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty()),
+            body_limit,
+            header_secrets,
+            configured,
+        })
+    }
+
+    pub fn channel(&self, key: &str) -> Option<&Channel> {
+        self.by_key.get(key).map(|&i| &self.configured.channels[i])
+    }
+
+    pub fn channel_by_phone_number_id(&self, id: &str) -> Option<&Channel> {
+        self.by_phone_number_id
+            .get(id)
+            .map(|&i| &self.configured.channels[i])
+    }
+
+    /// Keys of channels that no configured secret protects.
+    pub fn unauthenticated_channels(&self) -> Vec<&str> {
+        self.configured
+            .channels
+            .iter()
+            .filter(|c| !self.has_check(&c.auth))
+            .map(|c| c.key.as_str())
+            .collect()
+    }
+
+    fn has_check(&self, auth: &ChannelAuth) -> bool {
+        (auth.meta_signature && self.meta_app_secret.is_some())
+            || (auth.twilio_signature && self.twilio_auth_token.is_some())
+            || auth
+                .secret_header
+                .as_ref()
+                .is_some_and(|h| self.header_secrets.contains_key(&h.env))
+    }
+
+    /// Authenticates a Meta-format webhook (`X-Hub-Signature-256` or a secret header) for
+    /// `auth` against the raw body bytes.
+    pub fn authenticate_meta(
+        &self,
+        auth: &ChannelAuth,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> AuthOutcome {
+        if !self.has_check(auth) {
+            return AuthOutcome::Unchecked;
+        }
+        if auth.meta_signature {
+            if let (Some(secret), Some(signature)) = (
+                &self.meta_app_secret,
+                header(headers, "x-hub-signature-256"),
+            ) {
+                if meta_signature_valid(secret.expose().as_bytes(), body, signature) {
+                    return AuthOutcome::Passed;
+                }
+            }
+        }
+        if let Some(configured) = &auth.secret_header {
+            if let (Some(secret), Some(presented)) = (
+                self.header_secrets.get(&configured.env),
+                header(headers, &configured.name),
+            ) {
+                if secret_matches(secret.expose(), presented) {
+                    return AuthOutcome::Passed;
+                }
+            }
+        }
+        AuthOutcome::Failed
+    }
+}
+
+impl WhatsAppSettings {
+    /// Authenticates a Twilio callback: `X-Twilio-Signature` over the URL Twilio called and
+    /// every form field, or a secret header.
+    pub fn authenticate_twilio(
+        &self,
+        auth: &ChannelAuth,
+        headers: &HeaderMap,
+        url: &str,
+        params: &[(String, String)],
+    ) -> AuthOutcome {
+        if !self.has_check(auth) {
+            return AuthOutcome::Unchecked;
+        }
+        if auth.twilio_signature {
+            if let (Some(token), Some(signature)) = (
+                &self.twilio_auth_token,
+                header(headers, "x-twilio-signature"),
+            ) {
+                if twilio_signature_valid(token.expose().as_bytes(), url, params, signature) {
+                    return AuthOutcome::Passed;
+                }
+            }
+        }
+        if let Some(configured) = &auth.secret_header {
+            if let (Some(secret), Some(presented)) = (
+                self.header_secrets.get(&configured.env),
+                header(headers, &configured.name),
+            ) {
+                if secret_matches(secret.expose(), presented) {
+                    return AuthOutcome::Passed;
+                }
+            }
+        }
+        AuthOutcome::Failed
+    }
+}
+
+/// Records the channel configuration as a `ChannelsConfigured` event when it differs from
+/// the last recorded version. Returns whether it recorded one.
+pub async fn record_channels(
+    store: &dyn EventStore,
+    configured: &ChannelsConfigured,
+) -> Result<bool, StoreError> {
+    // Another process starting at the same moment may record first; then compare again.
+    for _ in 0..5 {
+        let mut last: Option<(u64, ChannelsConfigured)> = None;
+        let mut from = 0;
+        loop {
+            let events = store.read_stream(CHANNELS_CONFIG_STREAM, from, 100).await?;
+            let Some(tail) = events.last() else { break };
+            from = tail.version + 1;
+            for event in &events {
+                if let Ok(recorded) = serde_json::from_value(event.data.clone()) {
+                    last = Some((event.version, recorded));
+                }
+            }
+        }
+        let current = last.as_ref().map(|(v, _)| *v);
+        if last
+            .as_ref()
+            .is_some_and(|(_, recorded)| recorded.same_channels(configured))
+        {
+            return Ok(false);
+        }
+        let version = current.map_or(0, |v| v + 1);
+        let event = configured.to_new_event(version, Metadata::by("config"));
+        match store
+            .append(
+                CHANNELS_CONFIG_STREAM,
+                ExpectedVersion::from_current(current),
+                vec![event],
+            )
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Backend(format!(
+        "{CHANNELS_CONFIG_STREAM} kept changing while recording the channel configuration"
+    )))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the text of a channels.yaml; `source` names it in the result and in errors.
+pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, String> {
+    let file: ChannelsFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let mut channels = Vec::with_capacity(file.channels.len());
+    for entry in file.channels {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if entry.key.is_empty()
+            || !entry
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "channel key {:?} must be letters, digits, '-' or '_'",
+                entry.key
+            ));
+        }
+        if !digits(&entry.number) {
+            return Err(format!(
+                "channel {}: number {:?} must be international digits without '+'",
+                entry.key, entry.number
+            ));
+        }
+        if entry.stakeholder.trim().is_empty() {
+            return Err(format!("channel {}: stakeholder is empty", entry.key));
+        }
+        let auth = entry.auth.unwrap_or_else(|| default_auth(entry.provider));
+        channels.push(Channel {
+            key: entry.key,
+            number: entry.number,
+            stakeholder: entry.stakeholder,
+            business: entry.business.unwrap_or_else(|| "default".into()),
+            provider: entry.provider,
+            phone_number_id: entry.phone_number_id,
+            auth,
+        });
+    }
+    Ok(ChannelsConfigured {
+        default_country: file.default_country,
+        channels,
+        source: source.to_owned(),
+    })
+}
+
+/// What a channel without an `auth` section checks: the provider's own signature.
+fn default_auth(provider: Provider) -> ChannelAuth {
+    ChannelAuth {
+        meta_signature: provider != Provider::Twilio,
+        secret_header: None,
+        twilio_signature: provider == Provider::Twilio,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/channels.yaml"
+        ));
+        let settings =
+            WhatsAppSettings::load(path, &env(&[("PINBOT_WEBHOOK_SECRET", "s")])).unwrap();
+        let partner = settings.channel("9099039188").unwrap();
+        assert_eq!(
+            (partner.number.as_str(), partner.stakeholder.as_str()),
+            ("919099039188", "partner")
+        );
+        assert_eq!(
+            settings.channel("8000247247").unwrap().number,
+            "919638106888"
+        );
+        assert_eq!(
+            settings.channel("9726724247").unwrap().stakeholder,
+            "vendor"
+        );
+        assert_eq!(settings.channel("9586924247").unwrap().stakeholder, "srdp");
+        assert!(
+            settings.channel("9638120888").is_none(),
+            "the discount number stays on the old system"
+        );
+        assert!(settings.unauthenticated_channels().is_empty());
+        let without_secrets = WhatsAppSettings::load(path, &env(&[])).unwrap();
+        assert_eq!(without_secrets.unauthenticated_channels().len(), 4);
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let bad = [
+            ("default_country: IN\nchannels: [{key: a, number: '1', stakeholder: s, provider: carrier-pigeon}]", "unknown variant"),
+            ("default_country: IN\nchannels: [{key: a, number: '+91', stakeholder: s, provider: meta}]", "international digits"),
+            ("default_country: IN\nchannels: [{key: a, number: '1', stakeholder: s, provider: meta}, {key: a, number: '2', stakeholder: s, provider: meta}]", "appears twice"),
+            ("default_country: XX\nchannels: []", "default_country"),
+        ];
+        for (text, needle) in bad {
+            let result = parse_channels(text, "channels.yaml")
+                .and_then(|c| WhatsAppSettings::new(c, &env(&[])).map_err(|e| e.to_string()));
+            let err = result.err().unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        let settings = WhatsAppSettings::new(
+            parse_channels("default_country: IN\nchannels: []", "x").unwrap(),
+            &env(&[
+                ("META_APP_SECRET", "hunter2"),
+                ("WEBHOOK_VERIFY_TOKEN", "hunter3"),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("hunter3"),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! WhatsApp webhooks: Meta's Cloud API format (Meta, Pinbot, 360dialog) per number and
+//! app-wide, and Twilio's form callbacks.
+//!
+//! Every handler checks in the same order: the number is ours (404), the content type
+//! (415), the size (413), authentication over the raw bytes (401), the body (400). Only
+//! then is anything recorded, and the answer is sent after the commit.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chatledger_adapters::whatsapp::signature::secret_matches;
+use chatledger_adapters::whatsapp::{meta, twilio, InboundItem, Routed};
+use chatledger_core::channel::Provider;
+use chatledger_projections::conversations::CommandError;
+use chrono::Utc;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::ApiError;
+use crate::config::AuthOutcome;
+use crate::ingest::{record, Recorded, Source};
+use crate::server::AppState;
+
+/// The key of the stream for app-level notices that name no number.
+const APP_CHANNEL_KEY: &str = "app";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/chats/whatsapp_chat/{number}",
+            get(verify_channel).post(channel_webhook),
+        )
+        .route("/api/webhooks/whatsapp", get(verify_app).post(app_webhook))
+        .route("/api/webhooks/twilio/{number}", post(twilio_webhook))
+}
+
+fn unknown_number(number: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_number",
+        format!("{number} is not a WhatsApp number chatledger handles; nothing was recorded"),
+    )
+}
+
+/// Meta's subscription check: answer `hub.challenge` when `hub.verify_token` matches.
+fn verify(state: &AppState, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let forbidden =
+        |message: &str| ApiError::new(StatusCode::FORBIDDEN, "verification_failed", message);
+    let Some(expected) = &state.whatsapp.verify_token else {
+        return Err(forbidden(
+            "webhook verification is not configured: set WEBHOOK_VERIFY_TOKEN",
+        ));
+    };
+    if query.get("hub.mode").map(String::as_str) != Some("subscribe") {
+        return Err(forbidden("hub.mode must be \"subscribe\""));
+    }
+    let token = query
+        .get("hub.verify_token")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !secret_matches(expected.expose(), token) {
+        return Err(forbidden("hub.verify_token does not match"));
+    }
+    let Some(challenge) = query.get("hub.challenge") else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_challenge",
+            "hub.challenge is missing",
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain")], challenge.clone()).into_response())
+}
+
+async fn verify_channel(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state
+        .whatsapp
+        .channel(&number)
+        .ok_or_else(|| unknown_number(&number))?;
+    verify(&state, &query)
+}
+
+async fn verify_app(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    verify(&state, &query)
+}
+
+fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body must be {expected}, not {}",
+                if given.is_empty() { "untyped" } else { given }
+            ),
+        ))
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the body is empty",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the request passed none of this channel's authentication checks; nothing was recorded",
+    )
+}
+
+fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn store_failure(e: CommandError) -> ApiError {
+    match e {
+        CommandError::Rejected(rejection) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "recording a webhook failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be recorded right now; nothing was acknowledged, retry later",
+            )
+        }
+    }
+}
+
+fn recorded_answer(recorded: &Recorded, extra: Option<(&str, Value)>) -> Response {
+    let mut body = json!({"status": "recorded", "recorded": recorded});
+    if let Some((key, value)) = extra {
+        body[key] = value;
+    }
+    Json(body).into_response()
+}
+
+async fn channel_webhook(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let channel = state
+        .whatsapp
+        .channel(&number)
+        .ok_or_else(|| unknown_number(&number))?;
+    if channel.provider == Provider::Twilio {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "wrong_endpoint",
+            format!("{number} is a Twilio channel: its webhook is /api/webhooks/twilio/{number}"),
+        ));
+    }
+    require_content_type(&headers, "application/json")?;
+    let bytes = read_body(body, &headers, state.whatsapp.body_limit).await?;
+    if state
+        .whatsapp
+        .authenticate_meta(&channel.auth, &headers, &bytes)
+        == AuthOutcome::Failed
+    {
+        tracing::warn!(channel = %channel.key, "webhook refused: authentication failed");
+        return Err(unauthorized());
+    }
+    let payload = parse_json_object(&bytes)?;
+    let items: Vec<InboundItem> =
+        meta::parse(&payload, channel.provider.as_str(), &state.whatsapp.phones)
+            .into_iter()
+            .map(|routed| routed.item)
+            .collect();
+    let source = Source {
+        channel_key: &channel.key,
+        provider: channel.provider.as_str(),
+        request_id: Uuid::new_v4(),
+        received_at: Utc::now(),
+    };
+    let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
+        .await
+        .map_err(store_failure)?;
+    tracing::info!(channel = %channel.key, messages = recorded.messages, receipts = recorded.receipts,
+        notices = recorded.notices, duplicates = recorded.duplicates, "webhook recorded");
+    Ok(recorded_answer(&recorded, None))
+}
+
+/// Meta's one app-level webhook for onboarded numbers: each change is routed by its
+/// `metadata.phone_number_id`.
+async fn app_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_content_type(&headers, "application/json")?;
+    let bytes = read_body(body, &headers, state.whatsapp.body_limit).await?;
+    let app_auth = chatledger_core::channel::ChannelAuth {
+        meta_signature: true,
+        ..Default::default()
+    };
+    if state
+        .whatsapp
+        .authenticate_meta(&app_auth, &headers, &bytes)
+        == AuthOutcome::Failed
+    {
+        tracing::warn!("app webhook refused: X-Hub-Signature-256 is missing or wrong");
+        return Err(unauthorized());
+    }
+    let payload = parse_json_object(&bytes)?;
+    let mut by_channel: Vec<(String, &'static str, Vec<InboundItem>)> = Vec::new();
+    let mut unknown_ids: Vec<String> = Vec::new();
+    for Routed {
+        phone_number_id,
+        item,
+    } in meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
+    {
+        let (key, provider) = match phone_number_id {
+            Some(id) => match state.whatsapp.channel_by_phone_number_id(&id) {
+                Some(channel) => (channel.key.clone(), channel.provider.as_str()),
+                None => {
+                    if !unknown_ids.contains(&id) {
+                        unknown_ids.push(id);
+                    }
+                    continue;
+                }
+            },
+            // Notices about the app or the WABA name no number.
+            None => (APP_CHANNEL_KEY.to_owned(), Provider::Meta.as_str()),
+        };
+        match by_channel.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, items)) => items.push(item),
+            None => by_channel.push((key, provider, vec![item])),
+        }
+    }
+    if by_channel.is_empty() && !unknown_ids.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_phone_number_id",
+            format!(
+                "phone_number_id {} is not a number chatledger handles; nothing was recorded",
+                unknown_ids.join(", ")
+            ),
+        ));
+    }
+    let request_id = Uuid::new_v4();
+    let received_at = Utc::now();
+    let mut total = Recorded::default();
+    for (key, provider, items) in by_channel {
+        let source = Source {
+            channel_key: &key,
+            provider,
+            request_id,
+            received_at,
+        };
+        let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
+            .await
+            .map_err(store_failure)?;
+        total.messages += recorded.messages;
+        total.receipts += recorded.receipts;
+        total.notices += recorded.notices;
+        total.duplicates += recorded.duplicates;
+    }
+    if !unknown_ids.is_empty() {
+        tracing::warn!(phone_number_ids = %unknown_ids.join(","), "app webhook named numbers chatledger does not handle; those changes were not recorded");
+    }
+    Ok(recorded_answer(
+        &total,
+        (!unknown_ids.is_empty()).then(|| ("not_recorded_for", json!(unknown_ids))),
+    ))
+}
+
+/// The URL Twilio called, as it signed it.
+fn public_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> String {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some(base) = &state.whatsapp.public_base_url {
+        return format!("{base}{path}");
+    }
+    let header_value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = header_value("x-forwarded-proto").unwrap_or("http");
+    let host = header_value("x-forwarded-host")
+        .or_else(|| header_value("host"))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}{path}")
+}
+
+async fn twilio_webhook(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let channel = state
+        .whatsapp
+        .channel(&number)
+        .filter(|c| c.provider == Provider::Twilio)
+        .ok_or_else(|| unknown_number(&number))?;
+    require_content_type(&headers, "application/x-www-form-urlencoded")?;
+    let bytes = read_body(body, &headers, state.whatsapp.body_limit).await?;
+    let params = twilio::parse_form(&bytes);
+    let url = public_url(&state, &headers, &uri);
+    if state
+        .whatsapp
+        .authenticate_twilio(&channel.auth, &headers, &url, &params)
+        == AuthOutcome::Failed
+    {
+        tracing::warn!(channel = %channel.key, "Twilio webhook refused: X-Twilio-Signature is missing or wrong");
+        return Err(unauthorized());
+    }
+    let item = twilio::parse(&params, &state.whatsapp.phones);
+    let source = Source {
+        channel_key: &channel.key,
+        provider: Provider::Twilio.as_str(),
+        request_id: Uuid::new_v4(),
+        received_at: Utc::now(),
+    };
+    let recorded = record(
+        &state.conversations,
+        state.store.as_ref(),
+        &source,
+        vec![item],
+    )
+    .await
+    .map_err(store_failure)?;
+    tracing::info!(channel = %channel.key, messages = recorded.messages, receipts = recorded.receipts,
+        notices = recorded.notices, duplicates = recorded.duplicates, "Twilio webhook recorded");
+    // Twilio expects TwiML; an empty response sends nothing back to the customer.
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response())
+}

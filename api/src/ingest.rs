@@ -1,0 +1,139 @@
+//! Recording what a webhook carried: messages and receipts into the customers'
+//! conversation streams, notices onto the channel's stream.
+
+use chatledger_adapters::whatsapp::{ChannelNotice, InboundItem};
+use chatledger_core::channel::{channel_stream, ProviderNoticeReceived};
+use chatledger_core::conversation::{stream_name, ConversationCommand, Customer, CustomerKey};
+use chatledger_core::{EventStore, ExpectedVersion, Metadata};
+use chatledger_projections::conversations::{CommandError, Conversations};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+/// What one webhook request recorded.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Recorded {
+    pub messages: usize,
+    pub receipts: usize,
+    pub notices: usize,
+    /// Items already in the log (a redelivery), recorded nothing new.
+    pub duplicates: usize,
+}
+
+/// Where a request came from, for the events' metadata.
+pub struct Source<'a> {
+    /// The channel's key; `app` for app-level notices that name no number.
+    pub channel_key: &'a str,
+    pub provider: &'a str,
+    pub request_id: Uuid,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Source<'_> {
+    fn metadata(&self) -> Metadata {
+        let mut metadata = Metadata::by(format!("provider:{}", self.provider));
+        metadata.correlation_id = Some(self.request_id);
+        metadata.received_at = Some(self.received_at);
+        metadata
+            .extra
+            .insert("channel".into(), json!(self.channel_key));
+        metadata
+            .extra
+            .insert("provider".into(), json!(self.provider));
+        metadata
+    }
+}
+
+fn customer_key(customer: &Customer) -> Option<CustomerKey> {
+    match (&customer.phone, &customer.user_id) {
+        (Some(phone), _) => Some(CustomerKey::Phone(phone.clone())),
+        (None, Some(user_id)) => Some(CustomerKey::UserId(user_id.clone())),
+        (None, None) => None,
+    }
+}
+
+/// Records `items` for the channel of `source`. Items for one customer are decided together and
+/// appended at once; the answer comes only after everything is committed.
+pub async fn record(
+    conversations: &Conversations,
+    store: &dyn EventStore,
+    source: &Source<'_>,
+    items: Vec<InboundItem>,
+) -> Result<Recorded, CommandError> {
+    let metadata = source.metadata();
+    let mut recorded = Recorded::default();
+    // Commands per stream, streams in the order they first appear.
+    let mut streams: Vec<(String, Vec<ConversationCommand>)> = Vec::new();
+    let mut notices: Vec<ChannelNotice> = Vec::new();
+    for item in items {
+        let (customer, command) = match item {
+            InboundItem::Message(message) => (
+                message.customer.clone(),
+                ConversationCommand::ReceiveMessage {
+                    message,
+                    new_chat_id: Uuid::new_v4(),
+                    now: source.received_at,
+                },
+            ),
+            InboundItem::Receipt(receipt) => (
+                receipt.recipient.clone(),
+                ConversationCommand::RecordReceipt {
+                    receipt,
+                    now: source.received_at,
+                },
+            ),
+            InboundItem::Notice(notice) => {
+                notices.push(notice);
+                continue;
+            }
+        };
+        // Parsers only produce messages and receipts with a phone or a user id.
+        let Some(key) = customer_key(&customer) else {
+            continue;
+        };
+        let stream = stream_name(source.channel_key, &key);
+        match streams.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, commands)) => commands.push(command),
+            None => streams.push((stream, vec![command])),
+        }
+    }
+    for (stream, commands) in streams {
+        let given = commands.len();
+        let handled = conversations.handle(&stream, commands, &metadata).await?;
+        for event in &handled.recorded {
+            match event.event_type() {
+                "MessageReceived" => recorded.messages += 1,
+                "ReceiptRecorded" => recorded.receipts += 1,
+                _ => {}
+            }
+        }
+        recorded.duplicates += given.saturating_sub(
+            handled
+                .recorded
+                .iter()
+                .filter(|e| e.event_type() != "ChatOpened")
+                .count(),
+        );
+    }
+    if !notices.is_empty() {
+        let stream = channel_stream(source.channel_key);
+        let events = notices
+            .into_iter()
+            .map(|notice| {
+                ProviderNoticeReceived {
+                    provider: source.provider.to_owned(),
+                    kind: notice.kind,
+                    errors: notice.errors,
+                    raw: notice.raw,
+                    received_at: source.received_at,
+                }
+                .to_new_event(&stream, metadata.clone())
+            })
+            .collect();
+        let result = store.append(&stream, ExpectedVersion::Any, events).await?;
+        recorded.notices += result.stored.len();
+        recorded.duplicates += result.duplicates.len();
+    }
+    Ok(recorded)
+}

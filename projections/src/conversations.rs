@@ -1,0 +1,186 @@
+//! Running conversation commands against the log.
+//!
+//! Deciding needs a conversation's current state. Folding a long conversation for every
+//! message would be slow, so the state is cached per stream with the version it reflects,
+//! and only events appended since (by another process) are read before deciding.
+//!
+//! Within one process, commands for one stream take turns (an async lock per stream), so
+//! concurrent webhooks for one customer do not fight over the expected version. Across
+//! processes the expected version still decides: a conflict re-reads the new events and
+//! decides again, a bounded number of times.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chatledger_core::conversation::{
+    Conversation, ConversationCommand, ConversationEvent, ConversationRejection,
+};
+use chatledger_core::{
+    AppendResult, EventStore, ExpectedVersion, Metadata, RecordedEvent, StoreError,
+};
+
+/// Re-decisions after a conflict with another process before giving up.
+const MAX_CONFLICTS: usize = 16;
+/// Cached streams kept before idle ones are dropped.
+const CACHE_CAPACITY: usize = 50_000;
+/// Events read at once while catching a stream up.
+const READ_BATCH: usize = 1_000;
+
+#[derive(Debug, Default)]
+struct Cached {
+    /// The stream's last version folded into `state` (`None`: no events yet).
+    version: Option<u64>,
+    state: Conversation,
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The conversation refused it.
+    #[error(transparent)]
+    Rejected(#[from] ConversationRejection),
+    /// The log could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event of this stream could not be read back.
+    #[error("event at position {position} cannot be read as a conversation event: {reason}")]
+    Unreadable { position: u64, reason: String },
+}
+
+/// What running a batch of commands did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Handled {
+    /// Events written.
+    pub recorded: Vec<ConversationEvent>,
+    /// Events decided again but already in the log (a redelivery).
+    pub duplicates: usize,
+}
+
+/// The conversation command handler, shared by everything that changes conversations.
+pub struct Conversations {
+    store: Arc<dyn EventStore>,
+    streams: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Cached>>>>,
+}
+
+impl Conversations {
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Conversations {
+            store,
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decides `commands` in order on `stream` and appends what they decide in one append.
+    /// `metadata` goes on every event. A command that decides nothing (already recorded) is
+    /// not an error.
+    pub async fn handle(
+        &self,
+        stream: &str,
+        commands: Vec<ConversationCommand>,
+        metadata: &Metadata,
+    ) -> Result<Handled, CommandError> {
+        let entry = self.entry(stream);
+        let mut cached = entry.lock().await;
+        for _ in 0..MAX_CONFLICTS {
+            self.catch_up(stream, &mut cached).await?;
+            let mut working = cached.state.clone();
+            let mut decided = Vec::new();
+            for command in commands.iter().cloned() {
+                for event in working.decide(command)? {
+                    working.evolve(&event);
+                    decided.push(event);
+                }
+            }
+            if decided.is_empty() {
+                return Ok(Handled::default());
+            }
+            let envelopes = decided
+                .iter()
+                .map(|e| e.to_new_event(stream, metadata.clone()))
+                .collect();
+            match self
+                .store
+                .append(
+                    stream,
+                    ExpectedVersion::from_current(cached.version),
+                    envelopes,
+                )
+                .await
+            {
+                Ok(result) => return Ok(apply(&mut cached, stream, working, decided, &result)),
+                Err(StoreError::WrongExpectedVersion { .. }) => {
+                    tracing::debug!(
+                        stream,
+                        "conversation moved on in another process; deciding again"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "{stream} kept changing under {MAX_CONFLICTS} attempts to decide"
+        ))
+        .into())
+    }
+
+    /// Folds the events appended since the cached version.
+    async fn catch_up(&self, stream: &str, cached: &mut Cached) -> Result<(), CommandError> {
+        loop {
+            let from = cached.version.map_or(0, |v| v + 1);
+            let events = self.store.read_stream(stream, from, READ_BATCH).await?;
+            let done = events.len() < READ_BATCH;
+            for event in &events {
+                fold_recorded(&mut cached.state, event)?;
+                cached.version = Some(event.version);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn entry(&self, stream: &str) -> Arc<tokio::sync::Mutex<Cached>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= CACHE_CAPACITY && !streams.contains_key(stream) {
+            // Forget streams nobody is deciding on right now; they are re-read when needed.
+            streams.retain(|_, entry| Arc::strong_count(entry) > 1);
+        }
+        streams.entry(stream.to_owned()).or_default().clone()
+    }
+}
+
+fn fold_recorded(state: &mut Conversation, event: &RecordedEvent) -> Result<(), CommandError> {
+    match ConversationEvent::from_recorded(event) {
+        Ok(Some(event)) => state.evolve(&event),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(CommandError::Unreadable {
+                position: event.position,
+                reason: e.to_string(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Brings the cache to the state after a successful append. An event the store reported as
+/// a duplicate was appended by another process between our catch-up and our append; it is
+/// in the stream before ours, so folding it here leaves the cache exactly as a re-read would.
+fn apply(
+    cached: &mut Cached,
+    stream: &str,
+    working: Conversation,
+    decided: Vec<ConversationEvent>,
+    result: &AppendResult,
+) -> Handled {
+    cached.state = working;
+    cached.version = result.stream_version;
+    let (recorded, duplicates): (Vec<_>, Vec<_>) = decided
+        .into_iter()
+        .partition(|event| !result.duplicates.contains(&event.event_id(stream)));
+    Handled {
+        recorded,
+        duplicates: duplicates.len(),
+    }
+}
