@@ -20,7 +20,9 @@ use chatledger_core::{
 };
 
 /// Re-decisions after a conflict with another process before giving up.
-const MAX_CONFLICTS: usize = 16;
+const MAX_CONFLICTS: u32 = 32;
+/// The longest pause between re-decisions, in milliseconds.
+const MAX_BACKOFF_MS: u128 = 50;
 /// Cached streams kept before idle ones are dropped.
 const CACHE_CAPACITY: usize = 50_000;
 /// Events read at once while catching a stream up.
@@ -81,7 +83,12 @@ impl Conversations {
     ) -> Result<Handled, CommandError> {
         let entry = self.entry(stream);
         let mut cached = entry.lock().await;
-        for _ in 0..MAX_CONFLICTS {
+        for attempt in 0..MAX_CONFLICTS {
+            if attempt > 0 {
+                // Another process is appending to this stream. Deciding again at once can lose
+                // to the same burst every time; a random, growing pause lets it drain.
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+            }
             self.catch_up(stream, &mut cached).await?;
             let mut working = cached.state.clone();
             let mut decided = Vec::new();
@@ -148,6 +155,12 @@ impl Conversations {
         }
         streams.entry(stream.to_owned()).or_default().clone()
     }
+}
+
+fn conflict_backoff(attempt: u32) -> std::time::Duration {
+    let ceiling = (1u128 << attempt.min(6)).min(MAX_BACKOFF_MS) + 1;
+    let jitter = uuid::Uuid::new_v4().as_u128() % ceiling;
+    std::time::Duration::from_millis(jitter as u64)
 }
 
 fn fold_recorded(state: &mut Conversation, event: &RecordedEvent) -> Result<(), CommandError> {

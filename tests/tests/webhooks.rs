@@ -793,7 +793,81 @@ async fn the_channel_configuration_is_recorded_once_per_change(backend: Backend)
     );
 }
 
+async fn one_post_with_several_customers_entries_and_statuses(backend: Backend) {
+    let server = start(backend).await;
+    let message = |from: &str, id: &str| json!({"from": from, "id": id, "timestamp": 1763800000, "type": "text", "text": {"body": id}});
+    let body = json!({"object": "whatsapp_business_account", "entry": [
+        {"id": "1", "changes": [{"field": "messages", "value": {"metadata": {"phone_number_id": "1"},
+            "messages": [message("919638120888", "wamid.a1"), message("919726700000", "wamid.b1"), message("919638120888", "wamid.a2")]}}]},
+        {"id": "1", "changes": [{"field": "messages", "value": {"metadata": {"phone_number_id": "1"},
+            "statuses": [{"id": "wamid.sent1", "status": "delivered", "timestamp": 1763800001, "recipient_id": "919638120888"}]}},
+            {"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}}]}
+    ]});
+    let response = server
+        .post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["recorded"],
+        json!({"messages": 3, "receipts": 1, "notices": 1, "duplicates": 0})
+    );
+    let events = server.events().await;
+    let in_stream = |stream: &str| {
+        events
+            .iter()
+            .filter(|e| e.stream == stream)
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        in_stream(&format!("conversation-{PARTNER}-+919638120888")),
+        vec![
+            "ChatOpened",
+            "MessageReceived",
+            "MessageReceived",
+            "ReceiptRecorded"
+        ]
+    );
+    assert_eq!(
+        in_stream(&format!("conversation-{PARTNER}-+919726700000")),
+        vec!["ChatOpened", "MessageReceived"]
+    );
+    assert_eq!(
+        in_stream(&format!("channel-{PARTNER}")),
+        vec!["ProviderNoticeReceived"]
+    );
+}
+
+async fn a_sender_known_only_by_user_id_gets_a_conversation(backend: Backend) {
+    let server = start(backend).await;
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "1"},
+        "contacts": [{"profile": {"name": "Anon", "username": "anon"}, "user_id": "US.13491208655302741918"}],
+        "messages": [{"from_user_id": "US.13491208655302741918", "id": "wamid.bsuid", "timestamp": "1763800000",
+                      "type": "text", "text": {"body": "no number"}}]}}]}]});
+    assert_eq!(
+        server
+            .post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
+            .await
+            .status(),
+        200
+    );
+    let events = server.events().await;
+    assert_eq!(types(&events), vec!["ChatOpened", "MessageReceived"]);
+    assert_eq!(
+        events[1].stream,
+        format!("conversation-{PARTNER}-US.13491208655302741918")
+    );
+    assert_eq!(
+        events[1].data["customer"],
+        json!({"user_id": "US.13491208655302741918", "name": "Anon"})
+    );
+}
+
 chatledger_tests::on_both_backends!(
+    one_post_with_several_customers_entries_and_statuses,
+    a_sender_known_only_by_user_id_gets_a_conversation,
     every_fixture_is_recorded,
     the_signed_fixture_is_accepted_byte_for_byte_and_nothing_else_is,
     a_redelivery_leaves_the_log_as_it_was,
