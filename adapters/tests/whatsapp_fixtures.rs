@@ -297,3 +297,100 @@ fn twilio_callbacks() {
     assert_eq!(receipt.status, "delivered");
     assert_eq!(receipt.recipient.phone.as_deref(), Some("+919638120888"));
 }
+
+/// Types Meta documents that the fixtures above do not show.
+#[test]
+fn documented_types_beyond_the_fixtures() {
+    let phones = PhoneNormalizer::new("IN").unwrap();
+    let one = |message: Value| {
+        let body = serde_json::json!({"entry": [{"changes": [{"field": "messages", "value": {
+            "contacts": [{"profile": {"name": "C"}, "wa_id": "919638120888"}], "messages": [message]}}]}]});
+        match meta::parse(&body, "meta", &phones).remove(0).item {
+            InboundItem::Message(m) => *m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let base = |kind: &str, extra: Value| {
+        let mut m = serde_json::json!({"from": "919638120888", "id": format!("wamid.{kind}"), "timestamp": "1763800000", "type": kind});
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        m
+    };
+    let video = one(base(
+        "video",
+        serde_json::json!({"video": {"id": "v1", "mime_type": "video/mp4", "caption": "look"}}),
+    ));
+    assert_eq!(
+        (video.kind.as_str(), video.text.as_deref()),
+        ("video", Some("look"))
+    );
+    let sticker = one(base(
+        "sticker",
+        serde_json::json!({"sticker": {"id": "s1", "animated": true}}),
+    ));
+    assert!(sticker.media.unwrap().animated);
+    let nfm = one(base(
+        "interactive",
+        serde_json::json!({"interactive": {"type": "nfm_reply",
+        "nfm_reply": {"name": "flow", "body": "Sent", "response_json": "{\"a\":1}"}}}),
+    ));
+    assert_eq!(nfm.text.as_deref(), Some("Sent"));
+    let order = one(base(
+        "order",
+        serde_json::json!({"order": {"catalog_id": "c", "text": "two please",
+        "product_items": [{"product_retailer_id": "p", "quantity": 2, "item_price": 10, "currency": "INR"}]}}),
+    ));
+    assert_eq!(order.text.as_deref(), Some("two please"));
+    assert_eq!(order.details.unwrap()["product_items"][0]["quantity"], 2);
+    let removed = one(base(
+        "reaction",
+        serde_json::json!({"reaction": {"message_id": "wamid.x"}}),
+    ));
+    assert_eq!(
+        (removed.kind.as_str(), removed.text),
+        ("reaction", None),
+        "a removed reaction has no emoji"
+    );
+    let system = one(
+        serde_json::json!({"id": "wamid.sys", "timestamp": "1763800000", "type": "system",
+        "system": {"body": "User changed number", "type": "user_changed_number", "wa_id": "919000000000"}}),
+    );
+    assert_eq!(
+        system.customer.phone.as_deref(),
+        Some("+919638120888"),
+        "no `from`: the contact says who"
+    );
+    assert_eq!(system.text.as_deref(), Some("User changed number"));
+    let welcome = one(base("request_welcome", serde_json::json!({})));
+    assert_eq!(welcome.kind, "request_welcome");
+    let edit = one(base(
+        "edit",
+        serde_json::json!({"edit": {"original_message_id": "wamid.o", "message": {"type": "text", "text": {"body": "fixed"}}}}),
+    ));
+    assert_eq!(
+        (edit.kind.as_str(), edit.text.as_deref()),
+        ("edit", Some("fixed"))
+    );
+    let revoke = one(base(
+        "revoke",
+        serde_json::json!({"revoke": {"original_message_id": "wamid.o"}}),
+    ));
+    assert_eq!(revoke.details.unwrap()["original_message_id"], "wamid.o");
+    let ad = one(base(
+        "text",
+        serde_json::json!({"text": {"body": "hi"}, "referral": {"source_type": "ad", "ctwa_clid": "x"}}),
+    ));
+    assert_eq!(ad.referral.unwrap()["ctwa_clid"], "x");
+    let future = one(base(
+        "hologram",
+        serde_json::json!({"hologram": {"depth": 3}}),
+    ));
+    assert_eq!(
+        (
+            future.kind.as_str(),
+            future.details.unwrap()["depth"].as_i64()
+        ),
+        ("hologram", Some(3))
+    );
+}
