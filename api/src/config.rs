@@ -206,6 +206,20 @@ impl WhatsAppSettings {
                 .is_some_and(|h| self.header_secrets.contains_key(&h.env))
     }
 
+    /// Whether the request carries the channel's secret header with the configured value.
+    fn secret_header_passes(&self, auth: &ChannelAuth, headers: &HeaderMap) -> bool {
+        let Some(configured) = &auth.secret_header else {
+            return false;
+        };
+        match (
+            self.header_secrets.get(&configured.env),
+            header(headers, &configured.name),
+        ) {
+            (Some(secret), Some(presented)) => secret_matches(secret.expose(), presented),
+            _ => false,
+        }
+    }
+
     /// Authenticates a Meta-format webhook (`X-Hub-Signature-256` or a secret header) for
     /// `auth` against the raw body bytes.
     pub fn authenticate_meta(
@@ -227,15 +241,8 @@ impl WhatsAppSettings {
                 }
             }
         }
-        if let Some(configured) = &auth.secret_header {
-            if let (Some(secret), Some(presented)) = (
-                self.header_secrets.get(&configured.env),
-                header(headers, &configured.name),
-            ) {
-                if secret_matches(secret.expose(), presented) {
-                    return AuthOutcome::Passed;
-                }
-            }
+        if self.secret_header_passes(auth, headers) {
+            return AuthOutcome::Passed;
         }
         AuthOutcome::Failed
     }
@@ -264,15 +271,8 @@ impl WhatsAppSettings {
                 }
             }
         }
-        if let Some(configured) = &auth.secret_header {
-            if let (Some(secret), Some(presented)) = (
-                self.header_secrets.get(&configured.env),
-                header(headers, &configured.name),
-            ) {
-                if secret_matches(secret.expose(), presented) {
-                    return AuthOutcome::Passed;
-                }
-            }
+        if self.secret_header_passes(auth, headers) {
+            return AuthOutcome::Passed;
         }
         AuthOutcome::Failed
     }
