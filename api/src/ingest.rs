@@ -3,7 +3,7 @@
 
 use chatledger_adapters::whatsapp::{ChannelNotice, InboundItem};
 use chatledger_core::channel::{channel_stream, ProviderNoticeReceived};
-use chatledger_core::conversation::{stream_name, ConversationCommand, Customer, CustomerKey};
+use chatledger_core::conversation::{stream_name, ConversationCommand, ConversationRef};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata};
 use chatledger_projections::conversations::{CommandError, Conversations};
 use chrono::{DateTime, Utc};
@@ -25,6 +25,8 @@ pub struct Recorded {
 pub struct Source<'a> {
     /// The channel's key; `app` for app-level notices that name no number.
     pub channel_key: &'a str,
+    /// The stakeholder the channel serves.
+    pub stakeholder: &'a str,
     pub provider: &'a str,
     pub request_id: Uuid,
     pub received_at: DateTime<Utc>,
@@ -45,14 +47,6 @@ impl Source<'_> {
     }
 }
 
-fn customer_key(customer: &Customer) -> Option<CustomerKey> {
-    match (&customer.phone, &customer.user_id) {
-        (Some(phone), _) => Some(CustomerKey::Phone(phone.clone())),
-        (None, Some(user_id)) => Some(CustomerKey::UserId(user_id.clone())),
-        (None, None) => None,
-    }
-}
-
 /// Records `items` for the channel of `source`. Items for one customer are decided together and
 /// appended at once; the answer comes only after everything is committed.
 pub async fn record(
@@ -67,32 +61,41 @@ pub async fn record(
     let mut streams: Vec<(String, Vec<ConversationCommand>)> = Vec::new();
     let mut notices: Vec<ChannelNotice> = Vec::new();
     for item in items {
-        let (customer, command) = match item {
-            InboundItem::Message(message) => (
-                message.customer.clone(),
-                ConversationCommand::ReceiveMessage {
+        // Parsers only produce messages and receipts with a phone or a user id.
+        let (stream, command) = match item {
+            InboundItem::Message(message) => {
+                let Some(customer) = message.customer.key() else {
+                    continue;
+                };
+                let conversation = ConversationRef {
+                    channel: source.channel_key.to_owned(),
+                    stakeholder: source.stakeholder.to_owned(),
+                    customer,
+                };
+                let stream = conversation.stream();
+                let command = ConversationCommand::ReceiveMessage {
+                    conversation,
                     message,
                     new_chat_id: Uuid::new_v4(),
                     now: source.received_at,
-                },
-            ),
-            InboundItem::Receipt(receipt) => (
-                receipt.recipient.clone(),
-                ConversationCommand::RecordReceipt {
+                };
+                (stream, command)
+            }
+            InboundItem::Receipt(receipt) => {
+                let Some(customer) = receipt.recipient.key() else {
+                    continue;
+                };
+                let command = ConversationCommand::RecordReceipt {
                     receipt,
                     now: source.received_at,
-                },
-            ),
+                };
+                (stream_name(source.channel_key, &customer), command)
+            }
             InboundItem::Notice(notice) => {
                 notices.push(notice);
                 continue;
             }
         };
-        // Parsers only produce messages and receipts with a phone or a user id.
-        let Some(key) = customer_key(&customer) else {
-            continue;
-        };
-        let stream = stream_name(source.channel_key, &key);
         match streams.iter_mut().find(|(s, _)| *s == stream) {
             Some((_, commands)) => commands.push(command),
             None => streams.push((stream, vec![command])),

@@ -160,6 +160,8 @@ pub enum OpenReason {
 pub enum ConversationEvent {
     ChatOpened {
         chat_id: Uuid,
+        #[serde(flatten)]
+        conversation: ConversationRef,
         reason: OpenReason,
         /// The customer's context when the chat opened.
         context: Value,
@@ -275,6 +277,7 @@ pub struct Conversation {
 pub enum ConversationCommand {
     /// Record a message from the customer. `new_chat_id` is used if this opens a chat.
     ReceiveMessage {
+        conversation: ConversationRef,
         message: Box<InboundMessage>,
         new_chat_id: Uuid,
         now: DateTime<Utc>,
@@ -350,6 +353,7 @@ impl Conversation {
     ) -> Result<Vec<ConversationEvent>, ConversationRejection> {
         match command {
             ConversationCommand::ReceiveMessage {
+                conversation,
                 message,
                 new_chat_id,
                 now,
@@ -367,6 +371,7 @@ impl Conversation {
                         let previous = self.chat.as_ref().map(|c| c.chat_id);
                         events.push(ConversationEvent::ChatOpened {
                             chat_id: new_chat_id,
+                            conversation,
                             reason: if previous.is_some() {
                                 OpenReason::AfterResolution
                             } else {
@@ -409,6 +414,32 @@ impl Conversation {
                 }])
             }
         }
+    }
+}
+
+impl Customer {
+    /// The key of the customer's conversations: the number if known, else the user id.
+    pub fn key(&self) -> Option<CustomerKey> {
+        match (&self.phone, &self.user_id) {
+            (Some(phone), _) => Some(CustomerKey::Phone(phone.clone())),
+            (None, Some(user_id)) => Some(CustomerKey::UserId(user_id.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Which conversation a command is for: the channel (and the stakeholder it serves) and the
+/// customer. Recorded in `ChatOpened`, so that read models need nothing but the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRef {
+    pub channel: String,
+    pub stakeholder: String,
+    pub customer: CustomerKey,
+}
+
+impl ConversationRef {
+    pub fn stream(&self) -> String {
+        stream_name(&self.channel, &self.customer)
     }
 }
 
@@ -478,6 +509,11 @@ mod tests {
 
     fn receive(id: &str, chat: u128, now: &str) -> ConversationCommand {
         ConversationCommand::ReceiveMessage {
+            conversation: ConversationRef {
+                channel: "9099039188".into(),
+                stakeholder: "partner".into(),
+                customer: CustomerKey::Phone("+919638120888".into()),
+            },
             message: Box::new(message(id, "hi")),
             new_chat_id: Uuid::from_u128(chat),
             now: at(now),

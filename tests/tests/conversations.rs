@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chatledger_core::conversation::{
-    stream_name, ConversationCommand, Customer, CustomerKey, InboundMessage,
+    stream_name, ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage,
 };
 use chatledger_core::Metadata;
 use chatledger_projections::conversations::Conversations;
@@ -15,6 +15,11 @@ use uuid::Uuid;
 
 fn receive(id: &str) -> ConversationCommand {
     ConversationCommand::ReceiveMessage {
+        conversation: ConversationRef {
+            channel: "9099039188".into(),
+            stakeholder: "partner".into(),
+            customer: CustomerKey::Phone("+919638120888".into()),
+        },
         message: Box::new(InboundMessage {
             provider: "meta".into(),
             provider_message_id: id.into(),

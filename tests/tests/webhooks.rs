@@ -353,6 +353,10 @@ fn check(
                 "{name}: the message is in the opened chat"
             );
             assert_eq!(opened.data["reason"], "FirstMessage");
+            assert_eq!(opened.data["channel"], channel, "{name}");
+            let stakeholder = if channel == PARTNER { "partner" } else { "customer" };
+            assert_eq!(opened.data["stakeholder"], stakeholder, "{name}");
+            assert_eq!(opened.data["customer"]["kind"], "phone", "{name}");
             assert_eq!(message.data["kind"], *kind, "{name}");
             if let Some(text) = text {
                 assert_eq!(message.data["text"], *text, "{name}");

@@ -228,6 +228,7 @@ async fn channel_webhook(
             .collect();
     let source = Source {
         channel_key: &channel.key,
+        stakeholder: &channel.stakeholder,
         provider: channel.provider.as_str(),
         request_id: Uuid::new_v4(),
         received_at: Utc::now(),
@@ -262,16 +263,21 @@ async fn app_webhook(
         return Err(unauthorized());
     }
     let payload = parse_json_object(&bytes)?;
-    let mut by_channel: Vec<(String, &'static str, Vec<InboundItem>)> = Vec::new();
+    // (channel key, stakeholder, provider, items)
+    let mut by_channel: Vec<(String, String, &'static str, Vec<InboundItem>)> = Vec::new();
     let mut unknown_ids: Vec<String> = Vec::new();
     for Routed {
         phone_number_id,
         item,
     } in meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
     {
-        let (key, provider) = match phone_number_id {
+        let (key, stakeholder, provider) = match phone_number_id {
             Some(id) => match state.whatsapp.channel_by_phone_number_id(&id) {
-                Some(channel) => (channel.key.clone(), channel.provider.as_str()),
+                Some(channel) => (
+                    channel.key.clone(),
+                    channel.stakeholder.clone(),
+                    channel.provider.as_str(),
+                ),
                 None => {
                     if !unknown_ids.contains(&id) {
                         unknown_ids.push(id);
@@ -280,11 +286,15 @@ async fn app_webhook(
                 }
             },
             // Notices about the app or the WABA name no number.
-            None => (APP_CHANNEL_KEY.to_owned(), Provider::Meta.as_str()),
+            None => (
+                APP_CHANNEL_KEY.to_owned(),
+                String::new(),
+                Provider::Meta.as_str(),
+            ),
         };
-        match by_channel.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, _, items)) => items.push(item),
-            None => by_channel.push((key, provider, vec![item])),
+        match by_channel.iter_mut().find(|(k, _, _, _)| *k == key) {
+            Some((_, _, _, items)) => items.push(item),
+            None => by_channel.push((key, stakeholder, provider, vec![item])),
         }
     }
     if by_channel.is_empty() && !unknown_ids.is_empty() {
@@ -300,9 +310,10 @@ async fn app_webhook(
     let request_id = Uuid::new_v4();
     let received_at = Utc::now();
     let mut total = Recorded::default();
-    for (key, provider, items) in by_channel {
+    for (key, stakeholder, provider, items) in by_channel {
         let source = Source {
             channel_key: &key,
+            stakeholder: &stakeholder,
             provider,
             request_id,
             received_at,
@@ -365,6 +376,7 @@ async fn twilio_webhook(
     let item = twilio::parse(&params, &state.whatsapp.phones);
     let source = Source {
         channel_key: &channel.key,
+        stakeholder: &channel.stakeholder,
         provider: Provider::Twilio.as_str(),
         request_id: Uuid::new_v4(),
         received_at: Utc::now(),
