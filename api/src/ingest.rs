@@ -25,6 +25,8 @@ pub struct Recorded {
 pub struct Source<'a> {
     /// The channel's key; `app` for app-level notices that name no number.
     pub channel_key: &'a str,
+    /// Our number on the channel.
+    pub channel_number: &'a str,
     /// The stakeholder the channel serves.
     pub stakeholder: &'a str,
     pub provider: &'a str,
@@ -69,6 +71,7 @@ pub async fn record(
                 };
                 let conversation = ConversationRef {
                     channel: source.channel_key.to_owned(),
+                    channel_number: source.channel_number.to_owned(),
                     stakeholder: source.stakeholder.to_owned(),
                     customer,
                 };

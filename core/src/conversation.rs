@@ -432,7 +432,10 @@ impl Customer {
 /// customer. Recorded in `ChatOpened`, so that read models need nothing but the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationRef {
+    /// The channel's key.
     pub channel: String,
+    /// Our WhatsApp number on that channel.
+    pub channel_number: String,
     pub stakeholder: String,
     pub customer: CustomerKey,
 }
@@ -511,6 +514,7 @@ mod tests {
         ConversationCommand::ReceiveMessage {
             conversation: ConversationRef {
                 channel: "9099039188".into(),
+                channel_number: "919099039188".into(),
                 stakeholder: "partner".into(),
                 customer: CustomerKey::Phone("+919638120888".into()),
             },

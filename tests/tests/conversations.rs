@@ -17,6 +17,7 @@ fn receive(id: &str) -> ConversationCommand {
     ConversationCommand::ReceiveMessage {
         conversation: ConversationRef {
             channel: "9099039188".into(),
+            channel_number: "919099039188".into(),
             stakeholder: "partner".into(),
             customer: CustomerKey::Phone("+919638120888".into()),
         },

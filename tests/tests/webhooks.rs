@@ -354,7 +354,11 @@ fn check(
             );
             assert_eq!(opened.data["reason"], "FirstMessage");
             assert_eq!(opened.data["channel"], channel, "{name}");
-            let stakeholder = if channel == PARTNER { "partner" } else { "customer" };
+            let stakeholder = if channel == PARTNER {
+                "partner"
+            } else {
+                "customer"
+            };
             assert_eq!(opened.data["stakeholder"], stakeholder, "{name}");
             assert_eq!(opened.data["customer"]["kind"], "phone", "{name}");
             assert_eq!(message.data["kind"], *kind, "{name}");

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatledger_adapters::whatsapp::signature::secret_matches;
 use chatledger_adapters::whatsapp::{meta, twilio, InboundItem, Routed};
-use chatledger_core::channel::Provider;
+use chatledger_core::channel::{Channel, Provider};
 use chatledger_projections::conversations::CommandError;
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -228,6 +228,7 @@ async fn channel_webhook(
             .collect();
     let source = Source {
         channel_key: &channel.key,
+        channel_number: &channel.number,
         stakeholder: &channel.stakeholder,
         provider: channel.provider.as_str(),
         request_id: Uuid::new_v4(),
@@ -263,21 +264,18 @@ async fn app_webhook(
         return Err(unauthorized());
     }
     let payload = parse_json_object(&bytes)?;
-    // (channel key, stakeholder, provider, items)
-    let mut by_channel: Vec<(String, String, &'static str, Vec<InboundItem>)> = Vec::new();
+    // Items per channel, in order; `None` collects notices about the app or the WABA, which
+    // name no number.
+    let mut by_channel: Vec<(Option<&Channel>, Vec<InboundItem>)> = Vec::new();
     let mut unknown_ids: Vec<String> = Vec::new();
     for Routed {
         phone_number_id,
         item,
     } in meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
     {
-        let (key, stakeholder, provider) = match phone_number_id {
+        let channel = match phone_number_id {
             Some(id) => match state.whatsapp.channel_by_phone_number_id(&id) {
-                Some(channel) => (
-                    channel.key.clone(),
-                    channel.stakeholder.clone(),
-                    channel.provider.as_str(),
-                ),
+                Some(channel) => Some(channel),
                 None => {
                     if !unknown_ids.contains(&id) {
                         unknown_ids.push(id);
@@ -285,16 +283,14 @@ async fn app_webhook(
                     continue;
                 }
             },
-            // Notices about the app or the WABA name no number.
-            None => (
-                APP_CHANNEL_KEY.to_owned(),
-                String::new(),
-                Provider::Meta.as_str(),
-            ),
+            None => None,
         };
-        match by_channel.iter_mut().find(|(k, _, _, _)| *k == key) {
-            Some((_, _, _, items)) => items.push(item),
-            None => by_channel.push((key, stakeholder, provider, vec![item])),
+        match by_channel
+            .iter_mut()
+            .find(|(c, _)| c.map(|c| &c.key) == channel.map(|c| &c.key))
+        {
+            Some((_, items)) => items.push(item),
+            None => by_channel.push((channel, vec![item])),
         }
     }
     if by_channel.is_empty() && !unknown_ids.is_empty() {
@@ -310,13 +306,24 @@ async fn app_webhook(
     let request_id = Uuid::new_v4();
     let received_at = Utc::now();
     let mut total = Recorded::default();
-    for (key, stakeholder, provider, items) in by_channel {
-        let source = Source {
-            channel_key: &key,
-            stakeholder: &stakeholder,
-            provider,
-            request_id,
-            received_at,
+    for (channel, items) in by_channel {
+        let source = match channel {
+            Some(channel) => Source {
+                channel_key: &channel.key,
+                channel_number: &channel.number,
+                stakeholder: &channel.stakeholder,
+                provider: channel.provider.as_str(),
+                request_id,
+                received_at,
+            },
+            None => Source {
+                channel_key: APP_CHANNEL_KEY,
+                channel_number: "",
+                stakeholder: "",
+                provider: Provider::Meta.as_str(),
+                request_id,
+                received_at,
+            },
         };
         let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
             .await
@@ -376,6 +383,7 @@ async fn twilio_webhook(
     let item = twilio::parse(&params, &state.whatsapp.phones);
     let source = Source {
         channel_key: &channel.key,
+        channel_number: &channel.number,
         stakeholder: &channel.stakeholder,
         provider: Provider::Twilio.as_str(),
         request_id: Uuid::new_v4(),

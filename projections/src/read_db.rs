@@ -1,0 +1,229 @@
+//! The database read models live in: the log's own database, SQLite or PostgreSQL.
+//!
+//! Projectors and queries write one SQL text for both backends (sqlx binds `$1`, `$2`, … by
+//! number on SQLite as on PostgreSQL), with arguments as [`Arg`]s. Times are stored as
+//! RFC 3339 text in UTC with six fraction digits, which sorts as time does.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
+
+/// An argument of a read-model statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<u64> for Arg {
+    fn from(v: u64) -> Self {
+        Arg::Int(v as i64)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+impl From<DateTime<Utc>> for Arg {
+    fn from(v: DateTime<Utc>) -> Self {
+        Arg::Text(time_text(v))
+    }
+}
+impl<T: Into<Arg>> From<Option<T>> for Arg {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Arg::Null, Into::into)
+    }
+}
+
+/// A time as read models store it.
+pub fn time_text(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A stored time back.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// A connection pool to the read-model database.
+#[derive(Clone, Debug)]
+pub enum ReadDb {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A read-model transaction.
+pub enum ReadTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A row of a read-model query, read by column index.
+pub enum DbRow {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                Arg::Int(v) => query.bind(*v),
+                Arg::Text(v) => query.bind(v.as_str()),
+                Arg::Null => query.bind(Option::<String>::None),
+            };
+        }
+        query
+    }};
+}
+
+impl ReadDb {
+    /// Read models beside a SQLite log. They can always be rebuilt from the log, so a commit
+    /// need not wait for the disk (`synchronous=NORMAL`); the checkpoint commits with them.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(ReadDb::Sqlite(pool))
+    }
+
+    /// Read models beside a PostgreSQL log; `schema` as for the store.
+    pub fn connect_postgres_lazy(url: &str, schema: Option<&str>) -> Result<Self, sqlx::Error> {
+        let mut options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Ok(ReadDb::Postgres(pool))
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// a read-then-write transaction never fails to upgrade.
+    pub async fn begin(&self) -> Result<ReadTx, sqlx::Error> {
+        Ok(match self {
+            ReadDb::Sqlite(pool) => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            ReadDb::Postgres(pool) => ReadTx::Postgres(pool.begin().await?),
+        })
+    }
+
+    pub async fn fetch_all(&self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, sqlx::Error> {
+        Ok(match self {
+            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+        })
+    }
+
+    pub async fn fetch_optional(&self, sql: &str, args: &[Arg]) -> Result<Option<DbRow>, sqlx::Error> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReadDb::Sqlite(_) => "sqlite",
+            ReadDb::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl ReadTx {
+    pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
+    pub async fn fetch_optional(&mut self, sql: &str, args: &[Arg]) -> Result<Option<DbRow>, sqlx::Error> {
+        Ok(match self {
+            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.map(DbRow::Sqlite),
+            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.map(DbRow::Postgres),
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            ReadTx::Sqlite(tx) => tx.commit().await,
+            ReadTx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Locks a projector's registry row until commit (on SQLite the transaction already holds
+    /// the database's write lock).
+    pub fn lock_suffix(&self) -> &'static str {
+        match self {
+            ReadTx::Sqlite(_) => "",
+            ReadTx::Postgres(_) => " FOR UPDATE",
+        }
+    }
+}
+
+impl DbRow {
+    pub fn i64(&self, index: usize) -> Option<i64> {
+        match self {
+            DbRow::Sqlite(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),
+            DbRow::Postgres(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> Option<String> {
+        match self {
+            DbRow::Sqlite(row) => row.try_get::<Option<String>, _>(index).ok().flatten(),
+            DbRow::Postgres(row) => row.try_get::<Option<String>, _>(index).ok().flatten(),
+        }
+    }
+
+    pub fn time(&self, index: usize) -> Option<DateTime<Utc>> {
+        self.text(index).as_deref().and_then(parse_time)
+    }
+
+    pub fn json(&self, index: usize) -> Option<serde_json::Value> {
+        self.text(index).and_then(|t| serde_json::from_str(&t).ok())
+    }
+}
