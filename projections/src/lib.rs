@@ -7,8 +7,13 @@
 //!   folded state cached, serialises deciders per stream within the process, appends with
 //!   the expected version and re-decides on conflicts. The HTTP edge and reactors share it.
 //!
-//! Projectors fold events into SQL read models, each with its own checkpoint; reactors turn
-//! events into new commands or outbound calls. Both follow the log through
-//! [`chatledger_core::EventStore::follow`].
+//! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
+//!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
+//! - [`read_models`]: the projectors: chats, messages, customers.
+//! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
+//!   SQL dialect.
 
 pub mod conversations;
+pub mod read_db;
+pub mod read_models;
+pub mod runner;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
 
 /// An argument of a read-model statement.
@@ -64,7 +66,9 @@ pub fn time_text(at: DateTime<Utc>) -> String {
 
 /// A stored time back.
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A connection pool to the read-model database.
@@ -109,7 +113,10 @@ impl ReadDb {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         Ok(ReadDb::Sqlite(pool))
     }
 
@@ -152,15 +159,36 @@ impl ReadDb {
         })
     }
 
-    pub async fn fetch_optional(&self, sql: &str, args: &[Arg]) -> Result<Option<DbRow>, sqlx::Error> {
+    pub async fn fetch_optional(
+        &self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<DbRow>, sqlx::Error> {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
     pub async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
-            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
         })
+    }
+
+    /// Every row of `table`, each column as text, sorted: for comparing read models built
+    /// in different ways (live and rebuilt) table by table.
+    pub async fn dump_table(&self, table: &str) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+        let rows = self
+            .fetch_all(&format!("SELECT * FROM {table}"), &[])
+            .await?;
+        let mut dump: Vec<Vec<Option<String>>> = rows.iter().map(DbRow::all_as_text).collect();
+        dump.sort();
+        Ok(dump)
     }
 
     /// `sqlite` or `postgres`.
@@ -175,15 +203,31 @@ impl ReadDb {
 impl ReadTx {
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
-            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
         })
     }
 
-    pub async fn fetch_optional(&mut self, sql: &str, args: &[Arg]) -> Result<Option<DbRow>, sqlx::Error> {
+    pub async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<DbRow>, sqlx::Error> {
         Ok(match self {
-            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.map(DbRow::Sqlite),
-            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.map(DbRow::Postgres),
+            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(DbRow::Sqlite),
+            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(DbRow::Postgres),
         })
     }
 
@@ -205,6 +249,16 @@ impl ReadTx {
 }
 
 impl DbRow {
+    fn all_as_text(&self) -> Vec<Option<String>> {
+        let width = match self {
+            DbRow::Sqlite(row) => row.len(),
+            DbRow::Postgres(row) => row.len(),
+        };
+        (0..width)
+            .map(|i| self.text(i).or_else(|| self.i64(i).map(|n| n.to_string())))
+            .collect()
+    }
+
     pub fn i64(&self, index: usize) -> Option<i64> {
         match self {
             DbRow::Sqlite(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),

@@ -43,7 +43,12 @@ pub trait Projector: Send + Sync + 'static {
     fn schema(&self, suffix: &str) -> Vec<String>;
     /// Applies one event to the tables with `suffix`. Must not read the clock or the network:
     /// everything it needs is in the events.
-    async fn apply(&self, tx: &mut ReadTx, suffix: &str, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        suffix: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// A failed projection step.
@@ -74,24 +79,45 @@ fn suffix(generation: i64) -> String {
     format!("_g{generation}")
 }
 
-async fn read_registration(tx: &mut ReadTx, name: &str) -> Result<Option<Registration>, sqlx::Error> {
-    let sql = format!("SELECT generation, checkpoint FROM projections WHERE name = $1{}", tx.lock_suffix());
-    Ok(tx.fetch_optional(&sql, &[name.into()]).await?.map(|row| Registration {
-        generation: row.i64(0).unwrap_or(1),
-        checkpoint: row.i64(1).unwrap_or(0) as u64,
-    }))
+async fn read_registration(
+    tx: &mut ReadTx,
+    name: &str,
+) -> Result<Option<Registration>, sqlx::Error> {
+    let sql = format!(
+        "SELECT generation, checkpoint FROM projections WHERE name = $1{}",
+        tx.lock_suffix()
+    );
+    Ok(tx
+        .fetch_optional(&sql, &[name.into()])
+        .await?
+        .map(|row| Registration {
+            generation: row.i64(0).unwrap_or(1),
+            checkpoint: row.i64(1).unwrap_or(0) as u64,
+        }))
 }
 
-async fn create_views(tx: &mut ReadTx, projector: &dyn Projector, suffix: &str) -> Result<(), sqlx::Error> {
+async fn create_views(
+    tx: &mut ReadTx,
+    projector: &dyn Projector,
+    suffix: &str,
+) -> Result<(), sqlx::Error> {
     for table in projector.tables() {
-        tx.execute(&format!("DROP VIEW IF EXISTS {table}"), &[]).await?;
-        tx.execute(&format!("CREATE VIEW {table} AS SELECT * FROM {table}{suffix}"), &[]).await?;
+        tx.execute(&format!("DROP VIEW IF EXISTS {table}"), &[])
+            .await?;
+        tx.execute(
+            &format!("CREATE VIEW {table} AS SELECT * FROM {table}{suffix}"),
+            &[],
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// Makes sure the projector has a registry row, generation-1 tables and views.
-pub async fn register(db: &ReadDb, projector: &dyn Projector) -> Result<Registration, ProjectionError> {
+pub async fn register(
+    db: &ReadDb,
+    projector: &dyn Projector,
+) -> Result<Registration, ProjectionError> {
     let mut tx = db.begin().await?;
     if let Some(existing) = read_registration(&mut tx, projector.name()).await? {
         tx.commit().await?;
@@ -129,7 +155,9 @@ async fn apply_batch(
     events: &[RecordedEvent],
 ) -> Result<Batch, ProjectionError> {
     let mut tx = db.begin().await?;
-    let current = read_registration(&mut tx, projector.name()).await?.unwrap_or(expected);
+    let current = read_registration(&mut tx, projector.name())
+        .await?
+        .unwrap_or(expected);
     if current != expected {
         return Ok(Batch::Moved(current));
     }
@@ -141,11 +169,18 @@ async fn apply_batch(
     }
     tx.execute(
         "UPDATE projections SET checkpoint = $2, updated_at = $3 WHERE name = $1",
-        &[projector.name().into(), checkpoint.into(), time_text(Utc::now()).into()],
+        &[
+            projector.name().into(),
+            checkpoint.into(),
+            time_text(Utc::now()).into(),
+        ],
     )
     .await?;
     tx.commit().await?;
-    Ok(Batch::Applied(Registration { checkpoint, ..current }))
+    Ok(Batch::Applied(Registration {
+        checkpoint,
+        ..current
+    }))
 }
 
 /// Runs a projector live until `shutdown` resolves: catches up from its checkpoint in
@@ -248,7 +283,8 @@ pub async fn rebuild(
     let mut tx = db.begin().await?;
     for table in projector.tables() {
         // A rebuild that was interrupted may have left this generation half-built.
-        tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[]).await?;
+        tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[])
+            .await?;
     }
     for statement in projector.schema(&new_suffix) {
         tx.execute(&statement, &[]).await?;
@@ -274,7 +310,9 @@ pub async fn rebuild(
     // Switch over: under the registry row's lock, apply what arrived meanwhile, then point the
     // row and the views at the new generation.
     let mut tx = db.begin().await?;
-    let current = read_registration(&mut tx, projector.name()).await?.unwrap_or(live);
+    let current = read_registration(&mut tx, projector.name())
+        .await?
+        .unwrap_or(live);
     loop {
         let batch = store.read_all(position, REBUILD_READ).await?;
         let Some(last) = batch.last() else { break };
@@ -286,7 +324,12 @@ pub async fn rebuild(
     }
     tx.execute(
         "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
-        &[projector.name().into(), Arg::Int(generation), position.into(), time_text(Utc::now()).into()],
+        &[
+            projector.name().into(),
+            Arg::Int(generation),
+            position.into(),
+            time_text(Utc::now()).into(),
+        ],
     )
     .await?;
     create_views(&mut tx, projector, &new_suffix).await?;
@@ -296,7 +339,8 @@ pub async fn rebuild(
     let old_suffix = suffix(current.generation);
     let mut tx = db.begin().await?;
     for table in projector.tables() {
-        tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[]).await?;
+        tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[])
+            .await?;
     }
     tx.commit().await?;
     Ok(Rebuilt {

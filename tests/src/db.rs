@@ -116,6 +116,21 @@ pub enum TestDb {
     Postgres(PgSchema),
 }
 
+impl TestDb {
+    /// The read-model database beside this test's log.
+    pub async fn read_db(&self) -> chatledger_projections::read_db::ReadDb {
+        use chatledger_projections::read_db::ReadDb;
+        match self {
+            TestDb::Sqlite(db) => ReadDb::open_sqlite(&db.path)
+                .await
+                .expect("the read-model database opens"),
+            TestDb::Postgres(schema) => {
+                ReadDb::connect_postgres_lazy(&schema.url, Some(&schema.name)).expect("a valid URL")
+            }
+        }
+    }
+}
+
 impl Backend {
     /// A fresh, migrated store of this backend.
     pub async fn open(self) -> (TestDb, std::sync::Arc<dyn chatledger_core::EventStore>) {

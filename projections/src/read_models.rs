@@ -1,0 +1,403 @@
+//! The read models of conversations: chats, messages, customers. Each is its own projector
+//! with its own checkpoint; adding a read model is adding one more [`Projector`] to [`all`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatledger_core::conversation::{ConversationEvent, CustomerKey, InboundMessage};
+use chatledger_core::RecordedEvent;
+use chrono::Duration;
+use serde_json::Value;
+
+use crate::read_db::{time_text, ReadTx};
+use crate::runner::{ProjectionError, Projector};
+
+/// Every read model, in the order they are built.
+pub fn all() -> Vec<Arc<dyn Projector>> {
+    vec![Arc::new(Chats), Arc::new(Messages), Arc::new(Customers)]
+}
+
+/// How long after the customer's last message free-form replies are allowed.
+pub const SERVICE_WINDOW_HOURS: i64 = 24;
+
+fn conversation_event(event: &RecordedEvent) -> Result<Option<ConversationEvent>, ProjectionError> {
+    ConversationEvent::from_recorded(event).map_err(|e| ProjectionError::Event {
+        position: event.position,
+        reason: e.to_string(),
+    })
+}
+
+fn customer_id(customer: &CustomerKey) -> String {
+    customer.to_string()
+}
+
+/// When a message was sent, by the provider's clock if it says, else when it reached us.
+fn message_time(
+    message: &InboundMessage,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    message.sent_at.unwrap_or(received_at)
+}
+
+/// A short text for lists: the text, or the kind in brackets.
+fn preview(message: &InboundMessage) -> String {
+    match &message.text {
+        Some(text) => text.chars().take(200).collect(),
+        None => format!("[{}]", message.kind),
+    }
+}
+
+/// `chats`: one row per chat, its lifecycle and what the dashboard lists.
+pub struct Chats;
+
+#[async_trait]
+impl Projector for Chats {
+    fn name(&self) -> &'static str {
+        "chats"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["chats"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE chats{s} (
+                    chat_id TEXT PRIMARY KEY,
+                    stream TEXT NOT NULL,
+                    channel TEXT NOT NULL,
+                    channel_number TEXT NOT NULL,
+                    stakeholder TEXT NOT NULL,
+                    customer TEXT NOT NULL,
+                    customer_name TEXT,
+                    status TEXT NOT NULL,
+                    opened_at TEXT NOT NULL,
+                    opened_reason TEXT NOT NULL,
+                    context TEXT NOT NULL,
+                    previous_chat_id TEXT,
+                    superseded_by TEXT,
+                    assigned_to TEXT,
+                    last_incoming_at TEXT,
+                    service_window_ends_at TEXT,
+                    resolved_at TEXT,
+                    rating BIGINT,
+                    last_message_at TEXT,
+                    last_message_text TEXT,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX chats{s}_by_stakeholder ON chats{s} (stakeholder, position)"),
+            format!("CREATE INDEX chats{s}_by_customer ON chats{s} (customer, position)"),
+            format!("CREATE INDEX chats{s}_by_stream ON chats{s} (stream, position)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match conversation_event(event)? {
+            Some(ConversationEvent::ChatOpened {
+                chat_id,
+                conversation,
+                reason,
+                context,
+                previous_chat_id,
+                opened_at,
+            }) => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO chats{s} (chat_id, stream, channel, channel_number, stakeholder, customer, status,
+                            opened_at, opened_reason, context, previous_chat_id, position)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'OPEN', $7, $8, $9, $10, $11)
+                         ON CONFLICT (chat_id) DO NOTHING"
+                    ),
+                    &[
+                        chat_id.to_string().into(),
+                        (&event.stream).into(),
+                        conversation.channel.into(),
+                        conversation.channel_number.into(),
+                        conversation.stakeholder.into(),
+                        customer_id(&conversation.customer).into(),
+                        opened_at.into(),
+                        format!("{reason:?}").into(),
+                        context.to_string().into(),
+                        previous_chat_id.map(|id| id.to_string()).into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::MessageReceived {
+                chat_id,
+                received_at,
+                message,
+            }) => {
+                let at = message_time(&message, received_at);
+                tx.execute(
+                    &format!(
+                        "UPDATE chats{s} SET last_incoming_at = $2, service_window_ends_at = $3,
+                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5
+                         WHERE chat_id = $1"
+                    ),
+                    &[
+                        chat_id.to_string().into(),
+                        at.into(),
+                        (at + Duration::hours(SERVICE_WINDOW_HOURS)).into(),
+                        message.customer.name.clone().into(),
+                        preview(&message).into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ReceiptRecorded { .. }) | None => {}
+        }
+        Ok(())
+    }
+}
+
+/// The order of delivery statuses: a receipt never moves a message's status backwards.
+pub fn status_rank(status: &str) -> i64 {
+    match status {
+        "queued" => 1,
+        "sent" => 2,
+        "delivered" => 3,
+        "read" => 4,
+        "failed" | "undelivered" => 5,
+        _ => 0,
+    }
+}
+
+/// `messages` (both directions) and `message_receipts` (every receipt, kept).
+pub struct Messages;
+
+#[async_trait]
+impl Projector for Messages {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["messages", "message_receipts"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE messages{s} (
+                    message_id TEXT PRIMARY KEY,
+                    chat_id TEXT NOT NULL,
+                    stream TEXT NOT NULL,
+                    direction TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    text TEXT,
+                    media TEXT,
+                    provider_message_id TEXT,
+                    at TEXT NOT NULL,
+                    delivery_status TEXT,
+                    status_rank BIGINT NOT NULL DEFAULT 0,
+                    error TEXT,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX messages{s}_by_chat ON messages{s} (chat_id, position)"),
+            format!("CREATE INDEX messages{s}_by_provider_id ON messages{s} (stream, provider_message_id)"),
+            format!(
+                "CREATE TABLE message_receipts{s} (
+                    stream TEXT NOT NULL,
+                    provider_message_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    status_rank BIGINT NOT NULL,
+                    at TEXT,
+                    error TEXT,
+                    position BIGINT NOT NULL,
+                    PRIMARY KEY (stream, provider_message_id, status)
+                )"
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match conversation_event(event)? {
+            Some(ConversationEvent::MessageReceived {
+                chat_id,
+                received_at,
+                message,
+            }) => {
+                let media = message
+                    .media
+                    .as_ref()
+                    .map(|m| serde_json::to_string(m).unwrap_or_default());
+                // A receipt may have arrived before the message it is about.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, media,
+                            provider_message_id, at, delivery_status, status_rank, error, position)
+                         SELECT $1, $2, $3, 'INBOUND', $4, $5, $6, $7, $8, r.status, COALESCE(r.status_rank, 0), r.error, $9
+                         FROM (SELECT 1 AS one) AS base
+                         LEFT JOIN (SELECT status, status_rank, error FROM message_receipts{s}
+                                    WHERE stream = $3 AND provider_message_id = $7
+                                    ORDER BY status_rank DESC LIMIT 1) AS r ON 1 = 1
+                         ON CONFLICT (message_id) DO NOTHING"
+                    ),
+                    &[
+                        event.event_id.to_string().into(),
+                        chat_id.to_string().into(),
+                        (&event.stream).into(),
+                        (&message.kind).into(),
+                        message.text.clone().into(),
+                        media.into(),
+                        (&message.provider_message_id).into(),
+                        message_time(&message, received_at).into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ReceiptRecorded { receipt, .. }) => {
+                let rank = status_rank(&receipt.status);
+                let error = receipt.errors.first().map(|e| match &e.title {
+                    Some(title) => format!("{}: {title}", e.code),
+                    None => e.code.to_string(),
+                });
+                tx.execute(
+                    &format!(
+                        "INSERT INTO message_receipts{s} (stream, provider_message_id, status, status_rank, at, error, position)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (stream, provider_message_id, status) DO NOTHING"
+                    ),
+                    &[
+                        (&event.stream).into(),
+                        (&receipt.provider_message_id).into(),
+                        (&receipt.status).into(),
+                        rank.into(),
+                        receipt.at.map(time_text).into(),
+                        error.clone().into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "UPDATE messages{s} SET delivery_status = $3, status_rank = $4, error = COALESCE($5, error)
+                         WHERE stream = $1 AND provider_message_id = $2 AND status_rank < $4"
+                    ),
+                    &[
+                        (&event.stream).into(),
+                        (&receipt.provider_message_id).into(),
+                        (&receipt.status).into(),
+                        rank.into(),
+                        error.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ChatOpened { .. }) | None => {}
+        }
+        Ok(())
+    }
+}
+
+/// `customers`: each customer per stakeholder, their context and every chat they had.
+pub struct Customers;
+
+#[async_trait]
+impl Projector for Customers {
+    fn name(&self) -> &'static str {
+        "customers"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["customers"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE customers{s} (
+                stakeholder TEXT NOT NULL,
+                customer TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                stream TEXT NOT NULL,
+                name TEXT,
+                context TEXT NOT NULL,
+                chat_ids TEXT NOT NULL,
+                first_seen_at TEXT NOT NULL,
+                position BIGINT NOT NULL,
+                PRIMARY KEY (stakeholder, customer)
+            )"
+            ),
+            format!("CREATE INDEX customers{s}_by_stream ON customers{s} (stream)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match conversation_event(event)? {
+            Some(ConversationEvent::ChatOpened {
+                chat_id,
+                conversation,
+                context,
+                opened_at,
+                ..
+            }) => {
+                let customer = customer_id(&conversation.customer);
+                let existing = tx
+                    .fetch_optional(
+                        &format!("SELECT chat_ids FROM customers{s} WHERE stakeholder = $1 AND customer = $2"),
+                        &[(&conversation.stakeholder).into(), (&customer).into()],
+                    )
+                    .await?;
+                let mut chat_ids: Vec<Value> = existing
+                    .and_then(|row| row.json(0))
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default();
+                let chat = Value::String(chat_id.to_string());
+                if !chat_ids.contains(&chat) {
+                    chat_ids.push(chat);
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO customers{s} (stakeholder, customer, channel, stream, context, chat_ids, first_seen_at, position)
+                         VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
+                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $4, chat_ids = $5, position = $7"
+                    ),
+                    &[
+                        conversation.stakeholder.into(),
+                        customer.into(),
+                        conversation.channel.into(),
+                        context.to_string().into(),
+                        Value::Array(chat_ids).to_string().into(),
+                        opened_at.into(),
+                        event.position.into(),
+                        (&event.stream).into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::MessageReceived { message, .. }) => {
+                if let Some(name) = &message.customer.name {
+                    tx.execute(
+                        &format!("UPDATE customers{s} SET name = $2 WHERE stream = $1"),
+                        &[(&event.stream).into(), name.into()],
+                    )
+                    .await?;
+                }
+            }
+            Some(ConversationEvent::ReceiptRecorded { .. }) | None => {}
+        }
+        Ok(())
+    }
+}
