@@ -192,12 +192,13 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
         .fetch_all("SELECT provider_message_id, kind, delivery_status, error FROM messages ORDER BY position", &[])
         .await
         .unwrap();
-    let statuses: Vec<(
+    type Row = (
         Option<String>,
         Option<String>,
         Option<String>,
         Option<String>,
-    )> = statuses
+    );
+    let statuses: Vec<Row> = statuses
         .iter()
         .map(|r| (r.text(0), r.text(1), r.text(2), r.text(3)))
         .collect();
