@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use chatledger_adapters::{OpenError, PostgresStore, SqliteStore, StoreLocation};
 use chatledger_core::EventStore;
+use chatledger_projections::read_db::ReadDb;
+use chatledger_projections::read_side::ReadSide;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use chatledger_core::channel::{ChannelsConfigured, CHANNELS_CONFIG_STREAM};
 
@@ -63,6 +65,12 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Rebuild read models from the whole log into fresh tables and switch to them.
+    /// A running server keeps answering from the old tables until the switch.
+    Replay {
+        /// Only this read model (chats, messages, customers); all when omitted.
+        name: Option<String>,
+    },
 }
 
 /// A failure that ends the command.
@@ -96,6 +104,7 @@ pub fn main() -> ExitCode {
                 serve(cli.database_url.as_deref(), &cli.config_dir, listen).await
             }
             Command::Migrate => migrate(cli.database_url.as_deref()).await,
+            Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
         }
     });
     // Background tasks (a reconnecting listener, say) must not hold the exit up.
@@ -159,22 +168,33 @@ async fn serve(
     tracing::info!(store = %location.describe(), "opening the event store");
     let (fatal_tx, fatal_rx) = oneshot::channel::<CliError>();
     let channels = whatsapp.configured.clone();
+    let (stop_projectors, projectors_stopped) = watch::channel(false);
     let state = match location {
         StoreLocation::Sqlite(path) => {
             let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await?);
             record_configuration(store.as_ref(), &channels).await?;
-            AppState::new(store, "sqlite", Readiness::ready(), whatsapp)
+            let read_side = Arc::new(ReadSide::new(read_db_sqlite(&path).await?));
+            read_side.start(store.clone(), projectors_stopped);
+            AppState::new(store, "sqlite", Readiness::ready(), whatsapp, read_side)
         }
         StoreLocation::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect_lazy(&url, None)?);
+            let read_db = ReadDb::connect_postgres_lazy(&url, None)
+                .map_err(|e| CliError::Config(e.to_string()))?;
+            let read_side = Arc::new(ReadSide::new(read_db));
             let readiness = Readiness::waiting(format!("connecting to {}", store.location()));
+            let start = ReadSideStart {
+                read_side: read_side.clone(),
+                shutdown: projectors_stopped,
+            };
             tokio::spawn(prepare_postgres(
                 store.clone(),
                 channels,
+                start,
                 readiness.clone(),
                 fatal_tx,
             ));
-            AppState::new(store, "postgres", readiness, whatsapp)
+            AppState::new(store, "postgres", readiness, whatsapp, read_side)
         }
     };
     let listener = TcpListener::bind(address)
@@ -192,9 +212,9 @@ async fn serve(
             Ok(fatal) = fatal_rx => { let _ = fatal_seen_tx.send(fatal); }
         }
     };
-    run(listener, state, shutdown)
-        .await
-        .map_err(|e| CliError::Io(format!("the server failed: {e}")))?;
+    let served = run(listener, state, shutdown).await;
+    stop_projectors.send_replace(true);
+    served.map_err(|e| CliError::Io(format!("the server failed: {e}")))?;
     match fatal_seen_rx.await {
         Ok(fatal) => Err(fatal),
         Err(_) => {
@@ -209,6 +229,7 @@ async fn serve(
 async fn prepare_postgres(
     store: Arc<PostgresStore>,
     channels: ChannelsConfigured,
+    read_side: ReadSideStart,
     readiness: Readiness,
     fatal: oneshot::Sender<CliError>,
 ) {
@@ -221,6 +242,7 @@ async fn prepare_postgres(
                     let _ = fatal.send(e);
                     return;
                 }
+                read_side.read_side.start(store.clone(), read_side.shutdown);
                 readiness.set_ready();
                 tracing::info!(store = %store.location(), "event store ready");
                 return;
@@ -241,6 +263,21 @@ async fn prepare_postgres(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// What starting the read side needs once the database is ready.
+struct ReadSideStart {
+    read_side: Arc<ReadSide>,
+    shutdown: watch::Receiver<bool>,
+}
+
+async fn read_db_sqlite(path: &Path) -> Result<ReadDb, CliError> {
+    ReadDb::open_sqlite(path).await.map_err(|e| {
+        CliError::Store(OpenError::NotADatabase {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Records configuration files that changed since they were last recorded.
@@ -269,6 +306,92 @@ async fn migrate(database_url: Option<&str>) -> Result<(), CliError> {
         StoreLocation::Postgres(url) => PostgresStore::connect_lazy(url, None)?.migrate().await?,
     }
     println!("migrations applied to {}", location.describe());
+    Ok(())
+}
+
+/// Opens the store and its read-model database, migrated, for a command.
+async fn open_for_command(
+    database_url: Option<&str>,
+) -> Result<(Arc<dyn EventStore>, ReadDb), CliError> {
+    match StoreLocation::from_database_url(database_url)? {
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(&path).await?;
+            Ok((Arc::new(store), read_db_sqlite(&path).await?))
+        }
+        StoreLocation::Postgres(url) => {
+            let store = PostgresStore::connect_lazy(&url, None)?;
+            store.migrate().await?;
+            let db = ReadDb::connect_postgres_lazy(&url, None)
+                .map_err(|e| CliError::Config(e.to_string()))?;
+            Ok((Arc::new(store), db))
+        }
+    }
+}
+
+async fn replay(database_url: Option<&str>, only: Option<&str>) -> Result<(), CliError> {
+    let projectors: Vec<_> = chatledger_projections::read_models::all()
+        .into_iter()
+        .filter(|p| only.is_none_or(|name| p.name() == name))
+        .collect();
+    if projectors.is_empty() {
+        let names: Vec<&str> = chatledger_projections::read_models::all()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        return Err(CliError::Config(format!(
+            "there is no read model {:?}; there are: {}",
+            only.unwrap_or_default(),
+            names.join(", ")
+        )));
+    }
+    let (store, db) = open_for_command(database_url).await?;
+    let head = store
+        .head_position()
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let mut total = 0u64;
+    for projector in projectors {
+        let bar = indicatif::ProgressBar::new(head);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>10} [{bar:40}] {pos}/{len} positions, {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(projector.name());
+        let projector_started = std::time::Instant::now();
+        let rebuilt = chatledger_projections::runner::rebuild(
+            store.as_ref(),
+            &db,
+            projector.as_ref(),
+            |position, events| {
+                bar.set_position(position.min(head));
+                let rate = events as f64 / projector_started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{rate:.0} events/s"));
+            },
+        )
+        .await
+        .map_err(|e| CliError::Io(format!("rebuilding {} failed: {e}", projector.name())))?;
+        bar.finish_and_clear();
+        let seconds = rebuilt.elapsed.as_secs_f64();
+        println!(
+            "{:<10} generation {}: {} events in {:.2}s ({:.0} events/s), up to position {}",
+            rebuilt.projector,
+            rebuilt.generation,
+            rebuilt.events,
+            seconds,
+            rebuilt.events as f64 / seconds.max(0.001),
+            rebuilt.checkpoint
+        );
+        total += rebuilt.events;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "replayed {total} events into fresh read models in {seconds:.2}s ({:.0} events/s)",
+        total as f64 / seconds.max(0.001)
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chatledger_core::EventStore;
 use chatledger_projections::conversations::Conversations;
+use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
 use crate::config::WhatsAppSettings;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub readiness: Readiness,
     pub whatsapp: Arc<WhatsAppSettings>,
     pub conversations: Arc<Conversations>,
+    pub read_side: Arc<ReadSide>,
 }
 
 impl AppState {
@@ -27,6 +29,7 @@ impl AppState {
         store_kind: &'static str,
         readiness: Readiness,
         whatsapp: WhatsAppSettings,
+        read_side: Arc<ReadSide>,
     ) -> Self {
         AppState {
             conversations: Arc::new(Conversations::new(store.clone())),
@@ -34,6 +37,7 @@ impl AppState {
             store_kind,
             readiness,
             whatsapp: Arc::new(whatsapp),
+            read_side,
         }
     }
 }

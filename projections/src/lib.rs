@@ -10,10 +10,12 @@
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
+//! - [`read_side`]: this process's running projectors and how far each has got.
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
 //!   SQL dialect.
 
 pub mod conversations;
 pub mod read_db;
 pub mod read_models;
+pub mod read_side;
 pub mod runner;

@@ -65,7 +65,16 @@ async fn start(backend: Backend) -> Server {
     record_channels(store.as_ref(), &settings.configured)
         .await
         .unwrap();
-    let state = AppState::new(store.clone(), backend.name(), Readiness::ready(), settings);
+    let read_side = Arc::new(chatledger_projections::read_side::ReadSide::new(
+        db.read_db().await,
+    ));
+    let state = AppState::new(
+        store.clone(),
+        backend.name(),
+        Readiness::ready(),
+        settings,
+        read_side,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

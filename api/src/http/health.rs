@@ -13,6 +13,8 @@ use crate::server::AppState;
 
 /// How long readiness waits for the store before calling it unavailable.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read models further behind the log than this many positions make the process not ready.
+const PROJECTION_LAG_BOUND: u64 = 10_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,8 +41,23 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.head_position()).await {
         Ok(Ok(head)) => {
-            Json(json!({"status": "ready", "store": state.store_kind, "head_position": head}))
-                .into_response()
+            let checkpoints: serde_json::Map<String, serde_json::Value> = state
+                .read_side
+                .checkpoints()
+                .into_iter()
+                .map(|(name, position)| (name.to_owned(), json!(position)))
+                .collect();
+            let lag = head.saturating_sub(state.read_side.low_water_mark());
+            if lag > PROJECTION_LAG_BOUND {
+                return unavailable(format!(
+                    "read models are {lag} positions behind the log (catching up)"
+                ));
+            }
+            Json(
+                json!({"status": "ready", "store": state.store_kind, "head_position": head,
+                "projections": checkpoints, "projection_lag": lag}),
+            )
+            .into_response()
         }
         Ok(Err(e)) => unavailable(e.to_string()),
         Err(_) => unavailable(format!(

@@ -1,0 +1,79 @@
+//! The running read side of one process: its database, its projectors, and how far each
+//! has got.
+
+use std::sync::{Arc, Mutex};
+
+use chatledger_core::{EventStore, Position};
+use tokio::sync::watch;
+
+use crate::read_db::ReadDb;
+use crate::read_models;
+use crate::runner::{run_live, Projector};
+
+type Pending = Vec<(Arc<dyn Projector>, watch::Sender<Position>)>;
+
+/// The projectors of this process and their progress.
+pub struct ReadSide {
+    pub db: ReadDb,
+    progress: Vec<(&'static str, watch::Receiver<Position>)>,
+    pending: Mutex<Pending>,
+}
+
+impl ReadSide {
+    /// Every read model, not yet running.
+    pub fn new(db: ReadDb) -> Self {
+        let mut progress = Vec::new();
+        let mut pending = Vec::new();
+        for projector in read_models::all() {
+            let (tx, rx) = watch::channel(0);
+            progress.push((projector.name(), rx));
+            pending.push((projector, tx));
+        }
+        ReadSide {
+            db,
+            progress,
+            pending: Mutex::new(pending),
+        }
+    }
+
+    /// Starts the projectors (once; later calls do nothing). They stop when `shutdown` turns
+    /// true.
+    pub fn start(&self, store: Arc<dyn EventStore>, shutdown: watch::Receiver<bool>) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (projector, progress) in pending {
+            tokio::spawn(run_live(
+                store.clone(),
+                self.db.clone(),
+                projector,
+                progress,
+                shutdown.clone(),
+            ));
+        }
+    }
+
+    /// Each projector's checkpoint.
+    pub fn checkpoints(&self) -> Vec<(&'static str, Position)> {
+        self.progress
+            .iter()
+            .map(|(name, rx)| (*name, *rx.borrow()))
+            .collect()
+    }
+
+    /// The lowest checkpoint of all projectors.
+    pub fn low_water_mark(&self) -> Position {
+        self.progress
+            .iter()
+            .map(|(_, rx)| *rx.borrow())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every projector has applied the log up to `position` (or the wait is
+    /// given up by the caller's timeout).
+    pub async fn wait_for(&self, position: Position) {
+        for (_, rx) in &self.progress {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(|p| *p >= position).await;
+        }
+    }
+}
