@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use chatledger_core::channel::{ChannelsConfigured, CHANNELS_CONFIG_STREAM};
 
+use crate::auth::AuthSettings;
 use crate::config::{record_channels, WhatsAppSettings};
 use crate::readiness::Readiness;
 use crate::server::{run, AppState};
@@ -167,6 +168,8 @@ async fn serve(
     }
     tracing::info!(store = %location.describe(), "opening the event store");
     let (fatal_tx, fatal_rx) = oneshot::channel::<CliError>();
+    let auth =
+        AuthSettings::from_env(&|name| std::env::var(name).ok()).map_err(CliError::Config)?;
     let channels = whatsapp.configured.clone();
     let (stop_projectors, projectors_stopped) = watch::channel(false);
     let state = match location {
@@ -175,7 +178,14 @@ async fn serve(
             record_configuration(store.as_ref(), &channels).await?;
             let read_side = Arc::new(ReadSide::new(read_db_sqlite(&path).await?));
             read_side.start(store.clone(), projectors_stopped);
-            AppState::new(store, "sqlite", Readiness::ready(), whatsapp, read_side)
+            AppState::new(
+                store,
+                "sqlite",
+                Readiness::ready(),
+                whatsapp,
+                read_side,
+                auth,
+            )
         }
         StoreLocation::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect_lazy(&url, None)?);
@@ -194,7 +204,7 @@ async fn serve(
                 readiness.clone(),
                 fatal_tx,
             ));
-            AppState::new(store, "postgres", readiness, whatsapp, read_side)
+            AppState::new(store, "postgres", readiness, whatsapp, read_side, auth)
         }
     };
     let listener = TcpListener::bind(address)

@@ -10,12 +10,19 @@
 //!   errors become HTTP statuses and JSON bodies.
 //! - [`config`]: `config/*.yaml` and the secrets the environment holds for it.
 //! - [`ingest`]: what a webhook carried, recorded as conversation and channel events.
+//! - [`graphql`]: the GraphQL schema as a library (queries, mutations, subscriptions); the
+//!   transports live in `http`.
+//! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
+//! - [`live`]: one follower of the log fanned out to every subscription.
 //! - [`readiness`]: whether the store is usable yet, and if not, why.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod graphql;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod readiness;
 pub mod server;
 

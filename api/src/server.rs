@@ -8,7 +8,9 @@ use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
+use crate::auth::AuthSettings;
 use crate::config::WhatsAppSettings;
+use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 
 /// What every request handler can reach.
@@ -21,6 +23,9 @@ pub struct AppState {
     pub whatsapp: Arc<WhatsAppSettings>,
     pub conversations: Arc<Conversations>,
     pub read_side: Arc<ReadSide>,
+    pub auth: Arc<AuthSettings>,
+    /// New events as they commit, for subscriptions.
+    pub live: LiveEvents,
 }
 
 impl AppState {
@@ -30,8 +35,13 @@ impl AppState {
         readiness: Readiness,
         whatsapp: WhatsAppSettings,
         read_side: Arc<ReadSide>,
+        auth: AuthSettings,
     ) -> Self {
+        let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
+        crate::live::spawn_feed(store.clone(), live.clone());
         AppState {
+            auth: Arc::new(auth),
+            live,
             conversations: Arc::new(Conversations::new(store.clone())),
             store,
             store_kind,

@@ -11,6 +11,7 @@
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
+//! - [`executive`]: the people who use the dashboard, their roles and registration.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
 //!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored.
 //!
@@ -21,6 +22,7 @@ pub mod canonical;
 pub mod channel;
 pub mod conversation;
 pub mod event;
+pub mod executive;
 pub mod store;
 
 pub use canonical::{canonical_bytes, chain_hash, EventHash};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatledger_core::conversation::{ConversationEvent, CustomerKey, InboundMessage};
+use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::RecordedEvent;
 use chrono::Duration;
 use serde_json::Value;
@@ -14,7 +15,12 @@ use crate::runner::{ProjectionError, Projector};
 
 /// Every read model, in the order they are built.
 pub fn all() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(Chats), Arc::new(Messages), Arc::new(Customers)]
+    vec![
+        Arc::new(Chats),
+        Arc::new(Messages),
+        Arc::new(Customers),
+        Arc::new(Executives),
+    ]
 }
 
 /// How long after the customer's last message free-form replies are allowed.
@@ -398,6 +404,88 @@ impl Projector for Customers {
             }
             Some(ConversationEvent::ReceiptRecorded { .. }) | None => {}
         }
+        Ok(())
+    }
+}
+
+/// `executives`: who may log in, with what role, for which stakeholders.
+pub struct Executives;
+
+#[async_trait]
+impl Projector for Executives {
+    fn name(&self) -> &'static str {
+        "executives"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["executives"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE executives{s} (
+                    executive_id TEXT PRIMARY KEY,
+                    email TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    stakeholders TEXT NOT NULL,
+                    password_hash TEXT NOT NULL,
+                    online BIGINT NOT NULL DEFAULT 0,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE UNIQUE INDEX executives{s}_by_email ON executives{s} (email)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let unreadable = |e: serde_json::Error| ProjectionError::Event {
+            position: event.position,
+            reason: e.to_string(),
+        };
+        if event.event_type == ExecutiveStatusChanged::EVENT_TYPE {
+            let changed: ExecutiveStatusChanged =
+                serde_json::from_value(event.data.clone()).map_err(unreadable)?;
+            tx.execute(
+                &format!("UPDATE executives{s} SET online = $2 WHERE executive_id = $1"),
+                &[
+                    changed.executive_id.to_string().into(),
+                    i64::from(changed.online).into(),
+                ],
+            )
+            .await?;
+            return Ok(());
+        }
+        if event.event_type != ExecutiveRegistered::EVENT_TYPE {
+            return Ok(());
+        }
+        let registered: ExecutiveRegistered =
+            serde_json::from_value(event.data.clone()).map_err(|e| ProjectionError::Event {
+                position: event.position,
+                reason: e.to_string(),
+            })?;
+        tx.execute(
+            &format!(
+                "INSERT INTO executives{s} (executive_id, email, name, role, stakeholders, password_hash, position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (executive_id) DO NOTHING"
+            ),
+            &[
+                registered.executive_id.to_string().into(),
+                registered.email.to_lowercase().into(),
+                registered.name.into(),
+                registered.role.as_str().into(),
+                serde_json::to_string(&registered.stakeholders).unwrap_or_default().into(),
+                registered.password_hash.into(),
+                event.position.into(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 }

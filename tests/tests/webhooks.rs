@@ -74,6 +74,7 @@ async fn start(backend: Backend) -> Server {
         Readiness::ready(),
         settings,
         read_side,
+        chatledger_api::auth::AuthSettings::from_env(&|_| None).unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1,5 +1,6 @@
 //! The HTTP router and the one place errors become statuses and JSON bodies.
 
+mod graphql;
 mod health;
 mod whatsapp;
 
@@ -12,12 +13,42 @@ use crate::server::AppState;
 
 /// Every route chatledger serves.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let schema = crate::graphql::build(Some(state.clone()));
+    let cors = cors_layer();
+    let router = Router::new()
         .merge(health::routes())
         .merge(whatsapp::routes())
+        .merge(graphql::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .layer(axum::Extension(schema))
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// Cross-origin access for the dashboard's origins (`ALLOWED_ORIGINS`, comma-separated).
+/// Without it, browsers allow only same-origin requests.
+fn cors_layer() -> Option<tower_http::cors::CorsLayer> {
+    let origins: Vec<axum::http::HeaderValue> = std::env::var("ALLOWED_ORIGINS")
+        .ok()?
+        .split(',')
+        .filter_map(|o| o.trim().parse().ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+            ]),
+    )
 }
 
 /// An error answered to a client: a status, a stable machine-readable code, and a message

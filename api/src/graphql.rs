@@ -1,0 +1,904 @@
+//! The GraphQL schema the dashboard and auditors use (DESIGN §6), as a library: the HTTP
+//! and WebSocket transports in `http` are a thin shell around [`build`].
+//!
+//! Every resolver reads the read models (never the log, except `events`), and every one
+//! checks the viewer: anonymous requests get `UNAUTHENTICATED`, auditors may read but not
+//! change, executives see only their stakeholders' chats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{
+    Context, Enum, Error, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
+    Subscription, ID,
+};
+use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged};
+use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
+use chatledger_projections::read_db::{Arg, DbRow};
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth::{verify_password, AuthError, Viewer};
+use crate::server::AppState;
+
+pub type ChatledgerSchema = Schema<Query, Mutation, SubscriptionRoot>;
+
+/// The largest page any list returns.
+pub const MAX_PAGE: i32 = 200;
+/// How deep a query may nest.
+pub const MAX_DEPTH: usize = 10;
+/// How costly a query may be (each field costs 1; lists multiply by their page size).
+pub const MAX_COMPLEXITY: usize = 20_000;
+
+/// The schema; `state` is absent only when printing the SDL.
+pub fn build(state: Option<AppState>) -> ChatledgerSchema {
+    let mut builder = Schema::build(Query, Mutation, SubscriptionRoot)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY);
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// The viewer of a request, as the transport found it (a failure is reported by the first
+/// resolver that needs a viewer, with the reason).
+pub type ViewerResult = Result<Viewer, AuthError>;
+
+fn coded(message: impl Into<String>, code: &'static str) -> Error {
+    Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+fn viewer<'a>(ctx: &Context<'a>) -> Result<&'a Viewer, Error> {
+    match ctx.data_opt::<ViewerResult>() {
+        Some(Ok(viewer)) => Ok(viewer),
+        Some(Err(e)) => Err(coded(e.to_string(), "UNAUTHENTICATED")),
+        None => Err(coded(AuthError::Missing.to_string(), "UNAUTHENTICATED")),
+    }
+}
+
+fn changer<'a>(ctx: &Context<'a>) -> Result<&'a Viewer, Error> {
+    let viewer = viewer(ctx)?;
+    if !viewer.role.may_change() {
+        return Err(coded(
+            format!(
+                "the {} role may read but not change anything",
+                viewer.role.as_str()
+            ),
+            "FORBIDDEN",
+        ));
+    }
+    Ok(viewer)
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    tracing::error!(error = %e, "a GraphQL resolver failed");
+    coded(
+        "the read models are unavailable right now; try again",
+        "UNAVAILABLE",
+    )
+}
+
+fn page_size(first: Option<i32>, default: i32) -> Result<i64, Error> {
+    match first.unwrap_or(default) {
+        n if !(1..=MAX_PAGE).contains(&n) => Err(coded(
+            format!("first must be between 1 and {MAX_PAGE}, not {n}"),
+            "BAD_USER_INPUT",
+        )),
+        n => Ok(i64::from(n)),
+    }
+}
+
+fn cursor(after: Option<&str>) -> Result<Option<i64>, Error> {
+    after
+        .map(|a| {
+            a.parse::<i64>().map_err(|_| {
+                coded(
+                    format!("{a:?} is not a cursor this list gave out"),
+                    "BAD_USER_INPUT",
+                )
+            })
+        })
+        .transpose()
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChatStatus {
+    Open,
+    Assigned,
+    AwaitingCustomer,
+    Resolved,
+    Closed,
+}
+
+impl ChatStatus {
+    fn stored(self) -> &'static str {
+        match self {
+            ChatStatus::Open => "OPEN",
+            ChatStatus::Assigned => "ASSIGNED",
+            ChatStatus::AwaitingCustomer => "AWAITING_CUSTOMER",
+            ChatStatus::Resolved => "RESOLVED",
+            ChatStatus::Closed => "CLOSED",
+        }
+    }
+
+    fn from_stored(s: &str) -> Self {
+        match s {
+            "ASSIGNED" => ChatStatus::Assigned,
+            "AWAITING_CUSTOMER" => ChatStatus::AwaitingCustomer,
+            "RESOLVED" => ChatStatus::Resolved,
+            "CLOSED" => ChatStatus::Closed,
+            _ => ChatStatus::Open,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(InputObject, Default)]
+pub struct ChatFilter {
+    pub stakeholder: Option<String>,
+    pub status: Option<ChatStatus>,
+    pub assigned_to: Option<ID>,
+    pub customer_number: Option<String>,
+}
+
+const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
+     opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
+     resolved_at, rating, position";
+
+/// One chat, as the `chats` read model holds it.
+pub struct Chat {
+    chat_id: String,
+    channel_number: String,
+    stakeholder: String,
+    customer: String,
+    customer_name: Option<String>,
+    status: ChatStatus,
+    opened_at: DateTime<Utc>,
+    opened_reason: String,
+    context: Value,
+    previous_chat_id: Option<String>,
+    superseded_by: Option<String>,
+    assigned_to: Option<String>,
+    last_incoming_at: Option<DateTime<Utc>>,
+    service_window_ends_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    rating: Option<i64>,
+    position: i64,
+}
+
+impl Chat {
+    fn from_row(row: &DbRow) -> Self {
+        Chat {
+            chat_id: row.text(0).unwrap_or_default(),
+            channel_number: row.text(2).unwrap_or_default(),
+            stakeholder: row.text(3).unwrap_or_default(),
+            customer: row.text(4).unwrap_or_default(),
+            customer_name: row.text(5),
+            status: ChatStatus::from_stored(&row.text(6).unwrap_or_default()),
+            opened_at: row.time(7).unwrap_or_default(),
+            opened_reason: row.text(8).unwrap_or_default(),
+            context: row.json(9).unwrap_or(Value::Object(Default::default())),
+            previous_chat_id: row.text(10),
+            superseded_by: row.text(11),
+            assigned_to: row.text(12),
+            last_incoming_at: row.time(13),
+            service_window_ends_at: row.time(14),
+            resolved_at: row.time(15),
+            rating: row.i64(16),
+            position: row.i64(17).unwrap_or_default(),
+        }
+    }
+}
+
+#[Object]
+impl Chat {
+    async fn chat_id(&self) -> ID {
+        ID(self.chat_id.clone())
+    }
+    async fn stakeholder(&self) -> &str {
+        &self.stakeholder
+    }
+    async fn channel_number(&self) -> &str {
+        &self.channel_number
+    }
+    /// E.164, or the business-scoped user id of a customer WhatsApp shows no number for.
+    async fn customer_number(&self) -> &str {
+        &self.customer
+    }
+    async fn customer_name(&self) -> Option<&str> {
+        self.customer_name.as_deref()
+    }
+    async fn status(&self) -> ChatStatus {
+        self.status
+    }
+    async fn opened_at(&self) -> DateTime<Utc> {
+        self.opened_at
+    }
+    async fn opened_reason(&self) -> &str {
+        &self.opened_reason
+    }
+    async fn context(&self) -> Json<Value> {
+        Json(self.context.clone())
+    }
+    async fn previous_chat_id(&self) -> Option<ID> {
+        self.previous_chat_id.clone().map(ID)
+    }
+    async fn superseded_by(&self) -> Option<ID> {
+        self.superseded_by.clone().map(ID)
+    }
+    async fn assigned_to(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
+        match &self.assigned_to {
+            Some(id) => Executive::load(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+    /// The chat's messages, oldest first.
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Vec<Message>, Error> {
+        let first = page_size(first, 50)?;
+        let after = cursor(after.as_deref())?.unwrap_or(0);
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND position > $2 ORDER BY position LIMIT $3"),
+                &[(&self.chat_id).into(), after.into(), first.into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows.iter().map(Message::from_row).collect())
+    }
+    async fn last_incoming_message_at(&self) -> Option<DateTime<Utc>> {
+        self.last_incoming_at
+    }
+    /// Until when free-form replies are allowed (24 hours after the customer's last message).
+    async fn service_window_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.service_window_ends_at
+    }
+    async fn resolved_at(&self) -> Option<DateTime<Utc>> {
+        self.resolved_at
+    }
+    async fn rating(&self) -> Option<i32> {
+        self.rating.map(|r| r as i32)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "message_id, provider_message_id, direction, kind, text, media, at, delivery_status, error, position";
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Media {
+    pub id: Option<String>,
+    pub url: Option<String>,
+    pub mime_type: Option<String>,
+    pub sha256: Option<String>,
+    pub caption: Option<String>,
+    pub filename: Option<String>,
+    pub voice: bool,
+    pub animated: bool,
+}
+
+/// A message in either direction.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Message {
+    pub message_id: ID,
+    pub provider_message_id: Option<String>,
+    pub direction: Direction,
+    /// text, image, document, video, audio, sticker, location, contacts, interactive, button,
+    /// reaction, order, system, unsupported, template, …
+    pub kind: String,
+    pub text: Option<String>,
+    pub media: Option<Media>,
+    pub at: DateTime<Utc>,
+    /// sent, delivered, read or failed; never moves backwards.
+    pub delivery_status: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Message {
+    fn from_row(row: &DbRow) -> Self {
+        let media = row
+            .json(5)
+            .and_then(|m| serde_json::from_value::<chatledger_core::conversation::Media>(m).ok());
+        Message {
+            message_id: ID(row.text(0).unwrap_or_default()),
+            provider_message_id: row.text(1),
+            direction: if row.text(2).as_deref() == Some("OUTBOUND") {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
+            kind: row.text(3).unwrap_or_default(),
+            text: row.text(4),
+            media: media.map(|m| Media {
+                id: m.id,
+                url: m.url,
+                mime_type: m.mime_type,
+                sha256: m.sha256,
+                caption: m.caption,
+                filename: m.filename,
+                voice: m.voice,
+                animated: m.animated,
+            }),
+            at: row.time(6).unwrap_or_default(),
+            delivery_status: row.text(7),
+            error: row.text(8),
+        }
+    }
+}
+
+/// A customer of one stakeholder, with every chat they had (their context history).
+pub struct Customer {
+    number: String,
+    stakeholder: String,
+    name: Option<String>,
+    context: Value,
+}
+
+#[Object]
+impl Customer {
+    async fn number(&self) -> &str {
+        &self.number
+    }
+    async fn stakeholder(&self) -> &str {
+        &self.stakeholder
+    }
+    async fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    async fn context(&self) -> Json<Value> {
+        Json(self.context.clone())
+    }
+    /// Oldest first.
+    async fn chats(&self, ctx: &Context<'_>) -> Result<Vec<Chat>, Error> {
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE stakeholder = $1 AND customer = $2 ORDER BY position"),
+                &[(&self.stakeholder).into(), (&self.number).into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows.iter().map(Chat::from_row).collect())
+    }
+}
+
+/// Someone who works chats.
+pub struct Executive {
+    id: String,
+    name: String,
+    role: String,
+    stakeholders: Vec<String>,
+    online: bool,
+}
+
+impl Executive {
+    async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Executive>, Error> {
+        let row = state(ctx)
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT executive_id, name, role, stakeholders, online FROM executives WHERE executive_id = $1",
+                &[id.into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.map(|row| Executive {
+            id: row.text(0).unwrap_or_default(),
+            name: row.text(1).unwrap_or_default(),
+            role: row.text(2).unwrap_or_default(),
+            stakeholders: row
+                .json(3)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            online: row.i64(4) == Some(1),
+        }))
+    }
+}
+
+#[Object]
+impl Executive {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.name
+    }
+    async fn role(&self) -> &str {
+        &self.role
+    }
+    async fn stakeholders(&self) -> &[String] {
+        &self.stakeholders
+    }
+    async fn online(&self) -> bool {
+        self.online
+    }
+    /// Chats assigned to them that are not resolved or closed.
+    async fn open_chats(&self, ctx: &Context<'_>) -> Result<i32, Error> {
+        let row = state(ctx)
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT COUNT(*) FROM chats WHERE assigned_to = $1 AND status NOT IN ('RESOLVED', 'CLOSED')",
+                &[(&self.id).into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.and_then(|r| r.i64(0)).unwrap_or(0) as i32)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Pass as `after` for the next page.
+    pub end_cursor: Option<String>,
+    pub has_next_page: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct ChatConnection {
+    pub nodes: Vec<Chat>,
+    pub page_info: PageInfo,
+}
+
+/// One event of the log, as stored.
+#[derive(SimpleObject)]
+pub struct Event {
+    pub event_id: ID,
+    pub position: i64,
+    pub stream: String,
+    pub version: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Json<Value>,
+    /// Who caused it (actor), why (correlation, causation), when it reached us.
+    pub metadata: Json<Value>,
+    pub recorded_at: DateTime<Utc>,
+    /// SHA-256 over the stream's previous hash and this event's canonical bytes.
+    pub hash: String,
+}
+
+impl From<RecordedEvent> for Event {
+    fn from(e: RecordedEvent) -> Self {
+        Event {
+            event_id: ID(e.event_id.to_string()),
+            position: e.position as i64,
+            stream: e.stream,
+            version: e.version as i64,
+            event_type: e.event_type,
+            schema_version: e.schema_version as i32,
+            data: Json(e.data),
+            metadata: Json(serde_json::to_value(&e.metadata).unwrap_or_default()),
+            recorded_at: e.recorded_at,
+            hash: e.hash.to_string(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct EventConnection {
+    pub nodes: Vec<Event>,
+    /// The position of the last event here: pass as `after` for the next page.
+    pub end_cursor: Option<i64>,
+    pub has_next_page: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct LoginPayload {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub executive: Executive,
+}
+
+/// The customer number as stored: E.164 when it reads as a number, else as given (a user id).
+fn customer_key(state: &AppState, number: &str) -> String {
+    state
+        .whatsapp
+        .phones
+        .any(number)
+        .unwrap_or_else(|| number.trim().to_owned())
+}
+
+/// A WHERE clause built up with numbered placeholders.
+#[derive(Default)]
+struct Conditions {
+    conditions: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Conditions {
+    /// Adds an argument and returns its placeholder.
+    fn arg(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    /// Adds a condition whose `?` stands for `arg`.
+    fn push(&mut self, condition: &str, arg: Arg) {
+        let placeholder = self.arg(arg);
+        self.conditions.push(condition.replace('?', &placeholder));
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Chats newest first, filtered, a page at a time.
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    async fn chats(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ChatFilter>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<ChatConnection, Error> {
+        let viewer = viewer(ctx)?;
+        let state = state(ctx);
+        let first = page_size(first, 50)?;
+        let filter = filter.unwrap_or_default();
+        let mut q = Conditions::default();
+        if let Some(stakeholder) = &filter.stakeholder {
+            if !viewer.sees_stakeholder(stakeholder) {
+                return Err(coded(
+                    format!("you do not work {stakeholder} chats"),
+                    "FORBIDDEN",
+                ));
+            }
+            q.push("stakeholder = ?", stakeholder.into());
+        } else if !viewer.role.sees_everything() {
+            if viewer.stakeholders.is_empty() {
+                return Ok(ChatConnection {
+                    nodes: vec![],
+                    page_info: PageInfo {
+                        end_cursor: None,
+                        has_next_page: false,
+                    },
+                });
+            }
+            let placeholders: Vec<String> = viewer
+                .stakeholders
+                .iter()
+                .map(|s| q.arg(s.into()))
+                .collect();
+            q.conditions
+                .push(format!("stakeholder IN ({})", placeholders.join(", ")));
+        }
+        if let Some(status) = filter.status {
+            q.push("status = ?", status.stored().into());
+        }
+        if let Some(executive) = &filter.assigned_to {
+            q.push("assigned_to = ?", executive.as_str().into());
+        }
+        if let Some(number) = &filter.customer_number {
+            q.push("customer = ?", customer_key(state, number).into());
+        }
+        if let Some(after) = cursor(after.as_deref())? {
+            q.push("position < ?", after.into());
+        }
+        let limit = q.arg((first + 1).into());
+        let where_clause = if q.conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", q.conditions.join(" AND "))
+        };
+        let args = q.args;
+        let rows = state
+            .read_side
+            .db
+            .fetch_all(&format!("SELECT {CHAT_COLUMNS} FROM chats {where_clause} ORDER BY position DESC LIMIT {limit}"), &args)
+            .await
+            .map_err(internal)?;
+        let mut nodes: Vec<Chat> = rows.iter().map(Chat::from_row).collect();
+        let has_next_page = nodes.len() as i64 > first;
+        nodes.truncate(first as usize);
+        Ok(ChatConnection {
+            page_info: PageInfo {
+                end_cursor: nodes.last().map(|c| c.position.to_string()),
+                has_next_page,
+            },
+            nodes,
+        })
+    }
+
+    /// One chat, if the viewer may see it.
+    async fn chat(&self, ctx: &Context<'_>, chat_id: ID) -> Result<Option<Chat>, Error> {
+        let viewer = viewer(ctx)?;
+        let row = state(ctx)
+            .read_side
+            .db
+            .fetch_optional(
+                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE chat_id = $1"),
+                &[chat_id.as_str().into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row
+            .map(|r| Chat::from_row(&r))
+            .filter(|c| viewer.sees_stakeholder(&c.stakeholder)))
+    }
+
+    /// A customer of a stakeholder, by number in any common shape (or by user id).
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: String,
+        number: String,
+    ) -> Result<Option<Customer>, Error> {
+        let viewer = viewer(ctx)?;
+        if !viewer.sees_stakeholder(&stakeholder) {
+            return Err(coded(
+                format!("you do not work {stakeholder} chats"),
+                "FORBIDDEN",
+            ));
+        }
+        let state = state(ctx);
+        let key = customer_key(state, &number);
+        let row = state
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT customer, stakeholder, name, context FROM customers WHERE stakeholder = $1 AND customer = $2",
+                &[stakeholder.into(), key.into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.map(|row| Customer {
+            number: row.text(0).unwrap_or_default(),
+            stakeholder: row.text(1).unwrap_or_default(),
+            name: row.text(2),
+            context: row.json(3).unwrap_or(Value::Object(Default::default())),
+        }))
+    }
+
+    /// The log itself, for auditors and admins: every event (or one stream's) after a
+    /// position, in order.
+    #[graphql(complexity = "first.unwrap_or(100).max(0) as usize * child_complexity")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        stream: Option<String>,
+        after: Option<i64>,
+        #[graphql(default = 100)] first: Option<i32>,
+    ) -> Result<EventConnection, Error> {
+        let viewer = viewer(ctx)?;
+        if !viewer.role.sees_everything() {
+            return Err(coded("the log is open to auditors and admins", "FORBIDDEN"));
+        }
+        let first = page_size(first, 100)? as usize;
+        let after = after.unwrap_or(0).max(0) as u64;
+        let store = &state(ctx).store;
+        let mut events = match &stream {
+            None => store.read_all(after, first + 1).await.map_err(internal)?,
+            Some(stream) => {
+                let mut found = Vec::new();
+                let mut version = 0;
+                while found.len() <= first {
+                    let batch = store
+                        .read_stream(stream, version, 1000)
+                        .await
+                        .map_err(internal)?;
+                    let Some(last) = batch.last() else { break };
+                    version = last.version + 1;
+                    found.extend(batch.into_iter().filter(|e| e.position > after));
+                }
+                found
+            }
+        };
+        let has_next_page = events.len() > first;
+        events.truncate(first);
+        Ok(EventConnection {
+            end_cursor: events.last().map(|e| e.position as i64),
+            has_next_page,
+            nodes: events.into_iter().map(Event::from).collect(),
+        })
+    }
+
+    /// Who is asking.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
+        match &viewer(ctx)?.executive_id {
+            Some(id) => Executive::load(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Logs an executive in; the token goes in `Authorization: Bearer …`.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> Result<LoginPayload, Error> {
+        login(state(ctx), &email, &password).await.map_err(|e| {
+            coded(
+                e.to_string(),
+                if e == AuthError::NotConfigured {
+                    "UNAVAILABLE"
+                } else {
+                    "UNAUTHENTICATED"
+                },
+            )
+        })
+    }
+
+    /// Goes online (receives chats) or offline.
+    async fn set_my_status(&self, ctx: &Context<'_>, online: bool) -> Result<Executive, Error> {
+        let viewer = changer(ctx)?;
+        let Some(id) = &viewer.executive_id else {
+            return Err(coded(
+                "the admin token is not an executive",
+                "BAD_USER_INPUT",
+            ));
+        };
+        let executive_id = Uuid::parse_str(id)
+            .map_err(|_| coded("the token names no executive", "UNAUTHENTICATED"))?;
+        let state = state(ctx);
+        let changed = ExecutiveStatusChanged {
+            executive_id,
+            online,
+            at: Utc::now(),
+        };
+        let result = state
+            .store
+            .append(
+                &executive_stream(executive_id),
+                ExpectedVersion::Any,
+                vec![changed.to_new_event(Uuid::new_v4(), Metadata::by(format!("executive:{id}")))],
+            )
+            .await
+            .map_err(internal)?;
+        if let Some(stored) = result.stored.last() {
+            let wait = state.read_side.wait_for(stored.position);
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        }
+        Executive::load(ctx, id)
+            .await?
+            .ok_or_else(|| coded("no such executive", "NOT_FOUND"))
+    }
+}
+
+/// Checks an executive's email and password and issues a token.
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> Result<LoginPayload, AuthError> {
+    let row = state
+        .read_side
+        .db
+        .fetch_optional(
+            "SELECT executive_id, name, role, stakeholders, online, password_hash FROM executives WHERE email = $1",
+            &[email.trim().to_lowercase().into()],
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading executives for a login failed");
+            AuthError::NotConfigured
+        })?;
+    // Verify against a real hash even for an unknown email, so both take the same time.
+    const UNKNOWN: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$9x3Y3E0m8m0e3H1mQ3b2a6m5cW8rX8vN4o1mUu1m0mA";
+    let hash = row
+        .as_ref()
+        .and_then(|r| r.text(5))
+        .unwrap_or_else(|| UNKNOWN.to_owned());
+    if !verify_password(&hash, password) || row.is_none() {
+        return Err(AuthError::BadCredentials);
+    }
+    let row = row.ok_or(AuthError::BadCredentials)?;
+    let executive = Executive {
+        id: row.text(0).unwrap_or_default(),
+        name: row.text(1).unwrap_or_default(),
+        role: row.text(2).unwrap_or_default(),
+        stakeholders: row
+            .json(3)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        online: row.i64(4) == Some(1),
+    };
+    let viewer = Viewer {
+        role: executive
+            .role
+            .parse()
+            .map_err(|_| AuthError::BadCredentials)?,
+        executive_id: Some(executive.id.clone()),
+        name: executive.name.clone(),
+        stakeholders: executive.stakeholders.clone(),
+    };
+    let (token, expires_at) = state.auth.issue(&viewer, Utc::now())?;
+    Ok(LoginPayload {
+        token,
+        expires_at,
+        executive,
+    })
+}
+
+/// Where a received message belongs and whether `viewer` may see it: waits (briefly) for the
+/// read models to reach the event, then reads the message as queries would.
+pub async fn visible_message(
+    state: &AppState,
+    viewer: &Viewer,
+    event: &RecordedEvent,
+) -> Option<(String, Message)> {
+    if event.event_type != "MessageReceived" {
+        return None;
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.read_side.wait_for(event.position),
+    )
+    .await;
+    let db = &state.read_side.db;
+    let chat_id = event.data.get("chat_id")?.as_str()?;
+    let stakeholder = db
+        .fetch_optional(
+            "SELECT stakeholder FROM chats WHERE chat_id = $1",
+            &[chat_id.into()],
+        )
+        .await
+        .ok()??
+        .text(0)?;
+    if !viewer.sees_stakeholder(&stakeholder) {
+        return None;
+    }
+    let row = db
+        .fetch_optional(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = $1"),
+            &[event.event_id.to_string().into()],
+        )
+        .await
+        .ok()??;
+    Some((stakeholder, Message::from_row(&row)))
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every message customers send from now on (of one stakeholder, if given) that the
+    /// viewer may see.
+    async fn message_received(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: Option<String>,
+    ) -> Result<impl Stream<Item = Message>, Error> {
+        let viewer = viewer(ctx)?.clone();
+        let state = state(ctx).clone();
+        let live = state.live.subscribe();
+        let wanted = Arc::new(stakeholder);
+        Ok(crate::live::events(live).filter_map(move |event| {
+            let (state, viewer, wanted) = (state.clone(), viewer.clone(), wanted.clone());
+            async move {
+                let (stakeholder, message) = visible_message(&state, &viewer, &event).await?;
+                match wanted.as_deref() {
+                    Some(w) if w != stakeholder => None,
+                    _ => Some(message),
+                }
+            }
+        }))
+    }
+}
+
+use futures_util::StreamExt as _;

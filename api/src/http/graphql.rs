@@ -1,0 +1,179 @@
+//! The transports of the GraphQL schema, and the other dashboard endpoints: login and the
+//! plain JSON feed.
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{body::Bytes, Extension, Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use crate::auth::{AuthError, AuthSettings};
+use crate::graphql::{login, visible_message, ChatledgerSchema, ViewerResult};
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/ws", get(json_feed))
+        .route("/api/auth/login", post(login_http))
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn graphql(
+    State(state): State<AppState>,
+    Extension(schema): Extension<ChatledgerSchema>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let viewer: ViewerResult = state.auth.viewer(authorization(&headers));
+    schema
+        .execute(request.into_inner().data(viewer))
+        .await
+        .into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// The token of a `graphql-transport-ws` `connection_init` payload:
+/// `{"Authorization": "Bearer …"}` or `{"token": "…"}`.
+fn connection_viewer(auth: &AuthSettings, payload: &serde_json::Value) -> ViewerResult {
+    let header = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+        .or_else(|| {
+            payload
+                .get("token")
+                .and_then(|v| v.as_str())
+                .map(|t| format!("Bearer {t}"))
+        });
+    auth.viewer(header.as_deref())
+}
+
+async fn graphql_ws(
+    State(state): State<AppState>,
+    Extension(schema): Extension<ChatledgerSchema>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let auth = state.auth.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    // A bad token closes the connection at init, with the reason.
+                    let viewer = connection_viewer(&auth, &payload)
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    let mut data = Data::default();
+                    data.insert::<ViewerResult>(Ok(viewer));
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws?token=JWT`: the plain JSON event feed.
+async fn json_feed(
+    State(state): State<AppState>,
+    Query(query): Query<FeedQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = query
+        .token
+        .ok_or_else(|| unauthorized(AuthError::Missing))?;
+    let viewer = state.auth.viewer_from_token(&token).map_err(unauthorized)?;
+    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, viewer)))
+}
+
+async fn feed(mut socket: WebSocket, state: AppState, viewer: crate::auth::Viewer) {
+    let mut events = Box::pin(crate::live::events(state.live.subscribe()));
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            next = events.next() => {
+                let Some(event) = next else { return };
+                let Some((stakeholder, message)) = visible_message(&state, &viewer, &event).await else { continue };
+                let chat_id = event.data.get("chat_id").cloned().unwrap_or_default();
+                let frame = json!({
+                    "type": "message_received",
+                    "position": event.position,
+                    "data": {
+                        "chat_id": chat_id,
+                        "stakeholder": stakeholder,
+                        "message_id": message.message_id.as_str(),
+                        "provider_message_id": message.provider_message_id,
+                        "kind": message.kind,
+                        "text": message.text,
+                        "at": message.at,
+                    }
+                });
+                if socket.send(WsMessage::Text(frame.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn unauthorized(e: AuthError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// `POST /api/auth/login` `{email, password}` → `{token, expires_at, executive}`.
+async fn login_http(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: LoginRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            format!("expected {{\"email\": …, \"password\": …}}: {e}"),
+        )
+    })?;
+    match login(&state, &request.email, &request.password).await {
+        Ok(payload) => Ok(Json(json!({
+            "token": payload.token,
+            "expires_at": payload.expires_at,
+        }))
+        .into_response()),
+        Err(AuthError::NotConfigured) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "logins_unavailable",
+            AuthError::NotConfigured.to_string(),
+        )),
+        Err(e) => Err(unauthorized(e)),
+    }
+}
