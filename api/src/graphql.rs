@@ -902,3 +902,20 @@ impl SubscriptionRoot {
 }
 
 use futures_util::StreamExt as _;
+
+#[cfg(test)]
+mod tests {
+    /// The contract clients are written against: schema/chatledger.graphql must be exactly
+    /// what the server serves.
+    #[test]
+    fn schema_snapshot_is_current() {
+        let served = super::build(None).sdl();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/chatledger.graphql");
+        let stored = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            stored == served,
+            "schema/chatledger.graphql differs from the schema the server serves.\n\
+             If the change is intended, update it with:\n    cargo run -q -- schema > schema/chatledger.graphql"
+        );
+    }
+}
