@@ -213,21 +213,22 @@ async fn serve(
     let auth =
         AuthSettings::from_env(&|name| std::env::var(name).ok()).map_err(CliError::Config)?;
     let channels = whatsapp.configured.clone();
-    let (stop_projectors, projectors_stopped) = watch::channel(false);
+    let (stop_background, background_stopped) = watch::channel(false);
     let state = match location {
         StoreLocation::Sqlite(path) => {
             let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await?);
             record_configuration(store.as_ref(), &channels).await?;
             let read_side = Arc::new(ReadSide::new(read_db_sqlite(&path).await?));
-            read_side.start(store.clone(), projectors_stopped);
-            AppState::new(
+            let state = AppState::new(
                 store,
                 "sqlite",
                 Readiness::ready(),
                 whatsapp,
                 read_side,
                 auth,
-            )
+            );
+            state.start_background(background_stopped);
+            state
         }
         StoreLocation::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect_lazy(&url, None)?);
@@ -235,18 +236,22 @@ async fn serve(
                 .map_err(|e| CliError::Config(e.to_string()))?;
             let read_side = Arc::new(ReadSide::new(read_db));
             let readiness = Readiness::waiting(format!("connecting to {}", store.location()));
-            let start = ReadSideStart {
-                read_side: read_side.clone(),
-                shutdown: projectors_stopped,
-            };
-            tokio::spawn(prepare_postgres(
+            let state = AppState::new(
                 store.clone(),
+                "postgres",
+                readiness,
+                whatsapp,
+                read_side,
+                auth,
+            );
+            tokio::spawn(prepare_postgres(
+                store,
                 channels,
-                start,
-                readiness.clone(),
+                state.clone(),
+                background_stopped,
                 fatal_tx,
             ));
-            AppState::new(store, "postgres", readiness, whatsapp, read_side, auth)
+            state
         }
     };
     let listener = TcpListener::bind(address)
@@ -265,7 +270,7 @@ async fn serve(
         }
     };
     let served = run(listener, state, shutdown).await;
-    stop_projectors.send_replace(true);
+    stop_background.send_replace(true);
     served.map_err(|e| CliError::Io(format!("the server failed: {e}")))?;
     match fatal_seen_rx.await {
         Ok(fatal) => Err(fatal),
@@ -281,10 +286,11 @@ async fn serve(
 async fn prepare_postgres(
     store: Arc<PostgresStore>,
     channels: ChannelsConfigured,
-    read_side: ReadSideStart,
-    readiness: Readiness,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
     fatal: oneshot::Sender<CliError>,
 ) {
+    let readiness = state.readiness.clone();
     let mut delay = Duration::from_millis(500);
     let mut last_reason = String::new();
     loop {
@@ -294,7 +300,7 @@ async fn prepare_postgres(
                     let _ = fatal.send(e);
                     return;
                 }
-                read_side.read_side.start(store.clone(), read_side.shutdown);
+                state.start_background(shutdown);
                 readiness.set_ready();
                 tracing::info!(store = %store.location(), "event store ready");
                 return;
@@ -315,12 +321,6 @@ async fn prepare_postgres(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
-}
-
-/// What starting the read side needs once the database is ready.
-struct ReadSideStart {
-    read_side: Arc<ReadSide>,
-    shutdown: watch::Receiver<bool>,
 }
 
 async fn read_db_sqlite(path: &Path) -> Result<ReadDb, CliError> {

@@ -6,24 +6,37 @@ use std::time::Duration;
 
 use chatledger_core::{EventStore, RecordedEvent};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Events waiting for the slowest subscriber before it starts missing some.
 pub const CAPACITY: usize = 4_096;
 
 pub type LiveEvents = broadcast::Sender<Arc<RecordedEvent>>;
 
-/// Starts following the log from its current head and publishing every new event.
-pub fn spawn_feed(store: Arc<dyn EventStore>, sender: LiveEvents) {
+/// Starts following the log from its current head and publishing every new event, until
+/// `shutdown` turns true.
+pub fn spawn_feed(
+    store: Arc<dyn EventStore>,
+    sender: LiveEvents,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let head = loop {
             match store.head_position().await {
                 Ok(head) => break head,
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(_) => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return,
+                },
             }
         };
         let mut follower = store.follow(head);
-        while let Some(next) = follower.next().await {
+        loop {
+            let next = tokio::select! {
+                next = follower.next() => next,
+                _ = shutdown.changed() => return,
+            };
+            let Some(next) = next else { return };
             match next {
                 // Nobody listening is fine: the event is in the log.
                 Ok(event) => {

@@ -38,7 +38,6 @@ impl AppState {
         auth: AuthSettings,
     ) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
-        crate::live::spawn_feed(store.clone(), live.clone());
         AppState {
             auth: Arc::new(auth),
             live,
@@ -49,6 +48,15 @@ impl AppState {
             whatsapp: Arc::new(whatsapp),
             read_side,
         }
+    }
+}
+
+impl AppState {
+    /// Starts what runs beside the HTTP server: the projectors and the live feed. They stop
+    /// when `shutdown` turns true. (With PostgreSQL, call it once the database is migrated.)
+    pub fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.read_side.start(self.store.clone(), shutdown.clone());
+        crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown);
     }
 }
 

@@ -1,0 +1,154 @@
+//! The server every end-to-end test starts: the real router on port 0, a real database,
+//! the example channels plus a Twilio and a Meta-direct number, secrets for every check.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chatledger_adapters::whatsapp::signature::twilio_signature;
+use chatledger_adapters::whatsapp::twilio::parse_form;
+use chatledger_api::auth::AuthSettings;
+use chatledger_api::config::{parse_channels, record_channels, WhatsAppSettings};
+use chatledger_api::readiness::Readiness;
+use chatledger_api::{run, AppState};
+use chatledger_core::{EventStore, RecordedEvent};
+use chatledger_tests::db::{Backend, TestDb};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "admin-test-token";
+pub const JWT_SECRET: &str = "jwt-test-secret-of-some-length";
+pub const PINBOT_SECRET: &str = "pinbot-test-secret";
+/// The app secret of signature vector A1 (fixtures/whatsapp/SOURCES.md).
+pub const META_APP_SECRET: &str = "1222e786b144d0e85b9f365372d93676";
+pub const A1_SIGNATURE: &str =
+    "sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441";
+pub const TWILIO_TOKEN: &str = "12345";
+pub const VERIFY_TOKEN: &str = "verify-me";
+pub const PARTNER: &str = "9099039188";
+
+pub struct Server {
+    pub base: String,
+    pub store: Arc<dyn EventStore>,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub db: TestDb,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The example channels plus a Twilio number and a Meta-direct number with a phone number id.
+pub fn channels_yaml() -> String {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/channels.yaml"
+    ))
+    .unwrap();
+    example
+        + r#"
+  - key: twilio-us
+    number: "12028831111"
+    stakeholder: customer
+    provider: twilio
+  - key: meta-direct
+    number: "15550953877"
+    stakeholder: customer
+    provider: meta
+    phone_number_id: "277321005464405"
+"#
+}
+
+pub async fn start(backend: Backend) -> Server {
+    let (db, store) = backend.open().await;
+    let configured = parse_channels(&channels_yaml(), "test channels").unwrap();
+    let env: Vec<(String, String)> = vec![
+        ("PINBOT_WEBHOOK_SECRET".into(), PINBOT_SECRET.into()),
+        ("META_APP_SECRET".into(), META_APP_SECRET.into()),
+        ("TWILIO_AUTH_TOKEN".into(), TWILIO_TOKEN.into()),
+        ("WEBHOOK_VERIFY_TOKEN".into(), VERIFY_TOKEN.into()),
+        ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+        ("JWT_SECRET_KEY".into(), JWT_SECRET.into()),
+    ];
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let settings = WhatsAppSettings::new(configured, &lookup).unwrap();
+    record_channels(store.as_ref(), &settings.configured)
+        .await
+        .unwrap();
+    let read_side = Arc::new(chatledger_projections::read_side::ReadSide::new(
+        db.read_db().await,
+    ));
+    let state = AppState::new(
+        store.clone(),
+        backend.name(),
+        Readiness::ready(),
+        settings,
+        read_side,
+        AuthSettings::from_env(&lookup).unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop_projectors, projectors_stopped) = tokio::sync::watch::channel(false);
+    state.start_background(projectors_stopped);
+    tokio::spawn(run(listener, state.clone(), async move {
+        let _ = stopped.await;
+        stop_projectors.send_replace(true);
+    }));
+    Server {
+        base,
+        store,
+        client: reqwest::Client::new(),
+        state,
+        db,
+        _stop: stop,
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/fixtures/whatsapp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+impl Server {
+    pub async fn post_meta(&self, number: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/chats/whatsapp_chat/{number}", self.base))
+            .header("content-type", "application/json")
+            .header("x-webhook-secret", PINBOT_SECRET)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_twilio(&self, key: &str, body: Vec<u8>) -> reqwest::Response {
+        let url = format!("{}/api/webhooks/twilio/{key}", self.base);
+        let signature = twilio_signature(TWILIO_TOKEN.as_bytes(), &url, &parse_form(&body));
+        self.client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every event in the log, except the recorded configuration.
+    pub async fn events(&self) -> Vec<RecordedEvent> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = self.store.read_all(after, 1000).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            after = last.position;
+            all.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| !e.stream.starts_with("config-")),
+            );
+        }
+        all
+    }
+}
