@@ -227,7 +227,10 @@ async fn serve(
                 read_side,
                 auth,
             );
-            state.start_background(background_stopped);
+            state
+                .start_background(background_stopped)
+                .await
+                .map_err(|e| CliError::Io(format!("preparing the read models failed: {e}")))?;
             state
         }
         StoreLocation::Postgres(url) => {
@@ -300,7 +303,12 @@ async fn prepare_postgres(
                     let _ = fatal.send(e);
                     return;
                 }
-                state.start_background(shutdown);
+                if let Err(e) = state.start_background(shutdown).await {
+                    let _ = fatal.send(CliError::Io(format!(
+                        "preparing the read models failed: {e}"
+                    )));
+                    return;
+                }
                 readiness.set_ready();
                 tracing::info!(store = %store.location(), "event store ready");
                 return;

@@ -52,11 +52,17 @@ impl AppState {
 }
 
 impl AppState {
-    /// Starts what runs beside the HTTP server: the projectors and the live feed. They stop
-    /// when `shutdown` turns true. (With PostgreSQL, call it once the database is migrated.)
-    pub fn start_background(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Creates the read models' tables, then starts what runs beside the HTTP server: the
+    /// projectors and the live feed. They stop when `shutdown` turns true. (With PostgreSQL,
+    /// call it once the database is migrated.)
+    pub async fn start_background(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), chatledger_projections::runner::ProjectionError> {
+        self.read_side.prepare().await?;
         self.read_side.start(self.store.clone(), shutdown.clone());
         crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown);
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::read_db::ReadDb;
 use crate::read_models;
-use crate::runner::{run_live, Projector};
+use crate::runner::{register, run_live, ProjectionError, Projector};
 
 type Pending = Vec<(Arc<dyn Projector>, watch::Sender<Position>)>;
 
@@ -34,6 +34,15 @@ impl ReadSide {
             progress,
             pending: Mutex::new(pending),
         }
+    }
+
+    /// Creates every read model's tables and views that do not exist yet, so queries find
+    /// them from the first request on.
+    pub async fn prepare(&self) -> Result<(), ProjectionError> {
+        for projector in read_models::all() {
+            register(&self.db, projector.as_ref()).await?;
+        }
+        Ok(())
     }
 
     /// Starts the projectors (once; later calls do nothing). They stop when `shutdown` turns

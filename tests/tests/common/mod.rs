@@ -87,7 +87,7 @@ pub async fn start(backend: Backend) -> Server {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let (stop_projectors, projectors_stopped) = tokio::sync::watch::channel(false);
-    state.start_background(projectors_stopped);
+    state.start_background(projectors_stopped).await.unwrap();
     tokio::spawn(run(listener, state.clone(), async move {
         let _ = stopped.await;
         stop_projectors.send_replace(true);
