@@ -251,3 +251,172 @@ async fn migrate_applies_the_schema_and_is_repeatable() {
         .await
         .expect("the migrated schema is usable");
 }
+
+/// The test database of a crash test: where `chatledger` finds it, and how to read its read
+/// models from here.
+struct CrashDb {
+    _schema: Option<PgSchema>,
+    database_url: String,
+}
+
+impl CrashDb {
+    async fn new(postgres: bool, dir: &Path) -> Self {
+        if postgres {
+            let schema = PgSchema::create().await;
+            let database_url = format!("{}?options=-csearch_path%3D{}", schema.url, schema.name);
+            CrashDb {
+                _schema: Some(schema),
+                database_url,
+            }
+        } else {
+            CrashDb {
+                _schema: None,
+                database_url: format!("sqlite://{}", dir.join("chatledger.db").display()),
+            }
+        }
+    }
+
+    async fn read_models(&self) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+        use chatledger_projections::read_db::ReadDb;
+        let db = match &self._schema {
+            Some(schema) => ReadDb::connect_postgres_lazy(&schema.url, Some(&schema.name)).unwrap(),
+            None => {
+                ReadDb::open_sqlite(Path::new(self.database_url.trim_start_matches("sqlite://")))
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut dump = Vec::new();
+        for projector in chatledger_projections::read_models::all() {
+            for table in projector.tables() {
+                dump.push((table.to_string(), db.dump_table(table).await.unwrap()));
+            }
+        }
+        dump
+    }
+}
+
+fn crash_server(dir: &Path, db: &CrashDb) -> Command {
+    let mut command = chatledger(dir);
+    command
+        .env("DATABASE_URL", &db.database_url)
+        .env(
+            "CHATLEDGER_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        .env("PINBOT_WEBHOOK_SECRET", "crash-test");
+    command
+}
+
+fn text_message(customer: usize, n: usize) -> String {
+    serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"metadata": {"phone_number_id": "1"},
+          "contacts": [{"profile": {"name": format!("customer {customer}")}, "wa_id": format!("9196381{customer:05}")}],
+          "messages": [{"from": format!("9196381{customer:05}"), "id": format!("wamid.crash.{customer}.{n}"),
+                        "timestamp": "1763800000", "type": "text", "text": {"body": format!("message {n}")}}]}}]}]})
+    .to_string()
+}
+
+/// Waits until readiness reports the read models level with the log.
+async fn wait_caught_up(base: &str) -> Value {
+    for _ in 0..300 {
+        let (status, body) = get(&format!("{base}/api/health/ready")).await;
+        if status == 200 && body["projection_lag"] == 0 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the read models did not catch up");
+}
+
+/// SIGKILL in the middle of a flood of webhooks, then a restart: the read models the
+/// restarted server builds equal a fresh replay of the same log, table by table, and every
+/// acknowledged message is in them.
+async fn killed_mid_flood(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = CrashDb::new(postgres, dir.path()).await;
+    let (mut server, base) = start(crash_server(dir.path(), &db)).await;
+    wait_caught_up(&base).await;
+
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let mut flood = Vec::new();
+    for task in 0..8 {
+        let (client, base, acknowledged) = (client.clone(), base.clone(), acknowledged.clone());
+        flood.push(tokio::spawn(async move {
+            for n in 0..200 {
+                let customer = task * 10 + n % 10;
+                let sent = client
+                    .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+                    .header("content-type", "application/json")
+                    .header("x-webhook-secret", "crash-test")
+                    .body(text_message(customer, n))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 200 => {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(format!("wamid.crash.{customer}.{n}"));
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Kill once the flood is well under way.
+    while acknowledged.lock().unwrap().len() < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().await.unwrap();
+    for task in flood {
+        task.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let (server, base) = start(crash_server(dir.path(), &db)).await;
+    wait_caught_up(&base).await;
+    terminate(server).await;
+    let live = db.read_models().await;
+    let messages = &live.iter().find(|(t, _)| t == "messages").unwrap().1;
+    for wamid in &acknowledged {
+        assert!(
+            messages
+                .iter()
+                .any(|row| row.contains(&Some(wamid.clone()))),
+            "{wamid} was acknowledged but is not in the read models"
+        );
+    }
+
+    let output = crash_server(dir.path(), &db)
+        .arg("replay")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("replayed") && report.contains("events/s"),
+        "{report}"
+    );
+    assert_eq!(
+        db.read_models().await,
+        live,
+        "live read models after the crash equal a fresh replay"
+    );
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_sqlite() {
+    killed_mid_flood(false).await;
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_postgres() {
+    killed_mid_flood(true).await;
+}
