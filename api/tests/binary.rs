@@ -420,3 +420,105 @@ async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_sqlite() {
 async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_postgres() {
     killed_mid_flood(true).await;
 }
+
+/// `chatledger executive add` (password on stdin), then a login over HTTP against the same
+/// database, and CORS answers for the configured dashboard origin only.
+#[tokio::test]
+async fn an_executive_added_on_the_command_line_can_log_in() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut add = chatledger(dir.path());
+    add.args([
+        "executive",
+        "add",
+        "--email",
+        "Asha@OneWay.cab",
+        "--name",
+        "Asha",
+        "--stakeholder",
+        "partner",
+    ])
+    .stdin(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("registered Asha <asha@oneway.cab> as executive for partner"));
+
+    let mut serve = chatledger(dir.path());
+    serve
+        .env("JWT_SECRET_KEY", "a secret for signing")
+        .env("ALLOWED_ORIGINS", "https://dash.example.com");
+    let (server, base) = start(serve).await;
+    let client = reqwest::Client::new();
+    let login = |password: &'static str| {
+        client
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"email": "asha@oneway.cab", "password": password}))
+            .send()
+    };
+    let mut response = login("a long enough password").await.unwrap();
+    // The executives read model may take a moment to reach the registration at start.
+    for _ in 0..50 {
+        if response.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        response = login("a long enough password").await.unwrap();
+    }
+    assert_eq!(response.status(), 200);
+    let token = response.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(login("not the password").await.unwrap().status(), 401);
+    let me = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"query": "{ me { name role stakeholders online } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["data"]["me"],
+        serde_json::json!({"name": "Asha", "role": "executive", "stakeholders": ["partner"], "online": false}),
+        "executives are offline after login until they say otherwise"
+    );
+
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{base}/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://dash.example.com").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://dash.example.com")
+    );
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    terminate(server).await;
+}
