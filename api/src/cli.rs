@@ -17,12 +17,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use chatledger_core::channel::{ChannelsConfigured, CHANNELS_CONFIG_STREAM};
-
-use crate::auth::AuthSettings;
-use crate::config::{record_channels, WhatsAppSettings};
 use crate::readiness::Readiness;
-use crate::server::{run, AppState};
+use crate::server::{run, AppState, Settings};
 
 /// chatledger: an event-sourced conversation engine for WhatsApp customer service.
 #[derive(Debug, Parser)]
@@ -195,10 +191,9 @@ async fn serve(
 ) -> Result<(), CliError> {
     let location = StoreLocation::from_database_url(database_url)?;
     let address = listen_address(listen)?;
-    let whatsapp = WhatsAppSettings::load(&config_dir.join("channels.yaml"), &|name| {
-        std::env::var(name).ok()
-    })
-    .map_err(|e| CliError::Config(e.to_string()))?;
+    let settings =
+        Settings::load(config_dir, &|name| std::env::var(name).ok()).map_err(CliError::Config)?;
+    let whatsapp = &settings.whatsapp;
     tracing::info!(channels = whatsapp.configured.channels.len(), source = %whatsapp.configured.source, "channels configured");
     let unauthenticated = whatsapp.unauthenticated_channels();
     if !unauthenticated.is_empty() {
@@ -208,25 +203,20 @@ async fn serve(
              (META_APP_SECRET, TWILIO_AUTH_TOKEN or their secret header's variable)"
         );
     }
+    if settings.transaction.token.is_none() {
+        tracing::warn!(
+            "TRANSACTION_API_TOKEN is not set: the transaction system's webhooks refuse every post"
+        );
+    }
     tracing::info!(store = %location.describe(), "opening the event store");
     let (fatal_tx, fatal_rx) = oneshot::channel::<CliError>();
-    let auth =
-        AuthSettings::from_env(&|name| std::env::var(name).ok()).map_err(CliError::Config)?;
-    let channels = whatsapp.configured.clone();
     let (stop_background, background_stopped) = watch::channel(false);
     let state = match location {
         StoreLocation::Sqlite(path) => {
             let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await?);
-            record_configuration(store.as_ref(), &channels).await?;
             let read_side = Arc::new(ReadSide::new(read_db_sqlite(&path).await?));
-            let state = AppState::new(
-                store,
-                "sqlite",
-                Readiness::ready(),
-                whatsapp,
-                read_side,
-                auth,
-            );
+            let state = AppState::new(store, "sqlite", Readiness::ready(), read_side, settings);
+            record_configuration(&state).await?;
             state
                 .start_background(background_stopped)
                 .await
@@ -239,17 +229,9 @@ async fn serve(
                 .map_err(|e| CliError::Config(e.to_string()))?;
             let read_side = Arc::new(ReadSide::new(read_db));
             let readiness = Readiness::waiting(format!("connecting to {}", store.location()));
-            let state = AppState::new(
-                store.clone(),
-                "postgres",
-                readiness,
-                whatsapp,
-                read_side,
-                auth,
-            );
+            let state = AppState::new(store.clone(), "postgres", readiness, read_side, settings);
             tokio::spawn(prepare_postgres(
                 store,
-                channels,
                 state.clone(),
                 background_stopped,
                 fatal_tx,
@@ -288,7 +270,6 @@ async fn serve(
 /// while readiness says why. A database that is reachable but unusable ends the process.
 async fn prepare_postgres(
     store: Arc<PostgresStore>,
-    channels: ChannelsConfigured,
     state: AppState,
     shutdown: watch::Receiver<bool>,
     fatal: oneshot::Sender<CliError>,
@@ -299,7 +280,7 @@ async fn prepare_postgres(
     loop {
         match store.migrate().await {
             Ok(()) => {
-                if let Err(e) = record_configuration(store.as_ref(), &channels).await {
+                if let Err(e) = record_configuration(&state).await {
                     let _ = fatal.send(e);
                     return;
                 }
@@ -341,18 +322,13 @@ async fn read_db_sqlite(path: &Path) -> Result<ReadDb, CliError> {
 }
 
 /// Records configuration files that changed since they were last recorded.
-async fn record_configuration(
-    store: &dyn EventStore,
-    channels: &ChannelsConfigured,
-) -> Result<(), CliError> {
-    let recorded = record_channels(store, channels)
+async fn record_configuration(state: &AppState) -> Result<(), CliError> {
+    let recorded = state
+        .record_configuration()
         .await
-        .map_err(|e| CliError::Io(format!("recording the channel configuration failed: {e}")))?;
-    if recorded {
-        tracing::info!(
-            stream = CHANNELS_CONFIG_STREAM,
-            "recorded a new version of the channel configuration"
-        );
+        .map_err(|e| CliError::Io(format!("recording the configuration failed: {e}")))?;
+    for stream in recorded {
+        tracing::info!(stream = %stream, "recorded a new version of the configuration");
     }
     Ok(())
 }

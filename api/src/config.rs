@@ -3,7 +3,7 @@
 //! Files describe channels and name the environment variables that hold their secrets; the
 //! values are read here, kept in [`Secret`]s (which never print), and never recorded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -12,11 +12,17 @@ use chatledger_adapters::whatsapp::phone::PhoneNormalizer;
 use chatledger_adapters::whatsapp::signature::{
     meta_signature_valid, secret_matches, twilio_signature_valid,
 };
+use chatledger_core::canonical::canonical_json_string;
 use chatledger_core::channel::{
     Channel, ChannelAuth, ChannelsConfigured, Provider, CHANNELS_CONFIG_STREAM,
 };
+use chatledger_core::conversation::EVENT_ID_NAMESPACE;
+use chatledger_core::NewEvent;
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, StoreError};
-use serde::Deserialize;
+use chrono::FixedOffset;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 
 /// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -284,35 +290,55 @@ pub async fn record_channels(
     store: &dyn EventStore,
     configured: &ChannelsConfigured,
 ) -> Result<bool, StoreError> {
+    let data = serde_json::to_value(configured).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    record_config(store, CHANNELS_CONFIG_STREAM, "ChannelsConfigured", data).await
+}
+
+/// Records one configuration as an event on `stream` when it differs (in anything but its
+/// `source`, where it was read from) from the last version recorded there. Configuration is
+/// versioned history, like everything else. Returns whether it recorded a new version.
+pub async fn record_config(
+    store: &dyn EventStore,
+    stream: &str,
+    event_type: &str,
+    data: Value,
+) -> Result<bool, StoreError> {
+    let without_source = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("source");
+        }
+        v
+    };
     // Another process starting at the same moment may record first; then compare again.
     for _ in 0..5 {
-        let mut last: Option<(u64, ChannelsConfigured)> = None;
+        let mut last: Option<(u64, Value)> = None;
         let mut from = 0;
         loop {
-            let events = store.read_stream(CHANNELS_CONFIG_STREAM, from, 100).await?;
+            let events = store.read_stream(stream, from, 100).await?;
             let Some(tail) = events.last() else { break };
             from = tail.version + 1;
-            for event in &events {
-                if let Ok(recorded) = serde_json::from_value(event.data.clone()) {
-                    last = Some((event.version, recorded));
-                }
-            }
+            last = Some((tail.version, tail.data.clone()));
         }
         let current = last.as_ref().map(|(v, _)| *v);
         if last
             .as_ref()
-            .is_some_and(|(_, recorded)| recorded.same_channels(configured))
+            .is_some_and(|(_, recorded)| without_source(recorded) == without_source(&data))
         {
             return Ok(false);
         }
         let version = current.map_or(0, |v| v + 1);
-        let event = configured.to_new_event(version, Metadata::by("config"));
-        match store
-            .append(
-                CHANNELS_CONFIG_STREAM,
-                ExpectedVersion::from_current(current),
-                vec![event],
+        let id = Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!(
+                "{event_type}/{stream}/{version}/{}",
+                canonical_json_string(&data)
             )
+            .as_bytes(),
+        );
+        let event = NewEvent::new(id, event_type, data.clone(), Metadata::by("config"));
+        match store
+            .append(stream, ExpectedVersion::from_current(current), vec![event])
             .await
         {
             Ok(_) => return Ok(true),
@@ -321,8 +347,128 @@ pub async fn record_channels(
         }
     }
     Err(StoreError::Backend(format!(
-        "{CHANNELS_CONFIG_STREAM} kept changing while recording the channel configuration"
+        "{stream} kept changing while recording the configuration"
     )))
+}
+
+/// The context fields that decide one stakeholder's chat identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextFields {
+    pub stakeholder: String,
+    pub fields: Vec<String>,
+    /// Where it was read from.
+    pub source: String,
+}
+
+impl ContextFields {
+    /// Its configuration stream.
+    pub fn stream(&self) -> String {
+        format!("config-context-{}", self.stakeholder)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextFile {
+    fields: Vec<String>,
+}
+
+/// What the transaction system's webhooks need.
+#[derive(Debug)]
+pub struct TransactionSettings {
+    /// `TRANSACTION_API_TOKEN`: the bearer token the transaction system sends.
+    pub token: Option<Secret>,
+    /// Per stakeholder, from `config/context/{stakeholder}.yaml`.
+    pub context_fields: BTreeMap<String, ContextFields>,
+    /// How to read a ride time written without an offset (`TRANSACTION_TIMEZONE`, e.g.
+    /// `+05:30`, the default).
+    pub timezone: FixedOffset,
+}
+
+impl TransactionSettings {
+    pub fn load(
+        config_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let dir = config_dir.join("context");
+        let mut context_fields = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            {
+                let source = path.display().to_string();
+                let error = |message: String| ConfigError {
+                    source_name: source.clone(),
+                    message,
+                };
+                let stakeholder = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| error(format!("cannot be read: {e}")))?;
+                let file: ContextFile =
+                    serde_yaml_ng::from_str(&text).map_err(|e| error(e.to_string()))?;
+                if file.fields.iter().any(|f| f.trim().is_empty()) {
+                    return Err(error("a field name is empty".into()));
+                }
+                context_fields.insert(
+                    stakeholder.clone(),
+                    ContextFields {
+                        stakeholder,
+                        fields: file.fields,
+                        source,
+                    },
+                );
+            }
+        }
+        Self::new(context_fields, env)
+    }
+
+    pub fn new(
+        context_fields: BTreeMap<String, ContextFields>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let timezone = match env("TRANSACTION_TIMEZONE") {
+            Some(tz) => tz.trim().parse::<FixedOffset>().map_err(|_| ConfigError {
+                source_name: "TRANSACTION_TIMEZONE".into(),
+                message: format!("{tz:?} is not an offset like +05:30"),
+            })?,
+            None => FixedOffset::east_opt(5 * 3600 + 30 * 60).expect("+05:30 is a valid offset"),
+        };
+        Ok(TransactionSettings {
+            token: env("TRANSACTION_API_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(Secret),
+            context_fields,
+            timezone,
+        })
+    }
+
+    /// The fields that decide `stakeholder`'s chat identity (none when not configured).
+    pub fn identity_fields(&self, stakeholder: &str) -> Vec<String> {
+        self.context_fields
+            .get(stakeholder)
+            .map(|c| c.fields.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records each stakeholder's context fields when they changed.
+    pub async fn record(&self, store: &dyn EventStore) -> Result<Vec<String>, StoreError> {
+        let mut recorded = Vec::new();
+        for fields in self.context_fields.values() {
+            let data =
+                serde_json::to_value(fields).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            if record_config(store, &fields.stream(), "ContextFieldsConfigured", data).await? {
+                recorded.push(fields.stream());
+            }
+        }
+        Ok(recorded)
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

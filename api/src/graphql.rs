@@ -275,6 +275,15 @@ impl Chat {
     async fn resolved_at(&self) -> Option<DateTime<Utc>> {
         self.resolved_at
     }
+    /// The customer's rides from now on, soonest first (cancelled ones left out).
+    async fn upcoming_rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
+        Ride::load(
+            ctx,
+            "WHERE customer = $1 AND cancelled = 0 AND ride_at >= $2 ORDER BY ride_at LIMIT 20",
+            &[(&self.customer).into(), Utc::now().into()],
+        )
+        .await
+    }
     async fn rating(&self) -> Option<i32> {
         self.rating.map(|r| r as i32)
     }
@@ -365,6 +374,15 @@ impl Customer {
     async fn context(&self) -> Json<Value> {
         Json(self.context.clone())
     }
+    /// Every ride of the customer, by ride time.
+    async fn rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
+        Ride::load(
+            ctx,
+            "WHERE customer = $1 ORDER BY ride_at LIMIT 200",
+            &[(&self.number).into()],
+        )
+        .await
+    }
     /// Oldest first.
     async fn chats(&self, ctx: &Context<'_>) -> Result<Vec<Chat>, Error> {
         let rows = state(ctx)
@@ -377,6 +395,37 @@ impl Customer {
             .await
             .map_err(internal)?;
         Ok(rows.iter().map(Chat::from_row).collect())
+    }
+}
+
+/// A ride the transaction system told us about.
+#[derive(SimpleObject)]
+pub struct Ride {
+    pub booking_id: ID,
+    pub ride_at: DateTime<Utc>,
+    /// The transaction system's status (cancelled rides keep their status, e.g. "cancelled").
+    pub status: String,
+}
+
+impl Ride {
+    async fn load(ctx: &Context<'_>, condition: &str, args: &[Arg]) -> Result<Vec<Ride>, Error> {
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT booking_id, ride_at, status FROM rides {condition}"),
+                args,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .iter()
+            .map(|row| Ride {
+                booking_id: ID(row.text(0).unwrap_or_default()),
+                ride_at: row.time(1).unwrap_or_default(),
+                status: row.text(2).unwrap_or_default(),
+            })
+            .collect())
     }
 }
 

@@ -26,4 +26,4 @@ pub mod live;
 pub mod readiness;
 pub mod server;
 
-pub use server::{run, AppState};
+pub use server::{run, AppState, Settings};

@@ -9,9 +9,31 @@ use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
 use crate::auth::AuthSettings;
-use crate::config::WhatsAppSettings;
+use crate::config::{TransactionSettings, WhatsAppSettings};
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
+
+/// Everything read from configuration files and the environment at start.
+pub struct Settings {
+    pub whatsapp: WhatsAppSettings,
+    pub auth: AuthSettings,
+    pub transaction: TransactionSettings,
+}
+
+impl Settings {
+    /// Reads `config_dir` and the environment (through `env`).
+    pub fn load(
+        config_dir: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        Ok(Settings {
+            whatsapp: WhatsAppSettings::load(&config_dir.join("channels.yaml"), env)
+                .map_err(|e| e.to_string())?,
+            auth: AuthSettings::from_env(env)?,
+            transaction: TransactionSettings::load(config_dir, env).map_err(|e| e.to_string())?,
+        })
+    }
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -24,6 +46,7 @@ pub struct AppState {
     pub conversations: Arc<Conversations>,
     pub read_side: Arc<ReadSide>,
     pub auth: Arc<AuthSettings>,
+    pub transaction: Arc<TransactionSettings>,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
 }
@@ -33,25 +56,36 @@ impl AppState {
         store: Arc<dyn EventStore>,
         store_kind: &'static str,
         readiness: Readiness,
-        whatsapp: WhatsAppSettings,
         read_side: Arc<ReadSide>,
-        auth: AuthSettings,
+        settings: Settings,
     ) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
         AppState {
-            auth: Arc::new(auth),
+            auth: Arc::new(settings.auth),
+            transaction: Arc::new(settings.transaction),
+            whatsapp: Arc::new(settings.whatsapp),
             live,
             conversations: Arc::new(Conversations::new(store.clone())),
             store,
             store_kind,
             readiness,
-            whatsapp: Arc::new(whatsapp),
             read_side,
         }
     }
 }
 
 impl AppState {
+    /// Records configuration that changed since it was last recorded (channels, context
+    /// fields) and returns the streams that got a new version.
+    pub async fn record_configuration(&self) -> Result<Vec<String>, chatledger_core::StoreError> {
+        let mut recorded = Vec::new();
+        if crate::config::record_channels(self.store.as_ref(), &self.whatsapp.configured).await? {
+            recorded.push(chatledger_core::channel::CHANNELS_CONFIG_STREAM.to_owned());
+        }
+        recorded.extend(self.transaction.record(self.store.as_ref()).await?);
+        Ok(recorded)
+    }
+
     /// Creates the read models' tables, then starts what runs beside the HTTP server: the
     /// projectors and the live feed. They stop when `shutdown` turns true. (With PostgreSQL,
     /// call it once the database is migrated.)

@@ -99,30 +99,6 @@ pub struct ChannelsConfigured {
     pub source: String,
 }
 
-impl ChannelsConfigured {
-    pub const EVENT_TYPE: &'static str = "ChannelsConfigured";
-
-    /// The envelope for version `version` of the configuration stream.
-    pub fn to_new_event(&self, version: u64, metadata: Metadata) -> NewEvent {
-        let data = serde_json::to_value(self).unwrap_or(Value::Null);
-        let id = Uuid::new_v5(
-            &EVENT_ID_NAMESPACE,
-            format!(
-                "{}/{version}/{}",
-                Self::EVENT_TYPE,
-                canonical_json_string(&data)
-            )
-            .as_bytes(),
-        );
-        NewEvent::new(id, Self::EVENT_TYPE, data, metadata)
-    }
-
-    /// Whether two configurations differ in anything but where they were read from.
-    pub fn same_channels(&self, other: &ChannelsConfigured) -> bool {
-        self.default_country == other.default_country && self.channels == other.channels
-    }
-}
-
 /// The stream of notices about one channel.
 pub fn channel_stream(key: &str) -> String {
     format!("channel-{key}")

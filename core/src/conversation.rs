@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::canonical::canonical_json_string;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
 
 /// The namespace of every event id chatledger derives (UUIDv5).
@@ -152,6 +153,15 @@ pub enum OpenReason {
     FirstMessage,
     /// A message after the previous chat was resolved.
     AfterResolution,
+    /// A change of a context field that decides chat identity.
+    ContextChanged,
+}
+
+/// Why a chat was closed without being resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// A context field that decides chat identity changed: a new chat took over.
+    ContextChanged,
 }
 
 /// The events of a conversation stream. Variant names are the stored event types.
@@ -185,6 +195,32 @@ pub enum ConversationEvent {
         #[serde(flatten)]
         receipt: Box<Receipt>,
     },
+    /// The transaction system changed the customer's context.
+    ContextChanged {
+        #[serde(flatten)]
+        conversation: ConversationRef,
+        /// The fields that changed, with their new values.
+        changes: serde_json::Map<String, Value>,
+        /// Their values before (`null` for a field that was not set).
+        previous: serde_json::Map<String, Value>,
+        /// The whole context after the change.
+        context: Value,
+        /// The configured fields that decide chat identity, as they stood.
+        identity_fields: Vec<String>,
+        /// Whether one of them changed (and so a new chat replaces the open one).
+        identity_changed: bool,
+        /// The chat that was open when the context changed, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chat_id: Option<Uuid>,
+        changed_at: DateTime<Utc>,
+    },
+    /// A chat ended without resolution, replaced by another.
+    ChatClosed {
+        chat_id: Uuid,
+        reason: CloseReason,
+        superseded_by: Uuid,
+        closed_at: DateTime<Utc>,
+    },
 }
 
 impl ConversationEvent {
@@ -194,6 +230,8 @@ impl ConversationEvent {
             ConversationEvent::ChatOpened { .. } => "ChatOpened",
             ConversationEvent::MessageReceived { .. } => "MessageReceived",
             ConversationEvent::ReceiptRecorded { .. } => "ReceiptRecorded",
+            ConversationEvent::ContextChanged { .. } => "ContextChanged",
+            ConversationEvent::ChatClosed { .. } => "ChatClosed",
         }
     }
 
@@ -212,6 +250,18 @@ impl ConversationEvent {
                     "ReceiptRecorded/{stream}/{}/{}",
                     receipt.provider_message_id, receipt.status
                 )
+            }
+            // The same change posted again finds nothing to change and records nothing; the
+            // id only has to tell apart changes from different starting points.
+            ConversationEvent::ContextChanged {
+                changes, previous, ..
+            } => format!(
+                "ContextChanged/{stream}/{}/{}",
+                canonical_json_string(&Value::Object(previous.clone())),
+                canonical_json_string(&Value::Object(changes.clone()))
+            ),
+            ConversationEvent::ChatClosed { chat_id, .. } => {
+                format!("ChatClosed/{stream}/{chat_id}")
             }
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
@@ -232,7 +282,7 @@ impl ConversationEvent {
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
         if !matches!(
             event.event_type.as_str(),
-            "ChatOpened" | "MessageReceived" | "ReceiptRecorded"
+            "ChatOpened" | "MessageReceived" | "ReceiptRecorded" | "ContextChanged" | "ChatClosed"
         ) {
             return Ok(None);
         }
@@ -287,6 +337,15 @@ pub enum ConversationCommand {
         receipt: Box<Receipt>,
         now: DateTime<Utc>,
     },
+    /// Apply a context change from the transaction system. `identity_fields` are the
+    /// stakeholder's configured fields; `new_chat_id` is used if a new chat takes over.
+    ChangeContext {
+        conversation: ConversationRef,
+        changes: serde_json::Map<String, Value>,
+        identity_fields: Vec<String>,
+        new_chat_id: Uuid,
+        now: DateTime<Utc>,
+    },
 }
 
 /// A command the conversation refuses.
@@ -326,6 +385,14 @@ impl Conversation {
             ConversationEvent::ReceiptRecorded { receipt, .. } => {
                 self.receipts
                     .insert((receipt.provider_message_id.clone(), receipt.status.clone()));
+            }
+            ConversationEvent::ContextChanged { context, .. } => {
+                self.context = context.clone();
+            }
+            ConversationEvent::ChatClosed { chat_id, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.status = ChatStatus::Closed;
+                }
             }
         }
     }
@@ -413,7 +480,74 @@ impl Conversation {
                     receipt,
                 }])
             }
+            ConversationCommand::ChangeContext {
+                conversation,
+                changes,
+                identity_fields,
+                new_chat_id,
+                now,
+            } => Ok(self.change_context(conversation, changes, identity_fields, new_chat_id, now)),
         }
+    }
+
+    /// Context decides chat identity: a real change of an identity field closes the open chat
+    /// and opens a new one that points back to it; any other change is recorded and keeps the
+    /// chat. A change that changes nothing records nothing (a redelivered post).
+    fn change_context(
+        &self,
+        conversation: ConversationRef,
+        changes: serde_json::Map<String, Value>,
+        identity_fields: Vec<String>,
+        new_chat_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Vec<ConversationEvent> {
+        let current = self.context.as_object().cloned().unwrap_or_default();
+        let mut effective = serde_json::Map::new();
+        let mut previous = serde_json::Map::new();
+        for (field, value) in changes {
+            if current.get(&field) != Some(&value) {
+                previous.insert(
+                    field.clone(),
+                    current.get(&field).cloned().unwrap_or(Value::Null),
+                );
+                effective.insert(field, value);
+            }
+        }
+        if effective.is_empty() {
+            return vec![];
+        }
+        let identity_changed = effective.keys().any(|f| identity_fields.contains(f));
+        let mut context = current;
+        context.extend(effective.clone());
+        let context = Value::Object(context);
+        let open = self.open_chat().map(|c| c.chat_id);
+        let mut events = vec![ConversationEvent::ContextChanged {
+            conversation: conversation.clone(),
+            changes: effective,
+            previous,
+            context: context.clone(),
+            identity_fields,
+            identity_changed,
+            chat_id: open,
+            changed_at: now,
+        }];
+        if let (true, Some(open)) = (identity_changed, open) {
+            events.push(ConversationEvent::ChatClosed {
+                chat_id: open,
+                reason: CloseReason::ContextChanged,
+                superseded_by: new_chat_id,
+                closed_at: now,
+            });
+            events.push(ConversationEvent::ChatOpened {
+                chat_id: new_chat_id,
+                conversation,
+                reason: OpenReason::ContextChanged,
+                context,
+                previous_chat_id: Some(open),
+                opened_at: now,
+            });
+        }
+        events
     }
 }
 
@@ -604,6 +738,77 @@ mod tests {
             }
         )
         .is_empty());
+    }
+
+    fn change(fields: &[(&str, &str)], chat: u128) -> ConversationCommand {
+        ConversationCommand::ChangeContext {
+            conversation: ConversationRef {
+                channel: "9099039188".into(),
+                channel_number: "919099039188".into(),
+                stakeholder: "partner".into(),
+                customer: CustomerKey::Phone("+919638120888".into()),
+            },
+            changes: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+            identity_fields: vec!["documents_status".into(), "dco_status".into()],
+            new_chat_id: Uuid::from_u128(chat),
+            now: at("2026-11-22T11:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn an_identity_field_change_replaces_the_open_chat() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let events = given(&history, change(&[("documents_status", "Approved")], 2));
+        assert_eq!(
+            events.iter().map(|e| e.event_type()).collect::<Vec<_>>(),
+            vec!["ContextChanged", "ChatClosed", "ChatOpened"]
+        );
+        assert!(
+            matches!(&events[1], ConversationEvent::ChatClosed { chat_id, superseded_by, .. }
+            if *chat_id == Uuid::from_u128(1) && *superseded_by == Uuid::from_u128(2))
+        );
+        assert!(
+            matches!(&events[2], ConversationEvent::ChatOpened { reason: OpenReason::ContextChanged, previous_chat_id: Some(p), context, .. }
+            if *p == Uuid::from_u128(1) && context["documents_status"] == "Approved")
+        );
+        // The next message joins the new chat.
+        let history: Vec<_> = history.into_iter().chain(events).collect();
+        let next = given(&history, receive("wamid.2", 3, "2026-11-22T11:05:00Z"));
+        assert!(
+            matches!(&next[..], [ConversationEvent::MessageReceived { chat_id, .. }] if *chat_id == Uuid::from_u128(2))
+        );
+    }
+
+    #[test]
+    fn other_fields_are_recorded_and_keep_the_chat() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let events = given(&history, change(&[("city", "Surat")], 2));
+        assert!(
+            matches!(&events[..], [ConversationEvent::ContextChanged { identity_changed: false, chat_id: Some(c), .. }]
+            if *c == Uuid::from_u128(1))
+        );
+    }
+
+    #[test]
+    fn the_same_change_again_changes_nothing() {
+        let first = given(&[], change(&[("documents_status", "Pending")], 1));
+        assert_eq!(first.len(), 1, "no chat yet: only the context is recorded");
+        assert!(given(&first, change(&[("documents_status", "Pending")], 2)).is_empty());
+        let back = given(&first, change(&[("documents_status", "Approved")], 3));
+        assert_ne!(back[0].event_id("s"), first[0].event_id("s"));
+    }
+
+    #[test]
+    fn a_context_set_before_the_first_chat_becomes_its_context() {
+        let history = given(&[], change(&[("documents_status", "Pending")], 9));
+        let events = given(&history, receive("wamid.1", 1, "2026-11-22T12:00:00Z"));
+        assert!(
+            matches!(&events[0], ConversationEvent::ChatOpened { context, reason: OpenReason::FirstMessage, .. }
+            if context["documents_status"] == "Pending")
+        );
     }
 
     #[test]

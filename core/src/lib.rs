@@ -8,6 +8,7 @@
 //! - [`canonical`]: the one canonical byte form of an event, and the hash chain built on it.
 //!   It is split out because another tool must be able to re-verify the log from its
 //!   definition alone.
+//! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
@@ -18,6 +19,7 @@
 //! Nothing here performs IO, reads the clock or draws random numbers: callers pass `now`
 //! and new ids in. That is what makes a replay of the log rebuild exactly the same state.
 
+pub mod booking;
 pub mod canonical;
 pub mod channel;
 pub mod conversation;

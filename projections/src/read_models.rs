@@ -1,9 +1,10 @@
-//! The read models of conversations: chats, messages, customers. Each is its own projector
+//! The read models: chats, messages, customers, executives, rides. Each is its own projector
 //! with its own checkpoint; adding a read model is adding one more [`Projector`] to [`all`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{ConversationEvent, CustomerKey, InboundMessage};
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::RecordedEvent;
@@ -20,6 +21,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Messages),
         Arc::new(Customers),
         Arc::new(Executives),
+        Arc::new(Rides),
     ]
 }
 
@@ -159,7 +161,34 @@ impl Projector for Chats {
                 )
                 .await?;
             }
-            Some(ConversationEvent::ReceiptRecorded { .. }) | None => {}
+            Some(ConversationEvent::ContextChanged {
+                identity_changed: false,
+                chat_id: Some(chat_id),
+                context,
+                ..
+            }) => {
+                tx.execute(
+                    &format!("UPDATE chats{s} SET context = $2 WHERE chat_id = $1"),
+                    &[chat_id.to_string().into(), context.to_string().into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ChatClosed {
+                chat_id,
+                superseded_by,
+                ..
+            }) => {
+                tx.execute(
+                    &format!("UPDATE chats{s} SET status = 'CLOSED', superseded_by = $2 WHERE chat_id = $1"),
+                    &[chat_id.to_string().into(), superseded_by.to_string().into()],
+                )
+                .await?;
+            }
+            Some(
+                ConversationEvent::ReceiptRecorded { .. }
+                | ConversationEvent::ContextChanged { .. },
+            )
+            | None => {}
         }
         Ok(())
     }
@@ -306,7 +335,12 @@ impl Projector for Messages {
                 )
                 .await?;
             }
-            Some(ConversationEvent::ChatOpened { .. }) | None => {}
+            Some(
+                ConversationEvent::ChatOpened { .. }
+                | ConversationEvent::ContextChanged { .. }
+                | ConversationEvent::ChatClosed { .. },
+            )
+            | None => {}
         }
         Ok(())
     }
@@ -402,7 +436,35 @@ impl Projector for Customers {
                     .await?;
                 }
             }
-            Some(ConversationEvent::ReceiptRecorded { .. }) | None => {}
+            Some(ConversationEvent::ContextChanged {
+                conversation,
+                context,
+                changed_at,
+                ..
+            }) => {
+                // A context may arrive before the customer's first chat.
+                tx.execute(
+                    &format!(
+                        "INSERT INTO customers{s} (stakeholder, customer, channel, stream, context, chat_ids, first_seen_at, position)
+                         VALUES ($1, $2, $3, $4, $5, '[]', $6, $7)
+                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $5, position = $7"
+                    ),
+                    &[
+                        conversation.stakeholder.into(),
+                        customer_id(&conversation.customer).into(),
+                        conversation.channel.into(),
+                        (&event.stream).into(),
+                        context.to_string().into(),
+                        changed_at.into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(
+                ConversationEvent::ReceiptRecorded { .. } | ConversationEvent::ChatClosed { .. },
+            )
+            | None => {}
         }
         Ok(())
     }
@@ -482,6 +544,70 @@ impl Projector for Executives {
                 registered.role.as_str().into(),
                 serde_json::to_string(&registered.stakeholders).unwrap_or_default().into(),
                 registered.password_hash.into(),
+                event.position.into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `rides`: each booking's latest state, by customer.
+pub struct Rides;
+
+#[async_trait]
+impl Projector for Rides {
+    fn name(&self) -> &'static str {
+        "rides"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rides"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE rides{s} (
+                    booking_id TEXT PRIMARY KEY,
+                    customer TEXT NOT NULL,
+                    ride_at TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    cancelled BIGINT NOT NULL DEFAULT 0,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX rides{s}_by_customer ON rides{s} (customer, ride_at)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let Some(change) = BookingChange::from_event_type(&event.event_type) else {
+            return Ok(());
+        };
+        let booking: Booking =
+            serde_json::from_value(event.data.clone()).map_err(|e| ProjectionError::Event {
+                position: event.position,
+                reason: e.to_string(),
+            })?;
+        let cancelled = i64::from(change == BookingChange::Cancelled);
+        tx.execute(
+            &format!(
+                "INSERT INTO rides{s} (booking_id, customer, ride_at, status, cancelled, position)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (booking_id) DO UPDATE SET customer = $2, ride_at = $3, status = $4, cancelled = $5, position = $6"
+            ),
+            &[
+                booking.booking_id.into(),
+                booking.customer.into(),
+                booking.ride_at.into(),
+                booking.ride_status.into(),
+                cancelled.into(),
                 event.position.into(),
             ],
         )

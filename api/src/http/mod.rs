@@ -2,9 +2,11 @@
 
 mod graphql;
 mod health;
+mod transaction;
 mod whatsapp;
 
-use axum::http::{Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
@@ -19,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(whatsapp::routes())
         .merge(graphql::routes())
+        .merge(transaction::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))
@@ -49,6 +52,60 @@ fn cors_layer() -> Option<tower_http::cors::CorsLayer> {
                 axum::http::header::CONTENT_TYPE,
             ]),
     )
+}
+
+/// Refuses a body that is not of the `expected` media type (415).
+pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body must be {expected}, not {}",
+                if given.is_empty() { "untyped" } else { given }
+            ),
+        ))
+    }
+}
+
+/// Reads a body up to `limit` bytes (413 beyond); an empty body is a 400.
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the body is empty",
+        ));
+    }
+    Ok(bytes)
 }
 
 /// An error answered to a client: a status, a stable machine-readable code, and a message

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use chatledger_adapters::whatsapp::signature::twilio_signature;
 use chatledger_adapters::whatsapp::twilio::parse_form;
 use chatledger_api::auth::AuthSettings;
-use chatledger_api::config::{parse_channels, record_channels, WhatsAppSettings};
+use std::path::Path;
+
+use chatledger_api::config::{parse_channels, TransactionSettings, WhatsAppSettings};
 use chatledger_api::readiness::Readiness;
-use chatledger_api::{run, AppState};
+use chatledger_api::{run, AppState, Settings};
 use chatledger_core::{EventStore, RecordedEvent};
 use chatledger_tests::db::{Backend, TestDb};
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "admin-test-token";
+pub const TRANSACTION_TOKEN: &str = "transaction-test-token";
 pub const JWT_SECRET: &str = "jwt-test-secret-of-some-length";
 pub const PINBOT_SECRET: &str = "pinbot-test-secret";
 /// The app secret of signature vector A1 (fixtures/whatsapp/SOURCES.md).
@@ -66,12 +69,18 @@ pub async fn start(backend: Backend) -> Server {
         ("WEBHOOK_VERIFY_TOKEN".into(), VERIFY_TOKEN.into()),
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("JWT_SECRET_KEY".into(), JWT_SECRET.into()),
+        ("TRANSACTION_API_TOKEN".into(), TRANSACTION_TOKEN.into()),
     ];
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let settings = WhatsAppSettings::new(configured, &lookup).unwrap();
-    record_channels(store.as_ref(), &settings.configured)
-        .await
-        .unwrap();
+    let settings = Settings {
+        whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
+        auth: AuthSettings::from_env(&lookup).unwrap(),
+        transaction: TransactionSettings::load(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")),
+            &lookup,
+        )
+        .unwrap(),
+    };
     let read_side = Arc::new(chatledger_projections::read_side::ReadSide::new(
         db.read_db().await,
     ));
@@ -79,10 +88,10 @@ pub async fn start(backend: Backend) -> Server {
         store.clone(),
         backend.name(),
         Readiness::ready(),
-        settings,
         read_side,
-        AuthSettings::from_env(&lookup).unwrap(),
+        settings,
     );
+    state.record_configuration().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
