@@ -12,8 +12,10 @@ use async_graphql::{
     Context, Enum, Error, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
     Subscription, ID,
 };
-use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged};
+use chatledger_core::conversation::{AssignmentRule, ConversationCommand, ExecutiveRef};
+use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
+use chatledger_projections::conversations::CommandError;
 use chatledger_projections::read_db::{Arg, DbRow};
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -155,7 +157,28 @@ pub struct ChatFilter {
 
 const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
      opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
-     resolved_at, rating, position";
+          resolved_at, rating, position, stream";
+
+async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
+    let row = state
+        .read_side
+        .db
+        .fetch_optional(
+            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE chat_id = $1"),
+            &[chat_id.into()],
+        )
+        .await
+        .map_err(internal)?;
+    Ok(row.as_ref().map(Chat::from_row))
+}
+
+/// Waits (briefly) until the read models have applied everything in the log, so that a
+/// mutation's answer shows its own effect.
+async fn settle(state: &AppState) {
+    if let Ok(head) = state.store.head_position().await {
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.read_side.wait_for(head)).await;
+    }
+}
 
 /// One chat, as the `chats` read model holds it.
 pub struct Chat {
@@ -176,6 +199,7 @@ pub struct Chat {
     resolved_at: Option<DateTime<Utc>>,
     rating: Option<i64>,
     position: i64,
+    stream: String,
 }
 
 impl Chat {
@@ -198,7 +222,18 @@ impl Chat {
             resolved_at: row.time(15),
             rating: row.i64(16),
             position: row.i64(17).unwrap_or_default(),
+            stream: row.text(18).unwrap_or_default(),
         }
+    }
+}
+
+impl Chat {
+    /// The chat as the `/ws` feed shows it.
+    pub fn feed_json(&self) -> Value {
+        serde_json::json!({
+            "chat_id": self.chat_id, "stakeholder": self.stakeholder, "customer_number": self.customer,
+            "status": self.status.stored(), "assigned_to": self.assigned_to,
+        })
     }
 }
 
@@ -438,18 +473,11 @@ pub struct Executive {
     online: bool,
 }
 
+const EXECUTIVE_COLUMNS: &str = "executive_id, name, role, stakeholders, online";
+
 impl Executive {
-    async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Executive>, Error> {
-        let row = state(ctx)
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT executive_id, name, role, stakeholders, online FROM executives WHERE executive_id = $1",
-                &[id.into()],
-            )
-            .await
-            .map_err(internal)?;
-        Ok(row.map(|row| Executive {
+    fn from_row(row: &DbRow) -> Self {
+        Executive {
             id: row.text(0).unwrap_or_default(),
             name: row.text(1).unwrap_or_default(),
             role: row.text(2).unwrap_or_default(),
@@ -458,7 +486,36 @@ impl Executive {
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default(),
             online: row.i64(4) == Some(1),
-        }))
+        }
+    }
+
+    async fn load_from(state: &AppState, id: &str) -> Result<Option<Executive>, Error> {
+        let row = state
+            .read_side
+            .db
+            .fetch_optional(
+                &format!("SELECT {EXECUTIVE_COLUMNS} FROM executives WHERE executive_id = $1"),
+                &[id.into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.as_ref().map(Executive::from_row))
+    }
+
+    async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Executive>, Error> {
+        Self::load_from(state(ctx), id).await
+    }
+
+    /// The executive as the `/ws` feed shows them.
+    pub fn feed_json(&self) -> Value {
+        serde_json::json!({"id": self.id, "name": self.name, "online": self.online, "stakeholders": self.stakeholders})
+    }
+
+    /// Whether `viewer` may see this executive: they share a stakeholder, or the viewer sees
+    /// everything.
+    fn visible_to(&self, viewer: &Viewer) -> bool {
+        viewer.role.sees_everything()
+            || self.stakeholders.iter().any(|s| viewer.sees_stakeholder(s))
     }
 }
 
@@ -761,6 +818,39 @@ impl Query {
         })
     }
 
+    /// The executives of a stakeholder (or all the viewer may see), with presence and load.
+    async fn executives(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: Option<String>,
+    ) -> Result<Vec<Executive>, Error> {
+        let viewer = viewer(ctx)?;
+        if let Some(s) = &stakeholder {
+            if !viewer.sees_stakeholder(s) {
+                return Err(coded(format!("you do not work {s} chats"), "FORBIDDEN"));
+            }
+        }
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT {EXECUTIVE_COLUMNS} FROM executives ORDER BY name"),
+                &[],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .iter()
+            .map(Executive::from_row)
+            .filter(|e| e.visible_to(viewer))
+            .filter(|e| {
+                stakeholder
+                    .as_ref()
+                    .is_none_or(|s| e.stakeholders.contains(s))
+            })
+            .collect())
+    }
+
     /// Who is asking.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
         match &viewer(ctx)?.executive_id {
@@ -791,6 +881,90 @@ impl Mutation {
                 },
             )
         })
+    }
+
+    /// A lead gives a chat to an online executive of its stakeholder.
+    async fn assign_chat(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        executive_id: ID,
+    ) -> Result<Chat, Error> {
+        let viewer = changer(ctx)?;
+        if !matches!(viewer.role, Role::Lead | Role::Admin) {
+            return Err(coded(
+                "only leads and admins assign chats by hand",
+                "FORBIDDEN",
+            ));
+        }
+        let state = state(ctx);
+        let not_found = || {
+            coded(
+                format!("there is no chat {}", chat_id.as_str()),
+                "NOT_FOUND",
+            )
+        };
+        let chat = load_chat(state, chat_id.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        if !viewer.sees_stakeholder(&chat.stakeholder) {
+            return Err(not_found());
+        }
+        let executive = Executive::load(ctx, executive_id.as_str())
+            .await?
+            .ok_or_else(|| {
+                coded(
+                    format!("there is no executive {}", executive_id.as_str()),
+                    "BAD_USER_INPUT",
+                )
+            })?;
+        if !executive.stakeholders.contains(&chat.stakeholder) {
+            return Err(coded(
+                format!(
+                    "{} does not work {} chats",
+                    executive.name, chat.stakeholder
+                ),
+                "BAD_USER_INPUT",
+            ));
+        }
+        if !executive.online {
+            return Err(coded(
+                format!(
+                    "{} is offline; chats go only to executives who are online",
+                    executive.name
+                ),
+                "BAD_USER_INPUT",
+            ));
+        }
+        let chosen = ExecutiveRef {
+            id: Uuid::parse_str(&executive.id).map_err(internal)?,
+            name: executive.name.clone(),
+        };
+        let command = ConversationCommand::Assign {
+            chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
+            executive: Some(chosen.clone()),
+            rule: AssignmentRule::Manual,
+            candidates: vec![chosen],
+            by: Some(viewer.name.clone()),
+            cause: Uuid::new_v4(),
+            now: Utc::now(),
+        };
+        let actor = viewer
+            .executive_id
+            .as_deref()
+            .map_or("admin".to_owned(), |id| format!("executive:{id}"));
+        state
+            .conversations
+            .handle(&chat.stream, vec![command], &Metadata::by(actor))
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(rejection) => coded(rejection.to_string(), "BAD_USER_INPUT"),
+                other => internal(other),
+            })?;
+        settle(state).await;
+        load_chat(state, chat_id.as_str())
+            .await?
+            .ok_or_else(not_found)
     }
 
     /// Goes online (receives chats) or offline.
@@ -922,10 +1096,96 @@ pub async fn visible_message(
     Some((stakeholder, Message::from_row(&row)))
 }
 
+/// The chat an assignment event is about, when `viewer` may see it (after the read models
+/// have applied the event).
+pub async fn visible_chat(
+    state: &AppState,
+    viewer: &Viewer,
+    event: &RecordedEvent,
+) -> Option<Chat> {
+    let chat_id = event.data.get("chat_id")?.as_str()?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.read_side.wait_for(event.position),
+    )
+    .await;
+    load_chat(state, chat_id)
+        .await
+        .ok()?
+        .filter(|c| viewer.sees_stakeholder(&c.stakeholder))
+}
+
+/// The executive a presence event is about, when `viewer` may see them.
+pub async fn visible_executive(
+    state: &AppState,
+    viewer: &Viewer,
+    event: &RecordedEvent,
+) -> Option<Executive> {
+    let id = event.data.get("executive_id")?.as_str()?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.read_side.wait_for(event.position),
+    )
+    .await;
+    Executive::load_from(state, id)
+        .await
+        .ok()?
+        .filter(|e| e.visible_to(viewer))
+}
+
+fn chats_of_type(
+    ctx: &Context<'_>,
+    event_type: &'static str,
+) -> Result<impl Stream<Item = Chat>, Error> {
+    let viewer = viewer(ctx)?.clone();
+    let state = state(ctx).clone();
+    Ok(
+        crate::live::events(state.live.subscribe()).filter_map(move |event| {
+            let (state, viewer) = (state.clone(), viewer.clone());
+            async move {
+                if event.event_type != event_type {
+                    return None;
+                }
+                visible_chat(&state, &viewer, &event).await
+            }
+        }),
+    )
+}
+
 pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
+    /// Chats that got an assignee.
+    async fn chat_assigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
+        chats_of_type(ctx, "ChatAssigned")
+    }
+
+    /// Chats whose assignee changed (or that went back to waiting).
+    async fn chat_reassigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
+        chats_of_type(ctx, "ChatReassigned")
+    }
+
+    /// Executives going online or offline.
+    async fn executive_status(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Executive>, Error> {
+        let viewer = viewer(ctx)?.clone();
+        let state = state(ctx).clone();
+        Ok(
+            crate::live::events(state.live.subscribe()).filter_map(move |event| {
+                let (state, viewer) = (state.clone(), viewer.clone());
+                async move {
+                    if event.event_type != ExecutiveStatusChanged::EVENT_TYPE {
+                        return None;
+                    }
+                    visible_executive(&state, &viewer, &event).await
+                }
+            }),
+        )
+    }
+
     /// Every message customers send from now on (of one stakeholder, if given) that the
     /// viewer may see.
     async fn message_received(

@@ -87,7 +87,7 @@ impl AppState {
     }
 
     /// Creates the read models' tables, then starts what runs beside the HTTP server: the
-    /// projectors and the live feed. They stop when `shutdown` turns true. (With PostgreSQL,
+    /// projectors, the live feed and the assignment reactor. They stop when `shutdown` turns true. (With PostgreSQL,
     /// call it once the database is migrated.)
     pub async fn start_background(
         &self,
@@ -95,7 +95,12 @@ impl AppState {
     ) -> Result<(), chatledger_projections::runner::ProjectionError> {
         self.read_side.prepare().await?;
         self.read_side.start(self.store.clone(), shutdown.clone());
-        crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown);
+        crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown.clone());
+        let assigner = chatledger_projections::assignment::Assigner::new(
+            self.store.clone(),
+            self.conversations.clone(),
+        );
+        tokio::spawn(assigner.run(shutdown));
         Ok(())
     }
 }

@@ -164,6 +164,25 @@ pub enum CloseReason {
     ContextChanged,
 }
 
+/// How an assignment was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentRule {
+    /// The next online executive of the stakeholder, in a stable rotation.
+    RoundRobin,
+    /// The assignee went offline; the chat went to the next online executive (or back to
+    /// waiting when nobody is online).
+    AssigneeWentOffline,
+    /// A lead chose.
+    Manual,
+}
+
+/// An executive as an assignment names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutiveRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
 /// The events of a conversation stream. Variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -214,6 +233,33 @@ pub enum ConversationEvent {
         chat_id: Option<Uuid>,
         changed_at: DateTime<Utc>,
     },
+    /// A chat that had no assignee got one.
+    ChatAssigned {
+        chat_id: Uuid,
+        executive: ExecutiveRef,
+        rule: AssignmentRule,
+        /// Who could have had it (for round robin: the online executives, in rotation order).
+        candidates: Vec<ExecutiveRef>,
+        /// Who decided, for a manual assignment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The event (or request) that led to it.
+        cause: Uuid,
+        assigned_at: DateTime<Utc>,
+    },
+    /// A chat's assignee changed; `executive: None` puts it back to waiting.
+    ChatReassigned {
+        chat_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        executive: Option<ExecutiveRef>,
+        previous: ExecutiveRef,
+        rule: AssignmentRule,
+        candidates: Vec<ExecutiveRef>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        cause: Uuid,
+        assigned_at: DateTime<Utc>,
+    },
     /// A chat ended without resolution, replaced by another.
     ChatClosed {
         chat_id: Uuid,
@@ -232,6 +278,8 @@ impl ConversationEvent {
             ConversationEvent::ReceiptRecorded { .. } => "ReceiptRecorded",
             ConversationEvent::ContextChanged { .. } => "ContextChanged",
             ConversationEvent::ChatClosed { .. } => "ChatClosed",
+            ConversationEvent::ChatAssigned { .. } => "ChatAssigned",
+            ConversationEvent::ChatReassigned { .. } => "ChatReassigned",
         }
     }
 
@@ -263,6 +311,14 @@ impl ConversationEvent {
             ConversationEvent::ChatClosed { chat_id, .. } => {
                 format!("ChatClosed/{stream}/{chat_id}")
             }
+            // One decision per cause: a reactor that sees the same cause again (after a
+            // restart, or in a second process) produces the same id.
+            ConversationEvent::ChatAssigned { chat_id, cause, .. } => {
+                format!("ChatAssigned/{stream}/{chat_id}/{cause}")
+            }
+            ConversationEvent::ChatReassigned { chat_id, cause, .. } => {
+                format!("ChatReassigned/{stream}/{chat_id}/{cause}")
+            }
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
     }
@@ -282,7 +338,13 @@ impl ConversationEvent {
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
         if !matches!(
             event.event_type.as_str(),
-            "ChatOpened" | "MessageReceived" | "ReceiptRecorded" | "ContextChanged" | "ChatClosed"
+            "ChatOpened"
+                | "MessageReceived"
+                | "ReceiptRecorded"
+                | "ContextChanged"
+                | "ChatClosed"
+                | "ChatAssigned"
+                | "ChatReassigned"
         ) {
             return Ok(None);
         }
@@ -307,6 +369,7 @@ pub struct Chat {
     pub chat_id: Uuid,
     pub status: ChatStatus,
     pub opened_at: DateTime<Utc>,
+    pub assignee: Option<ExecutiveRef>,
 }
 
 /// A conversation as folded from its events.
@@ -337,6 +400,17 @@ pub enum ConversationCommand {
         receipt: Box<Receipt>,
         now: DateTime<Utc>,
     },
+    /// Give the chat `chat_id` to `executive` (or back to waiting with `None`), because of
+    /// `cause` (the event or request that led to it; it makes the decision idempotent).
+    Assign {
+        chat_id: Uuid,
+        executive: Option<ExecutiveRef>,
+        rule: AssignmentRule,
+        candidates: Vec<ExecutiveRef>,
+        by: Option<String>,
+        cause: Uuid,
+        now: DateTime<Utc>,
+    },
     /// Apply a context change from the transaction system. `identity_fields` are the
     /// stakeholder's configured fields; `new_chat_id` is used if a new chat takes over.
     ChangeContext {
@@ -353,6 +427,8 @@ pub enum ConversationCommand {
 pub enum ConversationRejection {
     #[error("the message has no provider id")]
     MissingMessageId,
+    #[error("chat {0} is not this conversation's open chat (it was resolved, closed or replaced)")]
+    ChatNotOpen(Uuid),
 }
 
 impl Conversation {
@@ -370,6 +446,7 @@ impl Conversation {
                     chat_id: *chat_id,
                     status: ChatStatus::Open,
                     opened_at: *opened_at,
+                    assignee: None,
                 });
                 if !context.is_null() {
                     self.context = context.clone();
@@ -394,6 +471,23 @@ impl Conversation {
                     chat.status = ChatStatus::Closed;
                 }
             }
+            ConversationEvent::ChatAssigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, Some(executive.clone())),
+            ConversationEvent::ChatReassigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, executive.clone()),
+        }
+    }
+
+    fn set_assignee(&mut self, chat_id: Uuid, executive: Option<ExecutiveRef>) {
+        if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == chat_id) {
+            chat.status = if executive.is_some() {
+                ChatStatus::Assigned
+            } else {
+                ChatStatus::Open
+            };
+            chat.assignee = executive;
         }
     }
 
@@ -487,6 +581,45 @@ impl Conversation {
                 new_chat_id,
                 now,
             } => Ok(self.change_context(conversation, changes, identity_fields, new_chat_id, now)),
+            ConversationCommand::Assign {
+                chat_id,
+                executive,
+                rule,
+                candidates,
+                by,
+                cause,
+                now,
+            } => {
+                let chat = self
+                    .open_chat()
+                    .filter(|c| c.chat_id == chat_id)
+                    .ok_or(ConversationRejection::ChatNotOpen(chat_id))?;
+                if chat.assignee.as_ref().map(|e| e.id) == executive.as_ref().map(|e| e.id) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![match (chat.assignee.clone(), executive) {
+                    (None, Some(executive)) => ConversationEvent::ChatAssigned {
+                        chat_id,
+                        executive,
+                        rule,
+                        candidates,
+                        by,
+                        cause,
+                        assigned_at: now,
+                    },
+                    (Some(previous), executive) => ConversationEvent::ChatReassigned {
+                        chat_id,
+                        executive,
+                        previous,
+                        rule,
+                        candidates,
+                        by,
+                        cause,
+                        assigned_at: now,
+                    },
+                    (None, None) => return Ok(vec![]),
+                }])
+            }
         }
     }
 
@@ -808,6 +941,75 @@ mod tests {
         assert!(
             matches!(&events[0], ConversationEvent::ChatOpened { context, reason: OpenReason::FirstMessage, .. }
             if context["documents_status"] == "Pending")
+        );
+    }
+
+    fn exec(n: u128, name: &str) -> ExecutiveRef {
+        ExecutiveRef {
+            id: Uuid::from_u128(n),
+            name: name.into(),
+        }
+    }
+
+    fn assign(chat: u128, to: Option<ExecutiveRef>, cause: u128) -> ConversationCommand {
+        ConversationCommand::Assign {
+            chat_id: Uuid::from_u128(chat),
+            executive: to,
+            rule: AssignmentRule::RoundRobin,
+            candidates: vec![exec(10, "Asha"), exec(11, "Ravi")],
+            by: None,
+            cause: Uuid::from_u128(cause),
+            now: at("2026-11-22T10:01:00Z"),
+        }
+    }
+
+    #[test]
+    fn assignment_then_reassignment_then_back_to_waiting() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let assigned = given(&history, assign(1, Some(exec(10, "Asha")), 100));
+        assert!(
+            matches!(&assigned[..], [ConversationEvent::ChatAssigned { executive, .. }] if executive.name == "Asha")
+        );
+        let history: Vec<_> = history.into_iter().chain(assigned).collect();
+        assert_eq!(
+            Conversation::fold(&history).chat.unwrap().status,
+            ChatStatus::Assigned
+        );
+        assert!(
+            given(&history, assign(1, Some(exec(10, "Asha")), 101)).is_empty(),
+            "already hers"
+        );
+        let moved = given(&history, assign(1, Some(exec(11, "Ravi")), 102));
+        assert!(
+            matches!(&moved[..], [ConversationEvent::ChatReassigned { previous, executive: Some(e), .. }]
+            if previous.name == "Asha" && e.name == "Ravi")
+        );
+        let history: Vec<_> = history.into_iter().chain(moved).collect();
+        let waiting = given(&history, assign(1, None, 103));
+        let history: Vec<_> = history.into_iter().chain(waiting).collect();
+        let state = Conversation::fold(&history);
+        assert_eq!(state.chat.as_ref().unwrap().status, ChatStatus::Open);
+        assert!(state.chat.unwrap().assignee.is_none());
+    }
+
+    #[test]
+    fn only_the_open_chat_can_be_assigned() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let err = Conversation::fold(&history)
+            .decide(assign(9, Some(exec(10, "Asha")), 1))
+            .unwrap_err();
+        assert_eq!(err, ConversationRejection::ChatNotOpen(Uuid::from_u128(9)));
+    }
+
+    #[test]
+    fn the_same_cause_gives_the_same_event_id() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let a = given(&history, assign(1, Some(exec(10, "Asha")), 100));
+        let b = given(&history, assign(1, Some(exec(11, "Ravi")), 100));
+        assert_eq!(
+            a[0].event_id("s"),
+            b[0].event_id("s"),
+            "a second process deciding the same cause is a duplicate"
         );
     }
 

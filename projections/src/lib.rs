@@ -7,6 +7,7 @@
 //!   folded state cached, serialises deciders per stream within the process, appends with
 //!   the expected version and re-decides on conflicts. The HTTP edge and reactors share it.
 //!
+//! - [`assignment`]: the reactor that gives chats to online executives, round robin.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
@@ -14,6 +15,7 @@
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
 //!   SQL dialect.
 
+pub mod assignment;
 pub mod conversations;
 pub mod read_db;
 pub mod read_models;

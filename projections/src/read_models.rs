@@ -184,6 +184,30 @@ impl Projector for Chats {
                 )
                 .await?;
             }
+            Some(ConversationEvent::ChatAssigned {
+                chat_id, executive, ..
+            }) => {
+                tx.execute(
+                    &format!("UPDATE chats{s} SET assigned_to = $2, status = 'ASSIGNED' WHERE chat_id = $1"),
+                    &[chat_id.to_string().into(), executive.id.to_string().into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ChatReassigned {
+                chat_id, executive, ..
+            }) => {
+                let (assignee, status) = match executive {
+                    Some(executive) => (Some(executive.id.to_string()), "ASSIGNED"),
+                    None => (None, "OPEN"),
+                };
+                tx.execute(
+                    &format!(
+                        "UPDATE chats{s} SET assigned_to = $2, status = $3 WHERE chat_id = $1"
+                    ),
+                    &[chat_id.to_string().into(), assignee.into(), status.into()],
+                )
+                .await?;
+            }
             Some(
                 ConversationEvent::ReceiptRecorded { .. }
                 | ConversationEvent::ContextChanged { .. },
@@ -338,7 +362,9 @@ impl Projector for Messages {
             Some(
                 ConversationEvent::ChatOpened { .. }
                 | ConversationEvent::ContextChanged { .. }
-                | ConversationEvent::ChatClosed { .. },
+                | ConversationEvent::ChatClosed { .. }
+                | ConversationEvent::ChatAssigned { .. }
+                | ConversationEvent::ChatReassigned { .. },
             )
             | None => {}
         }
@@ -462,7 +488,10 @@ impl Projector for Customers {
                 .await?;
             }
             Some(
-                ConversationEvent::ReceiptRecorded { .. } | ConversationEvent::ChatClosed { .. },
+                ConversationEvent::ReceiptRecorded { .. }
+                | ConversationEvent::ChatClosed { .. }
+                | ConversationEvent::ChatAssigned { .. }
+                | ConversationEvent::ChatReassigned { .. },
             )
             | None => {}
         }

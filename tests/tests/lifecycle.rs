@@ -338,9 +338,304 @@ async fn bookings_become_rides(backend: Backend) {
     );
 }
 
+impl Server {
+    async fn executive(
+        &self,
+        email: &str,
+        role: chatledger_core::executive::Role,
+        stakeholders: &[&str],
+    ) -> String {
+        use chatledger_core::executive::{executive_id, executive_stream, ExecutiveRegistered};
+        let id = executive_id(email);
+        let registered = ExecutiveRegistered {
+            executive_id: id,
+            email: email.into(),
+            name: email.split('@').next().unwrap().into(),
+            role,
+            stakeholders: stakeholders.iter().map(|s| s.to_string()).collect(),
+            password_hash: chatledger_api::auth::hash_password("a good long password").unwrap(),
+        };
+        self.store
+            .append(
+                &executive_stream(id),
+                chatledger_core::ExpectedVersion::NoStream,
+                vec![registered.to_new_event(chatledger_core::Metadata::by("test"))],
+            )
+            .await
+            .unwrap();
+        let head = self.store.head_position().await.unwrap();
+        tokio::time::timeout(GUARD, self.state.read_side.wait_for(head))
+            .await
+            .unwrap();
+        let response: Value = self
+            .client
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({"email": email, "password": "a good long password"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn set_online(&self, token: &str, online: bool) {
+        let answer = self
+            .gql_as(
+                token,
+                "mutation($o: Boolean!) { setMyStatus(online: $o) { online } }",
+                json!({"o": online}),
+            )
+            .await;
+        assert_eq!(answer["data"]["setMyStatus"]["online"], online, "{answer}");
+    }
+
+    /// The partner chats, oldest first, once `done` holds for them (the reactor works
+    /// asynchronously).
+    async fn chats_when(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let query = r#"{ chats(filter: {stakeholder: "partner"}, first: 50) {
+            nodes { chatId customerNumber status assignedTo { name } } } }"#;
+        let mut last = Vec::new();
+        for _ in 0..200 {
+            let data = self.query(query, json!({})).await;
+            let mut chats = data["chats"]["nodes"].as_array().unwrap().clone();
+            chats.reverse();
+            if done(&chats) {
+                return chats;
+            }
+            last = chats;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the chats never reached the expected state: {last:?}");
+    }
+}
+
+fn assignees(chats: &[Value]) -> Vec<Option<String>> {
+    chats
+        .iter()
+        .map(|c| c["assignedTo"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn two_online_executives_get_alternating_chats(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let ravi = server
+        .executive("ravi@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server
+        .executive("vikram@oneway.cab", Role::Executive, &["vendor"])
+        .await;
+    server.set_online(&asha, true).await;
+    server.set_online(&ravi, true).await;
+    for n in 0..4 {
+        server
+            .partner_writes(&format!("9190000000{n}"), &format!("wamid.rr.{n}"))
+            .await;
+        server
+            .chats_when(|c| c.len() == n + 1 && c.iter().all(|c| c["status"] == "ASSIGNED"))
+            .await;
+    }
+    let chats = server.chats_when(|c| c.len() == 4).await;
+    let names = assignees(&chats);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.as_deref() == Some("asha") || n.as_deref() == Some("ravi")),
+        "{names:?}"
+    );
+    assert_ne!(names[0], names[1], "round robin alternates: {names:?}");
+    assert_eq!(names[0], names[2]);
+    assert_eq!(names[1], names[3]);
+
+    // The event explains itself: the rule and the candidates.
+    let stream = format!("conversation-{PARTNER}-+91900000000");
+    let events = server.store.read_stream(&stream, 0, 10).await.unwrap();
+    let assigned = events
+        .iter()
+        .find(|e| e.event_type == "ChatAssigned")
+        .expect("an assignment event");
+    assert_eq!(assigned.data["rule"], "RoundRobin");
+    assert_eq!(
+        assigned.data["candidates"].as_array().unwrap().len(),
+        2,
+        "both online executives were candidates"
+    );
+    assert_eq!(assigned.metadata.actor, "reactor:assignment");
+
+    // An executive going offline hands their chats to the other; the last one going offline
+    // puts them back to waiting.
+    server.set_online(&asha, false).await;
+    let chats = server
+        .chats_when(|c| assignees(c).iter().all(|n| n.as_deref() == Some("ravi")))
+        .await;
+    assert_eq!(chats.len(), 4);
+    let handed: Vec<_> = server
+        .store
+        .read_all(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "ChatReassigned")
+        .collect();
+    assert_eq!(handed.len(), 2);
+    assert!(handed
+        .iter()
+        .all(|e| e.data["rule"] == "AssigneeWentOffline" && e.data["previous"]["name"] == "asha"));
+    server.set_online(&ravi, false).await;
+    server
+        .chats_when(|c| {
+            c.iter()
+                .all(|c| c["status"] == "OPEN" && c["assignedTo"].is_null())
+        })
+        .await;
+
+    // Replaying the log reproduces every assignment exactly: no reactor runs in a replay.
+    let db = server.db.read_db().await;
+    let live = db.dump_table("chats").await.unwrap();
+    for projector in chatledger_projections::read_models::all() {
+        chatledger_projections::runner::rebuild(
+            server.store.as_ref(),
+            &db,
+            projector.as_ref(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(db.dump_table("chats").await.unwrap(), live);
+}
+
+async fn waiting_chats_go_oldest_first_to_whoever_comes_online(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    for n in 0..3 {
+        server
+            .partner_writes(&format!("9191000000{n}"), &format!("wamid.wait.{n}"))
+            .await;
+    }
+    let waiting = server.chats_when(|c| c.len() == 3).await;
+    assert!(
+        waiting
+            .iter()
+            .all(|c| c["status"] == "OPEN" && c["assignedTo"].is_null()),
+        "nobody online: they wait"
+    );
+    server.set_online(&asha, true).await;
+    server
+        .chats_when(|c| assignees(c).iter().all(|n| n.as_deref() == Some("asha")))
+        .await;
+    let mut order = Vec::new();
+    for event in server.store.read_all(0, 10_000).await.unwrap() {
+        if event.event_type == "ChatAssigned" {
+            order.push(event.stream.clone());
+        }
+    }
+    let expected: Vec<String> = (0..3)
+        .map(|n| format!("conversation-{PARTNER}-+9191000000{n}"))
+        .collect();
+    assert_eq!(order, expected, "oldest first");
+}
+
+async fn leads_assign_by_hand(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let ravi = server
+        .executive("ravi@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let lead = server
+        .executive("lead@oneway.cab", Role::Lead, &["partner"])
+        .await;
+    server.set_online(&asha, true).await;
+    server.partner_writes("919200000001", "wamid.lead.1").await;
+    let chats = server
+        .chats_when(|c| assignees(c) == vec![Some("asha".to_owned())])
+        .await;
+    let chat_id = chats[0]["chatId"].as_str().unwrap().to_owned();
+    let ravi_id = chatledger_core::executive::executive_id("ravi@oneway.cab").to_string();
+    let assign = "mutation($c: ID!, $e: ID!) { assignChat(chatId: $c, executiveId: $e) { status assignedTo { name } } }";
+
+    let offline = server
+        .gql_as(&lead, assign, json!({"c": chat_id, "e": ravi_id}))
+        .await;
+    assert_eq!(
+        offline["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{offline}"
+    );
+    assert!(offline["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("offline"));
+    let not_a_lead = server
+        .gql_as(&asha, assign, json!({"c": chat_id, "e": ravi_id}))
+        .await;
+    assert_eq!(not_a_lead["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    server.set_online(&ravi, true).await;
+    let moved = server
+        .gql_as(&lead, assign, json!({"c": chat_id, "e": ravi_id}))
+        .await;
+    assert_eq!(
+        moved["data"]["assignChat"],
+        json!({"status": "ASSIGNED", "assignedTo": {"name": "ravi"}}),
+        "{moved}"
+    );
+    let stream = format!("conversation-{PARTNER}-+919200000001");
+    let events = server.store.read_stream(&stream, 0, 20).await.unwrap();
+    let manual = events
+        .iter()
+        .rev()
+        .find(|e| e.event_type == "ChatReassigned")
+        .unwrap();
+    assert_eq!(manual.data["rule"], "Manual");
+    assert_eq!(manual.data["by"], "lead");
+    assert_eq!(manual.data["previous"]["name"], "asha");
+    let executives = server
+        .gql_as(
+            &lead,
+            r#"{ executives(stakeholder: "partner") { name online openChats } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        executives["data"]["executives"],
+        json!([
+            {"name": "asha", "online": true, "openChats": 0},
+            {"name": "lead", "online": false, "openChats": 0},
+            {"name": "ravi", "online": true, "openChats": 1},
+        ])
+    );
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
     bad_transaction_posts_are_refused_naming_the_field,
     bookings_become_rides,
+    two_online_executives_get_alternating_chats,
+    waiting_chats_go_oldest_first_to_whoever_comes_online,
+    leads_assign_by_hand,
 );

@@ -16,8 +16,13 @@ use serde_json::json;
 
 use super::ApiError;
 use crate::auth::{AuthError, AuthSettings};
-use crate::graphql::{login, visible_message, ChatledgerSchema, ViewerResult};
+use crate::graphql::{
+    login, visible_chat, visible_executive, visible_message, ChatledgerSchema, ViewerResult,
+};
 use crate::server::AppState;
+use chatledger_core::executive::ExecutiveStatusChanged;
+use chatledger_core::RecordedEvent;
+use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -120,28 +125,63 @@ async fn feed(mut socket: WebSocket, state: AppState, viewer: crate::auth::Viewe
                 Some(Ok(_)) => {}
             },
             next = events.next() => {
-                let Some(event) = next else { return };
-                let Some((stakeholder, message)) = visible_message(&state, &viewer, &event).await else { continue };
-                let chat_id = event.data.get("chat_id").cloned().unwrap_or_default();
-                let frame = json!({
-                    "type": "message_received",
-                    "position": event.position,
-                    "data": {
-                        "chat_id": chat_id,
-                        "stakeholder": stakeholder,
-                        "message_id": message.message_id.as_str(),
-                        "provider_message_id": message.provider_message_id,
-                        "kind": message.kind,
-                        "text": message.text,
-                        "at": message.at,
-                    }
-                });
+                                let Some(event) = next else { return };
+                let Some((kind, data)) = feed_frame(&state, &viewer, &event).await else { continue };
+                let frame = json!({"type": kind, "position": event.position, "data": data});
                 if socket.send(WsMessage::Text(frame.to_string().into())).await.is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// What the feed says about an event the viewer may see: `message_received`,
+/// `chat_assigned`, `chat_reassigned`, `executive_status`.
+async fn feed_frame(
+    state: &AppState,
+    viewer: &crate::auth::Viewer,
+    event: &RecordedEvent,
+) -> Option<(&'static str, Value)> {
+    match event.event_type.as_str() {
+        "MessageReceived" => {
+            let (stakeholder, message) = visible_message(state, viewer, event).await?;
+            Some((
+                "message_received",
+                json!({
+                    "chat_id": event.data.get("chat_id"),
+                    "stakeholder": stakeholder,
+                    "message_id": message.message_id.as_str(),
+                    "provider_message_id": message.provider_message_id,
+                    "kind": message.kind,
+                    "text": message.text,
+                    "at": message.at,
+                }),
+            ))
+        }
+        "ChatAssigned" => Some(("chat_assigned", chat_frame(state, viewer, event).await?)),
+        "ChatReassigned" => Some(("chat_reassigned", chat_frame(state, viewer, event).await?)),
+        ExecutiveStatusChanged::EVENT_TYPE => Some((
+            "executive_status",
+            visible_executive(state, viewer, event).await?.feed_json(),
+        )),
+        _ => None,
+    }
+}
+
+/// A chat with the assignment that moved it: the rule, the candidates, who it was before.
+async fn chat_frame(
+    state: &AppState,
+    viewer: &crate::auth::Viewer,
+    event: &RecordedEvent,
+) -> Option<Value> {
+    let mut frame = visible_chat(state, viewer, event).await?.feed_json();
+    for key in ["rule", "candidates", "previous", "executive", "by"] {
+        if let Some(value) = event.data.get(key) {
+            frame[key] = value.clone();
+        }
+    }
+    Some(frame)
 }
 
 fn unauthorized(e: AuthError) -> ApiError {

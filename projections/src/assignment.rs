@@ -1,0 +1,362 @@
+//! The assignment reactor: new chats go round robin to the online executives of their
+//! stakeholder; with nobody online a chat waits and is assigned, oldest first, when someone
+//! comes online; an executive going offline hands their open chats on the same way.
+//!
+//! The reactor decides *whom*; the conversation decider records it (`Assign`), checked
+//! against the chat's real state. Each decision names its cause (the event that made the
+//! chat wait, or the executive's going offline), and the event id derives from it: a
+//! restarted reactor, or one in a second process, that decides the same thing again writes
+//! nothing new. Replays never run reactors: assignments are read back from their events.
+//!
+//! The reactor's view of executives and open chats is folded from the whole log at start,
+//! then kept current from the events it follows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatledger_core::conversation::{
+    AssignmentRule, ConversationCommand, ConversationEvent, ExecutiveRef,
+};
+use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged, Role};
+use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chrono::Utc;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::conversations::{CommandError, Conversations};
+
+/// How often waiting chats and chats held by offline executives are looked at again, in
+/// case a decision failed (the store was unavailable, say).
+const SETTLE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    role: Role,
+    stakeholders: Vec<String>,
+    online: bool,
+    /// The event that took them offline, while they are.
+    offline_since: Option<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+struct OpenChat {
+    stream: String,
+    stakeholder: String,
+    assignee: Option<Uuid>,
+    /// Its place in the log, for "oldest first".
+    position: u64,
+    /// The event that left it waiting (its opening, or its return to waiting).
+    waiting_since: Uuid,
+}
+
+/// Executives and open chats, as the reactor needs them.
+#[derive(Debug, Default)]
+pub struct Roster {
+    members: BTreeMap<Uuid, Member>,
+    chats: HashMap<Uuid, OpenChat>,
+    last_assigned: HashMap<String, Uuid>,
+}
+
+impl Roster {
+    /// Folds one event of the log.
+    pub fn apply(&mut self, event: &RecordedEvent) {
+        match event.event_type.as_str() {
+            ExecutiveRegistered::EVENT_TYPE => {
+                if let Ok(registered) =
+                    serde_json::from_value::<ExecutiveRegistered>(event.data.clone())
+                {
+                    self.members.insert(
+                        registered.executive_id,
+                        Member {
+                            name: registered.name,
+                            role: registered.role,
+                            stakeholders: registered.stakeholders,
+                            online: false,
+                            offline_since: None,
+                        },
+                    );
+                }
+            }
+            ExecutiveStatusChanged::EVENT_TYPE => {
+                if let Ok(changed) =
+                    serde_json::from_value::<ExecutiveStatusChanged>(event.data.clone())
+                {
+                    if let Some(member) = self.members.get_mut(&changed.executive_id) {
+                        member.online = changed.online;
+                        member.offline_since = (!changed.online).then_some(event.event_id);
+                    }
+                }
+            }
+            _ => {
+                if let Ok(Some(conversation)) = ConversationEvent::from_recorded(event) {
+                    self.apply_conversation(
+                        &event.stream,
+                        event.position,
+                        event.event_id,
+                        &conversation,
+                    );
+                }
+            }
+        }
+    }
+
+    fn apply_conversation(
+        &mut self,
+        stream: &str,
+        position: u64,
+        event_id: Uuid,
+        event: &ConversationEvent,
+    ) {
+        match event {
+            ConversationEvent::ChatOpened {
+                chat_id,
+                conversation,
+                ..
+            } => {
+                self.chats.insert(
+                    *chat_id,
+                    OpenChat {
+                        stream: stream.to_owned(),
+                        stakeholder: conversation.stakeholder.clone(),
+                        assignee: None,
+                        position,
+                        waiting_since: event_id,
+                    },
+                );
+            }
+            ConversationEvent::ChatClosed { chat_id, .. } => {
+                self.chats.remove(chat_id);
+            }
+            ConversationEvent::ChatAssigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, Some(executive.id), event_id),
+            ConversationEvent::ChatReassigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, executive.as_ref().map(|e| e.id), event_id),
+            _ => {}
+        }
+    }
+
+    fn set_assignee(&mut self, chat_id: Uuid, assignee: Option<Uuid>, event_id: Uuid) {
+        if let Some(chat) = self.chats.get_mut(&chat_id) {
+            chat.assignee = assignee;
+            match assignee {
+                Some(executive) => {
+                    self.last_assigned
+                        .insert(chat.stakeholder.clone(), executive);
+                }
+                None => chat.waiting_since = event_id,
+            }
+        }
+    }
+
+    /// The online executives of `stakeholder` (but `excluding`), in rotation order: the one
+    /// after the last assigned first, by a stable order (their ids).
+    fn rotation(&self, stakeholder: &str, excluding: Option<Uuid>) -> Vec<ExecutiveRef> {
+        let online: Vec<ExecutiveRef> = self
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                m.online
+                    && matches!(m.role, Role::Executive | Role::Lead)
+                    && m.stakeholders.iter().any(|s| s == stakeholder)
+                    && Some(**id) != excluding
+            })
+            .map(|(id, m)| ExecutiveRef {
+                id: *id,
+                name: m.name.clone(),
+            })
+            .collect();
+        let start = self
+            .last_assigned
+            .get(stakeholder)
+            .and_then(|last| online.iter().position(|e| e.id > *last))
+            .unwrap_or(0);
+        online[start..]
+            .iter()
+            .chain(&online[..start])
+            .cloned()
+            .collect()
+    }
+
+    fn waiting(&self, stakeholder: Option<&str>) -> Vec<Uuid> {
+        let mut waiting: Vec<(&Uuid, &OpenChat)> = self
+            .chats
+            .iter()
+            .filter(|(_, c)| c.assignee.is_none() && stakeholder.is_none_or(|s| c.stakeholder == s))
+            .collect();
+        waiting.sort_by_key(|(_, c)| c.position);
+        waiting.into_iter().map(|(id, _)| *id).collect()
+    }
+
+    fn held_by_offline(&self) -> Vec<(Uuid, Uuid, Uuid)> {
+        let mut held: Vec<(u64, Uuid, Uuid, Uuid)> = self
+            .chats
+            .iter()
+            .filter_map(|(chat_id, chat)| {
+                let assignee = chat.assignee?;
+                let cause = self.members.get(&assignee).and_then(|m| m.offline_since)?;
+                Some((chat.position, *chat_id, assignee, cause))
+            })
+            .collect();
+        held.sort();
+        held.into_iter()
+            .map(|(_, chat, executive, cause)| (chat, executive, cause))
+            .collect()
+    }
+}
+
+/// The reactor.
+pub struct Assigner {
+    store: Arc<dyn EventStore>,
+    conversations: Arc<Conversations>,
+    roster: Roster,
+}
+
+impl Assigner {
+    pub fn new(store: Arc<dyn EventStore>, conversations: Arc<Conversations>) -> Self {
+        Assigner {
+            store,
+            conversations,
+            roster: Roster::default(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut position = 0;
+        loop {
+            match self.store.read_all(position, 5_000).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    for event in &batch {
+                        self.roster.apply(event);
+                    }
+                    position = batch.last().map_or(position, |e| e.position);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the assigner cannot read the log yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+        self.settle().await;
+        let mut follower = self.store.follow(position);
+        let mut settle = tokio::time::interval(SETTLE_EVERY);
+        loop {
+            tokio::select! {
+                next = follower.next() => match next {
+                    Some(Ok(event)) => {
+                        self.roster.apply(&event);
+                        self.react(&event).await;
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "the assigner's read failed; it retries"),
+                    None => return,
+                },
+                _ = settle.tick() => self.settle().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn react(&mut self, event: &RecordedEvent) {
+        match event.event_type.as_str() {
+            "ChatOpened" => self.assign_waiting(None).await,
+            ExecutiveStatusChanged::EVENT_TYPE => self.settle().await,
+            _ => {}
+        }
+    }
+
+    /// Hands on the chats of executives who went offline, then assigns waiting chats.
+    async fn settle(&mut self) {
+        for (chat_id, executive, cause) in self.roster.held_by_offline() {
+            let Some(chat) = self.roster.chats.get(&chat_id) else {
+                continue;
+            };
+            let candidates = self.roster.rotation(&chat.stakeholder, Some(executive));
+            let chosen = candidates.first().cloned();
+            self.decide(
+                chat_id,
+                chosen,
+                AssignmentRule::AssigneeWentOffline,
+                candidates,
+                cause,
+            )
+            .await;
+        }
+        self.assign_waiting(None).await;
+    }
+
+    /// Assigns waiting chats (of one stakeholder, or all), oldest first.
+    async fn assign_waiting(&mut self, stakeholder: Option<&str>) {
+        for chat_id in self.roster.waiting(stakeholder) {
+            let Some(chat) = self.roster.chats.get(&chat_id) else {
+                continue;
+            };
+            let candidates = self.roster.rotation(&chat.stakeholder, None);
+            let Some(chosen) = candidates.first().cloned() else {
+                continue;
+            };
+            let cause = chat.waiting_since;
+            self.decide(
+                chat_id,
+                Some(chosen),
+                AssignmentRule::RoundRobin,
+                candidates,
+                cause,
+            )
+            .await;
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        chat_id: Uuid,
+        executive: Option<ExecutiveRef>,
+        rule: AssignmentRule,
+        candidates: Vec<ExecutiveRef>,
+        cause: Uuid,
+    ) {
+        let Some(chat) = self.roster.chats.get(&chat_id) else {
+            return;
+        };
+        let stream = chat.stream.clone();
+        let command = ConversationCommand::Assign {
+            chat_id,
+            executive,
+            rule,
+            candidates,
+            by: None,
+            cause,
+            now: Utc::now(),
+        };
+        let mut metadata = Metadata::by("reactor:assignment");
+        metadata.causation_id = Some(cause);
+        match self
+            .conversations
+            .handle(&stream, vec![command], &metadata)
+            .await
+        {
+            Ok(handled) => {
+                for event in &handled.recorded {
+                    let id = event.event_id(&stream);
+                    self.roster.apply_conversation(&stream, u64::MAX, id, event);
+                }
+            }
+            Err(CommandError::Rejected(rejection)) => {
+                // Resolved, closed or replaced meanwhile: nothing to assign.
+                tracing::debug!(chat.id = %chat_id, reason = %rejection, "assignment not needed");
+                self.roster.chats.remove(&chat_id);
+            }
+            Err(e) => {
+                tracing::warn!(chat.id = %chat_id, error = %e, "assignment failed; it will be retried")
+            }
+        }
+    }
+}
