@@ -373,6 +373,69 @@ struct ContextFile {
     fields: Vec<String>,
 }
 
+/// The tag catalog of each stakeholder, from `config/tags.yaml`.
+#[derive(Debug, Clone, Default)]
+pub struct TagCatalog {
+    pub by_stakeholder: BTreeMap<String, Vec<String>>,
+    pub source: String,
+}
+
+impl TagCatalog {
+    pub fn load(config_dir: &Path) -> Result<Self, ConfigError> {
+        let path = config_dir.join("tags.yaml");
+        let source = path.display().to_string();
+        let error = |message: String| ConfigError {
+            source_name: source.clone(),
+            message,
+        };
+        let by_stakeholder: BTreeMap<String, Vec<String>> = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_yaml_ng::from_str::<Option<BTreeMap<String, Vec<String>>>>(&text)
+                .map_err(|e| error(e.to_string()))?
+                .unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(error(format!("cannot be read: {e}"))),
+        };
+        for (stakeholder, tags) in &by_stakeholder {
+            if let Some(tag) = tags
+                .iter()
+                .find(|t| t.as_str() == chatledger_core::conversation::AWAITING_CUSTOMER_TAG)
+            {
+                return Err(error(format!(
+                    "{stakeholder}: {tag:?} is a system tag; it cannot be in a catalog"
+                )));
+            }
+            if tags.iter().any(|t| t.trim().is_empty()) {
+                return Err(error(format!("{stakeholder}: a tag is empty")));
+            }
+        }
+        Ok(TagCatalog {
+            by_stakeholder,
+            source,
+        })
+    }
+
+    /// The catalog of `stakeholder` (empty when none is configured).
+    pub fn of(&self, stakeholder: &str) -> Vec<String> {
+        self.by_stakeholder
+            .get(stakeholder)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records each stakeholder's catalog when it changed.
+    pub async fn record(&self, store: &dyn EventStore) -> Result<Vec<String>, StoreError> {
+        let mut recorded = Vec::new();
+        for (stakeholder, tags) in &self.by_stakeholder {
+            let stream = format!("config-tags-{stakeholder}");
+            let data = serde_json::json!({"stakeholder": stakeholder, "tags": tags, "source": self.source});
+            if record_config(store, &stream, "TagCatalogConfigured", data).await? {
+                recorded.push(stream);
+            }
+        }
+        Ok(recorded)
+    }
+}
+
 /// What the transaction system's webhooks need.
 #[derive(Debug)]
 pub struct TransactionSettings {

@@ -12,7 +12,9 @@ use async_graphql::{
     Context, Enum, Error, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
     Subscription, ID,
 };
-use chatledger_core::conversation::{AssignmentRule, ConversationCommand, ExecutiveRef};
+use chatledger_core::conversation::{
+    AssignmentRule, ConversationCommand, ExecutiveRef, AWAITING_CUSTOMER_TAG,
+};
 use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
 use chatledger_projections::conversations::CommandError;
@@ -152,12 +154,13 @@ pub struct ChatFilter {
     pub stakeholder: Option<String>,
     pub status: Option<ChatStatus>,
     pub assigned_to: Option<ID>,
+    pub tag: Option<String>,
     pub customer_number: Option<String>,
 }
 
 const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
      opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
-          resolved_at, rating, position, stream";
+               resolved_at, rating, position, stream, last_direction";
 
 async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
     let row = state
@@ -170,6 +173,78 @@ async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Erro
         .await
         .map_err(internal)?;
     Ok(row.as_ref().map(Chat::from_row))
+}
+
+/// A chat the viewer may change, for a mutation: NOT_FOUND when there is none they may see.
+async fn chat_for_change(ctx: &Context<'_>, chat_id: &ID) -> Result<(Chat, Viewer), Error> {
+    let viewer = changer(ctx)?.clone();
+    let not_found = || {
+        coded(
+            format!("there is no chat {}", chat_id.as_str()),
+            "NOT_FOUND",
+        )
+    };
+    let chat = load_chat(state(ctx), chat_id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    if !viewer.sees_stakeholder(&chat.stakeholder) {
+        return Err(not_found());
+    }
+    Ok((chat, viewer))
+}
+
+/// Runs a command on a chat's conversation for a mutation and answers with the chat after it.
+async fn run_on_chat(
+    ctx: &Context<'_>,
+    chat: &Chat,
+    viewer: &Viewer,
+    command: ConversationCommand,
+) -> Result<Chat, Error> {
+    let state = state(ctx);
+    let actor = viewer
+        .executive_id
+        .as_deref()
+        .map_or("admin".to_owned(), |id| format!("executive:{id}"));
+    state
+        .conversations
+        .handle(&chat.stream, vec![command], &Metadata::by(actor))
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(rejection) => coded(rejection.to_string(), "BAD_USER_INPUT"),
+            other => internal(other),
+        })?;
+    settle(state).await;
+    load_chat(state, &chat.chat_id)
+        .await?
+        .ok_or_else(|| coded(format!("there is no chat {}", chat.chat_id), "NOT_FOUND"))
+}
+
+async fn change_tag(
+    ctx: &Context<'_>,
+    chat_id: ID,
+    tag: String,
+    apply: bool,
+) -> Result<Chat, Error> {
+    let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+    let chat_uuid = Uuid::parse_str(&chat.chat_id).map_err(internal)?;
+    let (by, now) = (viewer.name.clone(), Utc::now());
+    let command = if apply {
+        ConversationCommand::ApplyTag {
+            chat_id: chat_uuid,
+            tag,
+            catalog: state(ctx).tags.of(&chat.stakeholder),
+            by,
+            now,
+        }
+    } else {
+        ConversationCommand::RemoveTag {
+            chat_id: chat_uuid,
+            tag,
+            by,
+            now,
+        }
+    };
+    run_on_chat(ctx, &chat, &viewer, command).await
 }
 
 /// Waits (briefly) until the read models have applied everything in the log, so that a
@@ -200,6 +275,7 @@ pub struct Chat {
     rating: Option<i64>,
     position: i64,
     stream: String,
+    last_direction: Option<String>,
 }
 
 impl Chat {
@@ -223,6 +299,7 @@ impl Chat {
             rating: row.i64(16),
             position: row.i64(17).unwrap_or_default(),
             stream: row.text(18).unwrap_or_default(),
+            last_direction: row.text(19),
         }
     }
 }
@@ -272,6 +349,24 @@ impl Chat {
     }
     async fn superseded_by(&self) -> Option<ID> {
         self.superseded_by.clone().map(ID)
+    }
+    /// The tags executives applied, then the system tag "Awaiting Customer Response" when the
+    /// last message was ours.
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<String>, Error> {
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                "SELECT tag FROM chat_tags WHERE chat_id = $1 ORDER BY tag",
+                &[(&self.chat_id).into()],
+            )
+            .await
+            .map_err(internal)?;
+        let mut tags: Vec<String> = rows.iter().filter_map(|r| r.text(0)).collect();
+        if self.last_direction.as_deref() == Some("OUTBOUND") {
+            tags.push(AWAITING_CUSTOMER_TAG.to_owned());
+        }
+        Ok(tags)
     }
     async fn assigned_to(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
         match &self.assigned_to {
@@ -694,6 +789,16 @@ impl Query {
         if let Some(executive) = &filter.assigned_to {
             q.push("assigned_to = ?", executive.as_str().into());
         }
+        if let Some(tag) = &filter.tag {
+            if tag == AWAITING_CUSTOMER_TAG {
+                q.conditions.push("last_direction = 'OUTBOUND'".to_owned());
+            } else {
+                q.push(
+                    "chat_id IN (SELECT chat_id FROM chat_tags WHERE tag = ?)",
+                    tag.into(),
+                );
+            }
+        }
         if let Some(number) = &filter.customer_number {
             q.push("customer = ?", customer_key(state, number).into());
         }
@@ -818,6 +923,22 @@ impl Query {
         })
     }
 
+    /// The tags executives of a stakeholder may apply.
+    async fn tag_catalog(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: String,
+    ) -> Result<Vec<String>, Error> {
+        let viewer = viewer(ctx)?;
+        if !viewer.sees_stakeholder(&stakeholder) {
+            return Err(coded(
+                format!("you do not work {stakeholder} chats"),
+                "FORBIDDEN",
+            ));
+        }
+        Ok(state(ctx).tags.of(&stakeholder))
+    }
+
     /// The executives of a stakeholder (or all the viewer may see), with presence and load.
     async fn executives(
         &self,
@@ -883,6 +1004,16 @@ impl Mutation {
         })
     }
 
+    /// Tags a chat with a tag of its stakeholder's catalog.
+    async fn apply_tag(&self, ctx: &Context<'_>, chat_id: ID, tag: String) -> Result<Chat, Error> {
+        change_tag(ctx, chat_id, tag, true).await
+    }
+
+    /// Removes a tag from a chat.
+    async fn remove_tag(&self, ctx: &Context<'_>, chat_id: ID, tag: String) -> Result<Chat, Error> {
+        change_tag(ctx, chat_id, tag, false).await
+    }
+
     /// A lead gives a chat to an online executive of its stakeholder.
     async fn assign_chat(
         &self,
@@ -890,25 +1021,12 @@ impl Mutation {
         chat_id: ID,
         executive_id: ID,
     ) -> Result<Chat, Error> {
-        let viewer = changer(ctx)?;
+        let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
         if !matches!(viewer.role, Role::Lead | Role::Admin) {
             return Err(coded(
                 "only leads and admins assign chats by hand",
                 "FORBIDDEN",
             ));
-        }
-        let state = state(ctx);
-        let not_found = || {
-            coded(
-                format!("there is no chat {}", chat_id.as_str()),
-                "NOT_FOUND",
-            )
-        };
-        let chat = load_chat(state, chat_id.as_str())
-            .await?
-            .ok_or_else(not_found)?;
-        if !viewer.sees_stakeholder(&chat.stakeholder) {
-            return Err(not_found());
         }
         let executive = Executive::load(ctx, executive_id.as_str())
             .await?
@@ -949,22 +1067,7 @@ impl Mutation {
             cause: Uuid::new_v4(),
             now: Utc::now(),
         };
-        let actor = viewer
-            .executive_id
-            .as_deref()
-            .map_or("admin".to_owned(), |id| format!("executive:{id}"));
-        state
-            .conversations
-            .handle(&chat.stream, vec![command], &Metadata::by(actor))
-            .await
-            .map_err(|e| match e {
-                CommandError::Rejected(rejection) => coded(rejection.to_string(), "BAD_USER_INPUT"),
-                other => internal(other),
-            })?;
-        settle(state).await;
-        load_chat(state, chat_id.as_str())
-            .await?
-            .ok_or_else(not_found)
+        run_on_chat(ctx, &chat, &viewer, command).await
     }
 
     /// Goes online (receives chats) or offline.
@@ -1135,7 +1238,7 @@ pub async fn visible_executive(
 
 fn chats_of_type(
     ctx: &Context<'_>,
-    event_type: &'static str,
+    event_types: &'static [&'static str],
 ) -> Result<impl Stream<Item = Chat>, Error> {
     let viewer = viewer(ctx)?.clone();
     let state = state(ctx).clone();
@@ -1143,7 +1246,7 @@ fn chats_of_type(
         crate::live::events(state.live.subscribe()).filter_map(move |event| {
             let (state, viewer) = (state.clone(), viewer.clone());
             async move {
-                if event.event_type != event_type {
+                if !event_types.contains(&event.event_type.as_str()) {
                     return None;
                 }
                 visible_chat(&state, &viewer, &event).await
@@ -1158,12 +1261,17 @@ pub struct SubscriptionRoot;
 impl SubscriptionRoot {
     /// Chats that got an assignee.
     async fn chat_assigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
-        chats_of_type(ctx, "ChatAssigned")
+        chats_of_type(ctx, &["ChatAssigned"])
     }
 
     /// Chats whose assignee changed (or that went back to waiting).
     async fn chat_reassigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
-        chats_of_type(ctx, "ChatReassigned")
+        chats_of_type(ctx, &["ChatReassigned"])
+    }
+
+    /// Chats whose tags changed.
+    async fn tag_updated(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
+        chats_of_type(ctx, &["TagApplied", "TagRemoved"])
     }
 
     /// Executives going online or offline.

@@ -9,7 +9,7 @@ use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
 use crate::auth::AuthSettings;
-use crate::config::{TransactionSettings, WhatsAppSettings};
+use crate::config::{TagCatalog, TransactionSettings, WhatsAppSettings};
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 
@@ -18,6 +18,7 @@ pub struct Settings {
     pub whatsapp: WhatsAppSettings,
     pub auth: AuthSettings,
     pub transaction: TransactionSettings,
+    pub tags: TagCatalog,
 }
 
 impl Settings {
@@ -31,6 +32,7 @@ impl Settings {
                 .map_err(|e| e.to_string())?,
             auth: AuthSettings::from_env(env)?,
             transaction: TransactionSettings::load(config_dir, env).map_err(|e| e.to_string())?,
+            tags: TagCatalog::load(config_dir).map_err(|e| e.to_string())?,
         })
     }
 }
@@ -47,6 +49,7 @@ pub struct AppState {
     pub read_side: Arc<ReadSide>,
     pub auth: Arc<AuthSettings>,
     pub transaction: Arc<TransactionSettings>,
+    pub tags: Arc<TagCatalog>,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
 }
@@ -63,6 +66,7 @@ impl AppState {
         AppState {
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
+            tags: Arc::new(settings.tags),
             whatsapp: Arc::new(settings.whatsapp),
             live,
             conversations: Arc::new(Conversations::new(store.clone())),
@@ -83,6 +87,7 @@ impl AppState {
             recorded.push(chatledger_core::channel::CHANNELS_CONFIG_STREAM.to_owned());
         }
         recorded.extend(self.transaction.record(self.store.as_ref()).await?);
+        recorded.extend(self.tags.record(self.store.as_ref()).await?);
         Ok(recorded)
     }
 

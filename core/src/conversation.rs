@@ -183,6 +183,9 @@ pub struct ExecutiveRef {
     pub name: String,
 }
 
+/// The system tag derived from the direction of a chat's last message; never set by hand.
+pub const AWAITING_CUSTOMER_TAG: &str = "Awaiting Customer Response";
+
 /// The events of a conversation stream. Variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -260,6 +263,20 @@ pub enum ConversationEvent {
         cause: Uuid,
         assigned_at: DateTime<Utc>,
     },
+    /// An executive tagged a chat.
+    TagApplied {
+        chat_id: Uuid,
+        tag: String,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    /// An executive removed a tag.
+    TagRemoved {
+        chat_id: Uuid,
+        tag: String,
+        by: String,
+        at: DateTime<Utc>,
+    },
     /// A chat ended without resolution, replaced by another.
     ChatClosed {
         chat_id: Uuid,
@@ -280,6 +297,8 @@ impl ConversationEvent {
             ConversationEvent::ChatClosed { .. } => "ChatClosed",
             ConversationEvent::ChatAssigned { .. } => "ChatAssigned",
             ConversationEvent::ChatReassigned { .. } => "ChatReassigned",
+            ConversationEvent::TagApplied { .. } => "TagApplied",
+            ConversationEvent::TagRemoved { .. } => "TagRemoved",
         }
     }
 
@@ -319,6 +338,23 @@ impl ConversationEvent {
             ConversationEvent::ChatReassigned { chat_id, cause, .. } => {
                 format!("ChatReassigned/{stream}/{chat_id}/{cause}")
             }
+            // A tag can come and go several times; what tells the changes apart is when.
+            ConversationEvent::TagApplied {
+                chat_id, tag, at, ..
+            } => {
+                format!(
+                    "TagApplied/{stream}/{chat_id}/{tag}/{}",
+                    at.timestamp_micros()
+                )
+            }
+            ConversationEvent::TagRemoved {
+                chat_id, tag, at, ..
+            } => {
+                format!(
+                    "TagRemoved/{stream}/{chat_id}/{tag}/{}",
+                    at.timestamp_micros()
+                )
+            }
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
     }
@@ -345,6 +381,8 @@ impl ConversationEvent {
                 | "ChatClosed"
                 | "ChatAssigned"
                 | "ChatReassigned"
+                | "TagApplied"
+                | "TagRemoved"
         ) {
             return Ok(None);
         }
@@ -370,6 +408,7 @@ pub struct Chat {
     pub status: ChatStatus,
     pub opened_at: DateTime<Utc>,
     pub assignee: Option<ExecutiveRef>,
+    pub tags: std::collections::BTreeSet<String>,
 }
 
 /// A conversation as folded from its events.
@@ -411,6 +450,21 @@ pub enum ConversationCommand {
         cause: Uuid,
         now: DateTime<Utc>,
     },
+    /// Tag the open chat with `tag`, which must be in `catalog` (the stakeholder's).
+    ApplyTag {
+        chat_id: Uuid,
+        tag: String,
+        catalog: Vec<String>,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Remove `tag` from the open chat.
+    RemoveTag {
+        chat_id: Uuid,
+        tag: String,
+        by: String,
+        now: DateTime<Utc>,
+    },
     /// Apply a context change from the transaction system. `identity_fields` are the
     /// stakeholder's configured fields; `new_chat_id` is used if a new chat takes over.
     ChangeContext {
@@ -429,6 +483,10 @@ pub enum ConversationRejection {
     MissingMessageId,
     #[error("chat {0} is not this conversation's open chat (it was resolved, closed or replaced)")]
     ChatNotOpen(Uuid),
+    #[error("{tag:?} is not in the tag catalog; the catalog has: {}", catalog.join(", "))]
+    UnknownTag { tag: String, catalog: Vec<String> },
+    #[error("{0:?} is a system tag, set from the direction of the last message; it cannot be set by hand")]
+    SystemTag(String),
 }
 
 impl Conversation {
@@ -447,6 +505,7 @@ impl Conversation {
                     status: ChatStatus::Open,
                     opened_at: *opened_at,
                     assignee: None,
+                    tags: Default::default(),
                 });
                 if !context.is_null() {
                     self.context = context.clone();
@@ -477,6 +536,16 @@ impl Conversation {
             ConversationEvent::ChatReassigned {
                 chat_id, executive, ..
             } => self.set_assignee(*chat_id, executive.clone()),
+            ConversationEvent::TagApplied { chat_id, tag, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.tags.insert(tag.clone());
+                }
+            }
+            ConversationEvent::TagRemoved { chat_id, tag, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.tags.remove(tag);
+                }
+            }
         }
     }
 
@@ -581,6 +650,50 @@ impl Conversation {
                 new_chat_id,
                 now,
             } => Ok(self.change_context(conversation, changes, identity_fields, new_chat_id, now)),
+            ConversationCommand::ApplyTag {
+                chat_id,
+                tag,
+                catalog,
+                by,
+                now,
+            } => {
+                let chat = self.the_open_chat(chat_id)?;
+                if tag == AWAITING_CUSTOMER_TAG {
+                    return Err(ConversationRejection::SystemTag(tag));
+                }
+                if !catalog.contains(&tag) {
+                    return Err(ConversationRejection::UnknownTag { tag, catalog });
+                }
+                if chat.tags.contains(&tag) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ConversationEvent::TagApplied {
+                    chat_id,
+                    tag,
+                    by,
+                    at: now,
+                }])
+            }
+            ConversationCommand::RemoveTag {
+                chat_id,
+                tag,
+                by,
+                now,
+            } => {
+                let chat = self.the_open_chat(chat_id)?;
+                if tag == AWAITING_CUSTOMER_TAG {
+                    return Err(ConversationRejection::SystemTag(tag));
+                }
+                if !chat.tags.contains(&tag) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ConversationEvent::TagRemoved {
+                    chat_id,
+                    tag,
+                    by,
+                    at: now,
+                }])
+            }
             ConversationCommand::Assign {
                 chat_id,
                 executive,
@@ -590,10 +703,7 @@ impl Conversation {
                 cause,
                 now,
             } => {
-                let chat = self
-                    .open_chat()
-                    .filter(|c| c.chat_id == chat_id)
-                    .ok_or(ConversationRejection::ChatNotOpen(chat_id))?;
+                let chat = self.the_open_chat(chat_id)?;
                 if chat.assignee.as_ref().map(|e| e.id) == executive.as_ref().map(|e| e.id) {
                     return Ok(vec![]);
                 }
@@ -621,6 +731,13 @@ impl Conversation {
                 }])
             }
         }
+    }
+
+    /// The open chat, if it is `chat_id`.
+    fn the_open_chat(&self, chat_id: Uuid) -> Result<&Chat, ConversationRejection> {
+        self.open_chat()
+            .filter(|c| c.chat_id == chat_id)
+            .ok_or(ConversationRejection::ChatNotOpen(chat_id))
     }
 
     /// Context decides chat identity: a real change of an identity field closes the open chat
@@ -1011,6 +1128,67 @@ mod tests {
             b[0].event_id("s"),
             "a second process deciding the same cause is a duplicate"
         );
+    }
+
+    fn tag(chat: u128, tag: &str, apply: bool) -> ConversationCommand {
+        let (chat_id, tag, by, now) = (
+            Uuid::from_u128(chat),
+            tag.to_owned(),
+            "asha".to_owned(),
+            at("2026-11-22T10:02:00Z"),
+        );
+        if apply {
+            ConversationCommand::ApplyTag {
+                chat_id,
+                tag,
+                catalog: vec!["Payment".into(), "Documents".into()],
+                by,
+                now,
+            }
+        } else {
+            ConversationCommand::RemoveTag {
+                chat_id,
+                tag,
+                by,
+                now,
+            }
+        }
+    }
+
+    #[test]
+    fn tags_come_from_the_catalog_and_the_system_tag_is_not_for_hands() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let state = Conversation::fold(&history);
+        assert!(matches!(
+            state.decide(tag(1, "VIP", true)),
+            Err(ConversationRejection::UnknownTag { .. })
+        ));
+        assert!(matches!(
+            state.decide(tag(1, AWAITING_CUSTOMER_TAG, true)),
+            Err(ConversationRejection::SystemTag(_))
+        ));
+        assert!(matches!(
+            state.decide(tag(1, AWAITING_CUSTOMER_TAG, false)),
+            Err(ConversationRejection::SystemTag(_))
+        ));
+        let applied = given(&history, tag(1, "Payment", true));
+        assert!(
+            matches!(&applied[..], [ConversationEvent::TagApplied { tag, .. }] if tag == "Payment")
+        );
+        let history: Vec<_> = history.into_iter().chain(applied).collect();
+        assert!(
+            given(&history, tag(1, "Payment", true)).is_empty(),
+            "already tagged"
+        );
+        assert!(
+            given(&history, tag(1, "Documents", false)).is_empty(),
+            "not tagged"
+        );
+        let removed = given(&history, tag(1, "Payment", false));
+        assert!(matches!(
+            &removed[..],
+            [ConversationEvent::TagRemoved { .. }]
+        ));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Projector for Chats {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["chats"]
+        &["chats", "chat_tags"]
     }
 
     fn schema(&self, s: &str) -> Vec<String> {
@@ -91,10 +91,21 @@ impl Projector for Chats {
                     resolved_at TEXT,
                     rating BIGINT,
                     last_message_at TEXT,
-                    last_message_text TEXT,
+                                        last_message_text TEXT,
+                    last_direction TEXT,
                     position BIGINT NOT NULL
                 )"
             ),
+            format!(
+                "CREATE TABLE chat_tags{s} (
+                    chat_id TEXT NOT NULL,
+                    tag TEXT NOT NULL,
+                    applied_by TEXT NOT NULL,
+                    applied_at TEXT NOT NULL,
+                    PRIMARY KEY (chat_id, tag)
+                )"
+            ),
+            format!("CREATE INDEX chat_tags{s}_by_tag ON chat_tags{s} (tag)"),
             format!("CREATE INDEX chats{s}_by_stakeholder ON chats{s} (stakeholder, position)"),
             format!("CREATE INDEX chats{s}_by_customer ON chats{s} (customer, position)"),
             format!("CREATE INDEX chats{s}_by_stream ON chats{s} (stream, position)"),
@@ -148,7 +159,7 @@ impl Projector for Chats {
                 tx.execute(
                     &format!(
                         "UPDATE chats{s} SET last_incoming_at = $2, service_window_ends_at = $3,
-                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5
+                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5, last_direction = 'INBOUND'
                          WHERE chat_id = $1"
                     ),
                     &[
@@ -181,6 +192,28 @@ impl Projector for Chats {
                 tx.execute(
                     &format!("UPDATE chats{s} SET status = 'CLOSED', superseded_by = $2 WHERE chat_id = $1"),
                     &[chat_id.to_string().into(), superseded_by.to_string().into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::TagApplied {
+                chat_id,
+                tag,
+                by,
+                at,
+            }) => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO chat_tags{s} (chat_id, tag, applied_by, applied_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (chat_id, tag) DO NOTHING"
+                    ),
+                    &[chat_id.to_string().into(), tag.into(), by.into(), at.into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::TagRemoved { chat_id, tag, .. }) => {
+                tx.execute(
+                    &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
+                    &[chat_id.to_string().into(), tag.into()],
                 )
                 .await?;
             }
@@ -364,7 +397,9 @@ impl Projector for Messages {
                 | ConversationEvent::ContextChanged { .. }
                 | ConversationEvent::ChatClosed { .. }
                 | ConversationEvent::ChatAssigned { .. }
-                | ConversationEvent::ChatReassigned { .. },
+                | ConversationEvent::ChatReassigned { .. }
+                | ConversationEvent::TagApplied { .. }
+                | ConversationEvent::TagRemoved { .. },
             )
             | None => {}
         }
@@ -491,7 +526,9 @@ impl Projector for Customers {
                 ConversationEvent::ReceiptRecorded { .. }
                 | ConversationEvent::ChatClosed { .. }
                 | ConversationEvent::ChatAssigned { .. }
-                | ConversationEvent::ChatReassigned { .. },
+                | ConversationEvent::ChatReassigned { .. }
+                | ConversationEvent::TagApplied { .. }
+                | ConversationEvent::TagRemoved { .. },
             )
             | None => {}
         }

@@ -630,6 +630,119 @@ async fn leads_assign_by_hand(backend: Backend) {
     );
 }
 
+async fn executives_tag_chats_from_the_catalog(backend: Backend) {
+    use chatledger_core::executive::Role;
+    use futures_util::StreamExt;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server.partner_writes("919300000001", "wamid.tag.1").await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let catalog = server
+        .gql_as(
+            &asha,
+            r#"{ tagCatalog(stakeholder: "partner") }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        catalog["data"]["tagCatalog"],
+        json!([
+            "Documents",
+            "Payment",
+            "Ride issue",
+            "Onboarding",
+            "Escalated"
+        ])
+    );
+
+    let url = format!(
+        "{}/ws?token={asha}",
+        server.base.replace("http://", "ws://")
+    );
+    let (mut feed, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let apply = "mutation($c: ID!, $t: String!) { applyTag(chatId: $c, tag: $t) { tags } }";
+    let remove = "mutation($c: ID!, $t: String!) { removeTag(chatId: $c, tag: $t) { tags } }";
+    let tagged = server
+        .gql_as(&asha, apply, json!({"c": chat_id, "t": "Payment"}))
+        .await;
+    assert_eq!(
+        tagged["data"]["applyTag"]["tags"],
+        json!(["Payment"]),
+        "{tagged}"
+    );
+    let frame = loop {
+        let message = tokio::time::timeout(GUARD, feed.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "tag_updated" {
+                break frame;
+            }
+        }
+    };
+    assert_eq!(frame["data"]["tag"], "Payment");
+    assert_eq!(frame["data"]["chat_id"], chat_id.as_str());
+
+    let unknown = server
+        .gql_as(&asha, apply, json!({"c": chat_id, "t": "VIP"}))
+        .await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(unknown["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not in the tag catalog"));
+    let system = server
+        .gql_as(
+            &asha,
+            apply,
+            json!({"c": chat_id, "t": "Awaiting Customer Response"}),
+        )
+        .await;
+    assert!(
+        system["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("system tag"),
+        "{system}"
+    );
+
+    let filtered = server
+        .query(
+            r#"{ chats(filter: {tag: "Payment"}) { nodes { chatId } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(filtered["chats"]["nodes"].as_array().unwrap().len(), 1);
+    let untagged = server
+        .gql_as(&asha, remove, json!({"c": chat_id, "t": "Payment"}))
+        .await;
+    assert_eq!(untagged["data"]["removeTag"]["tags"], json!([]));
+    let types: Vec<String> = server
+        .store
+        .read_stream(&format!("conversation-{PARTNER}-+919300000001"), 0, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .filter(|t| t.starts_with("Tag"))
+        .collect();
+    assert_eq!(
+        types,
+        vec!["TagApplied", "TagRemoved"],
+        "refused tags record nothing"
+    );
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
@@ -638,4 +751,5 @@ chatledger_tests::on_both_backends!(
     two_online_executives_get_alternating_chats,
     waiting_chats_go_oldest_first_to_whoever_comes_online,
     leads_assign_by_hand,
+    executives_tag_chats_from_the_catalog,
 );

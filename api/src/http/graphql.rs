@@ -137,7 +137,7 @@ async fn feed(mut socket: WebSocket, state: AppState, viewer: crate::auth::Viewe
 }
 
 /// What the feed says about an event the viewer may see: `message_received`,
-/// `chat_assigned`, `chat_reassigned`, `executive_status`.
+/// `chat_assigned`, `chat_reassigned`, `tag_updated`, `executive_status`.
 async fn feed_frame(
     state: &AppState,
     viewer: &crate::auth::Viewer,
@@ -161,6 +161,9 @@ async fn feed_frame(
         }
         "ChatAssigned" => Some(("chat_assigned", chat_frame(state, viewer, event).await?)),
         "ChatReassigned" => Some(("chat_reassigned", chat_frame(state, viewer, event).await?)),
+        "TagApplied" | "TagRemoved" => {
+            Some(("tag_updated", chat_frame(state, viewer, event).await?))
+        }
         ExecutiveStatusChanged::EVENT_TYPE => Some((
             "executive_status",
             visible_executive(state, viewer, event).await?.feed_json(),
@@ -176,7 +179,7 @@ async fn chat_frame(
     event: &RecordedEvent,
 ) -> Option<Value> {
     let mut frame = visible_chat(state, viewer, event).await?.feed_json();
-    for key in ["rule", "candidates", "previous", "executive", "by"] {
+    for key in ["rule", "candidates", "previous", "executive", "by", "tag"] {
         if let Some(value) = event.data.get(key) {
             frame[key] = value.clone();
         }

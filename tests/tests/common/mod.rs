@@ -10,7 +10,7 @@ use chatledger_adapters::whatsapp::twilio::parse_form;
 use chatledger_api::auth::AuthSettings;
 use std::path::Path;
 
-use chatledger_api::config::{parse_channels, TransactionSettings, WhatsAppSettings};
+use chatledger_api::config::{parse_channels, TagCatalog, TransactionSettings, WhatsAppSettings};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
 use chatledger_core::{EventStore, RecordedEvent};
@@ -75,6 +75,8 @@ pub async fn start(backend: Backend) -> Server {
     let settings = Settings {
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
         auth: AuthSettings::from_env(&lookup).unwrap(),
+        tags: TagCatalog::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")))
+            .unwrap(),
         transaction: TransactionSettings::load(
             Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")),
             &lookup,
