@@ -9,19 +9,22 @@ use std::path::Path;
 
 use axum::http::HeaderMap;
 use chatledger_adapters::whatsapp::phone::PhoneNormalizer;
+use chatledger_adapters::whatsapp::send::Endpoint;
 use chatledger_adapters::whatsapp::signature::{
     meta_signature_valid, secret_matches, twilio_signature_valid,
 };
 use chatledger_core::canonical::canonical_json_string;
 use chatledger_core::channel::{
-    Channel, ChannelAuth, ChannelsConfigured, Provider, CHANNELS_CONFIG_STREAM,
+    Channel, ChannelAuth, ChannelSend, ChannelsConfigured, Provider, CHANNELS_CONFIG_STREAM,
 };
 use chatledger_core::conversation::EVENT_ID_NAMESPACE;
 use chatledger_core::NewEvent;
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, StoreError};
+use chatledger_projections::dispatch::DispatchLimits;
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
@@ -76,6 +79,8 @@ struct ChannelEntry {
     phone_number_id: Option<String>,
     #[serde(default)]
     auth: Option<ChannelAuth>,
+    #[serde(default)]
+    send: ChannelSend,
 }
 
 /// How a request fared against its channel's authentication.
@@ -436,6 +441,114 @@ impl TagCatalog {
     }
 }
 
+/// How the dispatcher sends: each channel's endpoint and the limits it keeps.
+#[derive(Debug)]
+pub struct DispatchSettings {
+    pub endpoints: HashMap<String, Endpoint>,
+    pub limits: DispatchLimits,
+}
+
+impl DispatchSettings {
+    /// Resolves each channel's endpoint from its `send` section, its provider's defaults and
+    /// the environment. A channel without a token (or a phone number id where the provider
+    /// needs one) gets no endpoint: its messages fail with a clear error.
+    pub fn new(
+        channels: &ChannelsConfigured,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut endpoints = HashMap::new();
+        for channel in &channels.channels {
+            if let Some(endpoint) = endpoint(channel, env) {
+                endpoints.insert(channel.key.clone(), endpoint);
+            }
+        }
+        let number = |name: &str, default: u64| -> Result<u64, ConfigError> {
+            match env(name) {
+                Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                    source_name: name.to_owned(),
+                    message: format!("{v:?} is not a number"),
+                }),
+                None => Ok(default),
+            }
+        };
+        let defaults = DispatchLimits::default();
+        Ok(DispatchSettings {
+            endpoints,
+            limits: DispatchLimits {
+                rate_per_second: number(
+                    "DISPATCH_RATE_PER_SECOND",
+                    u64::from(defaults.rate_per_second),
+                )? as u32,
+                recipient_interval: Duration::from_millis(number(
+                    "DISPATCH_RECIPIENT_INTERVAL_MS",
+                    defaults.recipient_interval.as_millis() as u64,
+                )?),
+                max_attempts: number("DISPATCH_MAX_ATTEMPTS", u64::from(defaults.max_attempts))?
+                    as u32,
+                first_backoff: Duration::from_millis(number(
+                    "DISPATCH_FIRST_BACKOFF_MS",
+                    defaults.first_backoff.as_millis() as u64,
+                )?),
+                max_backoff: defaults.max_backoff,
+            },
+        })
+    }
+}
+
+fn endpoint(channel: &Channel, env: &dyn Fn(&str) -> Option<String>) -> Option<Endpoint> {
+    let send = &channel.send;
+    let secret = |name: &str| env(name).filter(|v| !v.is_empty());
+    let base = |default: &str| {
+        send.base_url
+            .clone()
+            .unwrap_or_else(|| default.to_owned())
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    let token = || secret(send.token_env.as_deref().unwrap_or("WA_API_KEY_1"));
+    match channel.provider {
+        Provider::Meta => {
+            let graph = secret("GRAPH_API_BASE_URL")
+                .unwrap_or_else(|| "https://graph.facebook.com/v21.0".into());
+            Some(Endpoint::CloudApi {
+                url: format!(
+                    "{}/{}/messages",
+                    base(&graph),
+                    channel.phone_number_id.as_ref()?
+                ),
+                header: "Authorization".into(),
+                value: format!("Bearer {}", token()?),
+            })
+        }
+        Provider::Pinbot => Some(Endpoint::CloudApi {
+            url: format!(
+                "{}/{}/messages",
+                base("https://partnersv1.pinbot.ai/v3"),
+                channel.phone_number_id.as_ref()?
+            ),
+            header: "apikey".into(),
+            value: token()?,
+        }),
+        Provider::Dialog360 => Some(Endpoint::CloudApi {
+            url: format!("{}/messages", base("https://waba-v2.360dialog.io")),
+            header: "D360-API-KEY".into(),
+            value: token()?,
+        }),
+        Provider::Twilio => {
+            let sid = send.account_sid.clone()?;
+            Some(Endpoint::Twilio {
+                url: format!(
+                    "{}/2010-04-01/Accounts/{sid}/Messages.json",
+                    base("https://api.twilio.com")
+                ),
+                auth_token: secret(send.token_env.as_deref().unwrap_or("TWILIO_AUTH_TOKEN"))?,
+                account_sid: sid,
+                from: channel.number.clone(),
+            })
+        }
+    }
+}
+
 /// What the transaction system's webhooks need.
 #[derive(Debug)]
 pub struct TransactionSettings {
@@ -573,6 +686,7 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
             provider: entry.provider,
             phone_number_id: entry.phone_number_id,
             auth,
+            send: entry.send,
         });
     }
     Ok(ChannelsConfigured {

@@ -13,7 +13,7 @@ use async_graphql::{
     Subscription, ID,
 };
 use chatledger_core::conversation::{
-    AssignmentRule, ConversationCommand, ExecutiveRef, AWAITING_CUSTOMER_TAG,
+    AssignmentRule, ConversationCommand, ExecutiveRef, Template, AWAITING_CUSTOMER_TAG,
 };
 use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
@@ -217,6 +217,40 @@ async fn run_on_chat(
     load_chat(state, &chat.chat_id)
         .await?
         .ok_or_else(|| coded(format!("there is no chat {}", chat.chat_id), "NOT_FOUND"))
+}
+
+/// Runs a command that queues an outbound message and answers with that message.
+async fn queue_message(
+    ctx: &Context<'_>,
+    chat: &Chat,
+    viewer: &Viewer,
+    command: ConversationCommand,
+    message_id: Uuid,
+) -> Result<Message, Error> {
+    let outside_window = matches!(command, ConversationCommand::SendReply { .. });
+    run_on_chat(ctx, chat, viewer, command).await.map_err(|e| {
+        // Name the case clients must handle: offer templates instead.
+        if outside_window && e.message.contains("24-hour") {
+            coded(e.message, "OUTSIDE_SERVICE_WINDOW")
+        } else {
+            e
+        }
+    })?;
+    let row = state(ctx)
+        .read_side
+        .db
+        .fetch_optional(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = $1"),
+            &[message_id.to_string().into()],
+        )
+        .await
+        .map_err(internal)?;
+    row.as_ref().map(Message::from_row).ok_or_else(|| {
+        coded(
+            "the message was queued but is not visible yet",
+            "UNAVAILABLE",
+        )
+    })
 }
 
 async fn change_tag(
@@ -1012,6 +1046,51 @@ impl Mutation {
     /// Removes a tag from a chat.
     async fn remove_tag(&self, ctx: &Context<'_>, chat_id: ID, tag: String) -> Result<Chat, Error> {
         change_tag(ctx, chat_id, tag, false).await
+    }
+
+    /// Queues a free-form reply; refused outside the 24-hour customer service window (send a
+    /// template then). The answer is the queued message; its delivery status follows.
+    async fn send_reply(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        text: String,
+    ) -> Result<Message, Error> {
+        let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+        let message_id = Uuid::new_v4();
+        let command = ConversationCommand::SendReply {
+            chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
+            message_id,
+            text,
+            by: viewer.name.clone(),
+            now: Utc::now(),
+        };
+        queue_message(ctx, &chat, &viewer, command, message_id).await
+    }
+
+    /// Queues a WhatsApp template message (allowed at any time).
+    async fn send_template(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        name: String,
+        language: String,
+        params: Option<Vec<String>>,
+    ) -> Result<Message, Error> {
+        let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+        let message_id = Uuid::new_v4();
+        let command = ConversationCommand::SendTemplate {
+            chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
+            message_id,
+            template: Template {
+                name,
+                language,
+                params: params.unwrap_or_default(),
+            },
+            by: viewer.name.clone(),
+            now: Utc::now(),
+        };
+        queue_message(ctx, &chat, &viewer, command, message_id).await
     }
 
     /// A lead gives a chat to an online executive of its stakeholder.

@@ -9,7 +9,7 @@ use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
 use crate::auth::AuthSettings;
-use crate::config::{TagCatalog, TransactionSettings, WhatsAppSettings};
+use crate::config::{DispatchSettings, TagCatalog, TransactionSettings, WhatsAppSettings};
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 
@@ -19,6 +19,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub transaction: TransactionSettings,
     pub tags: TagCatalog,
+    pub dispatch: DispatchSettings,
 }
 
 impl Settings {
@@ -27,12 +28,16 @@ impl Settings {
         config_dir: &std::path::Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
+        let whatsapp = WhatsAppSettings::load(&config_dir.join("channels.yaml"), env)
+            .map_err(|e| e.to_string())?;
+        let dispatch =
+            DispatchSettings::new(&whatsapp.configured, env).map_err(|e| e.to_string())?;
         Ok(Settings {
-            whatsapp: WhatsAppSettings::load(&config_dir.join("channels.yaml"), env)
-                .map_err(|e| e.to_string())?,
             auth: AuthSettings::from_env(env)?,
+            whatsapp,
             transaction: TransactionSettings::load(config_dir, env).map_err(|e| e.to_string())?,
             tags: TagCatalog::load(config_dir).map_err(|e| e.to_string())?,
+            dispatch,
         })
     }
 }
@@ -50,6 +55,9 @@ pub struct AppState {
     pub auth: Arc<AuthSettings>,
     pub transaction: Arc<TransactionSettings>,
     pub tags: Arc<TagCatalog>,
+    /// Sends through the channels' providers (the dispatcher's way out).
+    pub sender: Arc<dyn chatledger_core::sender::MessageSender>,
+    pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
 }
@@ -67,6 +75,11 @@ impl AppState {
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
             tags: Arc::new(settings.tags),
+            sender: Arc::new(chatledger_adapters::whatsapp::send::HttpSender::new(
+                settings.dispatch.endpoints,
+                std::time::Duration::from_secs(15),
+            )),
+            dispatch_limits: settings.dispatch.limits,
             whatsapp: Arc::new(settings.whatsapp),
             live,
             conversations: Arc::new(Conversations::new(store.clone())),
@@ -105,7 +118,14 @@ impl AppState {
             self.store.clone(),
             self.conversations.clone(),
         );
-        tokio::spawn(assigner.run(shutdown));
+        tokio::spawn(assigner.run(shutdown.clone()));
+        let dispatcher = chatledger_projections::dispatch::Dispatcher::new(
+            self.store.clone(),
+            self.conversations.clone(),
+            self.sender.clone(),
+            self.dispatch_limits.clone(),
+        );
+        tokio::spawn(dispatcher.run(shutdown));
         Ok(())
     }
 }

@@ -70,6 +70,24 @@ pub struct ChannelAuth {
     pub twilio_signature: bool,
 }
 
+/// How messages leave through a channel. Everything has a default per provider; the token's
+/// value comes from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSend {
+    /// The provider API's base URL (Meta: `GRAPH_API_BASE_URL` or the Graph API; Pinbot:
+    /// `https://partnersv1.pinbot.ai/v3`; 360dialog: `https://waba-v2.360dialog.io`; Twilio:
+    /// `https://api.twilio.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API token (default `WA_API_KEY_1`; Twilio uses
+    /// `TWILIO_AUTH_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Twilio's account SID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
+}
+
 /// One of our WhatsApp numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
@@ -87,6 +105,8 @@ pub struct Channel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_id: Option<String>,
     pub auth: ChannelAuth,
+    #[serde(default)]
+    pub send: ChannelSend,
 }
 
 /// The configured channels as recorded.

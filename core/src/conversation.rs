@@ -183,6 +183,28 @@ pub struct ExecutiveRef {
     pub name: String,
 }
 
+/// How long after the customer's last message free-form replies are allowed (WhatsApp's
+/// customer service window).
+pub const SERVICE_WINDOW_HOURS: i64 = 24;
+
+/// A WhatsApp template message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+/// What a queued outbound message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboundPurpose {
+    /// An executive's reply or template.
+    Reply,
+    /// The rating request sent when a chat is resolved.
+    RatingRequest,
+}
+
 /// The system tag derived from the direction of a chat's last message; never set by hand.
 pub const AWAITING_CUSTOMER_TAG: &str = "Awaiting Customer Response";
 
@@ -263,6 +285,41 @@ pub enum ConversationEvent {
         cause: Uuid,
         assigned_at: DateTime<Utc>,
     },
+    /// An outbound message was recorded as intent; the dispatcher sends it.
+    ReplyQueued {
+        chat_id: Uuid,
+        message_id: Uuid,
+        /// The customer it goes to.
+        to: CustomerKey,
+        /// `text` or `template`.
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<Template>,
+        purpose: OutboundPurpose,
+        by: String,
+        queued_at: DateTime<Utc>,
+    },
+    /// The provider accepted a queued message.
+    MessageDispatched {
+        chat_id: Uuid,
+        message_id: Uuid,
+        provider_message_id: String,
+        attempts: u32,
+        dispatched_at: DateTime<Utc>,
+    },
+    /// A queued message could not be sent; `permanent` when retrying cannot help.
+    MessageDispatchFailed {
+        chat_id: Uuid,
+        message_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i64>,
+        error: String,
+        permanent: bool,
+        attempts: u32,
+        failed_at: DateTime<Utc>,
+    },
     /// An executive tagged a chat.
     TagApplied {
         chat_id: Uuid,
@@ -298,6 +355,9 @@ impl ConversationEvent {
             ConversationEvent::ChatAssigned { .. } => "ChatAssigned",
             ConversationEvent::ChatReassigned { .. } => "ChatReassigned",
             ConversationEvent::TagApplied { .. } => "TagApplied",
+            ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
+            ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
+            ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
         }
     }
@@ -337,6 +397,14 @@ impl ConversationEvent {
             }
             ConversationEvent::ChatReassigned { chat_id, cause, .. } => {
                 format!("ChatReassigned/{stream}/{chat_id}/{cause}")
+            }
+            ConversationEvent::ReplyQueued { message_id, .. } => {
+                format!("ReplyQueued/{stream}/{message_id}")
+            }
+            // One outcome per queued message.
+            ConversationEvent::MessageDispatched { message_id, .. }
+            | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
+                format!("MessageDispatchOutcome/{stream}/{message_id}")
             }
             // A tag can come and go several times; what tells the changes apart is when.
             ConversationEvent::TagApplied {
@@ -383,6 +451,9 @@ impl ConversationEvent {
                 | "ChatReassigned"
                 | "TagApplied"
                 | "TagRemoved"
+                | "ReplyQueued"
+                | "MessageDispatched"
+                | "MessageDispatchFailed"
         ) {
             return Ok(None);
         }
@@ -422,6 +493,21 @@ pub struct Conversation {
     pub received: HashMap<String, Uuid>,
     /// `(provider message id, status)` of every receipt recorded.
     pub receipts: HashSet<(String, String)>,
+    /// When the customer's last message was sent (it opens the 24-hour window).
+    pub last_incoming_at: Option<DateTime<Utc>>,
+    /// Outbound messages by id: their chat, and their provider id once dispatched.
+    pub outbound: HashMap<Uuid, Outbound>,
+    /// Provider ids of dispatched messages, with their chat.
+    pub sent: HashMap<String, Uuid>,
+}
+
+/// An outbound message as the conversation knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub chat_id: Uuid,
+    pub provider_message_id: Option<String>,
+    /// Dispatched or failed: nothing more will be sent for it.
+    pub settled: bool,
 }
 
 /// What a conversation is asked to do.
@@ -450,6 +536,30 @@ pub enum ConversationCommand {
         cause: Uuid,
         now: DateTime<Utc>,
     },
+    /// Queue a free-form text reply on the open chat: only within 24 hours of the customer's
+    /// last message.
+    SendReply {
+        chat_id: Uuid,
+        message_id: Uuid,
+        text: String,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Queue a template message on the open chat (allowed at any time).
+    SendTemplate {
+        chat_id: Uuid,
+        message_id: Uuid,
+        template: Template,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Record the dispatcher's outcome for a queued message.
+    RecordDispatch {
+        message_id: Uuid,
+        outcome: DispatchOutcome,
+        attempts: u32,
+        now: DateTime<Utc>,
+    },
     /// Tag the open chat with `tag`, which must be in `catalog` (the stakeholder's).
     ApplyTag {
         chat_id: Uuid,
@@ -476,6 +586,19 @@ pub enum ConversationCommand {
     },
 }
 
+/// What happened when the dispatcher sent a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DispatchOutcome {
+    Sent {
+        provider_message_id: String,
+    },
+    Failed {
+        code: Option<i64>,
+        error: String,
+        permanent: bool,
+    },
+}
+
 /// A command the conversation refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConversationRejection {
@@ -487,6 +610,15 @@ pub enum ConversationRejection {
     UnknownTag { tag: String, catalog: Vec<String> },
     #[error("{0:?} is a system tag, set from the direction of the last message; it cannot be set by hand")]
     SystemTag(String),
+    #[error("the 24-hour customer service window {}; free-form replies are not allowed, send a template instead", match .0 {
+        Some(at) => format!("closed at {}", at.to_rfc3339()),
+        None => "never opened (the customer has not written)".to_owned(),
+    })]
+    OutsideServiceWindow(Option<DateTime<Utc>>),
+    #[error("a reply must have text")]
+    EmptyReply,
+    #[error("there is no queued message {0}")]
+    UnknownMessage(Uuid),
 }
 
 impl Conversation {
@@ -512,11 +644,59 @@ impl Conversation {
                 }
             }
             ConversationEvent::MessageReceived {
-                chat_id, message, ..
+                chat_id,
+                message,
+                received_at,
             } => {
                 self.received
                     .insert(message.provider_message_id.clone(), *chat_id);
                 merge_customer(&mut self.customer, &message.customer);
+                self.last_incoming_at = Some(message.sent_at.unwrap_or(*received_at));
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    if chat.status == ChatStatus::AwaitingCustomer {
+                        chat.status = if chat.assignee.is_some() {
+                            ChatStatus::Assigned
+                        } else {
+                            ChatStatus::Open
+                        };
+                    }
+                }
+            }
+            ConversationEvent::ReplyQueued {
+                chat_id,
+                message_id,
+                ..
+            } => {
+                self.outbound.insert(
+                    *message_id,
+                    Outbound {
+                        chat_id: *chat_id,
+                        provider_message_id: None,
+                        settled: false,
+                    },
+                );
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    if matches!(chat.status, ChatStatus::Open | ChatStatus::Assigned) {
+                        chat.status = ChatStatus::AwaitingCustomer;
+                    }
+                }
+            }
+            ConversationEvent::MessageDispatched {
+                chat_id,
+                message_id,
+                provider_message_id,
+                ..
+            } => {
+                if let Some(outbound) = self.outbound.get_mut(message_id) {
+                    outbound.provider_message_id = Some(provider_message_id.clone());
+                    outbound.settled = true;
+                }
+                self.sent.insert(provider_message_id.clone(), *chat_id);
+            }
+            ConversationEvent::MessageDispatchFailed { message_id, .. } => {
+                if let Some(outbound) = self.outbound.get_mut(message_id) {
+                    outbound.settled = true;
+                }
             }
             ConversationEvent::ReceiptRecorded { receipt, .. } => {
                 self.receipts
@@ -633,9 +813,13 @@ impl Conversation {
                 if self.receipts.contains(&key) {
                     return Ok(vec![]);
                 }
-                // Receipts are about messages we sent; until outbound messages are recorded
-                // here, only inbound ids can be matched. An unmatched receipt is still a fact.
-                let chat_id = self.received.get(&receipt.provider_message_id).copied();
+                // Receipts are about messages we sent. One for a message this conversation has
+                // no record of is still a fact, and is recorded as such.
+                let chat_id = self
+                    .sent
+                    .get(&receipt.provider_message_id)
+                    .or_else(|| self.received.get(&receipt.provider_message_id))
+                    .copied();
                 Ok(vec![ConversationEvent::ReceiptRecorded {
                     chat_id,
                     known_message: chat_id.is_some(),
@@ -650,6 +834,90 @@ impl Conversation {
                 new_chat_id,
                 now,
             } => Ok(self.change_context(conversation, changes, identity_fields, new_chat_id, now)),
+            ConversationCommand::SendReply {
+                chat_id,
+                message_id,
+                text,
+                by,
+                now,
+            } => {
+                self.the_open_chat(chat_id)?;
+                if text.trim().is_empty() {
+                    return Err(ConversationRejection::EmptyReply);
+                }
+                if !self.within_service_window(now) {
+                    let closed = self
+                        .last_incoming_at
+                        .map(|at| at + chrono::Duration::hours(SERVICE_WINDOW_HOURS));
+                    return Err(ConversationRejection::OutsideServiceWindow(closed));
+                }
+                Ok(self.queue(
+                    chat_id,
+                    message_id,
+                    Some(text),
+                    None,
+                    OutboundPurpose::Reply,
+                    by,
+                    now,
+                ))
+            }
+            ConversationCommand::SendTemplate {
+                chat_id,
+                message_id,
+                template,
+                by,
+                now,
+            } => {
+                self.the_open_chat(chat_id)?;
+                Ok(self.queue(
+                    chat_id,
+                    message_id,
+                    None,
+                    Some(template),
+                    OutboundPurpose::Reply,
+                    by,
+                    now,
+                ))
+            }
+            ConversationCommand::RecordDispatch {
+                message_id,
+                outcome,
+                attempts,
+                now,
+            } => {
+                let outbound = self
+                    .outbound
+                    .get(&message_id)
+                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
+                if outbound.settled {
+                    return Ok(vec![]);
+                }
+                let chat_id = outbound.chat_id;
+                Ok(vec![match outcome {
+                    DispatchOutcome::Sent {
+                        provider_message_id,
+                    } => ConversationEvent::MessageDispatched {
+                        chat_id,
+                        message_id,
+                        provider_message_id,
+                        attempts,
+                        dispatched_at: now,
+                    },
+                    DispatchOutcome::Failed {
+                        code,
+                        error,
+                        permanent,
+                    } => ConversationEvent::MessageDispatchFailed {
+                        chat_id,
+                        message_id,
+                        code,
+                        error,
+                        permanent,
+                        attempts,
+                        failed_at: now,
+                    },
+                }])
+            }
             ConversationCommand::ApplyTag {
                 chat_id,
                 tag,
@@ -731,6 +999,48 @@ impl Conversation {
                 }])
             }
         }
+    }
+
+    /// Whether free-form messages are allowed at `now`: within 24 hours of the customer's
+    /// last message.
+    pub fn within_service_window(&self, now: DateTime<Utc>) -> bool {
+        self.last_incoming_at
+            .is_some_and(|at| now < at + chrono::Duration::hours(SERVICE_WINDOW_HOURS))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &self,
+        chat_id: Uuid,
+        message_id: Uuid,
+        text: Option<String>,
+        template: Option<Template>,
+        purpose: OutboundPurpose,
+        by: String,
+        now: DateTime<Utc>,
+    ) -> Vec<ConversationEvent> {
+        if self.outbound.contains_key(&message_id) {
+            return vec![];
+        }
+        let to = self
+            .customer
+            .key()
+            .unwrap_or_else(|| CustomerKey::Phone(String::new()));
+        vec![ConversationEvent::ReplyQueued {
+            chat_id,
+            message_id,
+            to,
+            kind: if template.is_some() {
+                "template".into()
+            } else {
+                "text".into()
+            },
+            text,
+            template,
+            purpose,
+            by,
+            queued_at: now,
+        }]
     }
 
     /// The open chat, if it is `chat_id`.
@@ -1189,6 +1499,91 @@ mod tests {
             &removed[..],
             [ConversationEvent::TagRemoved { .. }]
         ));
+    }
+
+    fn reply(chat: u128, message: u128, now: &str) -> ConversationCommand {
+        ConversationCommand::SendReply {
+            chat_id: Uuid::from_u128(chat),
+            message_id: Uuid::from_u128(message),
+            text: "on its way".into(),
+            by: "asha".into(),
+            now: at(now),
+        }
+    }
+
+    #[test]
+    fn replies_only_within_24_hours_of_the_customers_last_message() {
+        // The customer's message was sent at 10:00 (received_at; sent_at not given).
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let queued = given(&history, reply(1, 50, "2026-11-23T09:59:59Z"));
+        assert!(
+            matches!(&queued[..], [ConversationEvent::ReplyQueued { kind, .. }] if kind == "text")
+        );
+        let late = Conversation::fold(&history)
+            .decide(reply(1, 51, "2026-11-23T10:00:00Z"))
+            .unwrap_err();
+        assert!(
+            matches!(late, ConversationRejection::OutsideServiceWindow(Some(_))),
+            "{late}"
+        );
+        assert!(late.to_string().contains("send a template"));
+        let template = ConversationCommand::SendTemplate {
+            chat_id: Uuid::from_u128(1),
+            message_id: Uuid::from_u128(52),
+            template: Template {
+                name: "follow_up".into(),
+                language: "en".into(),
+                params: vec![],
+            },
+            by: "asha".into(),
+            now: at("2026-11-25T10:00:00Z"),
+        };
+        assert!(
+            matches!(&given(&history, template)[..], [ConversationEvent::ReplyQueued { kind, .. }] if kind == "template")
+        );
+    }
+
+    #[test]
+    fn a_dispatch_outcome_is_recorded_once_and_receipts_find_the_message() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let queued = given(&history, reply(1, 50, "2026-11-22T10:01:00Z"));
+        let history: Vec<_> = history.into_iter().chain(queued).collect();
+        assert_eq!(
+            Conversation::fold(&history).chat.unwrap().status,
+            ChatStatus::AwaitingCustomer
+        );
+        let sent = ConversationCommand::RecordDispatch {
+            message_id: Uuid::from_u128(50),
+            outcome: DispatchOutcome::Sent {
+                provider_message_id: "wamid.out".into(),
+            },
+            attempts: 3,
+            now: at("2026-11-22T10:01:01Z"),
+        };
+        let dispatched = given(&history, sent.clone());
+        assert!(matches!(
+            &dispatched[..],
+            [ConversationEvent::MessageDispatched { attempts: 3, .. }]
+        ));
+        let history: Vec<_> = history.into_iter().chain(dispatched).collect();
+        assert!(given(&history, sent).is_empty(), "one outcome per message");
+        let read = given(
+            &history,
+            ConversationCommand::RecordReceipt {
+                receipt: Box::new(receipt("wamid.out", "read")),
+                now: at("2026-11-22T10:02:00Z"),
+            },
+        );
+        assert!(
+            matches!(&read[..], [ConversationEvent::ReceiptRecorded { known_message: true, chat_id: Some(c), .. }] if *c == Uuid::from_u128(1))
+        );
+        // The customer answers: the chat is no longer awaiting them.
+        let answered = given(&history, receive("wamid.2", 9, "2026-11-22T10:05:00Z"));
+        let history: Vec<_> = history.into_iter().chain(answered).collect();
+        assert_eq!(
+            Conversation::fold(&history).chat.unwrap().status,
+            ChatStatus::Open
+        );
     }
 
     #[test]

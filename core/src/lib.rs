@@ -13,6 +13,7 @@
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
+//! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
 //!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored.
 //!
@@ -25,6 +26,7 @@ pub mod channel;
 pub mod conversation;
 pub mod event;
 pub mod executive;
+pub mod sender;
 pub mod store;
 
 pub use canonical::{canonical_bytes, chain_hash, EventHash};

@@ -8,6 +8,7 @@
 //!   the expected version and re-decides on conflicts. The HTTP edge and reactors share it.
 //!
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
+//! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
@@ -17,6 +18,7 @@
 
 pub mod assignment;
 pub mod conversations;
+pub mod dispatch;
 pub mod read_db;
 pub mod read_models;
 pub mod read_side;

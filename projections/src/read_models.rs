@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatledger_core::booking::{Booking, BookingChange};
-use chatledger_core::conversation::{ConversationEvent, CustomerKey, InboundMessage};
+use chatledger_core::conversation::{
+    ConversationEvent, CustomerKey, InboundMessage, SERVICE_WINDOW_HOURS,
+};
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::RecordedEvent;
 use chrono::Duration;
@@ -24,9 +26,6 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Rides),
     ]
 }
-
-/// How long after the customer's last message free-form replies are allowed.
-pub const SERVICE_WINDOW_HOURS: i64 = 24;
 
 fn conversation_event(event: &RecordedEvent) -> Result<Option<ConversationEvent>, ProjectionError> {
     ConversationEvent::from_recorded(event).map_err(|e| ProjectionError::Event {
@@ -159,7 +158,9 @@ impl Projector for Chats {
                 tx.execute(
                     &format!(
                         "UPDATE chats{s} SET last_incoming_at = $2, service_window_ends_at = $3,
-                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5, last_direction = 'INBOUND'
+                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5, last_direction = 'INBOUND',
+                            status = CASE WHEN status = 'AWAITING_CUSTOMER' THEN
+                                (CASE WHEN assigned_to IS NULL THEN 'OPEN' ELSE 'ASSIGNED' END) ELSE status END
                          WHERE chat_id = $1"
                     ),
                     &[
@@ -192,6 +193,26 @@ impl Projector for Chats {
                 tx.execute(
                     &format!("UPDATE chats{s} SET status = 'CLOSED', superseded_by = $2 WHERE chat_id = $1"),
                     &[chat_id.to_string().into(), superseded_by.to_string().into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ReplyQueued {
+                chat_id,
+                text,
+                template,
+                queued_at,
+                ..
+            }) => {
+                let preview = text
+                    .or(template.map(|t| format!("[template {}]", t.name)))
+                    .unwrap_or_default();
+                tx.execute(
+                    &format!(
+                        "UPDATE chats{s} SET last_message_at = $2, last_message_text = $3, last_direction = 'OUTBOUND',
+                            status = CASE WHEN status IN ('OPEN', 'ASSIGNED') THEN 'AWAITING_CUSTOMER' ELSE status END
+                         WHERE chat_id = $1"
+                    ),
+                    &[chat_id.to_string().into(), queued_at.into(), preview.chars().take(200).collect::<String>().into()],
                 )
                 .await?;
             }
@@ -241,11 +262,8 @@ impl Projector for Chats {
                 )
                 .await?;
             }
-            Some(
-                ConversationEvent::ReceiptRecorded { .. }
-                | ConversationEvent::ContextChanged { .. },
-            )
-            | None => {}
+            // Other events do not change these tables.
+            _ => {}
         }
         Ok(())
     }
@@ -255,10 +273,11 @@ impl Projector for Chats {
 pub fn status_rank(status: &str) -> i64 {
     match status {
         "queued" => 1,
-        "sent" => 2,
-        "delivered" => 3,
-        "read" => 4,
-        "failed" | "undelivered" => 5,
+        "accepted" => 2,
+        "sent" => 3,
+        "delivered" => 4,
+        "read" => 5,
+        "failed" | "undelivered" => 6,
         _ => 0,
     }
 }
@@ -354,6 +373,71 @@ impl Projector for Messages {
                 )
                 .await?;
             }
+            Some(ConversationEvent::ReplyQueued {
+                chat_id,
+                message_id,
+                kind,
+                text,
+                template,
+                queued_at,
+                ..
+            }) => {
+                let text = text.or(template.map(|t| format!("[template {}]", t.name)));
+                tx.execute(
+                    &format!(
+                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, at, delivery_status, status_rank, position)
+                         VALUES ($1, $2, $3, 'OUTBOUND', $4, $5, $6, 'queued', $7, $8)
+                         ON CONFLICT (message_id) DO NOTHING"
+                    ),
+                    &[
+                        message_id.to_string().into(),
+                        chat_id.to_string().into(),
+                        (&event.stream).into(),
+                        kind.into(),
+                        text.into(),
+                        queued_at.into(),
+                        status_rank("queued").into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::MessageDispatched {
+                message_id,
+                provider_message_id,
+                ..
+            }) => {
+                // Receipts may have come before the outcome was recorded.
+                tx.execute(
+                    &format!(
+                        "UPDATE messages{s} SET provider_message_id = $2,
+                            delivery_status = COALESCE((SELECT status FROM message_receipts{s} r
+                                WHERE r.stream = messages{s}.stream AND r.provider_message_id = $2
+                                ORDER BY status_rank DESC LIMIT 1), 'accepted'),
+                            status_rank = COALESCE((SELECT MAX(status_rank) FROM message_receipts{s} r
+                                WHERE r.stream = messages{s}.stream AND r.provider_message_id = $2), $3)
+                         WHERE message_id = $1"
+                    ),
+                    &[message_id.to_string().into(), provider_message_id.into(), status_rank("accepted").into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::MessageDispatchFailed {
+                message_id,
+                code,
+                error,
+                ..
+            }) => {
+                let error = match code {
+                    Some(code) => format!("{code}: {error}"),
+                    None => error,
+                };
+                tx.execute(
+                    &format!("UPDATE messages{s} SET delivery_status = 'failed', status_rank = $2, error = $3 WHERE message_id = $1"),
+                    &[message_id.to_string().into(), status_rank("failed").into(), error.into()],
+                )
+                .await?;
+            }
             Some(ConversationEvent::ReceiptRecorded { receipt, .. }) => {
                 let rank = status_rank(&receipt.status);
                 let error = receipt.errors.first().map(|e| match &e.title {
@@ -392,16 +476,8 @@ impl Projector for Messages {
                 )
                 .await?;
             }
-            Some(
-                ConversationEvent::ChatOpened { .. }
-                | ConversationEvent::ContextChanged { .. }
-                | ConversationEvent::ChatClosed { .. }
-                | ConversationEvent::ChatAssigned { .. }
-                | ConversationEvent::ChatReassigned { .. }
-                | ConversationEvent::TagApplied { .. }
-                | ConversationEvent::TagRemoved { .. },
-            )
-            | None => {}
+            // Other events do not change these tables.
+            _ => {}
         }
         Ok(())
     }
@@ -522,15 +598,8 @@ impl Projector for Customers {
                 )
                 .await?;
             }
-            Some(
-                ConversationEvent::ReceiptRecorded { .. }
-                | ConversationEvent::ChatClosed { .. }
-                | ConversationEvent::ChatAssigned { .. }
-                | ConversationEvent::ChatReassigned { .. }
-                | ConversationEvent::TagApplied { .. }
-                | ConversationEvent::TagRemoved { .. },
-            )
-            | None => {}
+            // Other events do not change these tables.
+            _ => {}
         }
         Ok(())
     }

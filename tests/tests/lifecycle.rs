@@ -46,9 +46,14 @@ impl Server {
     }
 
     async fn partner_writes(&self, from: &str, id: &str) {
+        self.partner_writes_at(from, id, 1763800000).await;
+    }
+
+    /// A partner's text message sent at `timestamp` (unix seconds).
+    async fn partner_writes_at(&self, from: &str, id: &str, timestamp: i64) {
         let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
             "value": {"metadata": {"phone_number_id": "1"}, "contacts": [{"profile": {"name": "Partner"}, "wa_id": from}],
-              "messages": [{"from": from, "id": id, "timestamp": "1763800000", "type": "text", "text": {"body": "hi"}}]}}]}]});
+              "messages": [{"from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": "hi"}}]}}]}]});
         assert_eq!(
             self.post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
                 .await
@@ -743,6 +748,230 @@ async fn executives_tag_chats_from_the_catalog(backend: Backend) {
     );
 }
 
+/// Polls `query` until `done` holds for its data.
+async fn eventually(
+    server: &Server,
+    query: &str,
+    variables: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = server.query(query, variables.clone()).await;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never reached the expected state: {last}");
+}
+
+const CHAT_MESSAGES: &str = "query($c: ID!) { chat(chatId: $c) { status tags messages { direction kind text deliveryStatus providerMessageId error } } }";
+
+fn status_webhook(wamid: &str, status: &str, to: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"metadata": {"phone_number_id": "1"},
+          "statuses": [{"id": wamid, "status": status, "timestamp": "1763800100", "recipient_id": to}]}}]}]}))
+    .unwrap()
+}
+
+async fn a_reply_is_sent_and_its_receipts_show(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server
+        .partner_writes_at("919638120888", "wamid.in.1", chrono::Utc::now().timestamp())
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let queued = server
+        .gql_as(&asha, "mutation($c: ID!, $t: String!) { sendReply(chatId: $c, text: $t) { direction kind text deliveryStatus } }",
+            json!({"c": chat_id, "t": "Your documents are approved"}))
+        .await;
+    let answer = &queued["data"]["sendReply"];
+    assert_eq!(
+        (answer["direction"].as_str(), answer["kind"].as_str()),
+        (Some("OUTBOUND"), Some("text")),
+        "{queued}"
+    );
+    assert_eq!(answer["text"], "Your documents are approved");
+    // The dispatcher may already have sent it by the time the answer is read.
+    assert!(
+        ["queued", "accepted"].contains(&answer["deliveryStatus"].as_str().unwrap()),
+        "{queued}"
+    );
+    let accepted = eventually(&server, CHAT_MESSAGES, json!({"c": chat_id}), |d| {
+        d["chat"]["messages"][1]["deliveryStatus"] == "accepted"
+    })
+    .await;
+    assert_eq!(
+        accepted["chat"]["messages"][1]["providerMessageId"],
+        "wamid.fake.1"
+    );
+    let requests = server.provider.requests();
+    assert_eq!(requests.len(), 1, "sent once");
+    assert_eq!(
+        requests[0].path, "/pni-9099039188/messages",
+        "Pinbot's Cloud API path with the phone number id"
+    );
+    assert_eq!(
+        requests[0].headers.get("apikey").map(String::as_str),
+        Some(PROVIDER_API_KEY)
+    );
+    assert_eq!(requests[0].body["to"], "919638120888");
+    assert_eq!(requests[0].body["type"], "text");
+    assert_eq!(
+        requests[0].body["text"]["body"],
+        "Your documents are approved"
+    );
+    assert_eq!(accepted["chat"]["status"], "AWAITING_CUSTOMER");
+    assert_eq!(
+        accepted["chat"]["tags"],
+        json!(["Awaiting Customer Response"])
+    );
+
+    // Receipts, out of order: the status ends at "read".
+    for status in ["sent", "read", "delivered"] {
+        let response = server
+            .post_meta(
+                PARTNER,
+                status_webhook("wamid.fake.1", status, "919638120888"),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let read = server.query(CHAT_MESSAGES, json!({"c": chat_id})).await;
+    assert_eq!(read["chat"]["messages"][1]["deliveryStatus"], "read");
+}
+
+async fn outside_the_window_only_templates_go(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let two_days_ago = chrono::Utc::now().timestamp() - 2 * 24 * 3600;
+    server
+        .partner_writes_at("919638120888", "wamid.old", two_days_ago)
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = server
+        .gql_as(
+            &asha,
+            "mutation($c: ID!) { sendReply(chatId: $c, text: \"hello?\") { deliveryStatus } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "OUTSIDE_SERVICE_WINDOW",
+        "{refused}"
+    );
+    assert!(refused["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("template"));
+    let template = server
+        .gql_as(
+            &asha,
+            r#"mutation($c: ID!) { sendTemplate(chatId: $c, name: "follow_up", language: "en", params: ["Ravi"]) { kind deliveryStatus } }"#,
+            json!({"c": chat_id}),
+        )
+        .await;
+    assert_eq!(
+        template["data"]["sendTemplate"]["kind"], "template",
+        "{template}"
+    );
+    eventually(&server, CHAT_MESSAGES, json!({"c": chat_id}), |d| {
+        d["chat"]["messages"][1]["deliveryStatus"] == "accepted"
+    })
+    .await;
+    let body = &server.provider.requests()[0].body;
+    assert_eq!(body["type"], "template");
+    assert_eq!(body["template"]["name"], "follow_up");
+    assert_eq!(
+        body["template"]["components"][0]["parameters"][0]["text"],
+        "Ravi"
+    );
+}
+
+async fn transient_failures_are_retried_and_permanent_ones_are_not(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server
+        .partner_writes_at("919638120888", "wamid.in.r", chrono::Utc::now().timestamp())
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply =
+        "mutation($c: ID!, $t: String!) { sendReply(chatId: $c, text: $t) { deliveryStatus } }";
+
+    // 500, 500, then 200: sent once, recorded as dispatched after three attempts.
+    let server_error = json!({"error": {"message": "Service temporarily unavailable", "code": 2}});
+    server.provider.answer_next(500, server_error.clone());
+    server.provider.answer_next(500, server_error);
+    server
+        .gql_as(&asha, reply, json!({"c": chat_id, "t": "first"}))
+        .await;
+    eventually(&server, CHAT_MESSAGES, json!({"c": chat_id}), |d| {
+        d["chat"]["messages"][1]["deliveryStatus"] == "accepted"
+    })
+    .await;
+    assert_eq!(server.provider.requests().len(), 3);
+    let stream = format!("conversation-{PARTNER}-+919638120888");
+    let events = server.store.read_stream(&stream, 0, 50).await.unwrap();
+    let dispatched: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "MessageDispatched")
+        .collect();
+    assert_eq!(dispatched.len(), 1);
+    assert_eq!(dispatched[0].data["attempts"], 3);
+
+    // 131047 (re-engagement): recorded as failed with Meta's code and text, never retried.
+    let reengagement: Value =
+        serde_json::from_slice(&fixture("meta-error-obj-131047-reengagement.json")).unwrap();
+    server
+        .provider
+        .answer_next(400, json!({"error": reengagement}));
+    server
+        .gql_as(&asha, reply, json!({"c": chat_id, "t": "second"}))
+        .await;
+    let failed = eventually(&server, CHAT_MESSAGES, json!({"c": chat_id}), |d| {
+        d["chat"]["messages"][2]["deliveryStatus"] == "failed"
+    })
+    .await;
+    let error = failed["chat"]["messages"][2]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.starts_with("131047"), "{error}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.provider.requests().len(),
+        4,
+        "a permanent failure is not retried"
+    );
+    let events = server.store.read_stream(&stream, 0, 50).await.unwrap();
+    let failure = events
+        .iter()
+        .find(|e| e.event_type == "MessageDispatchFailed")
+        .unwrap();
+    assert_eq!(failure.data["code"], 131047);
+    assert_eq!(failure.data["permanent"], true);
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
@@ -752,4 +981,7 @@ chatledger_tests::on_both_backends!(
     waiting_chats_go_oldest_first_to_whoever_comes_online,
     leads_assign_by_hand,
     executives_tag_chats_from_the_catalog,
+    a_reply_is_sent_and_its_receipts_show,
+    outside_the_window_only_templates_go,
+    transient_failures_are_retried_and_permanent_ones_are_not,
 );

@@ -7,6 +7,7 @@
 //! - [`twilio`]: Twilio's form-encoded inbound and status callbacks.
 //! - [`signature`]: `X-Hub-Signature-256`, `X-Twilio-Signature` and shared-secret headers,
 //!   all compared in constant time.
+//! - [`send`]: sending through providers over HTTP (Cloud API shape, Twilio).
 //! - [`phone`]: customer numbers to E.164 with a default country.
 //!
 //! Parsers never fail on a shape they do not know: what they cannot read as a message or a
@@ -15,6 +16,7 @@
 
 pub mod meta;
 pub mod phone;
+pub mod send;
 pub mod signature;
 pub mod twilio;
 

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "admin-test-token";
 pub const TRANSACTION_TOKEN: &str = "transaction-test-token";
+pub const PROVIDER_API_KEY: &str = "provider-test-key";
 pub const JWT_SECRET: &str = "jwt-test-secret-of-some-length";
 pub const PINBOT_SECRET: &str = "pinbot-test-secret";
 /// The app secret of signature vector A1 (fixtures/whatsapp/SOURCES.md).
@@ -35,6 +36,8 @@ pub struct Server {
     pub client: reqwest::Client,
     pub state: AppState,
     pub db: TestDb,
+    /// The fake WhatsApp provider every channel sends through.
+    pub provider: FakeProvider,
     _stop: oneshot::Sender<()>,
 }
 
@@ -70,9 +73,21 @@ pub async fn start(backend: Backend) -> Server {
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("JWT_SECRET_KEY".into(), JWT_SECRET.into()),
         ("TRANSACTION_API_TOKEN".into(), TRANSACTION_TOKEN.into()),
+        ("WA_API_KEY_1".into(), PROVIDER_API_KEY.into()),
+        ("DISPATCH_RECIPIENT_INTERVAL_MS".into(), "10".into()),
+        ("DISPATCH_FIRST_BACKOFF_MS".into(), "20".into()),
     ];
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let provider = FakeProvider::start().await;
+    let mut configured = configured;
+    for channel in &mut configured.channels {
+        channel.send.base_url = Some(provider.url.clone());
+        if channel.phone_number_id.is_none() {
+            channel.phone_number_id = Some(format!("pni-{}", channel.key));
+        }
+    }
     let settings = Settings {
+        dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
         auth: AuthSettings::from_env(&lookup).unwrap(),
         tags: TagCatalog::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config")))
@@ -109,6 +124,7 @@ pub async fn start(backend: Backend) -> Server {
         client: reqwest::Client::new(),
         state,
         db,
+        provider,
         _stop: stop,
     }
 }
@@ -161,5 +177,70 @@ impl Server {
             );
         }
         all
+    }
+}
+
+/// One request the fake provider received.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+/// A local HTTP server that speaks the Cloud API's `POST …/messages` wire format: it records
+/// each request and answers from a script (status and JSON body), or with a success.
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub url: String,
+    requests: Arc<std::sync::Mutex<Vec<ProviderRequest>>>,
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<(u16, serde_json::Value)>>>,
+}
+
+impl FakeProvider {
+    pub async fn start() -> Self {
+        let provider = FakeProvider {
+            url: String::new(),
+            requests: Default::default(),
+            script: Default::default(),
+        };
+        let handler_state = provider.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let state = handler_state.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                let headers = request
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let bytes = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                let to = body["to"].clone();
+                let n = {
+                    let mut requests = state.requests.lock().unwrap();
+                    requests.push(ProviderRequest { path, headers, body });
+                    requests.len()
+                };
+                let (status, answer) = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+                    (200, serde_json::json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                        "messages": [{"id": format!("wamid.fake.{n}")}]}))
+                });
+                (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(answer))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeProvider { url, ..provider }
+    }
+
+    /// The next answer (then the next, …); after the script, successes.
+    pub fn answer_next(&self, status: u16, body: serde_json::Value) {
+        self.script.lock().unwrap().push_back((status, body));
+    }
+
+    pub fn requests(&self) -> Vec<ProviderRequest> {
+        self.requests.lock().unwrap().clone()
     }
 }

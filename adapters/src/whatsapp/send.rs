@@ -1,0 +1,259 @@
+//! Sending through providers over HTTP: Meta's Cloud API message shape (Meta itself,
+//! Pinbot, 360dialog) and Twilio's Messages API.
+//!
+//! Failures are classified here, once: HTTP 5xx, 429, timeouts and Meta's rate-limit codes
+//! are transient (the dispatcher retries them with backoff); anything else is permanent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatledger_core::sender::{MessageSender, OutboundMessage, SendError, Sent};
+use serde_json::{json, Value};
+
+/// Meta error codes that mean "slow down" or "try again".
+const META_TRANSIENT_CODES: [i64; 7] = [1, 2, 4, 80007, 130429, 131000, 131056];
+
+/// How a channel's messages are sent.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// `POST url` with a Cloud API JSON body and `header: value` (e.g. `Authorization:
+    /// Bearer …`, `apikey: …`, `D360-API-KEY: …`).
+    CloudApi {
+        url: String,
+        header: String,
+        value: String,
+    },
+    /// `POST url` (…/Accounts/{sid}/Messages.json) form-encoded, HTTP Basic auth, from our
+    /// WhatsApp number.
+    Twilio {
+        url: String,
+        account_sid: String,
+        auth_token: String,
+        from: String,
+    },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credentials.
+        match self {
+            Endpoint::CloudApi { url, header, .. } => {
+                write!(f, "CloudApi {{ url: {url}, header: {header} }}")
+            }
+            Endpoint::Twilio { url, .. } => write!(f, "Twilio {{ url: {url} }}"),
+        }
+    }
+}
+
+/// Sends over HTTP to each channel's endpoint.
+pub struct HttpSender {
+    client: reqwest::Client,
+    endpoints: HashMap<String, Endpoint>,
+}
+
+impl HttpSender {
+    pub fn new(endpoints: HashMap<String, Endpoint>, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        HttpSender { client, endpoints }
+    }
+}
+
+/// The Cloud API body of a message (DESIGN: WHATSAPP.md §c).
+pub fn cloud_api_body(message: &OutboundMessage) -> Value {
+    let to = message.to.trim_start_matches('+');
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "biz_opaque_callback_data": message.message_id,
+    });
+    match (&message.template, &message.text) {
+        (Some(template), _) => {
+            let mut t = json!({"name": template.name, "language": {"code": template.language}});
+            if !template.params.is_empty() {
+                let parameters: Vec<Value> = template
+                    .params
+                    .iter()
+                    .map(|p| json!({"type": "text", "text": p}))
+                    .collect();
+                t["components"] = json!([{"type": "body", "parameters": parameters}]);
+            }
+            body["type"] = json!("template");
+            body["template"] = t;
+        }
+        (None, text) => {
+            body["type"] = json!("text");
+            body["text"] = json!({"preview_url": false, "body": text.clone().unwrap_or_default()});
+        }
+    }
+    body
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn network_error(e: reqwest::Error) -> SendError {
+    SendError {
+        code: None,
+        message: format!("the provider could not be reached: {e}"),
+        transient: true,
+        retry_after: None,
+    }
+}
+
+#[async_trait]
+impl MessageSender for HttpSender {
+    async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError> {
+        let endpoint = self.endpoints.get(channel).ok_or_else(|| SendError {
+            code: None,
+            message: format!("channel {channel} has no way to send configured (its `send` section, or its token)"),
+            transient: false,
+            retry_after: None,
+        })?;
+        match endpoint {
+            Endpoint::CloudApi { url, header, value } => {
+                let response = self
+                    .client
+                    .post(url)
+                    .header(header.as_str(), value.as_str())
+                    .json(&cloud_api_body(message))
+                    .send()
+                    .await
+                    .map_err(network_error)?;
+                let status = response.status();
+                let wait = retry_after(&response);
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if status.is_success() {
+                    return body["messages"][0]["id"]
+                        .as_str()
+                        .map(|id| Sent {
+                            provider_message_id: id.to_owned(),
+                        })
+                        .ok_or_else(|| SendError {
+                            code: None,
+                            message: format!("the provider answered {status} without a message id"),
+                            transient: false,
+                            retry_after: None,
+                        });
+                }
+                let error = &body["error"];
+                let code = error["code"].as_i64();
+                let text = error["error_data"]["details"]
+                    .as_str()
+                    .or_else(|| error["message"].as_str())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                Err(SendError {
+                    code,
+                    message: text,
+                    transient: status.is_server_error()
+                        || status.as_u16() == 429
+                        || code.is_some_and(|c| META_TRANSIENT_CODES.contains(&c)),
+                    retry_after: wait,
+                })
+            }
+            Endpoint::Twilio {
+                url,
+                account_sid,
+                auth_token,
+                from,
+            } => {
+                let Some(text) = &message.text else {
+                    return Err(SendError {
+                        code: None,
+                        message: "templates over Twilio need a Content SID, which chatledger does not configure yet".into(),
+                        transient: false,
+                        retry_after: None,
+                    });
+                };
+                let to = if message.to.starts_with('+') {
+                    format!("whatsapp:{}", message.to)
+                } else {
+                    message.to.clone()
+                };
+                let form = [
+                    ("To", to),
+                    (
+                        "From",
+                        format!("whatsapp:+{}", from.trim_start_matches('+')),
+                    ),
+                    ("Body", text.clone()),
+                ];
+                let response = self
+                    .client
+                    .post(url)
+                    .basic_auth(account_sid, Some(auth_token))
+                    .form(&form)
+                    .send()
+                    .await
+                    .map_err(network_error)?;
+                let status = response.status();
+                let wait = retry_after(&response);
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if status.is_success() {
+                    if let Some(sid) = body["sid"].as_str() {
+                        return Ok(Sent {
+                            provider_message_id: sid.to_owned(),
+                        });
+                    }
+                }
+                Err(SendError {
+                    code: body["code"].as_i64(),
+                    message: body["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("HTTP {status}")),
+                    transient: status.is_server_error() || status.as_u16() == 429,
+                    retry_after: wait,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatledger_core::conversation::Template;
+
+    #[test]
+    fn cloud_api_bodies() {
+        let text = OutboundMessage {
+            message_id: "m1".into(),
+            to: "+919638120888".into(),
+            text: Some("Hello".into()),
+            template: None,
+        };
+        assert_eq!(
+            cloud_api_body(&text),
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "919638120888",
+                   "biz_opaque_callback_data": "m1", "type": "text", "text": {"preview_url": false, "body": "Hello"}})
+        );
+        let template = OutboundMessage {
+            template: Some(Template {
+                name: "rating_request".into(),
+                language: "en".into(),
+                params: vec!["Asha".into()],
+            }),
+            text: None,
+            ..text
+        };
+        let body = cloud_api_body(&template);
+        assert_eq!(body["type"], "template");
+        assert_eq!(body["template"]["language"]["code"], "en");
+        assert_eq!(
+            body["template"]["components"][0]["parameters"][0]["text"],
+            "Asha"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! The outbound port: sending a message through a channel's provider.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::Template;
+
+/// A message to send, as the dispatcher hands it to a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// Our id for it; providers that echo a callback value get this.
+    pub message_id: String,
+    /// The recipient: E.164, or a business-scoped user id.
+    pub to: String,
+    pub text: Option<String>,
+    pub template: Option<Template>,
+}
+
+/// The provider accepted the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub provider_message_id: String,
+}
+
+/// The provider (or the way to it) refused or failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", code.map(|c| format!("({c}) ")).unwrap_or_default())]
+pub struct SendError {
+    /// The provider's error code (Meta's `error.code`, Twilio's `code`).
+    pub code: Option<i64>,
+    pub message: String,
+    /// Worth retrying: 5xx, 429, timeouts, rate-limit codes.
+    pub transient: bool,
+    /// How long the provider asked us to wait, if it said.
+    pub retry_after: Option<Duration>,
+}
+
+/// Sends messages through the provider of a channel.
+#[async_trait]
+pub trait MessageSender: Send + Sync + 'static {
+    async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError>;
+}

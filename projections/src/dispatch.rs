@@ -1,0 +1,300 @@
+//! The dispatcher reactor: sends queued messages (`ReplyQueued`) through the channel's
+//! provider and records the outcome (`MessageDispatched` / `MessageDispatchFailed`).
+//!
+//! - **Nothing queued is lost**: what is pending is folded from the log at start (queued,
+//!   no outcome yet), so a restart picks up where the last run stopped.
+//! - **Retries**: transient failures (5xx, 429, timeouts, rate-limit codes) are retried
+//!   with exponential backoff and jitter, honouring `Retry-After`, up to a bound; permanent
+//!   ones are recorded at once and never retried.
+//! - **Limits**: per channel, at most `rate_per_second` sends; per recipient, at least
+//!   `recipient_interval` between two messages.
+//! - **One outcome per message**: the outcome event's id derives from the message, so a
+//!   second process recording the same outcome writes nothing. A process that dies between
+//!   the provider's acceptance and the outcome's commit sends that message again on restart;
+//!   the window is the length of one append.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatledger_core::conversation::{ConversationCommand, ConversationEvent, DispatchOutcome};
+use chatledger_core::sender::{MessageSender, OutboundMessage};
+use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chrono::Utc;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::conversations::{CommandError, Conversations};
+
+/// Limits the dispatcher keeps.
+#[derive(Debug, Clone)]
+pub struct DispatchLimits {
+    /// Per channel; Meta's default throughput is 80 messages a second.
+    pub rate_per_second: u32,
+    /// Between two messages to one recipient.
+    pub recipient_interval: Duration,
+    /// Attempts before a transient failure is recorded as a failure.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles, up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for DispatchLimits {
+    fn default() -> Self {
+        DispatchLimits {
+            rate_per_second: 80,
+            recipient_interval: Duration::from_secs(1),
+            max_attempts: 6,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    stream: String,
+    channel: String,
+    message: OutboundMessage,
+    attempts: u32,
+    due: Instant,
+}
+
+/// The reactor.
+pub struct Dispatcher {
+    store: Arc<dyn EventStore>,
+    conversations: Arc<Conversations>,
+    sender: Arc<dyn MessageSender>,
+    limits: DispatchLimits,
+    /// Channel of each conversation stream (from `ChatOpened`).
+    channels: HashMap<String, String>,
+    pending: BTreeMap<Uuid, Pending>,
+    last_send: HashMap<String, Instant>,
+    last_to: HashMap<String, Instant>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        conversations: Arc<Conversations>,
+        sender: Arc<dyn MessageSender>,
+        limits: DispatchLimits,
+    ) -> Self {
+        Dispatcher {
+            store,
+            conversations,
+            sender,
+            limits,
+            channels: HashMap::new(),
+            pending: BTreeMap::new(),
+            last_send: HashMap::new(),
+            last_to: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        let Ok(Some(conversation)) = ConversationEvent::from_recorded(event) else {
+            return;
+        };
+        match conversation {
+            ConversationEvent::ChatOpened { conversation, .. } => {
+                self.channels
+                    .insert(event.stream.clone(), conversation.channel);
+            }
+            ConversationEvent::ReplyQueued {
+                message_id,
+                to,
+                text,
+                template,
+                ..
+            } => {
+                let channel = self
+                    .channels
+                    .get(&event.stream)
+                    .cloned()
+                    .unwrap_or_default();
+                self.pending.insert(
+                    message_id,
+                    Pending {
+                        stream: event.stream.clone(),
+                        channel,
+                        message: OutboundMessage {
+                            message_id: message_id.to_string(),
+                            to: to.to_string(),
+                            text,
+                            template,
+                        },
+                        attempts: 0,
+                        due: Instant::now(),
+                    },
+                );
+            }
+            ConversationEvent::MessageDispatched { message_id, .. }
+            | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
+                self.pending.remove(&message_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut position = 0;
+        loop {
+            match self.store.read_all(position, 5_000).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    for event in &batch {
+                        self.apply(event);
+                    }
+                    position = batch.last().map_or(position, |e| e.position);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the dispatcher cannot read the log yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+        if !self.pending.is_empty() {
+            tracing::info!(
+                pending = self.pending.len(),
+                "dispatching messages queued before the start"
+            );
+        }
+        let mut follower = self.store.follow(position);
+        loop {
+            let next_due = self.pending.values().map(|p| p.due).min();
+            let wake = async {
+                match next_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = follower.next() => match next {
+                    Some(Ok(event)) => self.apply(&event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
+                    None => return,
+                },
+                () = wake => self.send_due().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Sends every message that is due, within the limits.
+    async fn send_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Uuid> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for message_id in due {
+            let Some(pending) = self.pending.get(&message_id).cloned() else {
+                continue;
+            };
+            // Pace per channel and per recipient: if either is too soon, come back later.
+            let channel_gap =
+                Duration::from_secs_f64(1.0 / f64::from(self.limits.rate_per_second.max(1)));
+            let ready_at = [
+                self.last_send
+                    .get(&pending.channel)
+                    .map(|t| *t + channel_gap),
+                self.last_to
+                    .get(&pending.message.to)
+                    .map(|t| *t + self.limits.recipient_interval),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            if let Some(ready_at) = ready_at.filter(|t| *t > Instant::now()) {
+                if let Some(p) = self.pending.get_mut(&message_id) {
+                    p.due = ready_at;
+                }
+                continue;
+            }
+            let sent_at = Instant::now();
+            self.last_send.insert(pending.channel.clone(), sent_at);
+            self.last_to.insert(pending.message.to.clone(), sent_at);
+            let attempts = pending.attempts + 1;
+            let outcome = match self.sender.send(&pending.channel, &pending.message).await {
+                Ok(sent) => Some(DispatchOutcome::Sent {
+                    provider_message_id: sent.provider_message_id,
+                }),
+                Err(e) if e.transient && attempts < self.limits.max_attempts => {
+                    let delay = e.retry_after.unwrap_or_else(|| self.backoff(attempts));
+                    tracing::warn!(message.id = %message_id, attempts, error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "sending failed; retrying");
+                    if let Some(p) = self.pending.get_mut(&message_id) {
+                        p.attempts = attempts;
+                        p.due = Instant::now() + delay;
+                    }
+                    None
+                }
+                Err(e) => Some(DispatchOutcome::Failed {
+                    code: e.code,
+                    error: e.message,
+                    permanent: !e.transient,
+                }),
+            };
+            if let Some(outcome) = outcome {
+                self.record(&pending, message_id, outcome, attempts).await;
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: up to half of the delay again, at random.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self
+            .limits
+            .first_backoff
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(self.limits.max_backoff);
+        let jitter = (Uuid::new_v4().as_u128() % 1000) as u32;
+        base + base.mul_f64(f64::from(jitter) / 2000.0)
+    }
+
+    async fn record(
+        &mut self,
+        pending: &Pending,
+        message_id: Uuid,
+        outcome: DispatchOutcome,
+        attempts: u32,
+    ) {
+        let command = ConversationCommand::RecordDispatch {
+            message_id,
+            outcome,
+            attempts,
+            now: Utc::now(),
+        };
+        let mut metadata = Metadata::by("reactor:dispatcher");
+        metadata
+            .extra
+            .insert("channel".into(), serde_json::json!(pending.channel));
+        match self
+            .conversations
+            .handle(&pending.stream, vec![command], &metadata)
+            .await
+        {
+            Ok(_) | Err(CommandError::Rejected(_)) => {
+                self.pending.remove(&message_id);
+            }
+            Err(e) => {
+                // The outcome could not be written: keep it pending and write it later
+                // rather than lose it (the message may then be sent again).
+                tracing::error!(message.id = %message_id, error = %e, "recording a dispatch outcome failed");
+                if let Some(p) = self.pending.get_mut(&message_id) {
+                    p.due = Instant::now() + Duration::from_secs(5);
+                }
+            }
+        }
+    }
+}
