@@ -1093,6 +1093,20 @@ impl Mutation {
         queue_message(ctx, &chat, &viewer, command, message_id).await
     }
 
+    /// Resolves a chat and asks the customer for a rating ("Hope we resolved your query. Rate
+    /// 1-5."; the rating template outside the 24-hour window). A reply 1-5 becomes the rating.
+    async fn resolve_chat(&self, ctx: &Context<'_>, chat_id: ID) -> Result<Chat, Error> {
+        let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+        let command = ConversationCommand::Resolve {
+            chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
+            rating_message_id: Uuid::new_v4(),
+            rating_template: (*state(ctx).rating_template).clone(),
+            by: viewer.name.clone(),
+            now: Utc::now(),
+        };
+        run_on_chat(ctx, &chat, &viewer, command).await
+    }
+
     /// A lead gives a chat to an online executive of its stakeholder.
     async fn assign_chat(
         &self,

@@ -12,6 +12,7 @@ use crate::auth::AuthSettings;
 use crate::config::{DispatchSettings, TagCatalog, TransactionSettings, WhatsAppSettings};
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
+use chatledger_core::conversation::Template;
 
 /// Everything read from configuration files and the environment at start.
 pub struct Settings {
@@ -20,6 +21,18 @@ pub struct Settings {
     pub transaction: TransactionSettings,
     pub tags: TagCatalog,
     pub dispatch: DispatchSettings,
+    /// The template that asks for a rating outside the 24-hour window
+    /// (`RATING_TEMPLATE_NAME`, `RATING_TEMPLATE_LANGUAGE`).
+    pub rating_template: Template,
+}
+
+/// The rating template from the environment; `rating_request` in `en` by default.
+pub fn rating_template(env: &dyn Fn(&str) -> Option<String>) -> Template {
+    Template {
+        name: env("RATING_TEMPLATE_NAME").unwrap_or_else(|| "rating_request".into()),
+        language: env("RATING_TEMPLATE_LANGUAGE").unwrap_or_else(|| "en".into()),
+        params: vec![],
+    }
 }
 
 impl Settings {
@@ -38,6 +51,7 @@ impl Settings {
             transaction: TransactionSettings::load(config_dir, env).map_err(|e| e.to_string())?,
             tags: TagCatalog::load(config_dir).map_err(|e| e.to_string())?,
             dispatch,
+            rating_template: rating_template(env),
         })
     }
 }
@@ -58,6 +72,7 @@ pub struct AppState {
     /// Sends through the channels' providers (the dispatcher's way out).
     pub sender: Arc<dyn chatledger_core::sender::MessageSender>,
     pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
+    pub rating_template: Arc<Template>,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
 }
@@ -80,6 +95,7 @@ impl AppState {
                 std::time::Duration::from_secs(15),
             )),
             dispatch_limits: settings.dispatch.limits,
+            rating_template: Arc::new(settings.rating_template),
             whatsapp: Arc::new(settings.whatsapp),
             live,
             conversations: Arc::new(Conversations::new(store.clone())),

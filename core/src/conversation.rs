@@ -205,6 +205,9 @@ pub enum OutboundPurpose {
     RatingRequest,
 }
 
+/// What a resolved chat asks the customer, as free text inside the 24-hour window.
+pub const RATING_REQUEST_TEXT: &str = "Hope we resolved your query. Rate 1-5.";
+
 /// The system tag derived from the direction of a chat's last message; never set by hand.
 pub const AWAITING_CUSTOMER_TAG: &str = "Awaiting Customer Response";
 
@@ -320,6 +323,20 @@ pub enum ConversationEvent {
         attempts: u32,
         failed_at: DateTime<Utc>,
     },
+    /// An executive resolved the chat; a rating request follows.
+    ChatResolved {
+        chat_id: Uuid,
+        by: String,
+        resolved_at: DateTime<Utc>,
+    },
+    /// The customer answered the rating request.
+    ChatRated {
+        chat_id: Uuid,
+        rating: u8,
+        /// The message that carried the rating.
+        provider_message_id: String,
+        rated_at: DateTime<Utc>,
+    },
     /// An executive tagged a chat.
     TagApplied {
         chat_id: Uuid,
@@ -356,6 +373,8 @@ impl ConversationEvent {
             ConversationEvent::ChatReassigned { .. } => "ChatReassigned",
             ConversationEvent::TagApplied { .. } => "TagApplied",
             ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
+            ConversationEvent::ChatResolved { .. } => "ChatResolved",
+            ConversationEvent::ChatRated { .. } => "ChatRated",
             ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
@@ -401,6 +420,10 @@ impl ConversationEvent {
             ConversationEvent::ReplyQueued { message_id, .. } => {
                 format!("ReplyQueued/{stream}/{message_id}")
             }
+            ConversationEvent::ChatResolved { chat_id, .. } => {
+                format!("ChatResolved/{stream}/{chat_id}")
+            }
+            ConversationEvent::ChatRated { chat_id, .. } => format!("ChatRated/{stream}/{chat_id}"),
             // One outcome per queued message.
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
@@ -452,6 +475,8 @@ impl ConversationEvent {
                 | "TagApplied"
                 | "TagRemoved"
                 | "ReplyQueued"
+                | "ChatResolved"
+                | "ChatRated"
                 | "MessageDispatched"
                 | "MessageDispatchFailed"
         ) {
@@ -499,6 +524,8 @@ pub struct Conversation {
     pub outbound: HashMap<Uuid, Outbound>,
     /// Provider ids of dispatched messages, with their chat.
     pub sent: HashMap<String, Uuid>,
+    /// The resolved chat whose rating request has not been answered yet.
+    pub awaiting_rating: Option<Uuid>,
 }
 
 /// An outbound message as the conversation knows it.
@@ -550,6 +577,15 @@ pub enum ConversationCommand {
         chat_id: Uuid,
         message_id: Uuid,
         template: Template,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Resolve the open chat and ask for a rating: as text inside the 24-hour window, else
+    /// as the `rating_template`.
+    Resolve {
+        chat_id: Uuid,
+        rating_message_id: Uuid,
+        rating_template: Template,
         by: String,
         now: DateTime<Utc>,
     },
@@ -632,6 +668,7 @@ impl Conversation {
                 opened_at,
                 ..
             } => {
+                self.awaiting_rating = None;
                 self.chat = Some(Chat {
                     chat_id: *chat_id,
                     status: ChatStatus::Open,
@@ -692,6 +729,17 @@ impl Conversation {
                     outbound.settled = true;
                 }
                 self.sent.insert(provider_message_id.clone(), *chat_id);
+            }
+            ConversationEvent::ChatResolved { chat_id, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.status = ChatStatus::Resolved;
+                    self.awaiting_rating = Some(*chat_id);
+                }
+            }
+            ConversationEvent::ChatRated { chat_id, .. } => {
+                if self.awaiting_rating == Some(*chat_id) {
+                    self.awaiting_rating = None;
+                }
             }
             ConversationEvent::MessageDispatchFailed { message_id, .. } => {
                 if let Some(outbound) = self.outbound.get_mut(message_id) {
@@ -773,6 +821,23 @@ impl Conversation {
                 }
                 if self.received.contains_key(&message.provider_message_id) {
                     return Ok(vec![]);
+                }
+                // An answer 1-5 to a pending rating request is the chat's rating.
+                if let (Some(rated), Some(rating)) = (self.awaiting_rating, rating_in(&message)) {
+                    let provider_message_id = message.provider_message_id.clone();
+                    return Ok(vec![
+                        ConversationEvent::MessageReceived {
+                            chat_id: rated,
+                            received_at: now,
+                            message,
+                        },
+                        ConversationEvent::ChatRated {
+                            chat_id: rated,
+                            rating,
+                            provider_message_id,
+                            rated_at: now,
+                        },
+                    ]);
                 }
                 let mut events = Vec::with_capacity(2);
                 let chat_id = match self.open_chat() {
@@ -878,6 +943,35 @@ impl Conversation {
                     by,
                     now,
                 ))
+            }
+            ConversationCommand::Resolve {
+                chat_id,
+                rating_message_id,
+                rating_template,
+                by,
+                now,
+            } => {
+                self.the_open_chat(chat_id)?;
+                let (text, template) = if self.within_service_window(now) {
+                    (Some(RATING_REQUEST_TEXT.to_owned()), None)
+                } else {
+                    (None, Some(rating_template))
+                };
+                let mut events = vec![ConversationEvent::ChatResolved {
+                    chat_id,
+                    by: by.clone(),
+                    resolved_at: now,
+                }];
+                events.extend(self.queue(
+                    chat_id,
+                    rating_message_id,
+                    text,
+                    template,
+                    OutboundPurpose::RatingRequest,
+                    by,
+                    now,
+                ));
+                Ok(events)
             }
             ConversationCommand::RecordDispatch {
                 message_id,
@@ -1108,6 +1202,20 @@ impl Conversation {
             });
         }
         events
+    }
+}
+
+/// The rating a message gives, if it is one: a text (or button) of just 1 to 5.
+fn rating_in(message: &InboundMessage) -> Option<u8> {
+    let text = message
+        .text
+        .as_deref()?
+        .trim()
+        .trim_end_matches(['.', '!', '⭐'])
+        .trim();
+    match text.parse::<u8>() {
+        Ok(n @ 1..=5) => Some(n),
+        _ => None,
     }
 }
 
@@ -1583,6 +1691,87 @@ mod tests {
         assert_eq!(
             Conversation::fold(&history).chat.unwrap().status,
             ChatStatus::Open
+        );
+    }
+
+    fn resolve(chat: u128, now: &str) -> ConversationCommand {
+        ConversationCommand::Resolve {
+            chat_id: Uuid::from_u128(chat),
+            rating_message_id: Uuid::from_u128(700),
+            rating_template: Template {
+                name: "rating_request".into(),
+                language: "en".into(),
+                params: vec![],
+            },
+            by: "asha".into(),
+            now: at(now),
+        }
+    }
+
+    fn customer_says(id: &str, text: &str, chat: u128) -> ConversationCommand {
+        let mut m = message(id, text);
+        m.sent_at = Some(at("2026-11-22T10:10:00Z"));
+        ConversationCommand::ReceiveMessage {
+            conversation: ConversationRef {
+                channel: "9099039188".into(),
+                channel_number: "919099039188".into(),
+                stakeholder: "partner".into(),
+                customer: CustomerKey::Phone("+919638120888".into()),
+            },
+            message: Box::new(m),
+            new_chat_id: Uuid::from_u128(chat),
+            now: at("2026-11-22T10:10:00Z"),
+        }
+    }
+
+    #[test]
+    fn resolve_then_rating_then_a_new_chat() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let resolved = given(&history, resolve(1, "2026-11-22T10:05:00Z"));
+        assert!(
+            matches!(&resolved[..], [ConversationEvent::ChatResolved { .. },
+            ConversationEvent::ReplyQueued { purpose: OutboundPurpose::RatingRequest, text: Some(t), .. }] if t == RATING_REQUEST_TEXT)
+        );
+        let history: Vec<_> = history.into_iter().chain(resolved).collect();
+        let rated = given(&history, customer_says("wamid.r", " 4 ", 2));
+        assert!(
+            matches!(&rated[..], [ConversationEvent::MessageReceived { chat_id, .. }, ConversationEvent::ChatRated { rating: 4, .. }]
+            if *chat_id == Uuid::from_u128(1))
+        );
+        let history: Vec<_> = history.into_iter().chain(rated).collect();
+        let after = given(&history, customer_says("wamid.h", "hello", 3));
+        assert!(
+            matches!(&after[0], ConversationEvent::ChatOpened { reason: OpenReason::AfterResolution, previous_chat_id: Some(p), .. }
+            if *p == Uuid::from_u128(1))
+        );
+    }
+
+    #[test]
+    fn anything_but_a_rating_after_resolution_opens_a_new_chat() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let resolved = given(&history, resolve(1, "2026-11-22T10:05:00Z"));
+        let history: Vec<_> = history.into_iter().chain(resolved).collect();
+        for text in ["hello", "7", "4 stars please", "0"] {
+            let events = given(&history, customer_says("wamid.x", text, 5));
+            assert!(
+                matches!(
+                    &events[0],
+                    ConversationEvent::ChatOpened {
+                        reason: OpenReason::AfterResolution,
+                        ..
+                    }
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn outside_the_window_the_rating_request_is_a_template() {
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let resolved = given(&history, resolve(1, "2026-11-24T10:00:00Z"));
+        assert!(
+            matches!(&resolved[1], ConversationEvent::ReplyQueued { kind, template: Some(t), .. } if kind == "template" && t.name == "rating_request")
         );
     }
 

@@ -127,7 +127,8 @@ impl Roster {
                     },
                 );
             }
-            ConversationEvent::ChatClosed { chat_id, .. } => {
+            ConversationEvent::ChatClosed { chat_id, .. }
+            | ConversationEvent::ChatResolved { chat_id, .. } => {
                 self.chats.remove(chat_id);
             }
             ConversationEvent::ChatAssigned {

@@ -216,6 +216,26 @@ impl Projector for Chats {
                 )
                 .await?;
             }
+            Some(ConversationEvent::ChatResolved {
+                chat_id,
+                resolved_at,
+                ..
+            }) => {
+                tx.execute(
+                    &format!("UPDATE chats{s} SET status = 'RESOLVED', resolved_at = $2 WHERE chat_id = $1"),
+                    &[chat_id.to_string().into(), resolved_at.into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::ChatRated {
+                chat_id, rating, ..
+            }) => {
+                tx.execute(
+                    &format!("UPDATE chats{s} SET rating = $2 WHERE chat_id = $1"),
+                    &[chat_id.to_string().into(), i64::from(rating).into()],
+                )
+                .await?;
+            }
             Some(ConversationEvent::TagApplied {
                 chat_id,
                 tag,

@@ -51,9 +51,14 @@ impl Server {
 
     /// A partner's text message sent at `timestamp` (unix seconds).
     async fn partner_writes_at(&self, from: &str, id: &str, timestamp: i64) {
+        self.partner_says(from, id, timestamp, "hi").await;
+    }
+
+    /// A partner's text message `text`, sent at `timestamp` (unix seconds).
+    async fn partner_says(&self, from: &str, id: &str, timestamp: i64, text: &str) {
         let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
             "value": {"metadata": {"phone_number_id": "1"}, "contacts": [{"profile": {"name": "Partner"}, "wa_id": from}],
-              "messages": [{"from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": "hi"}}]}}]}]});
+              "messages": [{"from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}]}}]}]});
         assert_eq!(
             self.post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
                 .await
@@ -972,6 +977,74 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not(backend: Back
     assert_eq!(failure.data["permanent"], true);
 }
 
+async fn resolve_ask_for_a_rating_and_record_it(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    server
+        .partner_writes_at("919638120888", "wamid.q", now)
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let resolved = server
+        .gql_as(
+            &asha,
+            "mutation($c: ID!) { resolveChat(chatId: $c) { status resolvedAt } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    assert_eq!(
+        resolved["data"]["resolveChat"]["status"], "RESOLVED",
+        "{resolved}"
+    );
+    assert!(resolved["data"]["resolveChat"]["resolvedAt"].is_string());
+    // The rating request goes out as text: the customer wrote within 24 hours.
+    eventually(&server, CHAT_MESSAGES, json!({"c": chat_id}), |d| {
+        d["chat"]["messages"][1]["deliveryStatus"] == "accepted"
+    })
+    .await;
+    let request = &server.provider.requests()[0].body;
+    assert_eq!(
+        request["text"]["body"],
+        "Hope we resolved your query. Rate 1-5."
+    );
+
+    // "4" answers it: the chat's rating, recorded in the resolved chat.
+    server
+        .partner_says("919638120888", "wamid.four", now + 60, "4")
+        .await;
+    let rated = server
+        .query(
+            "query($c: ID!) { chat(chatId: $c) { status rating messages { text } } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    assert_eq!(rated["chat"]["rating"], 4, "{rated}");
+    assert_eq!(rated["chat"]["status"], "RESOLVED");
+
+    // "hello" afterwards opens a new chat that points back to the resolved one.
+    server
+        .partner_says("919638120888", "wamid.hello", now + 120, "hello")
+        .await;
+    let chats = server.chats_when(|c| c.len() == 2).await;
+    let data = server
+        .query(
+            "query($c: ID!) { chat(chatId: $c) { openedReason previousChatId } }",
+            json!({"c": chats[1]["chatId"]}),
+        )
+        .await;
+    assert_eq!(
+        data["chat"],
+        json!({"openedReason": "AfterResolution", "previousChatId": chat_id})
+    );
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
@@ -984,4 +1057,5 @@ chatledger_tests::on_both_backends!(
     a_reply_is_sent_and_its_receipts_show,
     outside_the_window_only_templates_go,
     transient_failures_are_retried_and_permanent_ones_are_not,
+    resolve_ask_for_a_rating_and_record_it,
 );

@@ -87,6 +87,7 @@ pub async fn start(backend: Backend) -> Server {
         }
     }
     let settings = Settings {
+        rating_template: chatledger_api::server::rating_template(&lookup),
         dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
         auth: AuthSettings::from_env(&lookup).unwrap(),
