@@ -187,6 +187,8 @@ pub struct ProviderRequest {
     pub path: String,
     pub headers: std::collections::HashMap<String, String>,
     pub body: serde_json::Value,
+    /// The body as sent (a form, for Twilio).
+    pub raw: String,
 }
 
 /// A local HTTP server that speaks the Cloud API's `POST …/messages` wire format: it records
@@ -220,7 +222,8 @@ impl FakeProvider {
                 let to = body["to"].clone();
                 let n = {
                     let mut requests = state.requests.lock().unwrap();
-                    requests.push(ProviderRequest { path, headers, body });
+                                        let raw = String::from_utf8_lossy(&bytes).into_owned();
+                    requests.push(ProviderRequest { path, headers, body, raw });
                     requests.len()
                 };
                 let (status, answer) = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {

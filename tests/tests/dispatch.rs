@@ -1,0 +1,229 @@
+//! Sending through providers: the HTTP sender against a local fake that speaks the Cloud
+//! API and Twilio's Messages API, and the dispatcher across a restart.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
+use chatledger_core::conversation::{
+    ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage,
+};
+use chatledger_core::sender::{MessageSender, OutboundMessage};
+use chatledger_core::Metadata;
+use chatledger_projections::conversations::Conversations;
+use chatledger_projections::dispatch::{DispatchLimits, Dispatcher};
+use chatledger_tests::db::Backend;
+use chrono::Utc;
+use common::FakeProvider;
+use serde_json::json;
+use uuid::Uuid;
+
+fn message() -> OutboundMessage {
+    OutboundMessage {
+        message_id: "m-1".into(),
+        to: "+919638120888".into(),
+        text: Some("hello".into()),
+        template: None,
+    }
+}
+
+fn cloud(provider: &FakeProvider) -> HttpSender {
+    let endpoint = Endpoint::CloudApi {
+        url: format!("{}/v21.0/123/messages", provider.url),
+        header: "Authorization".into(),
+        value: "Bearer test-token".into(),
+    };
+    HttpSender::new(
+        HashMap::from([("c".to_owned(), endpoint)]),
+        Duration::from_secs(5),
+    )
+}
+
+#[tokio::test]
+async fn cloud_api_answers_are_classified() {
+    let provider = FakeProvider::start().await;
+    let sender = cloud(&provider);
+    let sent = sender.send("c", &message()).await.unwrap();
+    assert_eq!(sent.provider_message_id, "wamid.fake.1");
+    assert_eq!(
+        provider.requests()[0].headers["authorization"],
+        "Bearer test-token"
+    );
+
+    // Rate limits and server trouble are transient; an expired token is not.
+    let rate_limit: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/whatsapp/meta-send-error-response-130429.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    provider.answer_next(400, rate_limit);
+    let error = sender.send("c", &message()).await.unwrap_err();
+    assert!(error.transient, "130429 is a rate limit: {error}");
+    assert_eq!(error.code, Some(130429));
+
+    provider.answer_next(
+        429,
+        json!({"error": {"message": "Too many calls", "code": 80007}}),
+    );
+    assert!(sender.send("c", &message()).await.unwrap_err().transient);
+
+    let expired: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/whatsapp/meta-error-obj-190-expired-token.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    provider.answer_next(401, json!({"error": expired}));
+    let error = sender.send("c", &message()).await.unwrap_err();
+    assert!(!error.transient);
+    assert_eq!(error.code, Some(190));
+    assert!(error.message.contains("Session has expired"), "{error}");
+
+    let unknown = sender
+        .send("no-such-channel", &message())
+        .await
+        .unwrap_err();
+    assert!(!unknown.transient && unknown.message.contains("no way to send"));
+}
+
+#[tokio::test]
+async fn twilio_messages_api() {
+    let provider = FakeProvider::start().await;
+    let endpoint = Endpoint::Twilio {
+        url: format!("{}/2010-04-01/Accounts/AC123/Messages.json", provider.url),
+        account_sid: "AC123".into(),
+        auth_token: "twilio-token".into(),
+        from: "12028831111".into(),
+    };
+    let sender = HttpSender::new(
+        HashMap::from([("t".to_owned(), endpoint)]),
+        Duration::from_secs(5),
+    );
+    provider.answer_next(201, json!({"sid": "SM0123456789", "status": "queued"}));
+    let sent = sender.send("t", &message()).await.unwrap();
+    assert_eq!(sent.provider_message_id, "SM0123456789");
+    let request = &provider.requests()[0];
+    assert_eq!(request.path, "/2010-04-01/Accounts/AC123/Messages.json");
+    assert!(request.headers["authorization"].starts_with("Basic "));
+    let form: HashMap<String, String> = form_urlencoded::parse(request.raw.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(form["To"], "whatsapp:+919638120888");
+    assert_eq!(form["From"], "whatsapp:+12028831111");
+    assert_eq!(form["Body"], "hello");
+
+    provider.answer_next(
+        400,
+        json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient"}),
+    );
+    let error = sender.send("t", &message()).await.unwrap_err();
+    assert_eq!((error.code, error.transient), (Some(21610), false));
+}
+
+/// A reply queued while no dispatcher ran is sent by the next one to start, once.
+async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let provider = FakeProvider::start().await;
+    let conversations = Arc::new(Conversations::new(store.clone()));
+    let conversation = ConversationRef {
+        channel: "c".into(),
+        channel_number: "919099039188".into(),
+        stakeholder: "partner".into(),
+        customer: CustomerKey::Phone("+919638120888".into()),
+    };
+    let stream = conversation.stream();
+    let chat_id = Uuid::new_v4();
+    let incoming = InboundMessage {
+        provider: "meta".into(),
+        provider_message_id: "wamid.in".into(),
+        kind: "text".into(),
+        text: Some("hi".into()),
+        media: None,
+        details: None,
+        context: None,
+        referral: None,
+        customer: Customer {
+            phone: Some("+919638120888".into()),
+            ..Customer::default()
+        },
+        sent_at: Some(Utc::now()),
+        errors: vec![],
+        raw: json!({}),
+    };
+    let commands = vec![
+        ConversationCommand::ReceiveMessage {
+            conversation,
+            message: Box::new(incoming),
+            new_chat_id: chat_id,
+            now: Utc::now(),
+        },
+        ConversationCommand::SendReply {
+            chat_id,
+            message_id: Uuid::new_v4(),
+            text: "queued while we were down".into(),
+            by: "asha".into(),
+            now: Utc::now(),
+        },
+    ];
+    conversations
+        .handle(&stream, commands, &Metadata::by("test"))
+        .await
+        .unwrap();
+
+    let start = || {
+        let endpoint = Endpoint::CloudApi {
+            url: format!("{}/123/messages", provider.url),
+            header: "apikey".into(),
+            value: "k".into(),
+        };
+        let sender = Arc::new(HttpSender::new(
+            HashMap::from([("c".to_owned(), endpoint)]),
+            Duration::from_secs(5),
+        ));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            conversations.clone(),
+            sender,
+            DispatchLimits::default(),
+        );
+        tokio::spawn(dispatcher.run(stopped));
+        stop
+    };
+    let first = start();
+    let dispatched = async {
+        loop {
+            let events = store.read_stream(&stream, 0, 10).await.unwrap();
+            if events.iter().any(|e| e.event_type == "MessageDispatched") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), dispatched)
+        .await
+        .expect("the queued reply is sent");
+    first.send_replace(true);
+    let second = start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.send_replace(true);
+    assert_eq!(
+        provider.requests().len(),
+        1,
+        "a dispatched message is not sent again by the next dispatcher"
+    );
+    assert_eq!(
+        provider.requests()[0].body["text"]["body"],
+        "queued while we were down"
+    );
+}
+
+chatledger_tests::on_both_backends!(a_message_queued_before_a_restart_is_sent_once);
