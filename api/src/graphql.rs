@@ -160,7 +160,7 @@ pub struct ChatFilter {
 
 const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
      opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
-               resolved_at, rating, position, stream, last_direction";
+     resolved_at, rating, position, stream, last_direction";
 
 async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
     let row = state
@@ -1209,7 +1209,7 @@ pub async fn login(
         .read_side
         .db
         .fetch_optional(
-            "SELECT executive_id, name, role, stakeholders, online, password_hash FROM executives WHERE email = $1",
+            &format!("SELECT {EXECUTIVE_COLUMNS}, password_hash FROM executives WHERE email = $1"),
             &[email.trim().to_lowercase().into()],
         )
         .await
@@ -1217,26 +1217,20 @@ pub async fn login(
             tracing::error!(error = %e, "reading executives for a login failed");
             AuthError::NotConfigured
         })?;
-    // Verify against a real hash even for an unknown email, so both take the same time.
-    const UNKNOWN: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$9x3Y3E0m8m0e3H1mQ3b2a6m5cW8rX8vN4o1mUu1m0mA";
+    // Verify against a real hash even for an unknown email, so both take the same time and
+    // the answer does not tell which emails exist.
+    static UNKNOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let unknown =
+        UNKNOWN.get_or_init(|| crate::auth::hash_password("no such executive").unwrap_or_default());
     let hash = row
         .as_ref()
         .and_then(|r| r.text(5))
-        .unwrap_or_else(|| UNKNOWN.to_owned());
+        .unwrap_or_else(|| unknown.clone());
     if !verify_password(&hash, password) || row.is_none() {
         return Err(AuthError::BadCredentials);
     }
     let row = row.ok_or(AuthError::BadCredentials)?;
-    let executive = Executive {
-        id: row.text(0).unwrap_or_default(),
-        name: row.text(1).unwrap_or_default(),
-        role: row.text(2).unwrap_or_default(),
-        stakeholders: row
-            .json(3)
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-        online: row.i64(4) == Some(1),
-    };
+    let executive = Executive::from_row(&row);
     let viewer = Viewer {
         role: executive
             .role
