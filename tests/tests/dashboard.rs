@@ -302,23 +302,6 @@ async fn message_received_subscription_over_graphql_transport_ws(backend: Backen
     );
 }
 
-async fn next_json<S>(socket: &mut S) -> Value
-where
-    S: futures_util::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(GUARD, socket.next())
-            .await
-            .expect("a frame arrives")
-            .unwrap()
-            .unwrap();
-        if let WsMessage::Text(text) = frame {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
-
 async fn the_json_feed_pushes_messages(backend: Backend) {
     let server = start(backend).await;
     server

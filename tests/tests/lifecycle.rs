@@ -1045,6 +1045,76 @@ async fn resolve_ask_for_a_rating_and_record_it(backend: Backend) {
     );
 }
 
+async fn assignments_and_presence_are_pushed_live(backend: Backend) {
+    use chatledger_core::executive::Role;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    let lead = server
+        .executive("lead@oneway.cab", Role::Lead, &["partner"])
+        .await;
+    let ws_base = server.base.replace("http://", "ws://");
+
+    let (mut feed, _) = tokio_tungstenite::connect_async(format!("{ws_base}/ws?token={lead}"))
+        .await
+        .unwrap();
+    let mut request = format!("{ws_base}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut subscription, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| WsMessage::Text(v.to_string().into());
+    subscription
+        .send(send(
+            json!({"type": "connection_init", "payload": {"token": lead}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut subscription).await["type"], "connection_ack");
+    subscription
+        .send(send(json!({"id": "a", "type": "subscribe",
+            "payload": {"query": "subscription { chatAssigned { customerNumber status assignedTo { name } } }"}})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.set_online(&asha, true).await;
+    let presence = next_json(&mut feed).await;
+    assert_eq!(presence["type"], "executive_status", "{presence}");
+    assert_eq!(
+        (
+            presence["data"]["name"].as_str(),
+            presence["data"]["online"].as_bool()
+        ),
+        (Some("asha"), Some(true))
+    );
+
+    server.partner_writes("919400000001", "wamid.live.1").await;
+    let assigned = loop {
+        let frame = next_json(&mut feed).await;
+        if frame["type"] == "chat_assigned" {
+            break frame;
+        }
+    };
+    assert_eq!(assigned["data"]["rule"], "RoundRobin");
+    assert_eq!(assigned["data"]["executive"]["name"], "asha");
+    assert_eq!(assigned["data"]["candidates"][0]["name"], "asha");
+    assert_eq!(assigned["data"]["customer_number"], "+919400000001");
+    let next = next_json(&mut subscription).await;
+    assert_eq!(
+        next["payload"]["data"]["chatAssigned"],
+        json!({"customerNumber": "+919400000001", "status": "ASSIGNED", "assignedTo": {"name": "asha"}}),
+        "{next}"
+    );
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
@@ -1058,4 +1128,5 @@ chatledger_tests::on_both_backends!(
     outside_the_window_only_templates_go,
     transient_failures_are_retried_and_permanent_ones_are_not,
     resolve_ask_for_a_rating_and_record_it,
+    assignments_and_presence_are_pushed_live,
 );

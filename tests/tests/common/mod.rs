@@ -248,3 +248,26 @@ impl FakeProvider {
         self.requests.lock().unwrap().clone()
     }
 }
+
+/// The next text frame of a WebSocket, as JSON (failing the test if none comes).
+pub async fn next_json<S>(socket: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), socket.next())
+            .await
+            .expect("a frame arrives")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
