@@ -205,6 +205,45 @@ pub enum OutboundPurpose {
     RatingRequest,
 }
 
+/// A message sent to our own people (not the customer): an SLA alert to the alert group, an
+/// escalation to the shift lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub message_id: Uuid,
+    /// The recipient's number, E.164.
+    pub to: String,
+    pub template: Template,
+}
+
+/// A customer message left unanswered past a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaBreach {
+    pub chat_id: Uuid,
+    /// The provider id of the customer message that started the clock.
+    pub customer_message: String,
+    pub clock_started_at: DateTime<Utc>,
+    /// When the threshold was crossed.
+    pub due_at: DateTime<Utc>,
+    /// When the alert was actually raised (later than `due_at` only after a restart).
+    pub fired_at: DateTime<Utc>,
+    /// The version of the SLA policy it was measured against, and the threshold it used.
+    pub policy_version: u64,
+    pub threshold_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+}
+
+/// The SLA clock of the open chat: running from the first customer message with no reply
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaClock {
+    pub chat_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub customer_message: String,
+    pub alerted: bool,
+    pub escalated: bool,
+}
+
 /// What a resolved chat asks the customer, as free text inside the 24-hour window.
 pub const RATING_REQUEST_TEXT: &str = "Hope we resolved your query. Rate 1-5.";
 
@@ -337,6 +376,10 @@ pub enum ConversationEvent {
         provider_message_id: String,
         rated_at: DateTime<Utc>,
     },
+    /// A customer waited past the alert threshold.
+    SlaAlertRaised(SlaBreach),
+    /// A customer waited past the escalation threshold.
+    SlaEscalated(SlaBreach),
     /// An executive tagged a chat.
     TagApplied {
         chat_id: Uuid,
@@ -374,6 +417,8 @@ impl ConversationEvent {
             ConversationEvent::TagApplied { .. } => "TagApplied",
             ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
             ConversationEvent::ChatResolved { .. } => "ChatResolved",
+            ConversationEvent::SlaAlertRaised(_) => "SlaAlertRaised",
+            ConversationEvent::SlaEscalated(_) => "SlaEscalated",
             ConversationEvent::ChatRated { .. } => "ChatRated",
             ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
@@ -424,6 +469,15 @@ impl ConversationEvent {
                 format!("ChatResolved/{stream}/{chat_id}")
             }
             ConversationEvent::ChatRated { chat_id, .. } => format!("ChatRated/{stream}/{chat_id}"),
+            // One alert (and one escalation) per unanswered customer message, however many
+            // processes or restarts decide it.
+            ConversationEvent::SlaAlertRaised(b) => format!(
+                "SlaAlertRaised/{stream}/{}/{}",
+                b.chat_id, b.customer_message
+            ),
+            ConversationEvent::SlaEscalated(b) => {
+                format!("SlaEscalated/{stream}/{}/{}", b.chat_id, b.customer_message)
+            }
             // One outcome per queued message.
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
@@ -476,6 +530,8 @@ impl ConversationEvent {
                 | "TagRemoved"
                 | "ReplyQueued"
                 | "ChatResolved"
+                | "SlaAlertRaised"
+                | "SlaEscalated"
                 | "ChatRated"
                 | "MessageDispatched"
                 | "MessageDispatchFailed"
@@ -526,6 +582,8 @@ pub struct Conversation {
     pub sent: HashMap<String, Uuid>,
     /// The resolved chat whose rating request has not been answered yet.
     pub awaiting_rating: Option<Uuid>,
+    /// The SLA clock, while a customer message waits for an answer.
+    pub sla: Option<SlaClock>,
 }
 
 /// An outbound message as the conversation knows it.
@@ -588,6 +646,12 @@ pub enum ConversationCommand {
         rating_template: Template,
         by: String,
         now: DateTime<Utc>,
+    },
+    /// Raise an SLA alert or escalation for the customer message `customer_message`, if the
+    /// clock it started is still running (an answer that landed first wins).
+    RaiseSla {
+        level: crate::sla::SlaLevel,
+        breach: SlaBreach,
     },
     /// Record the dispatcher's outcome for a queued message.
     RecordDispatch {
@@ -669,6 +733,7 @@ impl Conversation {
                 ..
             } => {
                 self.awaiting_rating = None;
+                self.sla = None;
                 self.chat = Some(Chat {
                     chat_id: *chat_id,
                     status: ChatStatus::Open,
@@ -688,7 +753,18 @@ impl Conversation {
                 self.received
                     .insert(message.provider_message_id.clone(), *chat_id);
                 merge_customer(&mut self.customer, &message.customer);
-                self.last_incoming_at = Some(message.sent_at.unwrap_or(*received_at));
+                let sent_at = message.sent_at.unwrap_or(*received_at);
+                self.last_incoming_at = Some(sent_at);
+                let open = self.open_chat().map(|c| c.chat_id) == Some(*chat_id);
+                if open && self.sla.is_none() {
+                    self.sla = Some(SlaClock {
+                        chat_id: *chat_id,
+                        started_at: sent_at,
+                        customer_message: message.provider_message_id.clone(),
+                        alerted: false,
+                        escalated: false,
+                    });
+                }
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     if chat.status == ChatStatus::AwaitingCustomer {
                         chat.status = if chat.assignee.is_some() {
@@ -702,8 +778,13 @@ impl Conversation {
             ConversationEvent::ReplyQueued {
                 chat_id,
                 message_id,
+                purpose,
                 ..
             } => {
+                // An executive's answer stops the clock; an automated message does not.
+                if *purpose == OutboundPurpose::Reply {
+                    self.sla = None;
+                }
                 self.outbound.insert(
                     *message_id,
                     Outbound {
@@ -730,7 +811,32 @@ impl Conversation {
                 }
                 self.sent.insert(provider_message_id.clone(), *chat_id);
             }
+            ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
+                let escalation = matches!(event, ConversationEvent::SlaEscalated(_));
+                if let Some(clock) = self
+                    .sla
+                    .as_mut()
+                    .filter(|c| c.customer_message == breach.customer_message)
+                {
+                    if escalation {
+                        clock.escalated = true;
+                    } else {
+                        clock.alerted = true;
+                    }
+                }
+                if let Some(notification) = &breach.notification {
+                    self.outbound.insert(
+                        notification.message_id,
+                        Outbound {
+                            chat_id: breach.chat_id,
+                            provider_message_id: None,
+                            settled: false,
+                        },
+                    );
+                }
+            }
             ConversationEvent::ChatResolved { chat_id, .. } => {
+                self.sla = None;
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.status = ChatStatus::Resolved;
                     self.awaiting_rating = Some(*chat_id);
@@ -756,6 +862,7 @@ impl Conversation {
             ConversationEvent::ChatClosed { chat_id, .. } => {
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.status = ChatStatus::Closed;
+                    self.sla = None;
                 }
             }
             ConversationEvent::ChatAssigned {
@@ -972,6 +1079,22 @@ impl Conversation {
                     now,
                 ));
                 Ok(events)
+            }
+            ConversationCommand::RaiseSla { level, breach } => {
+                let Some(clock) = self.sla.as_ref().filter(|c| {
+                    c.chat_id == breach.chat_id && c.customer_message == breach.customer_message
+                }) else {
+                    return Ok(vec![]);
+                };
+                Ok(match level {
+                    crate::sla::SlaLevel::Alert if !clock.alerted => {
+                        vec![ConversationEvent::SlaAlertRaised(breach)]
+                    }
+                    crate::sla::SlaLevel::Escalation if !clock.escalated => {
+                        vec![ConversationEvent::SlaEscalated(breach)]
+                    }
+                    _ => vec![],
+                })
             }
             ConversationCommand::RecordDispatch {
                 message_id,
@@ -1772,6 +1895,71 @@ mod tests {
         let resolved = given(&history, resolve(1, "2026-11-24T10:00:00Z"));
         assert!(
             matches!(&resolved[1], ConversationEvent::ReplyQueued { kind, template: Some(t), .. } if kind == "template" && t.name == "rating_request")
+        );
+    }
+
+    fn raise(
+        level: crate::sla::SlaLevel,
+        customer_message: &str,
+        chat: u128,
+    ) -> ConversationCommand {
+        ConversationCommand::RaiseSla {
+            level,
+            breach: SlaBreach {
+                chat_id: Uuid::from_u128(chat),
+                customer_message: customer_message.into(),
+                clock_started_at: at("2026-11-22T10:00:00Z"),
+                due_at: at("2026-11-22T10:03:00Z"),
+                fired_at: at("2026-11-22T10:03:00Z"),
+                policy_version: 0,
+                threshold_seconds: 180,
+                notification: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_sla_clock_runs_from_the_first_unanswered_message_until_an_answer() {
+        use crate::sla::SlaLevel::{Alert, Escalation};
+        let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+        let history: Vec<_> = history
+            .clone()
+            .into_iter()
+            .chain(given(
+                &history,
+                receive("wamid.2", 9, "2026-11-22T10:01:00Z"),
+            ))
+            .collect();
+        let clock = Conversation::fold(&history).sla.unwrap();
+        assert_eq!(
+            clock.customer_message, "wamid.1",
+            "the first unanswered message starts it"
+        );
+        let alert = given(&history, raise(Alert, "wamid.1", 1));
+        assert!(matches!(&alert[..], [ConversationEvent::SlaAlertRaised(_)]));
+        let history: Vec<_> = history.into_iter().chain(alert).collect();
+        assert!(
+            given(&history, raise(Alert, "wamid.1", 1)).is_empty(),
+            "raised once"
+        );
+        assert!(matches!(
+            &given(&history, raise(Escalation, "wamid.1", 1))[..],
+            [ConversationEvent::SlaEscalated(_)]
+        ));
+        // An executive's reply stops the clock: nothing more is raised for that message.
+        let answered = given(&history, reply(1, 60, "2026-11-22T10:04:00Z"));
+        let history: Vec<_> = history.into_iter().chain(answered).collect();
+        assert!(Conversation::fold(&history).sla.is_none());
+        assert!(
+            given(&history, raise(Escalation, "wamid.1", 1)).is_empty(),
+            "an answer that came first wins"
+        );
+        // The next unanswered message starts it again.
+        let again = given(&history, receive("wamid.3", 9, "2026-11-22T10:06:00Z"));
+        let history: Vec<_> = history.into_iter().chain(again).collect();
+        assert_eq!(
+            Conversation::fold(&history).sla.unwrap().customer_message,
+            "wamid.3"
         );
     }
 

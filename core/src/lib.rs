@@ -14,6 +14,7 @@
 //!   and its decider (`decide`).
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
 //! - [`sender`]: the outbound port, sending through a channel's provider.
+//! - [`sla`]: the SLA policy, its thresholds and levels.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
 //!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored.
 //!
@@ -27,6 +28,7 @@ pub mod conversation;
 pub mod event;
 pub mod executive;
 pub mod sender;
+pub mod sla;
 pub mod store;
 
 pub use canonical::{canonical_bytes, chain_hash, EventHash};
