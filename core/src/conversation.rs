@@ -233,6 +233,14 @@ pub struct SlaBreach {
     pub notification: Option<Notification>,
 }
 
+/// Why an SLA clock stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlaStop {
+    Answered,
+    Resolved,
+    Closed,
+}
+
 /// The SLA clock of the open chat: running from the first customer message with no reply
 /// after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +384,20 @@ pub enum ConversationEvent {
         provider_message_id: String,
         rated_at: DateTime<Utc>,
     },
+    /// A customer message started the SLA clock: nothing answers it yet.
+    SlaClockStarted {
+        chat_id: Uuid,
+        stakeholder: String,
+        customer_message: String,
+        started_at: DateTime<Utc>,
+    },
+    /// The SLA clock stopped: an executive answered, or the chat was resolved or closed.
+    SlaClockStopped {
+        chat_id: Uuid,
+        customer_message: String,
+        reason: SlaStop,
+        stopped_at: DateTime<Utc>,
+    },
     /// A customer waited past the alert threshold.
     SlaAlertRaised(SlaBreach),
     /// A customer waited past the escalation threshold.
@@ -417,6 +439,8 @@ impl ConversationEvent {
             ConversationEvent::TagApplied { .. } => "TagApplied",
             ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
             ConversationEvent::ChatResolved { .. } => "ChatResolved",
+            ConversationEvent::SlaClockStarted { .. } => "SlaClockStarted",
+            ConversationEvent::SlaClockStopped { .. } => "SlaClockStopped",
             ConversationEvent::SlaAlertRaised(_) => "SlaAlertRaised",
             ConversationEvent::SlaEscalated(_) => "SlaEscalated",
             ConversationEvent::ChatRated { .. } => "ChatRated",
@@ -469,6 +493,16 @@ impl ConversationEvent {
                 format!("ChatResolved/{stream}/{chat_id}")
             }
             ConversationEvent::ChatRated { chat_id, .. } => format!("ChatRated/{stream}/{chat_id}"),
+            ConversationEvent::SlaClockStarted {
+                customer_message, ..
+            } => {
+                format!("SlaClockStarted/{stream}/{customer_message}")
+            }
+            ConversationEvent::SlaClockStopped {
+                customer_message, ..
+            } => {
+                format!("SlaClockStopped/{stream}/{customer_message}")
+            }
             // One alert (and one escalation) per unanswered customer message, however many
             // processes or restarts decide it.
             ConversationEvent::SlaAlertRaised(b) => format!(
@@ -530,6 +564,8 @@ impl ConversationEvent {
                 | "TagRemoved"
                 | "ReplyQueued"
                 | "ChatResolved"
+                | "SlaClockStarted"
+                | "SlaClockStopped"
                 | "SlaAlertRaised"
                 | "SlaEscalated"
                 | "ChatRated"
@@ -733,7 +769,6 @@ impl Conversation {
                 ..
             } => {
                 self.awaiting_rating = None;
-                self.sla = None;
                 self.chat = Some(Chat {
                     chat_id: *chat_id,
                     status: ChatStatus::Open,
@@ -753,18 +788,7 @@ impl Conversation {
                 self.received
                     .insert(message.provider_message_id.clone(), *chat_id);
                 merge_customer(&mut self.customer, &message.customer);
-                let sent_at = message.sent_at.unwrap_or(*received_at);
-                self.last_incoming_at = Some(sent_at);
-                let open = self.open_chat().map(|c| c.chat_id) == Some(*chat_id);
-                if open && self.sla.is_none() {
-                    self.sla = Some(SlaClock {
-                        chat_id: *chat_id,
-                        started_at: sent_at,
-                        customer_message: message.provider_message_id.clone(),
-                        alerted: false,
-                        escalated: false,
-                    });
-                }
+                self.last_incoming_at = Some(message.sent_at.unwrap_or(*received_at));
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     if chat.status == ChatStatus::AwaitingCustomer {
                         chat.status = if chat.assignee.is_some() {
@@ -778,13 +802,8 @@ impl Conversation {
             ConversationEvent::ReplyQueued {
                 chat_id,
                 message_id,
-                purpose,
                 ..
             } => {
-                // An executive's answer stops the clock; an automated message does not.
-                if *purpose == OutboundPurpose::Reply {
-                    self.sla = None;
-                }
                 self.outbound.insert(
                     *message_id,
                     Outbound {
@@ -811,6 +830,21 @@ impl Conversation {
                 }
                 self.sent.insert(provider_message_id.clone(), *chat_id);
             }
+            ConversationEvent::SlaClockStarted {
+                chat_id,
+                customer_message,
+                started_at,
+                ..
+            } => {
+                self.sla = Some(SlaClock {
+                    chat_id: *chat_id,
+                    started_at: *started_at,
+                    customer_message: customer_message.clone(),
+                    alerted: false,
+                    escalated: false,
+                });
+            }
+            ConversationEvent::SlaClockStopped { .. } => self.sla = None,
             ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
                 let escalation = matches!(event, ConversationEvent::SlaEscalated(_));
                 if let Some(clock) = self
@@ -836,7 +870,6 @@ impl Conversation {
                 }
             }
             ConversationEvent::ChatResolved { chat_id, .. } => {
-                self.sla = None;
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.status = ChatStatus::Resolved;
                     self.awaiting_rating = Some(*chat_id);
@@ -862,7 +895,6 @@ impl Conversation {
             ConversationEvent::ChatClosed { chat_id, .. } => {
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.status = ChatStatus::Closed;
-                    self.sla = None;
                 }
             }
             ConversationEvent::ChatAssigned {
@@ -946,7 +978,8 @@ impl Conversation {
                         },
                     ]);
                 }
-                let mut events = Vec::with_capacity(2);
+                let conversation_stakeholder = conversation.stakeholder.clone();
+                let mut events = Vec::with_capacity(3);
                 let chat_id = match self.open_chat() {
                     Some(chat) => chat.chat_id,
                     None => {
@@ -970,11 +1003,19 @@ impl Conversation {
                         new_chat_id
                     }
                 };
+                let clock_running = self.sla.as_ref().is_some_and(|c| c.chat_id == chat_id);
+                let start = (!clock_running).then(|| ConversationEvent::SlaClockStarted {
+                    chat_id,
+                    stakeholder: conversation_stakeholder.clone(),
+                    customer_message: message.provider_message_id.clone(),
+                    started_at: message.sent_at.unwrap_or(now),
+                });
                 events.push(ConversationEvent::MessageReceived {
                     chat_id,
                     received_at: now,
                     message,
                 });
+                events.extend(start);
                 Ok(events)
             }
             ConversationCommand::RecordReceipt { receipt, now } => {
@@ -1023,7 +1064,7 @@ impl Conversation {
                         .map(|at| at + chrono::Duration::hours(SERVICE_WINDOW_HOURS));
                     return Err(ConversationRejection::OutsideServiceWindow(closed));
                 }
-                Ok(self.queue(
+                let mut events = self.queue(
                     chat_id,
                     message_id,
                     Some(text),
@@ -1031,7 +1072,9 @@ impl Conversation {
                     OutboundPurpose::Reply,
                     by,
                     now,
-                ))
+                );
+                events.extend(self.stop_clock(SlaStop::Answered, now));
+                Ok(events)
             }
             ConversationCommand::SendTemplate {
                 chat_id,
@@ -1041,7 +1084,7 @@ impl Conversation {
                 now,
             } => {
                 self.the_open_chat(chat_id)?;
-                Ok(self.queue(
+                let mut events = self.queue(
                     chat_id,
                     message_id,
                     None,
@@ -1049,7 +1092,9 @@ impl Conversation {
                     OutboundPurpose::Reply,
                     by,
                     now,
-                ))
+                );
+                events.extend(self.stop_clock(SlaStop::Answered, now));
+                Ok(events)
             }
             ConversationCommand::Resolve {
                 chat_id,
@@ -1064,11 +1109,15 @@ impl Conversation {
                 } else {
                     (None, Some(rating_template))
                 };
-                let mut events = vec![ConversationEvent::ChatResolved {
+                let mut events: Vec<ConversationEvent> = self
+                    .stop_clock(SlaStop::Resolved, now)
+                    .into_iter()
+                    .collect();
+                events.push(ConversationEvent::ChatResolved {
                     chat_id,
                     by: by.clone(),
                     resolved_at: now,
-                }];
+                });
                 events.extend(self.queue(
                     chat_id,
                     rating_message_id,
@@ -1260,6 +1309,18 @@ impl Conversation {
         }]
     }
 
+    /// Stops the SLA clock, if it runs.
+    fn stop_clock(&self, reason: SlaStop, now: DateTime<Utc>) -> Option<ConversationEvent> {
+        self.sla
+            .as_ref()
+            .map(|clock| ConversationEvent::SlaClockStopped {
+                chat_id: clock.chat_id,
+                customer_message: clock.customer_message.clone(),
+                reason,
+                stopped_at: now,
+            })
+    }
+
     /// The open chat, if it is `chat_id`.
     fn the_open_chat(&self, chat_id: Uuid) -> Result<&Chat, ConversationRejection> {
         self.open_chat()
@@ -1309,6 +1370,7 @@ impl Conversation {
             changed_at: now,
         }];
         if let (true, Some(open)) = (identity_changed, open) {
+            events.extend(self.stop_clock(SlaStop::Closed, now));
             events.push(ConversationEvent::ChatClosed {
                 chat_id: open,
                 reason: CloseReason::ContextChanged,
@@ -1452,7 +1514,11 @@ mod tests {
     #[test]
     fn the_first_message_opens_a_chat() {
         let events = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
-        assert_eq!(events.len(), 2);
+        assert_eq!(events.len(), 3);
+        assert!(
+            matches!(&events[2], ConversationEvent::SlaClockStarted { customer_message, stakeholder, .. }
+            if customer_message == "wamid.1" && stakeholder == "partner")
+        );
         assert!(matches!(
             &events[0],
             ConversationEvent::ChatOpened { chat_id, reason: OpenReason::FirstMessage, previous_chat_id: None, .. }
@@ -1555,21 +1621,28 @@ mod tests {
         let events = given(&history, change(&[("documents_status", "Approved")], 2));
         assert_eq!(
             events.iter().map(|e| e.event_type()).collect::<Vec<_>>(),
-            vec!["ContextChanged", "ChatClosed", "ChatOpened"]
+            vec![
+                "ContextChanged",
+                "SlaClockStopped",
+                "ChatClosed",
+                "ChatOpened"
+            ],
+            "the unanswered message's clock stops with the chat it belonged to"
         );
         assert!(
-            matches!(&events[1], ConversationEvent::ChatClosed { chat_id, superseded_by, .. }
+            matches!(&events[2], ConversationEvent::ChatClosed { chat_id, superseded_by, .. }
             if *chat_id == Uuid::from_u128(1) && *superseded_by == Uuid::from_u128(2))
         );
         assert!(
-            matches!(&events[2], ConversationEvent::ChatOpened { reason: OpenReason::ContextChanged, previous_chat_id: Some(p), context, .. }
+            matches!(&events[3], ConversationEvent::ChatOpened { reason: OpenReason::ContextChanged, previous_chat_id: Some(p), context, .. }
             if *p == Uuid::from_u128(1) && context["documents_status"] == "Approved")
         );
         // The next message joins the new chat.
         let history: Vec<_> = history.into_iter().chain(events).collect();
         let next = given(&history, receive("wamid.2", 3, "2026-11-22T11:05:00Z"));
         assert!(
-            matches!(&next[..], [ConversationEvent::MessageReceived { chat_id, .. }] if *chat_id == Uuid::from_u128(2))
+            matches!(&next[..], [ConversationEvent::MessageReceived { chat_id, .. }, ConversationEvent::SlaClockStarted { .. }]
+            if *chat_id == Uuid::from_u128(2))
         );
     }
 
@@ -1748,7 +1821,8 @@ mod tests {
         let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
         let queued = given(&history, reply(1, 50, "2026-11-23T09:59:59Z"));
         assert!(
-            matches!(&queued[..], [ConversationEvent::ReplyQueued { kind, .. }] if kind == "text")
+            matches!(&queued[..], [ConversationEvent::ReplyQueued { kind, .. }, ConversationEvent::SlaClockStopped { reason: SlaStop::Answered, .. }]
+            if kind == "text")
         );
         let late = Conversation::fold(&history)
             .decide(reply(1, 51, "2026-11-23T10:00:00Z"))
@@ -1770,7 +1844,7 @@ mod tests {
             now: at("2026-11-25T10:00:00Z"),
         };
         assert!(
-            matches!(&given(&history, template)[..], [ConversationEvent::ReplyQueued { kind, .. }] if kind == "template")
+            matches!(&given(&history, template)[..], [ConversationEvent::ReplyQueued { kind, .. }, ..] if kind == "template")
         );
     }
 
@@ -1852,7 +1926,7 @@ mod tests {
         let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
         let resolved = given(&history, resolve(1, "2026-11-22T10:05:00Z"));
         assert!(
-            matches!(&resolved[..], [ConversationEvent::ChatResolved { .. },
+            matches!(&resolved[..], [ConversationEvent::SlaClockStopped { reason: SlaStop::Resolved, .. }, ConversationEvent::ChatResolved { .. },
             ConversationEvent::ReplyQueued { purpose: OutboundPurpose::RatingRequest, text: Some(t), .. }] if t == RATING_REQUEST_TEXT)
         );
         let history: Vec<_> = history.into_iter().chain(resolved).collect();
@@ -1894,7 +1968,7 @@ mod tests {
         let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
         let resolved = given(&history, resolve(1, "2026-11-24T10:00:00Z"));
         assert!(
-            matches!(&resolved[1], ConversationEvent::ReplyQueued { kind, template: Some(t), .. } if kind == "template" && t.name == "rating_request")
+            matches!(resolved.last().unwrap(), ConversationEvent::ReplyQueued { kind, template: Some(t), .. } if kind == "template" && t.name == "rating_request")
         );
     }
 

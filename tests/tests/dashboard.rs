@@ -229,6 +229,7 @@ async fn webhook_fixtures_show_in_graphql(backend: Backend) {
         vec![
             "ChatOpened",
             "MessageReceived",
+            "SlaClockStarted",
             "ReceiptRecorded",
             "MessageReceived",
             "MessageReceived"

@@ -218,7 +218,7 @@ fn check(
         Expect::Message { kind, text, media } => {
             assert_eq!(
                 types(events),
-                vec!["ChatOpened", "MessageReceived"],
+                vec!["ChatOpened", "MessageReceived", "SlaClockStarted"],
                 "{name}"
             );
             let (opened, message) = (&events[0], &events[1]);
@@ -387,7 +387,10 @@ async fn the_signed_fixture_is_accepted_byte_for_byte_and_nothing_else_is(backen
     let response = post(body.clone(), Some(A1_SIGNATURE)).await.unwrap();
     assert_eq!(response.status(), 200);
     let events = server.events().await;
-    assert_eq!(types(&events), vec!["ChatOpened", "MessageReceived"]);
+    assert_eq!(
+        types(&events),
+        vec!["ChatOpened", "MessageReceived", "SlaClockStarted"]
+    );
     assert_eq!(events[1].data["text"], "Hey there! I am using PyWa.");
     assert_eq!(
         events[1].stream,
@@ -475,7 +478,8 @@ async fn concurrent_webhooks_for_one_customer_make_one_chat(backend: Backend) {
         .all(|m| m.data["chat_id"] == events[0].data["chat_id"]));
     assert_eq!(
         events.iter().map(|e| e.version).collect::<Vec<_>>(),
-        (0..201).collect::<Vec<_>>()
+        // The chat's opening, 200 messages, and the SLA clock the first one started.
+        (0..202).collect::<Vec<_>>()
     );
     chatledger_tests::contract::assert_hash_chains(&events);
 }
@@ -644,7 +648,7 @@ async fn the_app_webhook_routes_by_phone_number_id(backend: Backend) {
     );
     assert_eq!(
         server.events().await.len(),
-        2,
+        3,
         "nothing recorded for a number that is not ours"
     );
     assert_eq!(post(body, "sha256=00".into()).await.unwrap().status(), 401);
@@ -715,13 +719,14 @@ async fn one_post_with_several_customers_entries_and_statuses(backend: Backend) 
         vec![
             "ChatOpened",
             "MessageReceived",
+            "SlaClockStarted",
             "MessageReceived",
             "ReceiptRecorded"
         ]
     );
     assert_eq!(
         in_stream(&format!("conversation-{PARTNER}-+919726700000")),
-        vec!["ChatOpened", "MessageReceived"]
+        vec!["ChatOpened", "MessageReceived", "SlaClockStarted"]
     );
     assert_eq!(
         in_stream(&format!("channel-{PARTNER}")),
@@ -744,7 +749,10 @@ async fn a_sender_known_only_by_user_id_gets_a_conversation(backend: Backend) {
         200
     );
     let events = server.events().await;
-    assert_eq!(types(&events), vec!["ChatOpened", "MessageReceived"]);
+    assert_eq!(
+        types(&events),
+        vec!["ChatOpened", "MessageReceived", "SlaClockStarted"]
+    );
     assert_eq!(
         events[1].stream,
         format!("conversation-{PARTNER}-US.13491208655302741918")
