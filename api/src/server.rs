@@ -9,7 +9,9 @@ use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
 use crate::auth::AuthSettings;
-use crate::config::{DispatchSettings, TagCatalog, TransactionSettings, WhatsAppSettings};
+use crate::config::{
+    DispatchSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
+};
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
@@ -24,6 +26,7 @@ pub struct Settings {
     /// The template that asks for a rating outside the 24-hour window
     /// (`RATING_TEMPLATE_NAME`, `RATING_TEMPLATE_LANGUAGE`).
     pub rating_template: Template,
+    pub sla: SlaSettings,
 }
 
 /// The rating template from the environment; `rating_request` in `en` by default.
@@ -45,6 +48,8 @@ impl Settings {
             .map_err(|e| e.to_string())?;
         let dispatch =
             DispatchSettings::new(&whatsapp.configured, env).map_err(|e| e.to_string())?;
+        let sla =
+            SlaSettings::load(config_dir, env, &whatsapp.phones).map_err(|e| e.to_string())?;
         Ok(Settings {
             auth: AuthSettings::from_env(env)?,
             whatsapp,
@@ -52,6 +57,7 @@ impl Settings {
             tags: TagCatalog::load(config_dir).map_err(|e| e.to_string())?,
             dispatch,
             rating_template: rating_template(env),
+            sla,
         })
     }
 }
@@ -73,6 +79,9 @@ pub struct AppState {
     pub sender: Arc<dyn chatledger_core::sender::MessageSender>,
     pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
     pub rating_template: Arc<Template>,
+    pub sla: Arc<SlaSettings>,
+    /// The clock SLA timers keep (tests drive their own).
+    pub clock: Arc<dyn chatledger_projections::clock::Clock>,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
 }
@@ -96,6 +105,8 @@ impl AppState {
             )),
             dispatch_limits: settings.dispatch.limits,
             rating_template: Arc::new(settings.rating_template),
+            sla: Arc::new(settings.sla),
+            clock: Arc::new(chatledger_projections::clock::SystemClock),
             whatsapp: Arc::new(settings.whatsapp),
             live,
             conversations: Arc::new(Conversations::new(store.clone())),
@@ -117,6 +128,9 @@ impl AppState {
         }
         recorded.extend(self.transaction.record(self.store.as_ref()).await?);
         recorded.extend(self.tags.record(self.store.as_ref()).await?);
+        if self.sla.record(self.store.as_ref()).await? {
+            recorded.push(chatledger_core::sla::SLA_POLICY_STREAM.to_owned());
+        }
         Ok(recorded)
     }
 
@@ -141,7 +155,14 @@ impl AppState {
             self.sender.clone(),
             self.dispatch_limits.clone(),
         );
-        tokio::spawn(dispatcher.run(shutdown));
+        tokio::spawn(dispatcher.run(shutdown.clone()));
+        let timers = chatledger_projections::sla::SlaTimers::new(
+            self.store.clone(),
+            self.conversations.clone(),
+            self.clock.clone(),
+            self.sla.notifications.clone(),
+        );
+        tokio::spawn(timers.run(shutdown));
         Ok(())
     }
 }

@@ -132,6 +132,31 @@ impl Dispatcher {
                     },
                 );
             }
+            // SLA alerts notify our own people through the conversation's channel.
+            ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
+                if let Some(notification) = breach.notification {
+                    let channel = self
+                        .channels
+                        .get(&event.stream)
+                        .cloned()
+                        .unwrap_or_default();
+                    self.pending.insert(
+                        notification.message_id,
+                        Pending {
+                            stream: event.stream.clone(),
+                            channel,
+                            message: OutboundMessage {
+                                message_id: notification.message_id.to_string(),
+                                to: notification.to,
+                                text: None,
+                                template: Some(notification.template),
+                            },
+                            attempts: 0,
+                            due: Instant::now(),
+                        },
+                    );
+                }
+            }
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
                 self.pending.remove(&message_id);

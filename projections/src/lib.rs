@@ -9,6 +9,8 @@
 //!
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
+//! - [`clock`]: time for reactors: the system clock, or one the tests drive.
+//! - [`sla`]: the SLA timer reactor, exact to the second.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
@@ -17,9 +19,11 @@
 //!   SQL dialect.
 
 pub mod assignment;
+pub mod clock;
 pub mod conversations;
 pub mod dispatch;
 pub mod read_db;
 pub mod read_models;
 pub mod read_side;
 pub mod runner;
+pub mod sla;

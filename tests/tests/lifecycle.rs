@@ -1115,6 +1115,180 @@ async fn assignments_and_presence_are_pushed_live(backend: Backend) {
     );
 }
 
+impl Server {
+    /// Events of `stream` of one of `types`, once `count` of them exist (the reactors work
+    /// asynchronously), failing the test when they do not come.
+    async fn wait_for_events(
+        &self,
+        stream: &str,
+        types: &[&str],
+        count: usize,
+    ) -> Vec<chatledger_core::RecordedEvent> {
+        for _ in 0..300 {
+            let found: Vec<_> = self
+                .store
+                .read_stream(stream, 0, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| types.contains(&e.event_type.as_str()))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{types:?} never reached {count} in {stream}");
+    }
+
+    /// Moves the SLA clock, then lets the timers act on it.
+    async fn advance(&self, seconds: i64) {
+        self.clock.advance(chrono::Duration::seconds(seconds));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    async fn sla_events(&self, stream: &str) -> Vec<String> {
+        self.store
+            .read_stream(stream, 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .filter(|t| t.starts_with("Sla"))
+            .collect()
+    }
+}
+
+const SLA_STREAM: &str = "conversation-9099039188-+919638120888";
+
+async fn an_unanswered_message_raises_one_alert_on_time_and_escalates(backend: Backend) {
+    let server = start(backend).await;
+    let sent = server.clock.now_seconds();
+    server
+        .partner_writes_at("919638120888", "wamid.sla.1", sent)
+        .await;
+    server
+        .wait_for_events(SLA_STREAM, &["SlaClockStarted"], 1)
+        .await;
+
+    server.advance(179).await;
+    assert_eq!(
+        server.sla_events(SLA_STREAM).await,
+        vec!["SlaClockStarted"],
+        "nothing before 3 minutes"
+    );
+    server.advance(1).await;
+    let alert = server
+        .wait_for_events(SLA_STREAM, &["SlaAlertRaised"], 1)
+        .await
+        .remove(0);
+    let due: chrono::DateTime<chrono::Utc> =
+        alert.data["due_at"].as_str().unwrap().parse().unwrap();
+    let fired: chrono::DateTime<chrono::Utc> =
+        alert.data["fired_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(due.timestamp(), sent + 180);
+    assert!(
+        fired >= due && fired - due < chrono::Duration::seconds(1),
+        "fired {fired} for due {due}"
+    );
+    assert_eq!(
+        alert.data["policy_version"], 0,
+        "measured against the first recorded policy"
+    );
+    assert_eq!(alert.data["threshold_seconds"], 180);
+
+    // One template to the alert group, exactly.
+    let notified = async {
+        loop {
+            let sent: Vec<_> = server.provider.requests();
+            if !sent.is_empty() {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let requests = tokio::time::timeout(GUARD, notified).await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["to"], ALERT_GROUP.trim_start_matches('+'));
+    assert_eq!(requests[0].body["template"]["name"], "sla_alert");
+
+    server.advance(60).await;
+    assert_eq!(
+        server.sla_events(SLA_STREAM).await,
+        vec!["SlaClockStarted", "SlaAlertRaised"],
+        "alerted once"
+    );
+    server.advance(360).await;
+    let escalation = server
+        .wait_for_events(SLA_STREAM, &["SlaEscalated"], 1)
+        .await
+        .remove(0);
+    assert_eq!(escalation.data["threshold_seconds"], 600);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = server.provider.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].body["to"], SHIFT_LEAD.trim_start_matches('+'));
+    assert_eq!(requests[1].body["template"]["name"], "sla_escalation");
+}
+
+async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_escalation(
+    backend: Backend,
+) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server
+        .partner_writes_at("919638120888", "wamid.sla.2", server.clock.now_seconds())
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply =
+        "mutation($c: ID!, $t: String!) { sendReply(chatId: $c, text: $t) { deliveryStatus } }";
+
+    server.advance(179).await;
+    server
+        .gql_as(&asha, reply, json!({"c": chat_id, "t": "on it"}))
+        .await;
+    server.advance(30).await;
+    assert_eq!(
+        server.sla_events(SLA_STREAM).await,
+        vec!["SlaClockStarted", "SlaClockStopped"],
+        "answered at 2:59: no alert"
+    );
+
+    // The next unanswered message starts the clock again; an answer after the alert stops
+    // the escalation.
+    server
+        .partner_writes_at("919638120888", "wamid.sla.3", server.clock.now_seconds())
+        .await;
+    server.advance(181).await;
+    server
+        .wait_for_events(SLA_STREAM, &["SlaAlertRaised"], 1)
+        .await;
+    server
+        .gql_as(
+            &asha,
+            reply,
+            json!({"c": chat_id, "t": "sorry for the wait"}),
+        )
+        .await;
+    server.advance(600).await;
+    assert_eq!(
+        server.sla_events(SLA_STREAM).await,
+        vec![
+            "SlaClockStarted",
+            "SlaClockStopped",
+            "SlaClockStarted",
+            "SlaAlertRaised",
+            "SlaClockStopped"
+        ]
+    );
+}
+
 chatledger_tests::on_both_backends!(
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
@@ -1129,4 +1303,6 @@ chatledger_tests::on_both_backends!(
     transient_failures_are_retried_and_permanent_ones_are_not,
     resolve_ask_for_a_rating_and_record_it,
     assignments_and_presence_are_pushed_live,
+    an_unanswered_message_raises_one_alert_on_time_and_escalates,
+    an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_escalation,
 );

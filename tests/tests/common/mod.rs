@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 pub const ADMIN_TOKEN: &str = "admin-test-token";
 pub const TRANSACTION_TOKEN: &str = "transaction-test-token";
 pub const PROVIDER_API_KEY: &str = "provider-test-key";
+pub const ALERT_GROUP: &str = "+919000000777";
+pub const SHIFT_LEAD: &str = "+919000000888";
 pub const JWT_SECRET: &str = "jwt-test-secret-of-some-length";
 pub const PINBOT_SECRET: &str = "pinbot-test-secret";
 /// The app secret of signature vector A1 (fixtures/whatsapp/SOURCES.md).
@@ -38,6 +40,8 @@ pub struct Server {
     pub db: TestDb,
     /// The fake WhatsApp provider every channel sends through.
     pub provider: FakeProvider,
+    /// The clock the SLA timers keep: it moves only when a test moves it.
+    pub clock: Arc<chatledger_projections::clock::ManualClock>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -76,6 +80,8 @@ pub async fn start(backend: Backend) -> Server {
         ("WA_API_KEY_1".into(), PROVIDER_API_KEY.into()),
         ("DISPATCH_RECIPIENT_INTERVAL_MS".into(), "10".into()),
         ("DISPATCH_FIRST_BACKOFF_MS".into(), "20".into()),
+        ("SLA_ALERT_GROUP_NUMBER".into(), ALERT_GROUP.into()),
+        ("SLA_SHIFT_LEAD_NUMBER".into(), SHIFT_LEAD.into()),
     ];
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let provider = FakeProvider::start().await;
@@ -86,7 +92,10 @@ pub async fn start(backend: Backend) -> Server {
             channel.phone_number_id = Some(format!("pni-{}", channel.key));
         }
     }
+    let config_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config"));
+    let phones = chatledger_adapters::whatsapp::phone::PhoneNormalizer::new("IN").unwrap();
     let settings = Settings {
+        sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
         dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
@@ -102,13 +111,17 @@ pub async fn start(backend: Backend) -> Server {
     let read_side = Arc::new(chatledger_projections::read_side::ReadSide::new(
         db.read_db().await,
     ));
-    let state = AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         backend.name(),
         Readiness::ready(),
         read_side,
         settings,
     );
+    let clock = Arc::new(chatledger_projections::clock::ManualClock::new(
+        chrono::Utc::now(),
+    ));
+    state.clock = clock.clone();
     state.record_configuration().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -126,6 +139,7 @@ pub async fn start(backend: Backend) -> Server {
         state,
         db,
         provider,
+        clock,
         _stop: stop,
     }
 }

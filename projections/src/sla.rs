@@ -1,0 +1,290 @@
+//! The SLA timer reactor: wakes at the exact moment an unanswered customer message crosses
+//! a threshold and records `SlaAlertRaised` or `SlaEscalated`.
+//!
+//! Its schedule is folded from the log with core's own `evolve` (the clock is in the events:
+//! `SlaClockStarted`, `SlaClockStopped`), and the policy in force is the last
+//! `SlaPolicyConfigured`; every alert names that version. Raising goes through the
+//! conversation decider with the expected version, so an answer that lands in the same
+//! instant wins cleanly, and the event id derives from (chat, customer message, level), so an
+//! alert is recorded once even with two processes or after a restart. After a restart,
+//! overdue alerts fire at once, recording both the time they were due and the time they
+//! fired.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatledger_core::conversation::{
+    Conversation, ConversationCommand, ConversationEvent, Notification, SlaBreach, Template,
+};
+use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
+use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::conversations::Conversations;
+
+/// Who is told, with which template.
+#[derive(Debug, Clone)]
+pub struct SlaNotifications {
+    /// The internal alert group (`SLA_ALERT_GROUP_NUMBER`), E.164.
+    pub alert_to: Option<String>,
+    /// The shift lead (`SLA_SHIFT_LEAD_NUMBER`), E.164.
+    pub escalate_to: Option<String>,
+    pub alert_template: String,
+    pub escalation_template: String,
+    pub language: String,
+}
+
+#[derive(Default)]
+struct Watched {
+    conversation: Conversation,
+    stakeholder: String,
+    customer: String,
+}
+
+/// The reactor.
+pub struct SlaTimers {
+    store: Arc<dyn EventStore>,
+    conversations: Arc<Conversations>,
+    clock: Arc<dyn Clock>,
+    notifications: SlaNotifications,
+    policy: (u64, SlaPolicy),
+    streams: HashMap<String, Watched>,
+}
+
+/// One threshold crossing to act on.
+struct Due {
+    stream: String,
+    level: SlaLevel,
+    at: DateTime<Utc>,
+}
+
+impl SlaTimers {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        conversations: Arc<Conversations>,
+        clock: Arc<dyn Clock>,
+        notifications: SlaNotifications,
+    ) -> Self {
+        SlaTimers {
+            store,
+            conversations,
+            clock,
+            notifications,
+            policy: (0, SlaPolicy::default()),
+            streams: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        if event.event_type == SLA_POLICY_EVENT {
+            if let Ok(policy) = serde_json::from_value::<SlaPolicy>(event.data.clone()) {
+                self.policy = (event.version, policy);
+            }
+            return;
+        }
+        if let Ok(Some(decoded)) = ConversationEvent::from_recorded(event) {
+            self.apply_conversation(&event.stream, &decoded);
+        }
+    }
+
+    fn apply_conversation(&mut self, stream: &str, event: &ConversationEvent) {
+        let watched = self.streams.entry(stream.to_owned()).or_default();
+        match event {
+            ConversationEvent::ChatOpened { conversation, .. } => {
+                watched.customer = conversation.customer.to_string()
+            }
+            ConversationEvent::SlaClockStarted { stakeholder, .. } => {
+                watched.stakeholder.clone_from(stakeholder)
+            }
+            _ => {}
+        }
+        watched.conversation.evolve(event);
+    }
+
+    /// The next threshold of each running clock.
+    fn schedule(&self) -> Vec<Due> {
+        let policy = &self.policy.1;
+        self.streams
+            .iter()
+            .filter_map(|(stream, watched)| {
+                let clock = watched.conversation.sla.as_ref()?;
+                let thresholds = policy.for_stakeholder(&watched.stakeholder);
+                let (level, after) = if !clock.alerted {
+                    (SlaLevel::Alert, thresholds.alert_after_seconds)
+                } else if !clock.escalated {
+                    (SlaLevel::Escalation, thresholds.escalate_after_seconds)
+                } else {
+                    return None;
+                };
+                Some(Due {
+                    stream: stream.clone(),
+                    level,
+                    at: clock.started_at + chrono::Duration::seconds(after as i64),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut position = 0;
+        loop {
+            match self.store.read_all(position, 5_000).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    for event in &batch {
+                        self.apply(event);
+                    }
+                    position = batch.last().map_or(position, |e| e.position);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the SLA timers cannot read the log yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+        let mut follower = self.store.follow(position);
+        loop {
+            self.fire_due().await;
+            let next = self.schedule().into_iter().map(|d| d.at).min();
+            let clock = self.clock.clone();
+            let wake = async move {
+                match next {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = follower.next() => match event {
+                    Some(Ok(event)) => self.apply(&event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "the SLA timers' read failed; they retry"),
+                    None => return,
+                },
+                () = wake => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Raises everything due by now (an alert and, after a long outage, its escalation too).
+    async fn fire_due(&mut self) {
+        loop {
+            let now = self.clock.now();
+            let due: Vec<Due> = self
+                .schedule()
+                .into_iter()
+                .filter(|d| d.at <= now)
+                .collect();
+            if due.is_empty() {
+                return;
+            }
+            let mut progressed = false;
+            for due in due {
+                progressed |= self.raise(due, now).await;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Records one crossing; true when the local view moved on (recorded, or found answered).
+    async fn raise(&mut self, due: Due, now: DateTime<Utc>) -> bool {
+        let Some(watched) = self.streams.get(&due.stream) else {
+            return false;
+        };
+        let Some(clock) = watched.conversation.sla.clone() else {
+            return false;
+        };
+        let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
+        let threshold_seconds = match due.level {
+            SlaLevel::Alert => thresholds.alert_after_seconds,
+            SlaLevel::Escalation => thresholds.escalate_after_seconds,
+        };
+        let (to, template) = match due.level {
+            SlaLevel::Alert => (
+                &self.notifications.alert_to,
+                &self.notifications.alert_template,
+            ),
+            SlaLevel::Escalation => (
+                &self.notifications.escalate_to,
+                &self.notifications.escalation_template,
+            ),
+        };
+        let notification = to.as_ref().map(|to| Notification {
+            message_id: Uuid::new_v5(
+                &chatledger_core::conversation::EVENT_ID_NAMESPACE,
+                format!(
+                    "SlaNotification/{}/{}/{:?}",
+                    due.stream, clock.customer_message, due.level
+                )
+                .as_bytes(),
+            ),
+            to: to.clone(),
+            template: Template {
+                name: template.clone(),
+                language: self.notifications.language.clone(),
+                params: vec![
+                    watched.customer.clone(),
+                    watched.stakeholder.clone(),
+                    ((now - clock.started_at).num_seconds() / 60).to_string(),
+                ],
+            },
+        });
+        let breach = SlaBreach {
+            chat_id: clock.chat_id,
+            customer_message: clock.customer_message.clone(),
+            clock_started_at: clock.started_at,
+            due_at: due.at,
+            fired_at: now,
+            policy_version: self.policy.0,
+            threshold_seconds,
+            notification,
+        };
+        let command = ConversationCommand::RaiseSla {
+            level: due.level,
+            breach,
+        };
+        match self
+            .conversations
+            .handle(&due.stream, vec![command], &Metadata::by("reactor:sla"))
+            .await
+        {
+            Ok(handled) => {
+                let lag_ms = (now - due.at).num_milliseconds();
+                for event in &handled.recorded {
+                    tracing::info!(stream = %due.stream, level = ?due.level, lag_ms, "SLA threshold crossed");
+                    self.apply_conversation(&due.stream, event);
+                }
+                if handled.recorded.is_empty() {
+                    // Answered (or raised elsewhere) meanwhile: bring the view up to date.
+                    self.refresh(&due.stream).await;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(stream = %due.stream, error = %e, "raising an SLA alert failed; it will be retried");
+                false
+            }
+        }
+    }
+
+    /// Re-folds one stream from the log.
+    async fn refresh(&mut self, stream: &str) {
+        let Ok(events) = self.store.read_stream(stream, 0, 1_000_000).await else {
+            return;
+        };
+        self.streams.remove(stream);
+        for event in &events {
+            self.apply(event);
+        }
+    }
+}
