@@ -261,7 +261,7 @@ async fn change_tag(
 ) -> Result<Chat, Error> {
     let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
     let chat_uuid = Uuid::parse_str(&chat.chat_id).map_err(internal)?;
-    let (by, now) = (viewer.name.clone(), Utc::now());
+    let (by, now) = (viewer.name.clone(), state(ctx).clock.now());
     let command = if apply {
         ConversationCommand::ApplyTag {
             chat_id: chat_uuid,
@@ -444,7 +444,7 @@ impl Chat {
         Ride::load(
             ctx,
             "WHERE customer = $1 AND cancelled = 0 AND ride_at >= $2 ORDER BY ride_at LIMIT 20",
-            &[(&self.customer).into(), Utc::now().into()],
+            &[(&self.customer).into(), state(ctx).clock.now().into()],
         )
         .await
     }
@@ -1063,7 +1063,7 @@ impl Mutation {
             message_id,
             text,
             by: viewer.name.clone(),
-            now: Utc::now(),
+            now: state(ctx).clock.now(),
         };
         queue_message(ctx, &chat, &viewer, command, message_id).await
     }
@@ -1088,7 +1088,7 @@ impl Mutation {
                 params: params.unwrap_or_default(),
             },
             by: viewer.name.clone(),
-            now: Utc::now(),
+            now: state(ctx).clock.now(),
         };
         queue_message(ctx, &chat, &viewer, command, message_id).await
     }
@@ -1102,7 +1102,7 @@ impl Mutation {
             rating_message_id: Uuid::new_v4(),
             rating_template: (*state(ctx).rating_template).clone(),
             by: viewer.name.clone(),
-            now: Utc::now(),
+            now: state(ctx).clock.now(),
         };
         run_on_chat(ctx, &chat, &viewer, command).await
     }
@@ -1158,7 +1158,7 @@ impl Mutation {
             candidates: vec![chosen],
             by: Some(viewer.name.clone()),
             cause: Uuid::new_v4(),
-            now: Utc::now(),
+            now: state(ctx).clock.now(),
         };
         run_on_chat(ctx, &chat, &viewer, command).await
     }
@@ -1178,7 +1178,7 @@ impl Mutation {
         let changed = ExecutiveStatusChanged {
             executive_id,
             online,
-            at: Utc::now(),
+            at: state.clock.now(),
         };
         let result = state
             .store

@@ -1008,7 +1008,9 @@ impl Conversation {
                     chat_id,
                     stakeholder: conversation_stakeholder.clone(),
                     customer_message: message.provider_message_id.clone(),
-                    started_at: message.sent_at.unwrap_or(now),
+                    // From when we received it: we cannot answer before, whatever the
+                    // provider's timestamp says (a late delivery is not our wait).
+                    started_at: now,
                 });
                 events.push(ConversationEvent::MessageReceived {
                     chat_id,

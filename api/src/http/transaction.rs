@@ -124,10 +124,10 @@ fn booking_schema() -> &'static jsonschema::Validator {
     )
 }
 
-fn metadata(kind: &str) -> Metadata {
+fn metadata(kind: &str, now: chrono::DateTime<Utc>) -> Metadata {
     let mut metadata = Metadata::by("transaction-system");
     metadata.correlation_id = Some(Uuid::new_v4());
-    metadata.received_at = Some(Utc::now());
+    metadata.received_at = Some(now);
     metadata.extra.insert("webhook".into(), json!(kind));
     metadata
 }
@@ -179,8 +179,8 @@ async fn context_change(
         ));
     }
     let identity_fields = state.transaction.identity_fields(&change.customer_type);
-    let metadata = metadata("context_change");
-    let now = Utc::now();
+    let metadata = metadata("context_change", state.clock.now());
+    let now = state.clock.now();
     let mut chats = Vec::new();
     let mut recorded = false;
     for channel in channels {
@@ -295,7 +295,7 @@ async fn booking(
         .append(
             &booking_stream(&booking_id),
             ExpectedVersion::Any,
-            vec![booking.to_new_event(post.event, metadata("booking"))],
+            vec![booking.to_new_event(post.event, metadata("booking", state.clock.now()))],
         )
         .await
         .map_err(store_failure)?;

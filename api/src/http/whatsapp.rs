@@ -17,7 +17,6 @@ use chatledger_adapters::whatsapp::signature::secret_matches;
 use chatledger_adapters::whatsapp::{meta, twilio, InboundItem, Routed};
 use chatledger_core::channel::{Channel, Provider};
 use chatledger_projections::conversations::CommandError;
-use chrono::Utc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -184,7 +183,7 @@ async fn channel_webhook(
         stakeholder: &channel.stakeholder,
         provider: channel.provider.as_str(),
         request_id: Uuid::new_v4(),
-        received_at: Utc::now(),
+        received_at: state.clock.now(),
     };
     let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
         .await
@@ -256,7 +255,7 @@ async fn app_webhook(
         ));
     }
     let request_id = Uuid::new_v4();
-    let received_at = Utc::now();
+    let received_at = state.clock.now();
     let mut total = Recorded::default();
     for (channel, items) in by_channel {
         let source = match channel {
@@ -339,7 +338,7 @@ async fn twilio_webhook(
         stakeholder: &channel.stakeholder,
         provider: Provider::Twilio.as_str(),
         request_id: Uuid::new_v4(),
-        received_at: Utc::now(),
+        received_at: state.clock.now(),
     };
     let recorded = record(
         &state.conversations,
