@@ -439,6 +439,25 @@ impl Chat {
     async fn resolved_at(&self) -> Option<DateTime<Utc>> {
         self.resolved_at
     }
+    /// The chat's SLA: when the waiting customer message is next due, alerts, escalation.
+    async fn sla(&self, ctx: &Context<'_>) -> Result<Sla, Error> {
+        let row = state(ctx)
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT next_due_at, alerted_at, escalated_at, policy_version, running, clock_started_at FROM sla WHERE chat_id = $1",
+                &[(&self.chat_id).into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.map_or_else(Sla::default, |row| Sla {
+            due_at: row.time(0),
+            alerted_at: row.time(1),
+            escalated_at: row.time(2),
+            policy_version: row.i64(3).map(|v| v as i32),
+            waiting_since: row.time(5).filter(|_| row.i64(4) == Some(1)),
+        }))
+    }
     /// The customer's rides from now on, soonest first (cancelled ones left out).
     async fn upcoming_rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
         Ride::load(
@@ -560,6 +579,19 @@ impl Customer {
             .map_err(internal)?;
         Ok(rows.iter().map(Chat::from_row).collect())
     }
+}
+
+/// A chat's SLA state.
+#[derive(SimpleObject, Default)]
+pub struct Sla {
+    /// When the unanswered customer message crosses the next threshold (none when answered).
+    pub due_at: Option<DateTime<Utc>>,
+    pub alerted_at: Option<DateTime<Utc>>,
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// The SLA policy version the clock is measured against.
+    pub policy_version: Option<i32>,
+    /// Since when a customer message has been waiting for an answer.
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 /// A ride the transaction system told us about.
@@ -955,6 +987,43 @@ impl Query {
             has_next_page,
             nodes: events.into_iter().map(Event::from).collect(),
         })
+    }
+
+    /// Chats whose customer is waiting for an answer, most urgent first.
+    async fn sla_board(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: Option<String>,
+    ) -> Result<Vec<Chat>, Error> {
+        let viewer = viewer(ctx)?;
+        if let Some(s) = &stakeholder {
+            if !viewer.sees_stakeholder(s) {
+                return Err(coded(format!("you do not work {s} chats"), "FORBIDDEN"));
+            }
+        }
+        let columns = CHAT_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!(
+                    "SELECT {columns} FROM chats c JOIN sla s ON s.chat_id = c.chat_id
+                     WHERE s.running = 1 AND ($1 = '' OR c.stakeholder = $1)
+                     ORDER BY s.next_due_at IS NULL, s.next_due_at, s.clock_started_at LIMIT {MAX_PAGE}"
+                ),
+                &[stakeholder.clone().unwrap_or_default().into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .iter()
+            .map(Chat::from_row)
+            .filter(|c| viewer.sees_stakeholder(&c.stakeholder))
+            .collect())
     }
 
     /// The tags executives of a stakeholder may apply.
@@ -1354,6 +1423,20 @@ impl SubscriptionRoot {
     /// Chats whose assignee changed (or that went back to waiting).
     async fn chat_reassigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
         chats_of_type(ctx, &["ChatReassigned"])
+    }
+
+    /// Chats whose customer waited past an SLA threshold (alert or escalation), of one
+    /// stakeholder if given.
+    async fn sla_alert(
+        &self,
+        ctx: &Context<'_>,
+        stakeholder: Option<String>,
+    ) -> Result<impl Stream<Item = Chat>, Error> {
+        let chats = chats_of_type(ctx, &["SlaAlertRaised", "SlaEscalated"])?;
+        Ok(chats.filter(move |c| {
+            let keep = stakeholder.as_ref().is_none_or(|s| *s == c.stakeholder);
+            async move { keep }
+        }))
     }
 
     /// Chats whose tags changed.

@@ -9,6 +9,7 @@ use chatledger_core::conversation::{
     ConversationEvent, CustomerKey, InboundMessage, SERVICE_WINDOW_HOURS,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
+use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT};
 use chatledger_core::RecordedEvent;
 use chrono::Duration;
 use serde_json::Value;
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Customers),
         Arc::new(Executives),
         Arc::new(Rides),
+        Arc::new(Sla),
     ]
 }
 
@@ -767,6 +769,142 @@ impl Projector for Rides {
             ],
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// `sla`: each chat's SLA clock, due times (under the policy in force when it started),
+/// alerts and escalations; `sla_policy`: the policy versions.
+pub struct Sla;
+
+#[async_trait]
+impl Projector for Sla {
+    fn name(&self) -> &'static str {
+        "sla"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["sla", "sla_policy"]
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE sla{s} (
+                    chat_id TEXT PRIMARY KEY,
+                    stream TEXT NOT NULL,
+                    stakeholder TEXT NOT NULL,
+                    customer_message TEXT NOT NULL,
+                    clock_started_at TEXT NOT NULL,
+                    alert_due_at TEXT NOT NULL,
+                    escalation_due_at TEXT NOT NULL,
+                    next_due_at TEXT,
+                    alerted_at TEXT,
+                    escalated_at TEXT,
+                    policy_version BIGINT NOT NULL,
+                    running BIGINT NOT NULL,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX sla{s}_board ON sla{s} (running, next_due_at)"),
+            format!(
+                "CREATE TABLE sla_policy{s} (
+                    version BIGINT PRIMARY KEY,
+                    policy TEXT NOT NULL
+                )"
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let unreadable = |e: serde_json::Error| ProjectionError::Event {
+            position: event.position,
+            reason: e.to_string(),
+        };
+        if event.event_type == SLA_POLICY_EVENT {
+            tx.execute(
+                &format!("INSERT INTO sla_policy{s} (version, policy) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"),
+                &[event.version.into(), event.data.to_string().into()],
+            )
+            .await?;
+            return Ok(());
+        }
+        match conversation_event(event)? {
+            Some(ConversationEvent::SlaClockStarted {
+                chat_id,
+                stakeholder,
+                customer_message,
+                started_at,
+            }) => {
+                let policy = tx
+                    .fetch_optional(&format!("SELECT version, policy FROM sla_policy{s} ORDER BY version DESC LIMIT 1"), &[])
+                    .await?;
+                let (version, policy) = match policy {
+                    Some(row) => (
+                        row.i64(0).unwrap_or_default(),
+                        serde_json::from_str::<SlaPolicy>(&row.text(1).unwrap_or_default())
+                            .map_err(unreadable)?,
+                    ),
+                    None => (0, SlaPolicy::default()),
+                };
+                let t = policy.for_stakeholder(&stakeholder);
+                let alert_due =
+                    started_at + chrono::Duration::seconds(t.alert_after_seconds as i64);
+                let escalation_due =
+                    started_at + chrono::Duration::seconds(t.escalate_after_seconds as i64);
+                tx.execute(
+                    &format!(
+                        "INSERT INTO sla{s} (chat_id, stream, stakeholder, customer_message, clock_started_at, alert_due_at,
+                            escalation_due_at, next_due_at, alerted_at, escalated_at, policy_version, running, position)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $6, NULL, NULL, $8, 1, $9)
+                         ON CONFLICT (chat_id) DO UPDATE SET customer_message = $4, clock_started_at = $5, alert_due_at = $6,
+                            escalation_due_at = $7, next_due_at = $6, alerted_at = NULL, escalated_at = NULL,
+                            policy_version = $8, running = 1, position = $9"
+                    ),
+                    &[
+                        chat_id.to_string().into(),
+                        (&event.stream).into(),
+                        stakeholder.into(),
+                        customer_message.into(),
+                        started_at.into(),
+                        alert_due.into(),
+                        escalation_due.into(),
+                        version.into(),
+                        event.position.into(),
+                    ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::SlaClockStopped { chat_id, .. }) => {
+                tx.execute(
+                    &format!(
+                        "UPDATE sla{s} SET running = 0, next_due_at = NULL WHERE chat_id = $1"
+                    ),
+                    &[chat_id.to_string().into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::SlaAlertRaised(breach)) => {
+                tx.execute(
+                    &format!("UPDATE sla{s} SET alerted_at = $2, next_due_at = escalation_due_at, policy_version = $3 WHERE chat_id = $1"),
+                    &[breach.chat_id.to_string().into(), breach.fired_at.into(), breach.policy_version.into()],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::SlaEscalated(breach)) => {
+                tx.execute(
+                    &format!("UPDATE sla{s} SET escalated_at = $2, next_due_at = NULL WHERE chat_id = $1"),
+                    &[breach.chat_id.to_string().into(), breach.fired_at.into()],
+                )
+                .await?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 }

@@ -1163,6 +1163,12 @@ const SLA_STREAM: &str = "conversation-9099039188-+919638120888";
 
 async fn an_unanswered_message_raises_one_alert_on_time_and_escalates(backend: Backend) {
     let server = start(backend).await;
+    let ws = format!(
+        "{}/ws?token={ADMIN_TOKEN}",
+        server.base.replace("http://", "ws://")
+    );
+    let (mut feed, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    let received = chatledger_projections::clock::Clock::now(server.clock.as_ref());
     let sent = server.clock.now_seconds();
     server
         .partner_writes_at("919638120888", "wamid.sla.1", sent)
@@ -1170,6 +1176,22 @@ async fn an_unanswered_message_raises_one_alert_on_time_and_escalates(backend: B
     server
         .wait_for_events(SLA_STREAM, &["SlaClockStarted"], 1)
         .await;
+    let board = "{ slaBoard(stakeholder: \"partner\") { customerNumber sla { dueAt alertedAt policyVersion waitingSince } } }";
+    let waiting = server.query(board, json!({})).await;
+    assert_eq!(
+        waiting["slaBoard"][0]["customerNumber"], "+919638120888",
+        "{waiting}"
+    );
+    let due: chrono::DateTime<chrono::Utc> = waiting["slaBoard"][0]["sla"]["dueAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        due,
+        chatledger_core::canonical::truncate_to_micros(received + chrono::Duration::seconds(180)),
+        "due three minutes after we received it"
+    );
 
     server.advance(179).await;
     assert_eq!(
@@ -1184,9 +1206,28 @@ async fn an_unanswered_message_raises_one_alert_on_time_and_escalates(backend: B
         .remove(0);
     let due: chrono::DateTime<chrono::Utc> =
         alert.data["due_at"].as_str().unwrap().parse().unwrap();
+    let pushed = loop {
+        let frame = next_json(&mut feed).await;
+        if frame["type"] == "sla_alert" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (
+            pushed["data"]["level"].as_str(),
+            pushed["data"]["stakeholder"].as_str()
+        ),
+        (Some("alert"), Some("partner"))
+    );
+    let alerted = server.query(board, json!({})).await;
+    assert!(
+        alerted["slaBoard"][0]["sla"]["alertedAt"].is_string(),
+        "{alerted}"
+    );
+    assert_eq!(alerted["slaBoard"][0]["sla"]["policyVersion"], 0);
     let fired: chrono::DateTime<chrono::Utc> =
         alert.data["fired_at"].as_str().unwrap().parse().unwrap();
-    assert_eq!(due.timestamp(), sent + 180);
+    assert_eq!(due, received + chrono::Duration::seconds(180));
     assert!(
         fired >= due && fired - due < chrono::Duration::seconds(1),
         "fired {fired} for due {due}"

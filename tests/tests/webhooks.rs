@@ -487,9 +487,9 @@ async fn concurrent_webhooks_for_one_customer_make_one_chat(backend: Backend) {
 async fn bad_input_gets_a_clear_4xx_and_records_nothing(backend: Backend) {
     let server = start(backend).await;
     let url = format!("{}/api/chats/whatsapp_chat/{PARTNER}", server.base);
+    // A client per request: the server closes a connection it refused a body on.
     let send = |content_type: &'static str, body: Vec<u8>| {
-        server
-            .client
+        reqwest::Client::new()
             .post(&url)
             .header("content-type", content_type)
             .header("x-webhook-secret", PINBOT_SECRET)
@@ -541,8 +541,9 @@ async fn bad_input_gets_a_clear_4xx_and_records_nothing(backend: Backend) {
         );
     }
     assert!(server.events().await.is_empty(), "nothing was recorded");
-    let health = server
-        .client
+    // A fresh client: the server closes the connection it refused the huge body on, and a
+    // pooled connection may not have noticed yet.
+    let health = reqwest::Client::new()
         .get(format!("{}/api/health", server.base))
         .send()
         .await

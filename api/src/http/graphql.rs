@@ -164,6 +164,24 @@ async fn feed_frame(
         "TagApplied" | "TagRemoved" => {
             Some(("tag_updated", chat_frame(state, viewer, event).await?))
         }
+        "SlaAlertRaised" | "SlaEscalated" => {
+            let mut frame = chat_frame(state, viewer, event).await?;
+            frame["level"] = json!(if event.event_type == "SlaEscalated" {
+                "escalation"
+            } else {
+                "alert"
+            });
+            for key in [
+                "due_at",
+                "fired_at",
+                "policy_version",
+                "threshold_seconds",
+                "clock_started_at",
+            ] {
+                frame[key] = event.data.get(key).cloned().unwrap_or_default();
+            }
+            Some(("sla_alert", frame))
+        }
         ExecutiveStatusChanged::EVENT_TYPE => Some((
             "executive_status",
             visible_executive(state, viewer, event).await?.feed_json(),
