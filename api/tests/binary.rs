@@ -522,3 +522,136 @@ async fn an_executive_added_on_the_command_line_can_log_in() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     terminate(server).await;
 }
+
+/// `chatledger sla recompute` over a recorded history: a 1-minute policy finds more alerts
+/// than the 3-minute one that ran, and the log is exactly as it was afterwards.
+#[tokio::test]
+async fn sla_recompute_reports_what_another_policy_would_have_done_and_writes_nothing() {
+    use chatledger_core::conversation::{
+        ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage, SlaBreach,
+    };
+    use chatledger_core::sla::SlaLevel;
+    use chatledger_core::{EventStore, Metadata};
+    use chatledger_projections::conversations::Conversations;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatledger.db");
+    let store: std::sync::Arc<dyn EventStore> =
+        std::sync::Arc::new(chatledger_adapters::SqliteStore::open(&db).await.unwrap());
+    let conversations = Conversations::new(store.clone());
+    let t0: chrono::DateTime<chrono::Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+    let secs = chrono::Duration::seconds;
+    for (customer, answered_after, alerted) in
+        [("+919638120001", 200, true), ("+919638120002", 90, false)]
+    {
+        let conversation = ConversationRef {
+            channel: "9099039188".into(),
+            channel_number: "919099039188".into(),
+            stakeholder: "partner".into(),
+            customer: CustomerKey::Phone(customer.into()),
+        };
+        let stream = conversation.stream();
+        let chat_id = uuid::Uuid::new_v4();
+        let wamid = format!("wamid.{customer}");
+        let message = InboundMessage {
+            provider: "meta".into(),
+            provider_message_id: wamid.clone(),
+            kind: "text".into(),
+            text: Some("hello?".into()),
+            media: None,
+            details: None,
+            context: None,
+            referral: None,
+            customer: Customer {
+                phone: Some(customer.into()),
+                ..Customer::default()
+            },
+            sent_at: None,
+            errors: vec![],
+            raw: serde_json::json!({}),
+        };
+        let mut commands = vec![ConversationCommand::ReceiveMessage {
+            conversation,
+            message: Box::new(message),
+            new_chat_id: chat_id,
+            now: t0,
+        }];
+        if alerted {
+            commands.push(ConversationCommand::RaiseSla {
+                level: SlaLevel::Alert,
+                breach: SlaBreach {
+                    chat_id,
+                    customer_message: wamid.clone(),
+                    clock_started_at: t0,
+                    due_at: t0 + secs(180),
+                    fired_at: t0 + secs(180),
+                    policy_version: 0,
+                    threshold_seconds: 180,
+                    notification: None,
+                },
+            });
+        }
+        commands.push(ConversationCommand::SendReply {
+            chat_id,
+            message_id: uuid::Uuid::new_v4(),
+            text: "here".into(),
+            by: "asha".into(),
+            now: t0 + secs(answered_after),
+        });
+        conversations
+            .handle(&stream, commands, &Metadata::by("test"))
+            .await
+            .unwrap();
+    }
+    let before = store.read_all(0, 10_000).await.unwrap();
+    drop(conversations);
+    drop(store);
+
+    let policy = dir.path().join("one-minute.yaml");
+    std::fs::write(
+        &policy,
+        "alert_after_seconds: 60\nescalate_after_seconds: 600\n",
+    )
+    .unwrap();
+    let output = chatledger(dir.path())
+        .args([
+            "sla",
+            "recompute",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8(output.stdout).unwrap();
+    let partner = report
+        .lines()
+        .find(|l| l.starts_with("partner"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let numbers: Vec<&str> = partner.split_whitespace().skip(1).collect();
+    assert_eq!(
+        numbers,
+        vec!["1", "0", "2", "0"],
+        "recorded 1 alert; a 1-minute policy: 2\n{report}"
+    );
+    assert!(
+        report.contains("wamid.+919638120002") && report.contains("-/- -> alert/-"),
+        "{report}"
+    );
+
+    let store = chatledger_adapters::SqliteStore::open(&db).await.unwrap();
+    assert_eq!(
+        store.read_all(0, 10_000).await.unwrap(),
+        before,
+        "the log is unchanged"
+    );
+}
