@@ -67,6 +67,24 @@ enum Command {
     /// Manage the executives who use the dashboard.
     #[command(subcommand)]
     Executive(ExecutiveCommand),
+    /// Walk the log and check every stream's hash chain; prints the verified head, or the
+    /// first position where the record breaks (exit code 1).
+    Verify,
+    /// The log as JSON lines, for auditors (pipe it to jq).
+    Events {
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only events of this type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// From this position on (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Up to this position (inclusive).
+        #[arg(long)]
+        to: Option<u64>,
+    },
     /// SLA tools.
     #[command(subcommand)]
     Sla(SlaCommand),
@@ -161,6 +179,22 @@ pub fn main() -> ExitCode {
                     &name,
                     stakeholders,
                     &role,
+                )
+                .await
+            }
+            Command::Verify => verify(cli.database_url.as_deref()).await,
+            Command::Events {
+                stream,
+                event_type,
+                from,
+                to,
+            } => {
+                events(
+                    cli.database_url.as_deref(),
+                    stream.as_deref(),
+                    event_type.as_deref(),
+                    from,
+                    to,
                 )
                 .await
             }
@@ -489,6 +523,107 @@ async fn add_executive(
     }
 }
 
+/// The store a read-only command uses.
+async fn open_store(database_url: Option<&str>) -> Result<Arc<dyn EventStore>, CliError> {
+    Ok(match StoreLocation::from_database_url(database_url)? {
+        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(&path).await?),
+        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect_lazy(&url, None)?),
+    })
+}
+
+async fn verify(database_url: Option<&str>) -> Result<(), CliError> {
+    let store = open_store(database_url).await?;
+    let head = store
+        .head_position()
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let bar = indicatif::ProgressBar::new(head);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying [{bar:40}] {pos}/{len} positions ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut verifier = chatledger_core::canonical::ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let batch = store
+            .read_all(after, 5_000)
+            .await
+            .map_err(|e| CliError::Io(format!("the log breaks after position {after}: {e}")))?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        for event in &batch {
+            verifier
+                .check(event)
+                .map_err(|e| CliError::Io(format!("the log breaks at {e}")))?;
+        }
+        bar.set_position(after.min(head));
+    }
+    bar.finish_and_clear();
+    println!(
+        "verified {} events up to position {}, head hash {}",
+        verifier.count(),
+        verifier.last_position(),
+        verifier.head()
+    );
+    Ok(())
+}
+
+async fn events(
+    database_url: Option<&str>,
+    stream: Option<&str>,
+    event_type: Option<&str>,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let store = open_store(database_url).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut next = 0u64;
+    let mut after = from.map_or(0, |f| f.saturating_sub(1));
+    loop {
+        let batch = match stream {
+            Some(stream) => {
+                let batch = store.read_stream(stream, next, 5_000).await;
+                if let Ok(Some(last)) = batch.as_ref().map(|b| b.last()) {
+                    next = last.version + 1;
+                }
+                batch
+            }
+            None => {
+                let batch = store.read_all(after, 5_000).await;
+                if let Ok(Some(last)) = batch.as_ref().map(|b| b.last()) {
+                    after = last.position;
+                }
+                batch
+            }
+        }
+        .map_err(|e| CliError::Io(e.to_string()))?;
+        if batch.is_empty() {
+            break;
+        }
+        for event in batch {
+            if from.is_some_and(|f| event.position < f)
+                || event_type.is_some_and(|t| event.event_type != t)
+            {
+                continue;
+            }
+            if to.is_some_and(|t| event.position > t) {
+                return Ok(());
+            }
+            let line = serde_json::to_string(&event).map_err(|e| CliError::Io(e.to_string()))?;
+            // A closed pipe (`| head`) just ends the listing.
+            if writeln!(out, "{line}").is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
 fn parse_day_or_time(text: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
@@ -520,10 +655,7 @@ async fn sla_recompute(
         Some(t) => parse_day_or_time(t, "to")?,
         None => chrono::Utc::now(),
     };
-    let store: Arc<dyn EventStore> = match StoreLocation::from_database_url(database_url)? {
-        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(&path).await?),
-        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect_lazy(&url, None)?),
-    };
+    let store = open_store(database_url).await?;
     let mut fold = chatledger_projections::sla::WhatIfFold::new(policy, from, to);
     let mut after = 0;
     loop {

@@ -655,3 +655,97 @@ async fn sla_recompute_reports_what_another_policy_would_have_done_and_writes_no
         "the log is unchanged"
     );
 }
+
+/// `chatledger events` lists the log as JSON lines; `chatledger verify` passes a clean log and
+/// names the first position of an edited or deleted event.
+#[tokio::test]
+async fn verify_finds_tampering_and_events_lists_the_log() {
+    use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent};
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chatledger.db");
+    {
+        let store = chatledger_adapters::SqliteStore::open(&db).await.unwrap();
+        for stream in ["s-1", "s-2"] {
+            let events = (0..3)
+                .map(|n| {
+                    NewEvent::new(
+                        uuid::Uuid::new_v4(),
+                        "Happened",
+                        serde_json::json!({"n": n, "stream": stream}),
+                        Metadata::by("test"),
+                    )
+                })
+                .collect();
+            store
+                .append(stream, ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+        }
+    }
+    let run = |args: &'static [&'static str]| {
+        let mut command = chatledger(dir.path());
+        command.args(args);
+        async move { command.output().await.unwrap() }
+    };
+
+    let clean = run(&["verify"]).await;
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let report = String::from_utf8(clean.stdout).unwrap();
+    assert!(
+        report.starts_with("verified 6 events up to position 6, head hash "),
+        "{report}"
+    );
+
+    let listed = run(&["events"]).await;
+    let lines: Vec<Value> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["metadata"]["actor"], "test");
+    assert!(lines[0]["hash"].as_str().unwrap().len() == 64);
+    let one = run(&["events", "--stream", "s-2", "--from", "5"]).await;
+    let lines: Vec<&str> = std::str::from_utf8(&one.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 2, "s-2 from position 5: versions 1 and 2");
+
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET data = '{\"n\":7,\"stream\":\"s-1\"}' WHERE position = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let edited = run(&["verify"]).await;
+    assert!(!edited.status.success());
+    let message = String::from_utf8(edited.stderr).unwrap();
+    assert!(
+        message.contains("position 2") && message.contains("edited"),
+        "{message}"
+    );
+
+    sqlx::query("UPDATE events SET data = '{\"n\":1,\"stream\":\"s-1\"}' WHERE position = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        run(&["verify"]).await.status.success(),
+        "restored, it verifies again"
+    );
+    sqlx::query("DELETE FROM events WHERE position = 5")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let deleted = run(&["verify"]).await;
+    let message = String::from_utf8(deleted.stderr).unwrap();
+    assert!(!deleted.status.success());
+    assert!(
+        message.contains("position 6") && message.contains("missing"),
+        "{message}"
+    );
+}

@@ -310,3 +310,178 @@ mod tests {
         assert!("xyz".parse::<EventHash>().is_err());
     }
 }
+
+/// Where and how the record breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// The event's hash is not what its content and its stream's previous hash give: the
+    /// event (or one before it in its stream) was edited.
+    #[error("position {position}: event {version} of {stream} was edited (its hash does not match its content)")]
+    Edited {
+        position: u64,
+        stream: String,
+        version: u64,
+    },
+    /// Versions of the stream are missing before this event.
+    #[error("position {position}: {stream} jumps from version {expected} to {found}: events are missing")]
+    Missing {
+        position: u64,
+        stream: String,
+        expected: u64,
+        found: u64,
+    },
+    /// A version of the stream comes again or out of order.
+    #[error("position {position}: {stream} has version {found} where {expected} was due: events are reordered or repeated")]
+    Reordered {
+        position: u64,
+        stream: String,
+        expected: u64,
+        found: u64,
+    },
+}
+
+/// Walks the log in global order and checks every stream's hash chain and version sequence,
+/// keeping a running digest over all hashes (SHA-256 of the previous digest and each event's
+/// hash) that names the whole log up to a position.
+#[derive(Debug, Default)]
+pub struct ChainVerifier {
+    streams: std::collections::HashMap<String, (u64, EventHash)>,
+    digest: [u8; 32],
+    count: u64,
+    last_position: u64,
+}
+
+impl ChainVerifier {
+    /// Checks the next event of the log.
+    pub fn check(&mut self, event: &crate::event::RecordedEvent) -> Result<(), ChainBreak> {
+        let (expected, previous) = self
+            .streams
+            .get(&event.stream)
+            .map(|(v, h)| (v + 1, *h))
+            .unwrap_or((0, EventHash::GENESIS));
+        let at = |found| (event.position, event.stream.clone(), expected, found);
+        if event.version > expected {
+            let (position, stream, expected, found) = at(event.version);
+            return Err(ChainBreak::Missing {
+                position,
+                stream,
+                expected,
+                found,
+            });
+        }
+        if event.version < expected {
+            let (position, stream, expected, found) = at(event.version);
+            return Err(ChainBreak::Reordered {
+                position,
+                stream,
+                expected,
+                found,
+            });
+        }
+        if chain_hash(&previous, &event.hashed_fields()) != event.hash {
+            return Err(ChainBreak::Edited {
+                position: event.position,
+                stream: event.stream.clone(),
+                version: event.version,
+            });
+        }
+        self.streams
+            .insert(event.stream.clone(), (event.version, event.hash));
+        let mut digest = Sha256::new();
+        digest.update(self.digest);
+        digest.update(event.hash.0);
+        self.digest = digest.finalize().into();
+        self.count += 1;
+        self.last_position = event.position;
+        Ok(())
+    }
+
+    /// Events verified so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The position of the last event verified.
+    pub fn last_position(&self) -> u64 {
+        self.last_position
+    }
+
+    /// The running digest over every hash so far.
+    pub fn head(&self) -> EventHash {
+        EventHash(self.digest)
+    }
+}
+
+#[cfg(test)]
+mod verifier_tests {
+    use super::*;
+    use crate::event::{Metadata, RecordedEvent};
+    use serde_json::json;
+
+    fn chain(stream: &str, n: u64, first_position: u64) -> Vec<RecordedEvent> {
+        let mut previous = EventHash::GENESIS;
+        (0..n)
+            .map(|version| {
+                let mut event = RecordedEvent {
+                    event_id: Uuid::from_u128(u128::from(first_position + version)),
+                    stream: stream.into(),
+                    version,
+                    position: first_position + version,
+                    event_type: "Happened".into(),
+                    schema_version: 1,
+                    data: json!({"n": version}),
+                    metadata: Metadata::by("test"),
+                    recorded_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+                    hash: EventHash::GENESIS,
+                };
+                event.hash = chain_hash(&previous, &event.hashed_fields());
+                previous = event.hash;
+                event
+            })
+            .collect()
+    }
+
+    fn verify(events: &[RecordedEvent]) -> Result<ChainVerifier, ChainBreak> {
+        let mut verifier = ChainVerifier::default();
+        for event in events {
+            verifier.check(event)?;
+        }
+        Ok(verifier)
+    }
+
+    #[test]
+    fn an_intact_log_verifies_with_a_stable_head() {
+        let log = chain("s", 3, 1);
+        let a = verify(&log).unwrap();
+        assert_eq!((a.count(), a.last_position()), (3, 3));
+        assert_eq!(a.head(), verify(&log).unwrap().head());
+        assert_ne!(a.head(), verify(&log[..2]).unwrap().head());
+    }
+
+    #[test]
+    fn edits_gaps_and_reorders_are_found_where_they_are() {
+        let mut edited = chain("s", 3, 1);
+        edited[1].data = json!({"n": 99});
+        assert!(matches!(
+            verify(&edited),
+            Err(ChainBreak::Edited { position: 2, .. })
+        ));
+        let mut missing = chain("s", 3, 1);
+        missing.remove(1);
+        assert!(matches!(
+            verify(&missing),
+            Err(ChainBreak::Missing {
+                position: 3,
+                expected: 1,
+                found: 2,
+                ..
+            })
+        ));
+        let mut swapped = chain("s", 3, 1);
+        swapped.swap(1, 2);
+        assert!(matches!(
+            verify(&swapped),
+            Err(ChainBreak::Missing { .. }) | Err(ChainBreak::Reordered { .. })
+        ));
+    }
+}
