@@ -228,25 +228,17 @@ impl Assigner {
 
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut position = 0;
-        loop {
-            match self.store.read_all(position, 5_000).await {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => {
-                    for event in &batch {
-                        self.roster.apply(event);
-                    }
-                    position = batch.last().map_or(position, |e| e.position);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the assigner cannot read the log yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
-        }
+        let store = self.store.clone();
+        let Some(position) = crate::reactor::fold_log(
+            store.as_ref(),
+            |e| self.roster.apply(e),
+            &mut shutdown,
+            "assigner",
+        )
+        .await
+        else {
+            return;
+        };
         self.settle().await;
         let mut follower = self.store.follow(position);
         let mut settle = tokio::time::interval(SETTLE_EVERY);

@@ -11,6 +11,7 @@
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
 //! - [`sla`]: the SLA timer reactor, exact to the second.
+//! - [`reactor`]: what every reactor does at start (fold the log into its view).
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
@@ -22,6 +23,7 @@ pub mod assignment;
 pub mod clock;
 pub mod conversations;
 pub mod dispatch;
+pub mod reactor;
 pub mod read_db;
 pub mod read_models;
 pub mod read_side;

@@ -132,25 +132,17 @@ impl SlaTimers {
 
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut position = 0;
-        loop {
-            match self.store.read_all(position, 5_000).await {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => {
-                    for event in &batch {
-                        self.apply(event);
-                    }
-                    position = batch.last().map_or(position, |e| e.position);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the SLA timers cannot read the log yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
-        }
+        let store = self.store.clone();
+        let Some(position) = crate::reactor::fold_log(
+            store.as_ref(),
+            |e| self.apply(e),
+            &mut shutdown,
+            "SLA timers",
+        )
+        .await
+        else {
+            return;
+        };
         let mut follower = self.store.follow(position);
         loop {
             self.fire_due().await;

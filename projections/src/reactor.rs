@@ -1,0 +1,34 @@
+//! What every reactor does at start: fold the whole log into its view.
+
+use chatledger_core::{EventStore, Position, RecordedEvent};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Folds every event of the log, in order, into `apply`, retrying reads that fail. Returns
+/// the position reached, or `None` when `shutdown` came first.
+pub async fn fold_log(
+    store: &dyn EventStore,
+    mut apply: impl FnMut(&RecordedEvent),
+    shutdown: &mut watch::Receiver<bool>,
+    reactor: &str,
+) -> Option<Position> {
+    let mut position = 0;
+    loop {
+        match store.read_all(position, 5_000).await {
+            Ok(batch) if batch.is_empty() => return Some(position),
+            Ok(batch) => {
+                for event in &batch {
+                    apply(event);
+                }
+                position = batch.last().map_or(position, |e| e.position);
+            }
+            Err(e) => {
+                tracing::warn!(reactor, error = %e, "cannot read the log yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
+}
