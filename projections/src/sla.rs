@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chatledger_core::conversation::{
     Conversation, ConversationCommand, ConversationEvent, Notification, SlaBreach, Template,
