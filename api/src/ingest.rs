@@ -105,22 +105,20 @@ pub async fn record(
         }
     }
     for (stream, commands) in streams {
+        // Each command records exactly one message or receipt when it is new, and nothing
+        // when it was already recorded.
         let given = commands.len();
         let handled = conversations.handle(&stream, commands, &metadata).await?;
+        let mut new = 0;
         for event in &handled.recorded {
             match event.event_type() {
                 "MessageReceived" => recorded.messages += 1,
                 "ReceiptRecorded" => recorded.receipts += 1,
-                _ => {}
+                _ => continue,
             }
+            new += 1;
         }
-        recorded.duplicates += given.saturating_sub(
-            handled
-                .recorded
-                .iter()
-                .filter(|e| e.event_type() != "ChatOpened")
-                .count(),
-        );
+        recorded.duplicates += given - new;
     }
     if !notices.is_empty() {
         let stream = channel_stream(source.channel_key);

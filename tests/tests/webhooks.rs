@@ -432,6 +432,42 @@ fn text_payload(from: &str, id: &str, text: &str) -> Vec<u8> {
     .unwrap()
 }
 
+async fn a_post_with_an_old_and_a_new_message_records_the_new_one(backend: Backend) {
+    let server = start(backend).await;
+    let post = |ids: &[&str]| {
+        let messages: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"from": "919638120888", "id": id, "timestamp": "1763800000", "type": "text", "text": {"body": id}}))
+            .collect();
+        serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+            "value": {"metadata": {"phone_number_id": "1"}, "messages": messages}}]}]}))
+        .unwrap()
+    };
+    // Meta may put one message twice in a post: it is recorded once, the copy counted.
+    let first: Value = server
+        .post_meta(PARTNER, post(&["wamid.old", "wamid.old"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        first["recorded"],
+        json!({"messages": 1, "receipts": 0, "notices": 0, "duplicates": 1}),
+        "{first}"
+    );
+    let mixed: Value = server
+        .post_meta(PARTNER, post(&["wamid.old", "wamid.new"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed["recorded"],
+        json!({"messages": 1, "receipts": 0, "notices": 0, "duplicates": 1}),
+        "{mixed}"
+    );
+}
+
 async fn concurrent_webhooks_for_one_customer_make_one_chat(backend: Backend) {
     let server = Arc::new(start(backend).await);
     let posts = (0..200).map(|i| {
@@ -770,6 +806,7 @@ chatledger_tests::on_both_backends!(
     every_fixture_is_recorded,
     the_signed_fixture_is_accepted_byte_for_byte_and_nothing_else_is,
     a_redelivery_leaves_the_log_as_it_was,
+    a_post_with_an_old_and_a_new_message_records_the_new_one,
     concurrent_webhooks_for_one_customer_make_one_chat,
     bad_input_gets_a_clear_4xx_and_records_nothing,
     a_number_we_do_not_handle_is_refused_with_404,
