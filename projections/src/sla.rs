@@ -53,6 +53,8 @@ pub struct SlaTimers {
     notifications: SlaNotifications,
     policy: (u64, SlaPolicy),
     streams: HashMap<String, Watched>,
+    /// The streams whose clock runs: the only ones the schedule looks at.
+    running: std::collections::HashSet<String>,
 }
 
 /// One threshold crossing to act on.
@@ -76,6 +78,7 @@ impl SlaTimers {
             notifications,
             policy: (0, SlaPolicy::default()),
             streams: HashMap::new(),
+            running: Default::default(),
         }
     }
 
@@ -103,14 +106,20 @@ impl SlaTimers {
             _ => {}
         }
         watched.conversation.evolve(event);
+        if watched.conversation.sla.is_some() {
+            self.running.insert(stream.to_owned());
+        } else {
+            self.running.remove(stream);
+        }
     }
 
     /// The next threshold of each running clock.
     fn schedule(&self) -> Vec<Due> {
         let policy = &self.policy.1;
-        self.streams
+        self.running
             .iter()
-            .filter_map(|(stream, watched)| {
+            .filter_map(|stream| {
+                let watched = self.streams.get(stream)?;
                 let clock = watched.conversation.sla.as_ref()?;
                 let thresholds = policy.for_stakeholder(&watched.stakeholder);
                 let (level, after) = if !clock.alerted {
@@ -274,6 +283,7 @@ impl SlaTimers {
             return;
         };
         self.streams.remove(stream);
+        self.running.remove(stream);
         for event in &events {
             self.apply(event);
         }
