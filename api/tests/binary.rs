@@ -527,9 +527,7 @@ async fn an_executive_added_on_the_command_line_can_log_in() {
 /// than the 3-minute one that ran, and the log is exactly as it was afterwards.
 #[tokio::test]
 async fn sla_recompute_reports_what_another_policy_would_have_done_and_writes_nothing() {
-    use chatledger_core::conversation::{
-        ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage, SlaBreach,
-    };
+    use chatledger_core::conversation::{ConversationCommand, SlaBreach};
     use chatledger_core::sla::SlaLevel;
     use chatledger_core::{EventStore, Metadata};
     use chatledger_projections::conversations::Conversations;
@@ -544,32 +542,11 @@ async fn sla_recompute_reports_what_another_policy_would_have_done_and_writes_no
     for (customer, answered_after, alerted) in
         [("+919638120001", 200, true), ("+919638120002", 90, false)]
     {
-        let conversation = ConversationRef {
-            channel: "9099039188".into(),
-            channel_number: "919099039188".into(),
-            stakeholder: "partner".into(),
-            customer: CustomerKey::Phone(customer.into()),
-        };
+        let conversation = chatledger_tests::messages::partner_conversation(customer);
         let stream = conversation.stream();
         let chat_id = uuid::Uuid::new_v4();
         let wamid = format!("wamid.{customer}");
-        let message = InboundMessage {
-            provider: "meta".into(),
-            provider_message_id: wamid.clone(),
-            kind: "text".into(),
-            text: Some("hello?".into()),
-            media: None,
-            details: None,
-            context: None,
-            referral: None,
-            customer: Customer {
-                phone: Some(customer.into()),
-                ..Customer::default()
-            },
-            sent_at: None,
-            errors: vec![],
-            raw: serde_json::json!({}),
-        };
+        let message = chatledger_tests::messages::text_message(&wamid, customer, "hello?");
         let mut commands = vec![ConversationCommand::ReceiveMessage {
             conversation,
             message: Box::new(message),

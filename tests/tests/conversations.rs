@@ -3,41 +3,22 @@
 
 use std::sync::Arc;
 
-use chatledger_core::conversation::{
-    stream_name, ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage,
-};
+use chatledger_core::conversation::{stream_name, ConversationCommand, CustomerKey};
 use chatledger_core::Metadata;
 use chatledger_projections::conversations::Conversations;
 use chatledger_tests::db::Backend;
 use chrono::Utc;
-use serde_json::json;
+
 use uuid::Uuid;
 
 fn receive(id: &str) -> ConversationCommand {
     ConversationCommand::ReceiveMessage {
-        conversation: ConversationRef {
-            channel: "9099039188".into(),
-            channel_number: "919099039188".into(),
-            stakeholder: "partner".into(),
-            customer: CustomerKey::Phone("+919638120888".into()),
-        },
-        message: Box::new(InboundMessage {
-            provider: "meta".into(),
-            provider_message_id: id.into(),
-            kind: "text".into(),
-            text: Some(id.into()),
-            media: None,
-            details: None,
-            context: None,
-            referral: None,
-            customer: Customer {
-                phone: Some("+919638120888".into()),
-                ..Customer::default()
-            },
-            sent_at: None,
-            errors: vec![],
-            raw: json!({"id": id}),
-        }),
+        conversation: chatledger_tests::messages::partner_conversation("+919638120888"),
+        message: Box::new(chatledger_tests::messages::text_message(
+            id,
+            "+919638120888",
+            id,
+        )),
         new_chat_id: Uuid::new_v4(),
         now: Utc::now(),
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
 use chatledger_core::conversation::{
-    ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage,
+    ConversationCommand, ConversationRef, CustomerKey, InboundMessage,
 };
 use chatledger_core::sender::{MessageSender, OutboundMessage};
 use chatledger_core::Metadata;
@@ -142,21 +142,8 @@ async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
     let stream = conversation.stream();
     let chat_id = Uuid::new_v4();
     let incoming = InboundMessage {
-        provider: "meta".into(),
-        provider_message_id: "wamid.in".into(),
-        kind: "text".into(),
-        text: Some("hi".into()),
-        media: None,
-        details: None,
-        context: None,
-        referral: None,
-        customer: Customer {
-            phone: Some("+919638120888".into()),
-            ..Customer::default()
-        },
         sent_at: Some(Utc::now()),
-        errors: vec![],
-        raw: json!({}),
+        ..chatledger_tests::messages::text_message("wamid.in", "+919638120888", "hi")
     };
     let commands = vec![
         ConversationCommand::ReceiveMessage {

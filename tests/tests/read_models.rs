@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_core::conversation::{
-    ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage, ProviderError,
-    Receipt,
+    ConversationCommand, ConversationRef, Customer, InboundMessage, ProviderError, Receipt,
 };
 use chatledger_core::{EventStore, Metadata};
 use chatledger_projections::conversations::Conversations;
@@ -19,34 +18,22 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 fn conversation(customer: &str) -> ConversationRef {
-    ConversationRef {
-        channel: "9099039188".into(),
-        channel_number: "919099039188".into(),
-        stakeholder: "partner".into(),
-        customer: CustomerKey::Phone(customer.into()),
-    }
+    chatledger_tests::messages::partner_conversation(customer)
 }
 
 fn message(customer: &str, id: &str, kind: &str, text: Option<&str>) -> ConversationCommand {
     ConversationCommand::ReceiveMessage {
         conversation: conversation(customer),
         message: Box::new(InboundMessage {
-            provider: "meta".into(),
-            provider_message_id: id.into(),
             kind: kind.into(),
             text: text.map(Into::into),
-            media: None,
-            details: None,
-            context: None,
-            referral: None,
             customer: Customer {
                 phone: Some(customer.into()),
                 user_id: None,
                 name: Some(format!("name of {customer}")),
             },
             sent_at: Some("2026-11-22T10:00:00Z".parse().unwrap()),
-            errors: vec![],
-            raw: json!({"id": id}),
+            ..chatledger_tests::messages::text_message(id, customer, "")
         }),
         new_chat_id: Uuid::new_v4(),
         now: Utc::now(),

@@ -3,15 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatledger_core::conversation::{
-    ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage,
-};
+use chatledger_core::conversation::ConversationCommand;
 use chatledger_core::Metadata;
 use chatledger_projections::clock::{Clock, ManualClock};
 use chatledger_projections::conversations::Conversations;
 use chatledger_projections::sla::{SlaNotifications, SlaTimers};
 use chatledger_tests::db::Backend;
-use serde_json::json;
+
 use uuid::Uuid;
 
 fn notifications() -> SlaNotifications {
@@ -30,30 +28,10 @@ async fn an_overdue_alert_fires_once_after_a_restart_even_with_two_processes(bac
     let (_db, store) = backend.open().await;
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let received = clock.now();
-    let conversation = ConversationRef {
-        channel: "9099039188".into(),
-        channel_number: "919099039188".into(),
-        stakeholder: "partner".into(),
-        customer: CustomerKey::Phone("+919638120888".into()),
-    };
+    let conversation = chatledger_tests::messages::partner_conversation("+919638120888");
     let stream = conversation.stream();
-    let message = InboundMessage {
-        provider: "meta".into(),
-        provider_message_id: "wamid.down".into(),
-        kind: "text".into(),
-        text: Some("anyone there?".into()),
-        media: None,
-        details: None,
-        context: None,
-        referral: None,
-        customer: Customer {
-            phone: Some("+919638120888".into()),
-            ..Customer::default()
-        },
-        sent_at: None,
-        errors: vec![],
-        raw: json!({}),
-    };
+    let message =
+        chatledger_tests::messages::text_message("wamid.down", "+919638120888", "anyone there?");
     Conversations::new(store.clone())
         .handle(
             &stream,
