@@ -726,3 +726,73 @@ async fn verify_finds_tampering_and_events_lists_the_log() {
         "{message}"
     );
 }
+
+/// The log lines `serve` writes before it listens.
+async fn startup_log(mut command: Command) -> (Child, Vec<Value>) {
+    let mut child = command
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .expect("chatledger starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    tokio::time::timeout(START_GUARD, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let listening = entry["message"] == "listening";
+            seen.push(entry);
+            if listening {
+                return;
+            }
+        }
+        panic!("chatledger exited before listening");
+    })
+    .await
+    .expect("chatledger listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, seen)
+}
+
+#[tokio::test]
+async fn serve_warns_at_start_when_webhooks_are_unauthenticated() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    let dir = tempfile::tempdir().unwrap();
+    let mut open = chatledger(dir.path());
+    open.env("CHATLEDGER_CONFIG_DIR", config)
+        .env_remove("PINBOT_WEBHOOK_SECRET")
+        .env_remove("META_APP_SECRET");
+    let (child, log) = startup_log(open).await;
+    let warning = log
+        .iter()
+        .find(|e| {
+            e["level"] == "WARN"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("unauthenticated"))
+        })
+        .unwrap_or_else(|| panic!("no warning in {log:?}"));
+    assert_eq!(
+        warning["channels"],
+        "9099039188,8000247247,9726724247,9586924247"
+    );
+    terminate(child).await;
+
+    let mut closed = chatledger(dir.path());
+    closed
+        .env("CHATLEDGER_CONFIG_DIR", config)
+        .env("PINBOT_WEBHOOK_SECRET", "set")
+        .env_remove("META_APP_SECRET");
+    let (child, log) = startup_log(closed).await;
+    assert!(
+        !log.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unauthenticated"))),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|e| !e.to_string().contains("\"set\"")),
+        "the secret's value is not logged"
+    );
+    terminate(child).await;
+}
