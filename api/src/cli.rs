@@ -67,9 +67,14 @@ enum Command {
     /// Manage the executives who use the dashboard.
     #[command(subcommand)]
     Executive(ExecutiveCommand),
-    /// Walk the log and check every stream's hash chain; prints the verified head, or the
-    /// first position where the record breaks (exit code 1).
-    Verify,
+    /// Walk the log and check every stream's hash chain and every seal; prints the verified
+    /// head, or the first position where the record breaks (exit code 1).
+    Verify {
+        /// A head noted earlier (`GET /api/audit/head`), as POSITION:HASH: the log up to
+        /// that position must still digest to that hash. Repeat for several.
+        #[arg(long = "expect", value_name = "POSITION:HASH")]
+        expect: Vec<String>,
+    },
     /// The log as JSON lines, for auditors (pipe it to jq).
     Events {
         /// Only this stream.
@@ -182,7 +187,7 @@ pub fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Verify => verify(cli.database_url.as_deref()).await,
+            Command::Verify { expect } => verify(cli.database_url.as_deref(), &expect).await,
             Command::Events {
                 stream,
                 event_type,
@@ -531,7 +536,20 @@ async fn open_store(database_url: Option<&str>) -> Result<Arc<dyn EventStore>, C
     })
 }
 
-async fn verify(database_url: Option<&str>) -> Result<(), CliError> {
+async fn verify(database_url: Option<&str>, expect: &[String]) -> Result<(), CliError> {
+    let noted = expect
+        .iter()
+        .map(|noted| {
+            noted
+                .split_once(':')
+                .and_then(|(p, h)| Some((p.trim().parse::<u64>().ok()?, h.trim().parse().ok()?)))
+                .ok_or_else(|| {
+                    CliError::Config(format!(
+                        "--expect takes POSITION:HASH (a position and 64 hex digits), not {noted:?}"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let store = open_store(database_url).await?;
     let head = store
         .head_position()
@@ -545,28 +563,29 @@ async fn verify(database_url: Option<&str>) -> Result<(), CliError> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let mut verifier = chatledger_core::canonical::ChainVerifier::default();
-    let mut after = 0;
-    loop {
-        let batch = store
-            .read_all(after, 5_000)
-            .await
-            .map_err(|e| CliError::Io(format!("the log breaks after position {after}: {e}")))?;
-        let Some(last) = batch.last() else { break };
-        after = last.position;
-        for event in &batch {
-            verifier
-                .check(event)
-                .map_err(|e| CliError::Io(format!("the log breaks at {e}")))?;
-        }
-        bar.set_position(after.min(head));
-    }
+    let noted_count = noted.len();
+    let report = chatledger_projections::audit::audit_log(store.as_ref(), noted, |position| {
+        bar.set_position(position.min(head))
+    })
+    .await;
     bar.finish_and_clear();
+    let report = report.map_err(|e| CliError::Io(e.to_string()))?;
+    let seals = match report.seals_checked {
+        0 => "no seals yet".to_owned(),
+        n => format!(
+            "{n} seals match, the last up to position {}",
+            report.sealed_up_to
+        ),
+    };
+    let noted = match noted_count {
+        0 => String::new(),
+        n => format!("; {n} noted heads match"),
+    };
     println!(
-        "verified {} events up to position {}, head hash {}",
-        verifier.count(),
-        verifier.last_position(),
-        verifier.head()
+        "verified {} events up to position {}, head hash {}; {seals}{noted}",
+        report.head.events,
+        report.head.position,
+        report.head.head(),
     );
     Ok(())
 }

@@ -13,13 +13,16 @@ use async_graphql::{
     Subscription, ID,
 };
 use chatledger_core::conversation::{
-    AssignmentRule, ConversationCommand, ExecutiveRef, Template, AWAITING_CUSTOMER_TAG,
+    AssignmentRule, ChatStatus as CoreChatStatus, ConversationCommand, ConversationEvent,
+    ExecutiveRef, Template, AWAITING_CUSTOMER_TAG,
 };
 use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role};
+use chatledger_core::history::{event_chat, ChatAsOf, ChatView, MessageView, Narrator};
+use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
 use chatledger_projections::conversations::CommandError;
 use chatledger_projections::read_db::{Arg, DbRow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
 use serde_json::Value;
 use uuid::Uuid;
@@ -310,9 +313,78 @@ pub struct Chat {
     position: i64,
     stream: String,
     last_direction: Option<String>,
+    /// For `chatAsOf`: what the chat held at that instant, instead of the read models.
+    as_of: Option<Arc<AsOf>>,
+}
+
+/// A time to the microsecond, as the read models keep times, so that a chat folded from its
+/// events reads exactly as the live chat does.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// A chat as folded from its stream up to an instant.
+struct AsOf {
+    at: DateTime<Utc>,
+    tags: Vec<String>,
+    /// Messages with their positions, oldest first.
+    messages: Vec<(u64, Message)>,
+    sla: Sla,
 }
 
 impl Chat {
+    fn from_view(view: &ChatView, at: DateTime<Utc>) -> Self {
+        let messages = view
+            .messages
+            .iter()
+            .map(|m| (m.position, Message::from_view(m)))
+            .collect();
+        let status = match view.status {
+            CoreChatStatus::Open => ChatStatus::Open,
+            CoreChatStatus::Assigned => ChatStatus::Assigned,
+            CoreChatStatus::AwaitingCustomer => ChatStatus::AwaitingCustomer,
+            CoreChatStatus::Resolved => ChatStatus::Resolved,
+            CoreChatStatus::Closed => ChatStatus::Closed,
+        };
+        Chat {
+            chat_id: view.chat_id.to_string(),
+            channel_number: view.channel_number.clone(),
+            stakeholder: view.stakeholder.clone(),
+            customer: view.customer.clone(),
+            customer_name: view.customer_name.clone(),
+            status,
+            opened_at: micros(view.opened_at),
+            opened_reason: view.opened_reason.clone(),
+            context: view.context.clone(),
+            previous_chat_id: view.previous_chat_id.map(|id| id.to_string()),
+            superseded_by: view.superseded_by.map(|id| id.to_string()),
+            assigned_to: view.assignee.as_ref().map(|e| e.id.to_string()),
+            last_incoming_at: view.last_incoming_at.map(micros),
+            service_window_ends_at: view.service_window_ends_at.map(micros),
+            resolved_at: view.resolved_at.map(micros),
+            rating: view.rating.map(i64::from),
+            position: view.position as i64,
+            stream: view.stream.clone(),
+            last_direction: view.last_outbound.then(|| "OUTBOUND".to_owned()),
+            as_of: Some(Arc::new(AsOf {
+                at,
+                tags: view.tags.iter().cloned().collect(),
+                messages,
+                sla: Sla {
+                    due_at: view.sla.next_due_at.map(micros),
+                    alerted_at: view.sla.alerted_at.map(micros),
+                    escalated_at: view.sla.escalated_at.map(micros),
+                    policy_version: view.sla.policy_version.map(|v| v as i32),
+                    waiting_since: view
+                        .sla
+                        .clock_started_at
+                        .filter(|_| view.sla.running)
+                        .map(micros),
+                },
+            })),
+        }
+    }
+
     fn from_row(row: &DbRow) -> Self {
         Chat {
             chat_id: row.text(0).unwrap_or_default(),
@@ -334,6 +406,7 @@ impl Chat {
             position: row.i64(17).unwrap_or_default(),
             stream: row.text(18).unwrap_or_default(),
             last_direction: row.text(19),
+            as_of: None,
         }
     }
 }
@@ -387,6 +460,13 @@ impl Chat {
     /// The tags executives applied, then the system tag "Awaiting Customer Response" when the
     /// last message was ours.
     async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<String>, Error> {
+        if let Some(as_of) = &self.as_of {
+            let mut tags = as_of.tags.clone();
+            if self.last_direction.as_deref() == Some("OUTBOUND") {
+                tags.push(AWAITING_CUSTOMER_TAG.to_owned());
+            }
+            return Ok(tags);
+        }
         let rows = state(ctx)
             .read_side
             .db
@@ -418,6 +498,15 @@ impl Chat {
     ) -> Result<Vec<Message>, Error> {
         let first = page_size(first, 50)?;
         let after = cursor(after.as_deref())?.unwrap_or(0);
+        if let Some(as_of) = &self.as_of {
+            return Ok(as_of
+                .messages
+                .iter()
+                .filter(|(position, _)| *position as i64 > after)
+                .take(first as usize)
+                .map(|(_, m)| m.clone())
+                .collect());
+        }
         let rows = state(ctx)
             .read_side
             .db
@@ -441,6 +530,9 @@ impl Chat {
     }
     /// The chat's SLA: when the waiting customer message is next due, alerts, escalation.
     async fn sla(&self, ctx: &Context<'_>) -> Result<Sla, Error> {
+        if let Some(as_of) = &self.as_of {
+            return Ok(as_of.sla.clone());
+        }
         let row = state(ctx)
             .read_side
             .db
@@ -470,6 +562,78 @@ impl Chat {
     async fn rating(&self) -> Option<i32> {
         self.rating.map(|r| r as i32)
     }
+    /// The chat's events, oldest first, each with who caused it and what it did and why in
+    /// words (for `chatAsOf`, up to that instant).
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEntry>, Error> {
+        let chat_id = Uuid::parse_str(&self.chat_id).map_err(internal)?;
+        let until = self.as_of.as_ref().map(|a| a.at);
+        let events = read_stream_until(state(ctx), &self.stream, until).await?;
+        let mut narrator = Narrator::default();
+        let mut entries = Vec::new();
+        for recorded in &events {
+            let Some(event) = ConversationEvent::from_recorded(recorded).map_err(internal)? else {
+                continue;
+            };
+            let summary = narrator.describe(&event);
+            if event_chat(&event) == Some(chat_id) {
+                entries.push(HistoryEntry {
+                    position: recorded.position as i64,
+                    at: recorded.recorded_at,
+                    event_type: recorded.event_type.clone(),
+                    actor: recorded.metadata.actor.clone(),
+                    summary,
+                    correlation_id: recorded
+                        .metadata
+                        .correlation_id
+                        .map(|id| ID(id.to_string())),
+                    causation_id: recorded.metadata.causation_id.map(|id| ID(id.to_string())),
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// One event in a chat's history.
+#[derive(SimpleObject)]
+pub struct HistoryEntry {
+    pub position: i64,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// Who caused it: an executive, a provider, the transaction system, a reactor.
+    pub actor: String,
+    /// What it did and why, in words.
+    pub summary: String,
+    pub correlation_id: Option<ID>,
+    pub causation_id: Option<ID>,
+}
+
+/// A stream's events recorded up to `until` (all of them without it).
+async fn read_stream_until(
+    state: &AppState,
+    stream: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let mut events = Vec::new();
+    let mut version = 0;
+    loop {
+        let batch = state
+            .store
+            .read_stream(stream, version, 1_000)
+            .await
+            .map_err(internal)?;
+        let Some(last) = batch.last() else { break };
+        version = last.version + 1;
+        for event in batch {
+            if until.is_some_and(|until| event.recorded_at > until) {
+                return Ok(events);
+            }
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 const MESSAGE_COLUMNS: &str = "message_id, provider_message_id, direction, kind, text, media, at, delivery_status, error, position";
@@ -504,6 +668,24 @@ pub struct Message {
 }
 
 impl Message {
+    fn from_view(m: &MessageView) -> Self {
+        Message {
+            message_id: ID(m.message_id.to_string()),
+            provider_message_id: m.provider_message_id.clone(),
+            direction: if m.inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
+            kind: m.kind.clone(),
+            text: m.text.clone(),
+            media: m.media.clone().map(Media::from),
+            at: micros(m.at),
+            delivery_status: m.delivery_status.clone(),
+            error: m.error.clone(),
+        }
+    }
+
     fn from_row(row: &DbRow) -> Self {
         let media = row
             .json(5)
@@ -518,19 +700,25 @@ impl Message {
             },
             kind: row.text(3).unwrap_or_default(),
             text: row.text(4),
-            media: media.map(|m| Media {
-                id: m.id,
-                url: m.url,
-                mime_type: m.mime_type,
-                sha256: m.sha256,
-                caption: m.caption,
-                filename: m.filename,
-                voice: m.voice,
-                animated: m.animated,
-            }),
+            media: media.map(Media::from),
             at: row.time(6).unwrap_or_default(),
             delivery_status: row.text(7),
             error: row.text(8),
+        }
+    }
+}
+
+impl From<chatledger_core::conversation::Media> for Media {
+    fn from(m: chatledger_core::conversation::Media) -> Self {
+        Media {
+            id: m.id,
+            url: m.url,
+            mime_type: m.mime_type,
+            sha256: m.sha256,
+            caption: m.caption,
+            filename: m.filename,
+            voice: m.voice,
+            animated: m.animated,
         }
     }
 }
@@ -582,7 +770,7 @@ impl Customer {
 }
 
 /// A chat's SLA state.
-#[derive(SimpleObject, Default)]
+#[derive(SimpleObject, Default, Clone)]
 pub struct Sla {
     /// When the unanswered customer message crosses the next threshold (none when answered).
     pub due_at: Option<DateTime<Utc>>,
@@ -911,6 +1099,64 @@ impl Query {
         Ok(row
             .map(|r| Chat::from_row(&r))
             .filter(|c| viewer.sees_stakeholder(&c.stakeholder)))
+    }
+
+    /// The chat exactly as it stood at `at`: folded from its conversation stream up to that
+    /// instant by the same fold the live system decides with. Null when it did not exist yet.
+    async fn chat_as_of(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Chat>, Error> {
+        let viewer = viewer(ctx)?;
+        let state = state(ctx);
+        let Ok(id) = Uuid::parse_str(chat_id.as_str()) else {
+            return Err(coded(
+                format!("{} is not a chat id", chat_id.as_str()),
+                "BAD_USER_INPUT",
+            ));
+        };
+        let Some(stream) = state
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT stream FROM chats WHERE chat_id = $1",
+                &[chat_id.as_str().into()],
+            )
+            .await
+            .map_err(internal)?
+            .and_then(|row| row.text(0))
+        else {
+            return Ok(None);
+        };
+        let policies: Vec<(u64, u64, SlaPolicy)> =
+            read_stream_until(state, SLA_POLICY_STREAM, Some(at))
+                .await?
+                .into_iter()
+                .filter(|e| e.event_type == SLA_POLICY_EVENT)
+                .filter_map(|e| {
+                    serde_json::from_value(e.data.clone())
+                        .ok()
+                        .map(|p| (e.position, e.version, p))
+                })
+                .collect();
+        let mut fold = ChatAsOf::new(id);
+        for recorded in read_stream_until(state, &stream, Some(at)).await? {
+            let Some(event) = ConversationEvent::from_recorded(&recorded).map_err(internal)? else {
+                continue;
+            };
+            let policy = policies
+                .iter()
+                .rev()
+                .find(|(position, _, _)| *position < recorded.position)
+                .map(|(_, version, policy)| (*version, policy));
+            fold.apply(&recorded, &event, policy);
+        }
+        Ok(fold
+            .view()
+            .filter(|view| viewer.sees_stakeholder(&view.stakeholder))
+            .map(|view| Chat::from_view(view, at)))
     }
 
     /// A customer of a stakeholder, by number in any common shape (or by user id).

@@ -15,6 +15,7 @@ use crate::config::{
 use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
+use chatledger_projections::audit::{AuditHead, SealPolicy};
 
 /// Everything read from configuration files and the environment at start.
 pub struct Settings {
@@ -27,6 +28,31 @@ pub struct Settings {
     /// (`RATING_TEMPLATE_NAME`, `RATING_TEMPLATE_LANGUAGE`).
     pub rating_template: Template,
     pub sla: SlaSettings,
+    /// When the sealer records a seal (`SEAL_EVERY_EVENTS`, `SEAL_EVERY_SECONDS`).
+    pub seal: SealPolicy,
+}
+
+/// The seal policy from the environment: every 1,000 events or 60 seconds by default.
+pub fn seal_policy(env: &dyn Fn(&str) -> Option<String>) -> Result<SealPolicy, String> {
+    let mut policy = SealPolicy::default();
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        env(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name} must be a whole number above 0, not {v:?}"))
+            })
+            .transpose()
+    };
+    if let Some(n) = number("SEAL_EVERY_EVENTS")? {
+        policy.every_events = n;
+    }
+    if let Some(n) = number("SEAL_EVERY_SECONDS")? {
+        policy.every = std::time::Duration::from_secs(n);
+    }
+    Ok(policy)
 }
 
 /// The rating template from the environment; `rating_request` in `en` by default.
@@ -58,6 +84,7 @@ impl Settings {
             dispatch,
             rating_template: rating_template(env),
             sla,
+            seal: seal_policy(env)?,
         })
     }
 }
@@ -84,6 +111,9 @@ pub struct AppState {
     pub clock: Arc<dyn chatledger_projections::clock::Clock>,
     /// New events as they commit, for subscriptions.
     pub live: LiveEvents,
+    pub seal_policy: SealPolicy,
+    /// The running digest over the log, as far as the sealer has followed it.
+    pub audit_head: AuditHead,
 }
 
 impl AppState {
@@ -109,6 +139,8 @@ impl AppState {
             clock: Arc::new(chatledger_projections::clock::SystemClock),
             whatsapp: Arc::new(settings.whatsapp),
             live,
+            seal_policy: settings.seal,
+            audit_head: AuditHead::default(),
             conversations: Arc::new(Conversations::new(store.clone())),
             store,
             store_kind,
@@ -162,7 +194,14 @@ impl AppState {
             self.clock.clone(),
             self.sla.notifications.clone(),
         );
-        tokio::spawn(timers.run(shutdown));
+        tokio::spawn(timers.run(shutdown.clone()));
+        let sealer = chatledger_projections::audit::Sealer::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.seal_policy,
+            self.audit_head.clone(),
+        );
+        tokio::spawn(sealer.run(shutdown));
         Ok(())
     }
 }

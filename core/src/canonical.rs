@@ -311,6 +311,23 @@ mod tests {
     }
 }
 
+fn unsealed_cause(sealed: u64, found: u64, seal_position: u64) -> String {
+    let seal = format!("the seal at position {seal_position}");
+    match found.cmp(&sealed) {
+        std::cmp::Ordering::Less => format!(
+            "{} sealed events are missing ({seal} counts {sealed} up to here, the log holds {found}): an event or a whole stream was removed",
+            sealed - found
+        ),
+        std::cmp::Ordering::Greater => format!(
+            "{} events were inserted ({seal} counts {sealed} up to here, the log holds {found})",
+            found - sealed
+        ),
+        std::cmp::Ordering::Equal => format!(
+            "the events are not those {seal} vouches for: events were reordered or replaced across streams"
+        ),
+    }
+}
+
 /// Where and how the record breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
@@ -322,13 +339,33 @@ pub enum ChainBreak {
         stream: String,
         version: u64,
     },
-    /// Versions of the stream are missing before this event.
-    #[error("position {position}: {stream} jumps from version {expected} to {found}: events are missing")]
+    /// Versions of the stream are missing before this event; `after` is the position of
+    /// the stream's previous event (0 when its first events are gone).
+    #[error("position {position}: {stream} jumps from version {expected} to {found}: events are missing between positions {after} and {position}")]
     Missing {
         position: u64,
+        after: u64,
         stream: String,
         expected: u64,
         found: u64,
+    },
+    /// The running digest a seal recorded does not match the log as it is now: events sealed
+    /// there were removed (a whole stream, or a stream's last events), inserted, or
+    /// reordered across streams. `from` is the last position a seal still vouches for.
+    #[error("between positions {from} and {position}: {}", unsealed_cause(*sealed_events, *found_events, *seal_position))]
+    Unsealed {
+        from: u64,
+        position: u64,
+        seal_position: u64,
+        sealed_events: u64,
+        found_events: u64,
+    },
+    /// The running digest at a position an auditor noted earlier is not what they noted.
+    #[error("position {position}: the log up to here digests to {found}, not to {noted} as noted: it changed since")]
+    NotAsNoted {
+        position: u64,
+        noted: EventHash,
+        found: EventHash,
     },
     /// A version of the stream comes again or out of order.
     #[error("position {position}: {stream} has version {found} where {expected} was due: events are reordered or repeated")]
@@ -340,30 +377,77 @@ pub enum ChainBreak {
     },
 }
 
+impl ChainBreak {
+    /// The first and last position between which the record breaks: the tampered event
+    /// lies there.
+    pub fn window(&self) -> (u64, u64) {
+        match self {
+            ChainBreak::Edited { position, .. } | ChainBreak::Reordered { position, .. } => {
+                (*position, *position)
+            }
+            ChainBreak::Missing {
+                position, after, ..
+            } => (after + 1, *position),
+            ChainBreak::Unsealed { from, position, .. } => (from + 1, *position),
+            ChainBreak::NotAsNoted { position, .. } => (1, *position),
+        }
+    }
+}
+
+/// The running digest over a log's event hashes in global order:
+/// `digest = SHA-256(previous digest ‖ event hash)`, starting from 32 zero bytes. It names
+/// the whole log up to a position: a stream removed whole, or events reordered across
+/// streams, change it even where every stream's own chain still holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunningDigest {
+    /// The digest over every hash so far.
+    pub digest: [u8; 32],
+    /// How many events it covers.
+    pub events: u64,
+    /// The position of the last event it covers (0 before the first).
+    pub position: u64,
+}
+
+impl RunningDigest {
+    /// Takes the next event of the log in.
+    pub fn add(&mut self, position: u64, hash: &EventHash) {
+        let mut digest = Sha256::new();
+        digest.update(self.digest);
+        digest.update(hash.0);
+        self.digest = digest.finalize().into();
+        self.events += 1;
+        self.position = position;
+    }
+
+    /// The digest as a hash.
+    pub fn head(&self) -> EventHash {
+        EventHash(self.digest)
+    }
+}
+
 /// Walks the log in global order and checks every stream's hash chain and version sequence,
-/// keeping a running digest over all hashes (SHA-256 of the previous digest and each event's
-/// hash) that names the whole log up to a position.
+/// keeping a [`RunningDigest`] over all hashes.
 #[derive(Debug, Default)]
 pub struct ChainVerifier {
-    streams: std::collections::HashMap<String, (u64, EventHash)>,
-    digest: [u8; 32],
-    count: u64,
-    last_position: u64,
+    /// Each stream's last version, hash and position.
+    streams: std::collections::HashMap<String, (u64, EventHash, u64)>,
+    running: RunningDigest,
 }
 
 impl ChainVerifier {
     /// Checks the next event of the log.
     pub fn check(&mut self, event: &crate::event::RecordedEvent) -> Result<(), ChainBreak> {
-        let (expected, previous) = self
+        let (expected, previous, after) = self
             .streams
             .get(&event.stream)
-            .map(|(v, h)| (v + 1, *h))
-            .unwrap_or((0, EventHash::GENESIS));
+            .map(|(v, h, p)| (v + 1, *h, *p))
+            .unwrap_or((0, EventHash::GENESIS, 0));
         let at = |found| (event.position, event.stream.clone(), expected, found);
         if event.version > expected {
             let (position, stream, expected, found) = at(event.version);
             return Err(ChainBreak::Missing {
                 position,
+                after,
                 stream,
                 expected,
                 found,
@@ -385,30 +469,32 @@ impl ChainVerifier {
                 version: event.version,
             });
         }
-        self.streams
-            .insert(event.stream.clone(), (event.version, event.hash));
-        let mut digest = Sha256::new();
-        digest.update(self.digest);
-        digest.update(event.hash.0);
-        self.digest = digest.finalize().into();
-        self.count += 1;
-        self.last_position = event.position;
+        self.streams.insert(
+            event.stream.clone(),
+            (event.version, event.hash, event.position),
+        );
+        self.running.add(event.position, &event.hash);
         Ok(())
     }
 
     /// Events verified so far.
     pub fn count(&self) -> u64 {
-        self.count
+        self.running.events
     }
 
     /// The position of the last event verified.
     pub fn last_position(&self) -> u64 {
-        self.last_position
+        self.running.position
     }
 
     /// The running digest over every hash so far.
     pub fn head(&self) -> EventHash {
-        EventHash(self.digest)
+        self.running.head()
+    }
+
+    /// The running digest with its count and position.
+    pub fn running(&self) -> RunningDigest {
+        self.running
     }
 }
 

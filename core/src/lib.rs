@@ -8,11 +8,13 @@
 //! - [`canonical`]: the one canonical byte form of an event, and the hash chain built on it.
 //!   It is split out because another tool must be able to re-verify the log from its
 //!   definition alone.
+//! - [`audit`]: seals over the global order and the audit that checks the log against them.
 //! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
+//! - [`history`]: one chat as it stood at any instant (`chatAsOf`) and its history in words.
 //! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`sla`]: the SLA policy, its thresholds and levels.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
@@ -21,12 +23,14 @@
 //! Nothing here performs IO, reads the clock or draws random numbers: callers pass `now`
 //! and new ids in. That is what makes a replay of the log rebuild exactly the same state.
 
+pub mod audit;
 pub mod booking;
 pub mod canonical;
 pub mod channel;
 pub mod conversation;
 pub mod event;
 pub mod executive;
+pub mod history;
 pub mod sender;
 pub mod sla;
 pub mod store;

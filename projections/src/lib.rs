@@ -7,6 +7,8 @@
 //!   folded state cached, serialises deciders per stream within the process, appends with
 //!   the expected version and re-decides on conflicts. The HTTP edge and reactors share it.
 //!
+//! - [`audit`]: the sealer (running digests over the global order) and the walk
+//!   `chatledger verify` makes.
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
@@ -20,6 +22,7 @@
 //!   SQL dialect.
 
 pub mod assignment;
+pub mod audit;
 pub mod clock;
 pub mod conversations;
 pub mod dispatch;

@@ -9,6 +9,7 @@ use chatledger_core::conversation::{
     ConversationEvent, CustomerKey, InboundMessage, SERVICE_WINDOW_HOURS,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
+use chatledger_core::history::{message_time, status_rank};
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT};
 use chatledger_core::RecordedEvent;
 use chrono::Duration;
@@ -38,14 +39,6 @@ fn conversation_event(event: &RecordedEvent) -> Result<Option<ConversationEvent>
 
 fn customer_id(customer: &CustomerKey) -> String {
     customer.to_string()
-}
-
-/// When a message was sent, by the provider's clock if it says, else when it reached us.
-fn message_time(
-    message: &InboundMessage,
-    received_at: chrono::DateTime<chrono::Utc>,
-) -> chrono::DateTime<chrono::Utc> {
-    message.sent_at.unwrap_or(received_at)
 }
 
 /// A short text for lists: the text, or the kind in brackets.
@@ -288,19 +281,6 @@ impl Projector for Chats {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// The order of delivery statuses: a receipt never moves a message's status backwards.
-pub fn status_rank(status: &str) -> i64 {
-    match status {
-        "queued" => 1,
-        "accepted" => 2,
-        "sent" => 3,
-        "delivered" => 4,
-        "read" => 5,
-        "failed" | "undelivered" => 6,
-        _ => 0,
     }
 }
 

@@ -53,19 +53,6 @@ impl Server {
     async fn partner_writes_at(&self, from: &str, id: &str, timestamp: i64) {
         self.partner_says(from, id, timestamp, "hi").await;
     }
-
-    /// A partner's text message `text`, sent at `timestamp` (unix seconds).
-    async fn partner_says(&self, from: &str, id: &str, timestamp: i64, text: &str) {
-        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
-            "value": {"metadata": {"phone_number_id": "1"}, "contacts": [{"profile": {"name": "Partner"}, "wa_id": from}],
-              "messages": [{"from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}]}}]}]});
-        assert_eq!(
-            self.post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
-                .await
-                .status(),
-            200
-        );
-    }
 }
 
 const PARTNER_CHATS: &str = r#"{ customer(stakeholder: "partner", number: "9638120888") {
@@ -1330,7 +1317,144 @@ async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_esca
     );
 }
 
+const CHAT_AS_SEEN: &str = "chatId stakeholder channelNumber customerNumber customerName status openedAt openedReason
+    context previousChatId supersededBy assignedTo { name } tags lastIncomingMessageAt serviceWindowEndsAt resolvedAt
+    rating sla { dueAt alertedAt escalatedAt policyVersion waitingSince }
+    messages { messageId providerMessageId direction kind text at deliveryStatus error }";
+
+/// The chat as the live `chat` query shows it once nothing is moving, and an instant at
+/// which it stood so: the same answer before and after the instant.
+async fn settled_chat(
+    server: &Server,
+    chat_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (String, Value) {
+    let query = format!("query($c: ID!) {{ chat(chatId: $c) {{ {CHAT_AS_SEEN} }} }}");
+    let vars = json!({"c": chat_id});
+    for _ in 0..50 {
+        let before = eventually(server, &query, vars.clone(), &done).await;
+        let at = chrono::Utc::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let after = server.query(&query, vars.clone()).await;
+        if before == after {
+            return (at.to_rfc3339(), before["chat"].clone());
+        }
+    }
+    panic!("the chat never settled");
+}
+
+/// `chatAsOf` at each instant of a scenario (message and assignment, tag, reply, resolution)
+/// answers what the live `chat` query answered then; `history` says what happened and why.
+async fn chat_as_of_matches_what_the_dashboard_saw(backend: Backend) {
+    use chatledger_core::executive::Role;
+    let server = start(backend).await;
+    let asha = server
+        .executive("asha@oneway.cab", Role::Executive, &["partner"])
+        .await;
+    server
+        .gql_as(
+            &asha,
+            "mutation { setMyStatus(online: true) { online } }",
+            json!({}),
+        )
+        .await;
+    let before_anything = chrono::Utc::now().to_rfc3339();
+    server
+        .partner_says(
+            "919638120888",
+            "wamid.asof.1",
+            chrono::Utc::now().timestamp(),
+            "where is my payout?",
+        )
+        .await;
+    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut seen =
+        vec![settled_chat(&server, &chat_id, |d| !d["chat"]["assignedTo"].is_null()).await];
+    server
+        .gql_as(
+            &asha,
+            "mutation($c: ID!) { applyTag(chatId: $c, tag: \"Payment\") { tags } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    seen.push(settled_chat(&server, &chat_id, |d| d["chat"]["tags"][0] == "Payment").await);
+    server
+        .gql_as(
+            &asha,
+            "mutation($c: ID!) { sendReply(chatId: $c, text: \"It goes out today\") { kind } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    seen.push(
+        settled_chat(&server, &chat_id, |d| {
+            d["chat"]["messages"][1]["deliveryStatus"] == "accepted"
+        })
+        .await,
+    );
+    server
+        .gql_as(
+            &asha,
+            "mutation($c: ID!) { resolveChat(chatId: $c) { status } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    seen.push(
+        settled_chat(&server, &chat_id, |d| {
+            d["chat"]["messages"][2]["deliveryStatus"] == "accepted"
+        })
+        .await,
+    );
+    assert_eq!(seen[3].1["status"], "RESOLVED");
+
+    let as_of = format!(
+        "query($c: ID!, $at: DateTime!) {{ chatAsOf(chatId: $c, at: $at) {{ {CHAT_AS_SEEN} }} }}"
+    );
+    for (at, expected) in &seen {
+        let folded = server.query(&as_of, json!({"c": chat_id, "at": at})).await;
+        assert_eq!(&folded["chatAsOf"], expected, "as of {at}");
+    }
+    let none = server
+        .query(&as_of, json!({"c": chat_id, "at": before_anything}))
+        .await;
+    assert!(
+        none["chatAsOf"].is_null(),
+        "the chat did not exist yet: {none}"
+    );
+
+    let history = "query($c: ID!, $at: DateTime!) {
+        now: chat(chatId: $c) { history { type actor summary } }
+        then: chatAsOf(chatId: $c, at: $at) { history { type summary } } }";
+    let data = server
+        .query(history, json!({"c": chat_id, "at": seen[0].0}))
+        .await;
+    let summaries: Vec<&str> = data["now"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["summary"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "new chat: the customer's first message",
+        "assigned to asha by round robin; candidates: asha",
+        "tag \"Payment\" applied by asha",
+        "resolved by asha; a rating request follows",
+        "SLA clock stopped: an executive answered",
+    ] {
+        assert!(
+            summaries.contains(&expected),
+            "{expected:?} not in {summaries:#?}"
+        );
+    }
+    let then = data["then"]["history"].as_array().unwrap();
+    assert!(then.len() < summaries.len());
+    assert!(!then.iter().any(|e| e["type"] == "ChatResolved"));
+}
+
 chatledger_tests::on_both_backends!(
+    chat_as_of_matches_what_the_dashboard_saw,
     context_changes_decide_chat_identity,
     a_context_before_the_first_chat_becomes_its_context,
     bad_transaction_posts_are_refused_naming_the_field,

@@ -1,5 +1,6 @@
 //! The HTTP router and the one place errors become statuses and JSON bodies.
 
+mod audit;
 mod graphql;
 mod health;
 mod transaction;
@@ -19,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer();
     let router = Router::new()
         .merge(health::routes())
+        .merge(audit::routes())
         .merge(whatsapp::routes())
         .merge(graphql::routes())
         .merge(transaction::routes())

@@ -82,6 +82,8 @@ pub async fn start(backend: Backend) -> Server {
         ("DISPATCH_FIRST_BACKOFF_MS".into(), "20".into()),
         ("SLA_ALERT_GROUP_NUMBER".into(), ALERT_GROUP.into()),
         ("SLA_SHIFT_LEAD_NUMBER".into(), SHIFT_LEAD.into()),
+        // Seal often, so that every scenario runs with the sealer at work.
+        ("SEAL_EVERY_EVENTS".into(), "20".into()),
     ];
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let provider = FakeProvider::start().await;
@@ -97,6 +99,7 @@ pub async fn start(backend: Backend) -> Server {
     let settings = Settings {
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
+        seal: chatledger_api::server::seal_policy(&lookup).unwrap(),
         dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
         auth: AuthSettings::from_env(&lookup).unwrap(),
@@ -177,7 +180,21 @@ impl Server {
             .unwrap()
     }
 
-    /// Every event in the log, except the recorded configuration.
+    /// A partner's text message `text`, sent at `timestamp` (unix seconds), posted as a
+    /// Cloud API webhook to the partner number.
+    pub async fn partner_says(&self, from: &str, id: &str, timestamp: i64, text: &str) {
+        let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+            "value": {"metadata": {"phone_number_id": "1"}, "contacts": [{"profile": {"name": "Partner"}, "wa_id": from}],
+              "messages": [{"from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}]}}]}]});
+        assert_eq!(
+            self.post_meta(PARTNER, serde_json::to_vec(&body).unwrap())
+                .await
+                .status(),
+            200
+        );
+    }
+
+    /// Every event in the log, except the recorded configuration and the seals.
     pub async fn events(&self) -> Vec<RecordedEvent> {
         let mut all = Vec::new();
         let mut after = 0;
@@ -185,11 +202,9 @@ impl Server {
             let batch = self.store.read_all(after, 1000).await.unwrap();
             let Some(last) = batch.last() else { break };
             after = last.position;
-            all.extend(
-                batch
-                    .into_iter()
-                    .filter(|e| !e.stream.starts_with("config-")),
-            );
+            all.extend(batch.into_iter().filter(|e| {
+                !e.stream.starts_with("config-") && e.stream != chatledger_core::audit::SEAL_STREAM
+            }));
         }
         all
     }

@@ -1,0 +1,274 @@
+//! The sealer, and the walk `chatledger verify` makes over the log.
+//!
+//! The sealer follows the global order, keeps the running digest over every event hash, and
+//! records a seal ([`LogSealed`]) every `every_events` events or, when anything new came,
+//! every `every` of time. Any number of processes may run it: a seal is appended at the seal
+//! stream's expected version, and its id follows from the position it covers, so each
+//! checkpoint is recorded once. The digest it keeps is also what `GET /api/audit/head`
+//! answers.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chatledger_core::audit::{AuditReport, LogAudit, LogSealed, SEAL_STREAM};
+use chatledger_core::canonical::{ChainBreak, RunningDigest};
+use chatledger_core::{EventHash, EventStore, ExpectedVersion, Metadata, StoreError};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+
+/// When to seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealPolicy {
+    /// Seal once this many events came since the last seal.
+    pub every_events: u64,
+    /// Seal when this much time passed since the last seal and anything came.
+    pub every: Duration,
+}
+
+impl Default for SealPolicy {
+    fn default() -> Self {
+        SealPolicy {
+            every_events: 1_000,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The running digest as far as this process's sealer has followed the log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditHead {
+    inner: Arc<RwLock<HeadState>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct HeadState {
+    running: RunningDigest,
+    last_seal: Option<(LogSealed, u64)>,
+}
+
+/// What `GET /api/audit/head` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadView {
+    pub running: RunningDigest,
+    /// The latest seal and the position of its own event.
+    pub last_seal: Option<(LogSealed, u64)>,
+}
+
+impl AuditHead {
+    /// The digest now.
+    pub fn view(&self) -> HeadView {
+        let state = self.inner.read().map(|s| s.clone()).unwrap_or_default();
+        HeadView {
+            running: state.running,
+            last_seal: state.last_seal,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HeadState)) {
+        if let Ok(mut state) = self.inner.write() {
+            f(&mut state);
+        }
+    }
+}
+
+/// The sealer reactor.
+pub struct Sealer {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    policy: SealPolicy,
+    head: AuditHead,
+}
+
+impl Sealer {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        policy: SealPolicy,
+        head: AuditHead,
+    ) -> Self {
+        Sealer {
+            store,
+            clock,
+            policy,
+            head,
+        }
+    }
+
+    /// Follows the log and seals until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.run_once(&mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(reactor = "sealer", error = %e, "sealing paused; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The latest seal, with the position of its event and its stream version.
+    async fn last_seal(&self) -> Result<Option<(LogSealed, u64, u64)>, StoreError> {
+        let mut last = None;
+        let mut from = 0;
+        loop {
+            let batch = self.store.read_stream(SEAL_STREAM, from, 1_000).await?;
+            let Some(tail) = batch.last() else {
+                return Ok(last);
+            };
+            from = tail.version + 1;
+            last = LogSealed::from_recorded(tail).map(|s| (s, tail.position, tail.version));
+        }
+    }
+
+    async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+        // Resume from the last seal: its digest covers everything up to its position.
+        let mut sealed = Sealed::default();
+        let mut running = RunningDigest::default();
+        if let Some((seal, seal_position, version)) = self.last_seal().await? {
+            running = RunningDigest {
+                digest: seal.digest.0,
+                events: seal.events,
+                position: seal.position,
+            };
+            sealed = Sealed {
+                version: Some(version),
+                events: seal.events,
+                up_to: seal.position,
+            };
+            self.head.update(|h| {
+                h.running = running;
+                h.last_seal = Some((seal, seal_position));
+            });
+        }
+        // The position of the last event that is not a seal.
+        let mut last_other = 0;
+        let mut last_sealed_at = Instant::now();
+        let mut log = self.store.follow(running.position);
+        loop {
+            let due = last_sealed_at + self.policy.every;
+            tokio::select! {
+                next = log.next() => {
+                    let Some(event) = next else { return Ok(()) };
+                    let event = event?;
+                    running.add(event.position, &event.hash);
+                    match LogSealed::from_recorded(&event) {
+                        Some(seal) => {
+                            if seal.position >= sealed.up_to {
+                                sealed = Sealed {
+                                    version: Some(event.version),
+                                    events: seal.events,
+                                    up_to: seal.position,
+                                };
+                                last_sealed_at = Instant::now();
+                            }
+                            self.head.update(|h| {
+                                h.running = running;
+                                h.last_seal = Some((seal, event.position));
+                            });
+                        }
+                        None => {
+                            last_other = event.position;
+                            self.head.update(|h| h.running = running);
+                        }
+                    }
+                    if last_other > sealed.up_to
+                        && running.events - sealed.events >= self.policy.every_events
+                    {
+                        sealed = self.seal(&running, sealed).await?;
+                        last_sealed_at = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(due) => {
+                    if last_other > sealed.up_to {
+                        sealed = self.seal(&running, sealed).await?;
+                    }
+                    last_sealed_at = Instant::now();
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Records a seal of `running`. Another process that sealed first wins; its seal comes
+    /// through the log like any event.
+    async fn seal(&self, running: &RunningDigest, sealed: Sealed) -> Result<Sealed, StoreError> {
+        let seal = LogSealed::of(running, self.clock.now());
+        let event = seal.to_new_event(Metadata::by("sealer"));
+        match self
+            .store
+            .append(
+                SEAL_STREAM,
+                ExpectedVersion::from_current(sealed.version),
+                vec![event],
+            )
+            .await
+        {
+            Ok(result) => Ok(Sealed {
+                version: result.stream_version,
+                events: running.events,
+                up_to: running.position,
+            }),
+            Err(StoreError::WrongExpectedVersion { .. }) => Ok(sealed),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The last seal as the sealer knows it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sealed {
+    /// The seal stream's version.
+    version: Option<u64>,
+    events: u64,
+    /// The last position it covers.
+    up_to: u64,
+}
+
+/// Why an audit did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditFailure {
+    #[error("the log breaks at {0}")]
+    Broken(#[from] ChainBreak),
+    #[error("the log cannot be read: {0}")]
+    Unreadable(#[from] StoreError),
+}
+
+/// Walks the whole log: every stream's chain, every seal, and each digest an auditor noted
+/// (`(position, digest)`). `progress` hears the position reached after each batch.
+pub async fn audit_log(
+    store: &dyn EventStore,
+    noted: Vec<(u64, EventHash)>,
+    mut progress: impl FnMut(u64),
+) -> Result<AuditReport, AuditFailure> {
+    let mut seals = Vec::new();
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(SEAL_STREAM, from, 1_000).await?;
+        let Some(tail) = batch.last() else { break };
+        from = tail.version + 1;
+        seals.extend(
+            batch
+                .iter()
+                .filter_map(|e| LogSealed::from_recorded(e).map(|s| (s, e.position))),
+        );
+    }
+    let mut audit = LogAudit::new(seals, noted);
+    let mut after = 0;
+    loop {
+        let batch = store.read_all(after, 5_000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        for event in &batch {
+            audit.check(event)?;
+        }
+        progress(after);
+    }
+    Ok(audit.finish()?)
+}
