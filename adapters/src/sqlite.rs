@@ -80,7 +80,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted keys and erased text are overwritten, not left in free pages.
+            .pragma("secure_delete", "on");
         let not_a_db = |e: sqlx::Error| OpenError::NotADatabase {
             path: path.display().to_string(),
             reason: match e {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chatledger_adapters::{OpenError, PostgresStore, SqliteStore, StoreLocation};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata};
+use chatledger_projections::personal::PersonalData;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_side::ReadSide;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -89,6 +90,17 @@ enum Command {
         /// Up to this position (inclusive).
         #[arg(long)]
         to: Option<u64>,
+    },
+    /// Erase a customer's personal data on request: the keys their message text, names and
+    /// raw payloads were sealed with are destroyed, read models show "[erased]", and the log
+    /// still verifies.
+    Forget {
+        /// The customer's number in any common shape (or their WhatsApp user id).
+        #[arg(long)]
+        customer: String,
+        /// Who asked, or the request's reference; recorded with the erasure.
+        #[arg(long, default_value = "erasure request")]
+        by: String,
     },
     /// SLA tools.
     #[command(subcommand)]
@@ -213,6 +225,9 @@ pub fn main() -> ExitCode {
                 .await
             }
             Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
+            Command::Forget { customer, by } => {
+                forget(cli.database_url.as_deref(), &cli.config_dir, &customer, &by).await
+            }
         }
     });
     // Background tasks (a reconnecting listener, say) must not hold the exit up.
@@ -418,19 +433,56 @@ async fn migrate(database_url: Option<&str>) -> Result<(), CliError> {
 async fn open_for_command(
     database_url: Option<&str>,
 ) -> Result<(Arc<dyn EventStore>, ReadDb), CliError> {
+    let (store, db) = open_personal(database_url).await?;
+    Ok((Arc::new(store), db))
+}
+
+/// The log with personal data opened, and the database beside it.
+async fn open_personal(database_url: Option<&str>) -> Result<(PersonalData, ReadDb), CliError> {
     match StoreLocation::from_database_url(database_url)? {
         StoreLocation::Sqlite(path) => {
             let store = SqliteStore::open(&path).await?;
-            Ok((Arc::new(store), read_db_sqlite(&path).await?))
+            let db = read_db_sqlite(&path).await?;
+            Ok((PersonalData::new(Arc::new(store), db.clone()), db))
         }
         StoreLocation::Postgres(url) => {
             let store = PostgresStore::connect_lazy(&url, None)?;
             store.migrate().await?;
             let db = ReadDb::connect_postgres_lazy(&url, None)
                 .map_err(|e| CliError::Config(e.to_string()))?;
-            Ok((Arc::new(store), db))
+            Ok((PersonalData::new(Arc::new(store), db.clone()), db))
         }
     }
+}
+
+async fn forget(
+    database_url: Option<&str>,
+    config_dir: &Path,
+    customer: &str,
+    by: &str,
+) -> Result<(), CliError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let whatsapp = crate::config::WhatsAppSettings::load(&config_dir.join("channels.yaml"), &env)
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let key = match whatsapp.phones.any(customer) {
+        Some(phone) => chatledger_core::conversation::CustomerKey::Phone(phone),
+        None => chatledger_core::conversation::CustomerKey::UserId(customer.trim().to_owned()),
+    };
+    let (store, _) = open_personal(database_url).await?;
+    let erased = store
+        .forget(&key, by, chrono::Utc::now())
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    if erased.is_empty() {
+        println!("nothing to erase: no conversation of {key} holds sealed personal data");
+    } else {
+        println!(
+            "erased the personal data of {key} in {} conversation(s): {}",
+            erased.len(),
+            erased.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The shortest password accepted.

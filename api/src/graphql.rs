@@ -575,7 +575,8 @@ impl Chat {
                 continue;
             };
             let summary = narrator.describe(&event);
-            if event_chat(&event) == Some(chat_id) {
+            let erasure = matches!(event, ConversationEvent::PersonalDataErased { .. });
+            if erasure || event_chat(&event) == Some(chat_id) {
                 entries.push(HistoryEntry {
                     position: recorded.position as i64,
                     at: recorded.recorded_at,
@@ -1208,7 +1209,8 @@ impl Query {
         }
         let first = page_size(first, 100)? as usize;
         let after = after.unwrap_or(0).max(0) as u64;
-        let store = &state(ctx).store;
+        // As stored and hashed: personal data stays sealed.
+        let store = state(ctx).personal.stored();
         let mut events = match &stream {
             None => store.read_all(after, first + 1).await.map_err(internal)?,
             Some(stream) => {

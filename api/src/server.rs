@@ -16,6 +16,7 @@ use crate::live::LiveEvents;
 use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
+use chatledger_projections::personal::PersonalData;
 
 /// Everything read from configuration files and the environment at start.
 pub struct Settings {
@@ -92,7 +93,12 @@ impl Settings {
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The log as everything reads and writes it: customers' personal data sealed on the
+    /// way in and opened on the way out.
     pub store: Arc<dyn EventStore>,
+    /// The same log, with personal data sealed as stored and hashed (for auditors), and
+    /// `forget`.
+    pub personal: PersonalData,
     /// `sqlite` or `postgres`, as health checks report it.
     pub store_kind: &'static str,
     pub readiness: Readiness,
@@ -125,7 +131,10 @@ impl AppState {
         settings: Settings,
     ) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
+        let personal = PersonalData::new(store, read_side.db.clone());
+        let store: Arc<dyn EventStore> = Arc::new(personal.clone());
         AppState {
+            personal,
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
             tags: Arc::new(settings.tags),
@@ -195,8 +204,9 @@ impl AppState {
             self.sla.notifications.clone(),
         );
         tokio::spawn(timers.run(shutdown.clone()));
+        // Seals cover the log as stored: hashes, not opened personal data.
         let sealer = chatledger_projections::audit::Sealer::new(
-            self.store.clone(),
+            self.personal.stored(),
             self.clock.clone(),
             self.seal_policy,
             self.audit_head.clone(),

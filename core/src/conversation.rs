@@ -423,6 +423,15 @@ pub enum ConversationEvent {
         superseded_by: Uuid,
         closed_at: DateTime<Utc>,
     },
+    /// The customer asked to be forgotten: the key their messages were sealed with is
+    /// destroyed, and read models show "[erased]" where their text and name were.
+    PersonalDataErased {
+        customer: CustomerKey,
+        /// The key that was destroyed.
+        key_id: String,
+        by: String,
+        erased_at: DateTime<Utc>,
+    },
 }
 
 impl ConversationEvent {
@@ -447,6 +456,7 @@ impl ConversationEvent {
             ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
+            ConversationEvent::PersonalDataErased { .. } => "PersonalDataErased",
         }
     }
 
@@ -534,6 +544,9 @@ impl ConversationEvent {
                     at.timestamp_micros()
                 )
             }
+            ConversationEvent::PersonalDataErased { key_id, .. } => {
+                format!("PersonalDataErased/{stream}/{key_id}")
+            }
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
     }
@@ -571,6 +584,7 @@ impl ConversationEvent {
                 | "ChatRated"
                 | "MessageDispatched"
                 | "MessageDispatchFailed"
+                | "PersonalDataErased"
         ) {
             return Ok(None);
         }
@@ -913,6 +927,7 @@ impl Conversation {
                     chat.tags.remove(tag);
                 }
             }
+            ConversationEvent::PersonalDataErased { .. } => self.customer.name = None,
         }
     }
 

@@ -365,6 +365,7 @@ pub fn event_chat(event: &ConversationEvent) -> Option<Uuid> {
         | E::ChatClosed { chat_id, .. } => Some(*chat_id),
         E::SlaAlertRaised(breach) | E::SlaEscalated(breach) => Some(breach.chat_id),
         E::ReceiptRecorded { chat_id, .. } | E::ContextChanged { chat_id, .. } => *chat_id,
+        E::PersonalDataErased { .. } => None,
     }
 }
 
@@ -605,6 +606,9 @@ impl Narrator {
             E::ChatClosed { superseded_by, .. } => {
                 format!("closed: a context change opened chat {superseded_by} in its place")
             }
+            E::PersonalDataErased { by, .. } => format!(
+                "the customer's messages and name were erased at their request ({by}); their key was destroyed"
+            ),
         }
     }
 }

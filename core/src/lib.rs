@@ -15,6 +15,7 @@
 //!   and its decider (`decide`).
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
 //! - [`history`]: one chat as it stood at any instant (`chatAsOf`) and its history in words.
+//! - [`personal`]: which parts of an event are personal data, sealed per customer.
 //! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`sla`]: the SLA policy, its thresholds and levels.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
@@ -31,6 +32,7 @@ pub mod conversation;
 pub mod event;
 pub mod executive;
 pub mod history;
+pub mod personal;
 pub mod sender;
 pub mod sla;
 pub mod store;

@@ -13,6 +13,8 @@
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
 //! - [`sla`]: the SLA timer reactor, exact to the second.
+//! - [`personal`]: customers' personal data sealed in the log per conversation key, and
+//!   forgotten by destroying the key.
 //! - [`reactor`]: what every reactor does at start (fold the log into its view).
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
@@ -26,6 +28,7 @@ pub mod audit;
 pub mod clock;
 pub mod conversations;
 pub mod dispatch;
+pub mod personal;
 pub mod reactor;
 pub mod read_db;
 pub mod read_models;

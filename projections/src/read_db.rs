@@ -112,7 +112,9 @@ impl ReadDb {
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // Deleted keys and erased text are overwritten, not left in free pages.
+            .pragma("secure_delete", "on");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -219,15 +221,23 @@ impl ReadTx {
         sql: &str,
         args: &[Arg],
     ) -> Result<Option<DbRow>, sqlx::Error> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match self {
             ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_optional(&mut **tx)
+                .fetch_all(&mut **tx)
                 .await?
-                .map(DbRow::Sqlite),
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
             ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_optional(&mut **tx)
+                .fetch_all(&mut **tx)
                 .await?
-                .map(DbRow::Postgres),
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
         })
     }
 

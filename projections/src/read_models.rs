@@ -6,10 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{
-    ConversationEvent, CustomerKey, InboundMessage, SERVICE_WINDOW_HOURS,
+    ConversationEvent, CustomerKey, InboundMessage, Media, SERVICE_WINDOW_HOURS,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::history::{message_time, status_rank};
+use chatledger_core::personal::ERASED;
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT};
 use chatledger_core::RecordedEvent;
 use chrono::Duration;
@@ -253,6 +254,17 @@ impl Projector for Chats {
                 )
                 .await?;
             }
+            Some(ConversationEvent::PersonalDataErased { .. }) => {
+                tx.execute(
+                    &format!(
+                        "UPDATE chats{s} SET customer_name = CASE WHEN customer_name IS NULL THEN NULL ELSE $2 END,
+                            last_message_text = CASE WHEN last_message_text IS NULL THEN NULL ELSE $2 END
+                         WHERE stream = $1"
+                    ),
+                    &[(&event.stream).into(), ERASED.into()],
+                )
+                .await?;
+            }
             Some(ConversationEvent::ChatAssigned {
                 chat_id, executive, ..
             }) => {
@@ -440,6 +452,47 @@ impl Projector for Messages {
                 )
                 .await?;
             }
+            Some(ConversationEvent::PersonalDataErased { .. }) => {
+                // Text becomes "[erased]" (a template's name is not personal); captions and
+                // file names inside media too, exactly as a replay reads them.
+                tx.execute(
+                    &format!(
+                        "UPDATE messages{s} SET text = $2
+                         WHERE stream = $1 AND text IS NOT NULL AND NOT (direction = 'OUTBOUND' AND kind = 'template')"
+                    ),
+                    &[(&event.stream).into(), ERASED.into()],
+                )
+                .await?;
+                let with_media = tx
+                    .fetch_all(
+                        &format!("SELECT message_id, media FROM messages{s} WHERE stream = $1 AND media IS NOT NULL"),
+                        &[(&event.stream).into()],
+                    )
+                    .await?;
+                for row in with_media {
+                    let Some(mut media) = row
+                        .json(1)
+                        .and_then(|m| serde_json::from_value::<Media>(m).ok())
+                    else {
+                        continue;
+                    };
+                    let erase = |field: &mut Option<String>| {
+                        if field.is_some() {
+                            *field = Some(ERASED.to_owned());
+                        }
+                    };
+                    erase(&mut media.caption);
+                    erase(&mut media.filename);
+                    tx.execute(
+                        &format!("UPDATE messages{s} SET media = $2 WHERE message_id = $1"),
+                        &[
+                            row.text(0).into(),
+                            serde_json::to_string(&media).unwrap_or_default().into(),
+                        ],
+                    )
+                    .await?;
+                }
+            }
             Some(ConversationEvent::ReceiptRecorded { receipt, .. }) => {
                 let rank = status_rank(&receipt.status);
                 let error = receipt.errors.first().map(|e| match &e.title {
@@ -563,6 +616,15 @@ impl Projector for Customers {
                         event.position.into(),
                         (&event.stream).into(),
                     ],
+                )
+                .await?;
+            }
+            Some(ConversationEvent::PersonalDataErased { .. }) => {
+                tx.execute(
+                    &format!(
+                        "UPDATE customers{s} SET name = $2 WHERE stream = $1 AND name IS NOT NULL"
+                    ),
+                    &[(&event.stream).into(), ERASED.into()],
                 )
                 .await?;
             }

@@ -299,14 +299,18 @@ async fn the_audit_head_can_be_noted_and_checked_later(backend: Backend) {
     assert_eq!(status(None).await, 401);
 
     let noted = vec![(position, hash)];
-    audit_log(server.store.as_ref(), noted.clone(), |_| {})
-        .await
-        .expect("nothing changed since it was noted");
+    audit_log(
+        server.state.personal.stored().as_ref(),
+        noted.clone(),
+        |_| {},
+    )
+    .await
+    .expect("nothing changed since it was noted");
     let sql = server.db.read_db().await;
     sql.execute("DELETE FROM events WHERE stream LIKE 'config-%'", &[])
         .await
         .unwrap();
-    match audit_log(server.store.as_ref(), noted, |_| {}).await {
+    match audit_log(server.state.personal.stored().as_ref(), noted, |_| {}).await {
         Err(AuditFailure::Broken(found)) => assert!(found.window().0 <= position, "{found}"),
         other => panic!("removed configuration must break the audit: {other:?}"),
     }

@@ -137,7 +137,8 @@ pub async fn start(backend: Backend) -> Server {
     }));
     Server {
         base,
-        store,
+        // The log as the server reads it: personal data opened.
+        store: state.store.clone(),
         client: reqwest::Client::new(),
         state,
         db,
