@@ -796,3 +796,91 @@ async fn serve_warns_at_start_when_webhooks_are_unauthenticated() {
     );
     terminate(child).await;
 }
+
+/// `chatledger forget` on a log a real server wrote: the customer's message text and name are
+/// gone from every table, `verify` still passes, and forgetting again erases nothing more.
+#[tokio::test]
+async fn forget_on_the_command_line_erases_a_customer_and_verify_still_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = chatledger(dir.path());
+    command
+        .env(
+            "CHATLEDGER_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        .env("PINBOT_WEBHOOK_SECRET", "forget-test");
+    let (child, base) = start(command).await;
+    let client = reqwest::Client::new();
+    for customer in [1, 2] {
+        let response = client
+            .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+            .header("content-type", "application/json")
+            .header("x-webhook-secret", "forget-test")
+            .body(text_message(customer, 7))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_caught_up(&base).await;
+    assert!(terminate(child).await.success());
+
+    let run = |args: &'static [&'static str]| {
+        let mut command = chatledger(dir.path());
+        command
+            .env(
+                "CHATLEDGER_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+            )
+            .args(args);
+        async move { command.output().await.unwrap() }
+    };
+    let forgot = run(&["forget", "--customer", "9638100001", "--by", "request 12"]).await;
+    assert!(
+        forgot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forgot.stderr)
+    );
+    let said = String::from_utf8(forgot.stdout).unwrap();
+    assert!(said.contains("+919638100001 in 1 conversation"), "{said}");
+    // A server started again applies the erasure to the read models.
+    let mut command = chatledger(dir.path());
+    command.env(
+        "CHATLEDGER_CONFIG_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+    );
+    let (child, base) = start(command).await;
+    wait_caught_up(&base).await;
+    assert!(terminate(child).await.success());
+
+    let db =
+        chatledger_projections::read_db::ReadDb::open_sqlite(&dir.path().join("chatledger.db"))
+            .await
+            .unwrap();
+    let mut everything = String::new();
+    for table in db
+        .fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'", &[])
+        .await
+        .unwrap()
+    {
+        let table = table.text(0).unwrap();
+        everything.push_str(&format!("{:?}", db.dump_table(&table).await.unwrap()));
+    }
+    assert!(!everything.contains("customer 1"), "the name is gone");
+    assert!(
+        everything.contains("customer 2"),
+        "the other customer stays"
+    );
+    assert!(everything.contains("[erased]"));
+
+    let verified = run(&["verify"]).await;
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let again = run(&["forget", "--customer", "+919638100001"]).await;
+    assert!(String::from_utf8(again.stdout)
+        .unwrap()
+        .starts_with("nothing to erase"));
+}
