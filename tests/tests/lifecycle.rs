@@ -25,26 +25,6 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn query(&self, query: &str, variables: Value) -> Value {
-        let head = self.store.head_position().await.unwrap();
-        tokio::time::timeout(GUARD, self.state.read_side.wait_for(head))
-            .await
-            .expect("read models catch up");
-        let response: Value = self
-            .client
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
-    }
-
     async fn partner_writes(&self, from: &str, id: &str) {
         self.partner_writes_at(from, id, 1763800000).await;
     }

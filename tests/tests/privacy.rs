@@ -7,7 +7,7 @@ use chatledger_core::conversation::CustomerKey;
 use chatledger_projections::audit::audit_log;
 use chatledger_tests::db::Backend;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const RAMESH: &str = "919638120888";
 const SITA: &str = "919811122233";
@@ -35,22 +35,6 @@ impl Server {
         )
         .await
         .expect("the read models catch up");
-    }
-
-    async fn admin_graphql(&self, query: &str, variables: Value) -> Value {
-        let response: Value = self
-            .client
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(response["errors"].is_null(), "{response}");
-        response["data"].clone()
     }
 
     /// Every table of the database (log, keys, read models), every row, as one text.
@@ -82,7 +66,7 @@ async fn a_forgotten_customer_is_gone_and_the_log_still_verifies(backend: Backen
         .await;
     server.settled().await;
     let chats = server
-        .admin_graphql(
+        .query(
             "{ chats(first: 10) { nodes { chatId customerNumber } } }",
             json!({}),
         )
@@ -98,7 +82,7 @@ async fn a_forgotten_customer_is_gone_and_the_log_still_verifies(backend: Backen
     };
     let (ramesh_chat, sita_chat) = (chat_of(RAMESH), chat_of(SITA));
     server
-        .admin_graphql(
+        .query(
             "mutation($c: ID!, $t: String!) { sendReply(chatId: $c, text: $t) { kind } }",
             json!({"c": ramesh_chat, "t": REPLY_TEXT}),
         )
@@ -153,7 +137,7 @@ async fn a_forgotten_customer_is_gone_and_the_log_still_verifies(backend: Backen
     }
 
     let query = "query($c: ID!) { chat(chatId: $c) { customerName messages { direction text } history { type summary } } }";
-    let ramesh = server.admin_graphql(query, json!({"c": ramesh_chat})).await;
+    let ramesh = server.query(query, json!({"c": ramesh_chat})).await;
     assert_eq!(ramesh["chat"]["customerName"], "[erased]");
     let texts: Vec<&str> = ramesh["chat"]["messages"]
         .as_array()
@@ -167,7 +151,7 @@ async fn a_forgotten_customer_is_gone_and_the_log_still_verifies(backend: Backen
         .unwrap()
         .iter()
         .any(|e| e["type"] == "PersonalDataErased"));
-    let sita = server.admin_graphql(query, json!({"c": sita_chat})).await;
+    let sita = server.query(query, json!({"c": sita_chat})).await;
     assert_eq!(sita["chat"]["customerName"], "Sita Devi");
     assert_eq!(sita["chat"]["messages"][0]["text"], SITA_TEXT);
 

@@ -181,6 +181,31 @@ impl Server {
             .unwrap()
     }
 
+    /// Runs a GraphQL query as admin once the read models have applied the whole log, and
+    /// returns its data (failing the test on errors).
+    pub async fn query(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        let head = self.store.head_position().await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.state.read_side.wait_for(head),
+        )
+        .await
+        .expect("read models catch up");
+        let response: serde_json::Value = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(response["errors"].is_null(), "{response}");
+        response["data"].clone()
+    }
+
     /// A partner's text message `text`, sent at `timestamp` (unix seconds), posted as a
     /// Cloud API webhook to the partner number.
     pub async fn partner_says(&self, from: &str, id: &str, timestamp: i64, text: &str) {
