@@ -162,7 +162,12 @@ enum CliError {
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from(std::env::args())
+}
+
+/// Runs the command line on `args` (the program name first), as the binary would.
+pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -163,7 +163,7 @@ pub struct ChatFilter {
 
 const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
      opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
-     resolved_at, rating, position, stream, last_direction";
+     resolved_at, rating, position, stream, last_direction, last_message_at, last_message_text";
 
 async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
     let row = state
@@ -313,6 +313,8 @@ pub struct Chat {
     position: i64,
     stream: String,
     last_direction: Option<String>,
+    last_message_at: Option<DateTime<Utc>>,
+    last_message_preview: Option<String>,
     /// For `chatAsOf`: what the chat held at that instant, instead of the read models.
     as_of: Option<Arc<AsOf>>,
 }
@@ -366,6 +368,11 @@ impl Chat {
             position: view.position as i64,
             stream: view.stream.clone(),
             last_direction: view.last_outbound.then(|| "OUTBOUND".to_owned()),
+            last_message_at: view.messages.last().map(|m| micros(m.at)),
+            last_message_preview: view.messages.last().map(|m| match &m.text {
+                Some(text) => text.chars().take(200).collect(),
+                None => format!("[{}]", m.kind),
+            }),
             as_of: Some(Arc::new(AsOf {
                 at,
                 tags: view.tags.iter().cloned().collect(),
@@ -406,6 +413,8 @@ impl Chat {
             position: row.i64(17).unwrap_or_default(),
             stream: row.text(18).unwrap_or_default(),
             last_direction: row.text(19),
+            last_message_at: row.time(20),
+            last_message_preview: row.text(21),
             as_of: None,
         }
     }
@@ -561,6 +570,14 @@ impl Chat {
     }
     async fn rating(&self) -> Option<i32> {
         self.rating.map(|r| r as i32)
+    }
+    /// When the last message either way was sent (inbound) or queued (outbound).
+    async fn last_message_at(&self) -> Option<DateTime<Utc>> {
+        self.last_message_at
+    }
+    /// The last message for lists: its first 200 characters, or its kind in brackets.
+    async fn last_message_preview(&self) -> Option<&str> {
+        self.last_message_preview.as_deref()
     }
     /// The chat's events, oldest first, each with who caused it and what it did and why in
     /// words (for `chatAsOf`, up to that instant).

@@ -1299,7 +1299,7 @@ async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_esca
 
 const CHAT_AS_SEEN: &str = "chatId stakeholder channelNumber customerNumber customerName status openedAt openedReason
     context previousChatId supersededBy assignedTo { name } tags lastIncomingMessageAt serviceWindowEndsAt resolvedAt
-    rating sla { dueAt alertedAt escalatedAt policyVersion waitingSince }
+    rating lastMessageAt lastMessagePreview sla { dueAt alertedAt escalatedAt policyVersion waitingSince }
     messages { messageId providerMessageId direction kind text at deliveryStatus error }";
 
 /// The chat as the live `chat` query shows it once nothing is moving, and an instant at
