@@ -652,6 +652,9 @@ fn replay(db: &Db) -> Result<(u64, f64, f64), String> {
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
         usage.ru_maxrss
     };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("    replay | {line}");
+    }
     let events = String::from_utf8_lossy(&output.stdout)
         .lines()
         .chain(String::from_utf8_lossy(&output.stderr).lines())
