@@ -1105,17 +1105,8 @@ impl Query {
     /// One chat, if the viewer may see it.
     async fn chat(&self, ctx: &Context<'_>, chat_id: ID) -> Result<Option<Chat>, Error> {
         let viewer = viewer(ctx)?;
-        let row = state(ctx)
-            .read_side
-            .db
-            .fetch_optional(
-                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE chat_id = $1"),
-                &[chat_id.as_str().into()],
-            )
-            .await
-            .map_err(internal)?;
-        Ok(row
-            .map(|r| Chat::from_row(&r))
+        Ok(load_chat(state(ctx), chat_id.as_str())
+            .await?
             .filter(|c| viewer.sees_stakeholder(&c.stakeholder)))
     }
 

@@ -126,11 +126,6 @@ impl LogAudit {
         })
     }
 
-    /// Events checked so far.
-    pub fn count(&self) -> u64 {
-        self.chain.count()
-    }
-
     fn settle(&mut self, due: impl Fn(u64) -> bool) -> Result<(), ChainBreak> {
         let running = self.chain.running();
         while let Some((seal, seal_position)) =

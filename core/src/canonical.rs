@@ -477,22 +477,7 @@ impl ChainVerifier {
         Ok(())
     }
 
-    /// Events verified so far.
-    pub fn count(&self) -> u64 {
-        self.running.events
-    }
-
-    /// The position of the last event verified.
-    pub fn last_position(&self) -> u64 {
-        self.running.position
-    }
-
-    /// The running digest over every hash so far.
-    pub fn head(&self) -> EventHash {
-        self.running.head()
-    }
-
-    /// The running digest with its count and position.
+    /// The running digest over every hash so far, with its count and position.
     pub fn running(&self) -> RunningDigest {
         self.running
     }
@@ -539,9 +524,10 @@ mod verifier_tests {
     fn an_intact_log_verifies_with_a_stable_head() {
         let log = chain("s", 3, 1);
         let a = verify(&log).unwrap();
-        assert_eq!((a.count(), a.last_position()), (3, 3));
-        assert_eq!(a.head(), verify(&log).unwrap().head());
-        assert_ne!(a.head(), verify(&log[..2]).unwrap().head());
+        let head = a.running();
+        assert_eq!((head.events, head.position), (3, 3));
+        assert_eq!(head.head(), verify(&log).unwrap().running().head());
+        assert_ne!(head.head(), verify(&log[..2]).unwrap().running().head());
     }
 
     #[test]

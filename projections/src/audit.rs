@@ -40,17 +40,11 @@ impl Default for SealPolicy {
 /// The running digest as far as this process's sealer has followed the log.
 #[derive(Debug, Clone, Default)]
 pub struct AuditHead {
-    inner: Arc<RwLock<HeadState>>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct HeadState {
-    running: RunningDigest,
-    last_seal: Option<(LogSealed, u64)>,
+    inner: Arc<RwLock<HeadView>>,
 }
 
 /// What `GET /api/audit/head` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeadView {
     pub running: RunningDigest,
     /// The latest seal and the position of its own event.
@@ -60,14 +54,10 @@ pub struct HeadView {
 impl AuditHead {
     /// The digest now.
     pub fn view(&self) -> HeadView {
-        let state = self.inner.read().map(|s| s.clone()).unwrap_or_default();
-        HeadView {
-            running: state.running,
-            last_seal: state.last_seal,
-        }
+        self.inner.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn update(&self, f: impl FnOnce(&mut HeadState)) {
+    fn update(&self, f: impl FnOnce(&mut HeadView)) {
         if let Ok(mut state) = self.inner.write() {
             f(&mut state);
         }
@@ -113,25 +103,16 @@ impl Sealer {
         }
     }
 
-    /// The latest seal, with the position of its event and its stream version.
-    async fn last_seal(&self) -> Result<Option<(LogSealed, u64, u64)>, StoreError> {
-        let mut last = None;
-        let mut from = 0;
-        loop {
-            let batch = self.store.read_stream(SEAL_STREAM, from, 1_000).await?;
-            let Some(tail) = batch.last() else {
-                return Ok(last);
-            };
-            from = tail.version + 1;
-            last = LogSealed::from_recorded(tail).map(|s| (s, tail.position, tail.version));
-        }
-    }
-
     async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         // Resume from the last seal: its digest covers everything up to its position.
         let mut sealed = Sealed::default();
         let mut running = RunningDigest::default();
-        if let Some((seal, seal_position, version)) = self.last_seal().await? {
+        if let Some(last) = read_seals(self.store.as_ref()).await?.pop() {
+            let RecordedSeal {
+                seal,
+                position: seal_position,
+                version,
+            } = last;
             running = RunningDigest {
                 digest: seal.digest.0,
                 events: seal.events,
@@ -231,6 +212,33 @@ struct Sealed {
     up_to: u64,
 }
 
+/// A seal as recorded: the position of its event and its version in the seal stream.
+struct RecordedSeal {
+    seal: LogSealed,
+    position: u64,
+    version: u64,
+}
+
+/// Every seal recorded, oldest first.
+async fn read_seals(store: &dyn EventStore) -> Result<Vec<RecordedSeal>, StoreError> {
+    let mut seals = Vec::new();
+    let mut from = 0;
+    loop {
+        let batch = store.read_stream(SEAL_STREAM, from, 1_000).await?;
+        let Some(tail) = batch.last() else {
+            return Ok(seals);
+        };
+        from = tail.version + 1;
+        seals.extend(batch.iter().filter_map(|e| {
+            LogSealed::from_recorded(e).map(|seal| RecordedSeal {
+                seal,
+                position: e.position,
+                version: e.version,
+            })
+        }));
+    }
+}
+
 /// Why an audit did not pass.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditFailure {
@@ -247,18 +255,11 @@ pub async fn audit_log(
     noted: Vec<(u64, EventHash)>,
     mut progress: impl FnMut(u64),
 ) -> Result<AuditReport, AuditFailure> {
-    let mut seals = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = store.read_stream(SEAL_STREAM, from, 1_000).await?;
-        let Some(tail) = batch.last() else { break };
-        from = tail.version + 1;
-        seals.extend(
-            batch
-                .iter()
-                .filter_map(|e| LogSealed::from_recorded(e).map(|s| (s, e.position))),
-        );
-    }
+    let seals = read_seals(store)
+        .await?
+        .into_iter()
+        .map(|s| (s.seal, s.position))
+        .collect();
     let mut audit = LogAudit::new(seals, noted);
     let mut after = 0;
     loop {

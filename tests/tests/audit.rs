@@ -142,6 +142,57 @@ async fn a_clean_sealed_log_verifies(backend: Backend) {
     );
 }
 
+/// A sealer started on a sealed log resumes from the last seal's digest (it does not refold
+/// the log) and its next seals still match what `verify` computes from the start.
+async fn a_restarted_sealer_resumes_from_the_last_seal(backend: Backend) {
+    let log = SealedLog::new(backend).await;
+    let before = audit_log(log.store.as_ref(), vec![], |_| {}).await.unwrap();
+    let head = AuditHead::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let policy = SealPolicy {
+        every_events: 1_000,
+        every: Duration::from_millis(200),
+    };
+    let sealing = tokio::spawn(
+        Sealer::new(
+            log.store.clone(),
+            Arc::new(SystemClock),
+            policy,
+            head.clone(),
+        )
+        .run(stopped),
+    );
+    for n in 0..3 {
+        let event = NewEvent::new(
+            uuid::Uuid::new_v4(),
+            "Happened",
+            json!({"after_restart": n}),
+            Metadata::by("test"),
+        );
+        log.store
+            .append("conversation-d", ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let last = log.store.head_position().await.unwrap();
+    tokio::time::timeout(GUARD, async {
+        while head
+            .view()
+            .last_seal
+            .is_none_or(|(seal, _)| seal.position < last)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the restarted sealer seals the new events");
+    stop.send_replace(true);
+    sealing.await.unwrap();
+    let after = audit_log(log.store.as_ref(), vec![], |_| {}).await.unwrap();
+    assert_eq!(after.seals_checked, before.seals_checked + 1, "{after:?}");
+    assert!(after.sealed_up_to >= last);
+}
+
 async fn an_edited_event_is_named(backend: Backend) {
     let log = SealedLog::new(backend).await;
     let target = log.position("conversation-b", 2);
@@ -319,6 +370,7 @@ async fn the_audit_head_can_be_noted_and_checked_later(backend: Backend) {
 chatledger_tests::on_both_backends!(
     the_audit_head_can_be_noted_and_checked_later,
     a_clean_sealed_log_verifies,
+    a_restarted_sealer_resumes_from_the_last_seal,
     an_edited_event_is_named,
     a_deleted_event_is_found_where_it_was,
     a_deleted_stream_breaks_the_seal_that_covered_it,
