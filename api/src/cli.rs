@@ -105,12 +105,22 @@ enum Command {
     /// SLA tools.
     #[command(subcommand)]
     Sla(SlaCommand),
+    /// The key that seals credentials.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Rebuild read models from the whole log into fresh tables and switch to them.
     /// A running server keeps answering from the old tables until the switch.
     Replay {
         /// Only this read model (chats, messages, customers); all when omitted.
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Seal every live token and PIN again under CHATLEDGER_SECRETS_KEY, opening them with
+    /// the keys in CHATLEDGER_SECRETS_OLD_KEYS. Afterwards the old keys can be dropped.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +242,9 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
             Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
             Command::Forget { customer, by } => {
                 forget(cli.database_url.as_deref(), &cli.config_dir, &customer, &by).await
+            }
+            Command::Secrets(SecretsCommand::Rotate) => {
+                rotate_secrets(cli.database_url.as_deref()).await
             }
         }
     });
@@ -458,6 +471,28 @@ async fn open_personal(database_url: Option<&str>) -> Result<(PersonalData, Read
             Ok((PersonalData::new(Arc::new(store), db.clone()), db))
         }
     }
+}
+
+async fn rotate_secrets(database_url: Option<&str>) -> Result<(), CliError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let keyring = chatledger_projections::secrets::Keyring::from_env(&env)
+        .map_err(|e| CliError::Config(e.to_string()))?
+        .ok_or_else(|| {
+            CliError::Config(
+                "set CHATLEDGER_SECRETS_KEY to the new key and CHATLEDGER_SECRETS_OLD_KEYS to the old ones".into(),
+            )
+        })?;
+    let (store, _) = open_for_command(database_url).await?;
+    let rotation = crate::onboarding::rotate_secrets(store, &keyring, chrono::Utc::now())
+        .await
+        .map_err(CliError::Io)?;
+    println!(
+        "resealed the secrets of {} credential(s) under key {}; {} already were",
+        rotation.resealed,
+        keyring.current_key_id(),
+        rotation.already_current
+    );
+    Ok(())
 }
 
 async fn forget(

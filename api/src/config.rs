@@ -518,8 +518,7 @@ fn endpoint(channel: &Channel, env: &dyn Fn(&str) -> Option<String>) -> Option<E
                     base(&graph),
                     channel.phone_number_id.as_ref()?
                 ),
-                header: "Authorization".into(),
-                value: format!("Bearer {}", token()?),
+                headers: vec![("Authorization".into(), format!("Bearer {}", token()?))],
             })
         }
         Provider::Pinbot => Some(Endpoint::CloudApi {
@@ -528,13 +527,11 @@ fn endpoint(channel: &Channel, env: &dyn Fn(&str) -> Option<String>) -> Option<E
                 base("https://partnersv1.pinbot.ai/v3"),
                 channel.phone_number_id.as_ref()?
             ),
-            header: "apikey".into(),
-            value: token()?,
+            headers: vec![("apikey".into(), token()?)],
         }),
         Provider::Dialog360 => Some(Endpoint::CloudApi {
             url: format!("{}/messages", base("https://waba-v2.360dialog.io")),
-            header: "D360-API-KEY".into(),
-            value: token()?,
+            headers: vec![("D360-API-KEY".into(), token()?)],
         }),
         Provider::Twilio => {
             let sid = send.account_sid.clone()?;

@@ -1331,6 +1331,41 @@ impl Query {
             .collect())
     }
 
+    /// Businesses' official WhatsApp credentials (all, or one business's). Never the token.
+    async fn credentials(
+        &self,
+        ctx: &Context<'_>,
+        business_id: Option<ID>,
+    ) -> Result<Vec<Credential>, Error> {
+        let viewer = viewer(ctx)?;
+        if !(viewer.role.sees_everything() || viewer.role == Role::Lead) {
+            return Err(coded(
+                "credentials are open to leads, admins and auditors",
+                "FORBIDDEN",
+            ));
+        }
+        let (condition, args) = match &business_id {
+            Some(id) => ("WHERE c.business_id = $1", vec![Arg::from(id.as_str())]),
+            None => ("", vec![]),
+        };
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!(
+                    "SELECT c.business_id, c.waba_id, c.phone_number_id, c.display_phone_number, c.channel_key,
+                            c.api_provider, c.status, c.token_expires_at, c.connected_at, c.last_refresh_at,
+                            c.refresh_failures, c.last_error, b.integration, c.updated_at
+                     FROM credentials c LEFT JOIN businesses b ON b.business_id = c.business_id
+                     {condition} ORDER BY c.business_id"
+                ),
+                &args,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows.iter().map(Credential::from_row).collect())
+    }
+
     /// Who is asking.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
         match &viewer(ctx)?.executive_id {
@@ -1338,6 +1373,87 @@ impl Query {
             None => Ok(None),
         }
     }
+}
+
+/// A business's official WhatsApp credential, as the dashboard shows it (never the token).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Credential {
+    business_id: ID,
+    waba_id: String,
+    phone_number_id: String,
+    /// The number as WhatsApp shows it, once onboarding read it.
+    display_phone_number: Option<String>,
+    /// The channel its webhooks route to.
+    channel: Option<String>,
+    /// `meta`, or the BSP the Graph API is reached through.
+    api_provider: String,
+    /// `pending`, `connected`, `disconnected` or `suspended`.
+    status: String,
+    token_expires_at: Option<DateTime<Utc>>,
+    connected_at: Option<DateTime<Utc>>,
+    last_refreshed_at: Option<DateTime<Utc>>,
+    /// Failed renewals since the last success.
+    refresh_failures: i32,
+    /// What went wrong last (a failed step, a failed renewal, a refused token).
+    last_error: Option<String>,
+    /// True when the business must run Embedded Signup again.
+    needs_reauthorisation: bool,
+    /// The business's integration choice: `official`, `unofficial`, or none yet.
+    integration: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Credential {
+    fn from_row(row: &DbRow) -> Self {
+        let status = row.text(6).unwrap_or_default();
+        Credential {
+            business_id: ID(row.text(0).unwrap_or_default()),
+            waba_id: row.text(1).unwrap_or_default(),
+            phone_number_id: row.text(2).unwrap_or_default(),
+            display_phone_number: row.text(3),
+            channel: row.text(4),
+            api_provider: row.text(5).unwrap_or_default(),
+            needs_reauthorisation: status == "disconnected",
+            status,
+            token_expires_at: row.time(7),
+            connected_at: row.time(8),
+            last_refreshed_at: row.time(9),
+            refresh_failures: row.i64(10).unwrap_or(0) as i32,
+            last_error: row.text(11),
+            integration: row.text(12),
+            updated_at: row.time(13).unwrap_or_default(),
+        }
+    }
+}
+
+/// A started Embedded Signup: pass `state` through the flow to the callback.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct OfficialSignup {
+    business_id: ID,
+    /// One-time, bound to the business; good until `expiresAt`.
+    state: String,
+    expires_at: DateTime<Utc>,
+    /// The Meta app the frontend's `FB.init` uses.
+    app_id: String,
+}
+
+fn onboarding_error(e: crate::onboarding::OnboardingError) -> Error {
+    use crate::onboarding::OnboardingError as E;
+    let code = match &e {
+        E::Invalid(_) => "BAD_USER_INPUT",
+        E::Unavailable(_) => "UNAVAILABLE",
+        E::Store(_) => return internal(&e),
+        _ => "CONFLICT",
+    };
+    coded(e.to_string(), code)
+}
+
+fn admin<'a>(ctx: &Context<'a>, what: &str) -> Result<&'a Viewer, Error> {
+    let viewer = changer(ctx)?;
+    if viewer.role != Role::Admin {
+        return Err(coded(format!("only admins {what}"), "FORBIDDEN"));
+    }
+    Ok(viewer)
 }
 
 pub struct Mutation;
@@ -1486,6 +1602,52 @@ impl Mutation {
             now: state(ctx).clock.now(),
         };
         run_on_chat(ctx, &chat, &viewer, command).await
+    }
+
+    /// Records how a business's messages leave: `official` (Cloud API with its own
+    /// credential) or `unofficial` (each channel's configured gateway).
+    async fn choose_integration(
+        &self,
+        ctx: &Context<'_>,
+        business_id: ID,
+        kind: String,
+    ) -> Result<bool, Error> {
+        let viewer = admin(ctx, "choose a business's integration")?;
+        let state = state(ctx);
+        state
+            .onboarding
+            .choose_integration(business_id.as_str(), &kind, &viewer.name, state.clock.now())
+            .await
+            .map_err(onboarding_error)?;
+        Ok(true)
+    }
+
+    /// Starts a business's Embedded Signup: a one-time `state` for the callback. The
+    /// onboarded number will serve `stakeholder`.
+    async fn start_official_signup(
+        &self,
+        ctx: &Context<'_>,
+        business_id: ID,
+        #[graphql(default_with = "String::from(\"customer\")")] stakeholder: String,
+    ) -> Result<OfficialSignup, Error> {
+        let viewer = admin(ctx, "start an official signup")?;
+        let state = state(ctx);
+        let started = state
+            .onboarding
+            .start_signup(
+                business_id.as_str(),
+                &stakeholder,
+                &viewer.name,
+                state.clock.now(),
+            )
+            .await
+            .map_err(onboarding_error)?;
+        Ok(OfficialSignup {
+            business_id,
+            state: started.state,
+            expires_at: micros(started.expires_at),
+            app_id: started.app_id,
+        })
     }
 
     /// Goes online (receives chats) or offline.

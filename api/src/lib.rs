@@ -13,6 +13,8 @@
 //! - [`graphql`]: the GraphQL schema as a library (queries, mutations, subscriptions); the
 //!   transports live in `http`.
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
+//! - [`onboarding`]: official onboarding (Embedded Signup's server side), token refresh, and
+//!   routing each business's messages by its integration choice.
 //! - [`live`]: one follower of the log fanned out to every subscription.
 //! - [`readiness`]: whether the store is usable yet, and if not, why.
 
@@ -23,6 +25,7 @@ pub mod graphql;
 pub mod http;
 pub mod ingest;
 pub mod live;
+pub mod onboarding;
 pub mod readiness;
 pub mod server;
 

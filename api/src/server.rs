@@ -13,6 +13,7 @@ use crate::config::{
     DispatchSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
 };
 use crate::live::LiveEvents;
+use crate::onboarding::{Onboarding, OnboardingSettings, Refresher, RoutingSender};
 use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
@@ -31,6 +32,8 @@ pub struct Settings {
     pub sla: SlaSettings,
     /// When the sealer records a seal (`SEAL_EVERY_EVENTS`, `SEAL_EVERY_SECONDS`).
     pub seal: SealPolicy,
+    /// Official onboarding: the app, the secrets key, the Graph API or BSP, token refresh.
+    pub onboarding: OnboardingSettings,
 }
 
 /// The seal policy from the environment: every 1,000 events or 60 seconds by default.
@@ -86,6 +89,7 @@ impl Settings {
             rating_template: rating_template(env),
             sla,
             seal: seal_policy(env)?,
+            onboarding: OnboardingSettings::from_env(env).map_err(|e| e.to_string())?,
         })
     }
 }
@@ -120,6 +124,8 @@ pub struct AppState {
     pub seal_policy: SealPolicy,
     /// The running digest over the log, as far as the sealer has followed it.
     pub audit_head: AuditHead,
+    /// Businesses' integration choice and official credentials.
+    pub onboarding: Arc<Onboarding>,
 }
 
 impl AppState {
@@ -133,20 +139,31 @@ impl AppState {
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
         let personal = PersonalData::new(store, read_side.db.clone());
         let store: Arc<dyn EventStore> = Arc::new(personal.clone());
+        let whatsapp = Arc::new(settings.whatsapp);
+        let onboarding = Arc::new(Onboarding::new(
+            store.clone(),
+            settings.onboarding,
+            whatsapp.clone(),
+        ));
         AppState {
             personal,
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
             tags: Arc::new(settings.tags),
-            sender: Arc::new(chatledger_adapters::whatsapp::send::HttpSender::new(
-                settings.dispatch.endpoints,
-                std::time::Duration::from_secs(15),
+            sender: Arc::new(RoutingSender::new(
+                chatledger_adapters::whatsapp::send::HttpSender::new(
+                    settings.dispatch.endpoints,
+                    std::time::Duration::from_secs(15),
+                ),
+                whatsapp.clone(),
+                onboarding.clone(),
             )),
             dispatch_limits: settings.dispatch.limits,
             rating_template: Arc::new(settings.rating_template),
             sla: Arc::new(settings.sla),
             clock: Arc::new(chatledger_projections::clock::SystemClock),
-            whatsapp: Arc::new(settings.whatsapp),
+            whatsapp,
+            onboarding,
             live,
             seal_policy: settings.seal,
             audit_head: AuditHead::default(),
@@ -160,6 +177,25 @@ impl AppState {
 }
 
 impl AppState {
+    /// One of our numbers by its key: configured, or registered by official onboarding.
+    pub fn channel(&self, key: &str) -> Option<chatledger_core::channel::Channel> {
+        self.whatsapp
+            .channel(key)
+            .cloned()
+            .or_else(|| self.onboarding.integrations.channel(key))
+    }
+
+    /// One of our numbers by Meta's phone number id.
+    pub fn channel_by_phone_number_id(
+        &self,
+        id: &str,
+    ) -> Option<chatledger_core::channel::Channel> {
+        self.whatsapp
+            .channel_by_phone_number_id(id)
+            .cloned()
+            .or_else(|| self.onboarding.integrations.channel_by_phone_number_id(id))
+    }
+
     /// Records configuration that changed since it was last recorded (channels, context
     /// fields) and returns the streams that got a new version.
     pub async fn record_configuration(&self) -> Result<Vec<String>, chatledger_core::StoreError> {
@@ -184,6 +220,15 @@ impl AppState {
     ) -> Result<(), chatledger_projections::runner::ProjectionError> {
         self.read_side.prepare().await?;
         self.read_side.start(self.store.clone(), shutdown.clone());
+        tokio::spawn(
+            self.onboarding
+                .integrations
+                .clone()
+                .run(self.store.clone(), shutdown.clone()),
+        );
+        tokio::spawn(
+            Refresher::new(self.onboarding.clone(), self.clock.clone()).run(shutdown.clone()),
+        );
         crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown.clone());
         let assigner = chatledger_projections::assignment::Assigner::new(
             self.store.clone(),

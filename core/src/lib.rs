@@ -11,6 +11,7 @@
 //! - [`audit`]: seals over the global order and the audit that checks the log against them.
 //! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
+//! - [`credential`]: businesses' integration choice and official credentials, folded.
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
@@ -29,6 +30,7 @@ pub mod booking;
 pub mod canonical;
 pub mod channel;
 pub mod conversation;
+pub mod credential;
 pub mod event;
 pub mod executive;
 pub mod history;

@@ -10,6 +10,10 @@
 //! - [`audit`]: the sealer (running digests over the global order) and the walk
 //!   `chatledger verify` makes.
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
+//! - [`credentials`]: businesses and their credentials as this process knows them (routing,
+//!   sending, refreshing) and as the dashboard reads them (never a token).
+//! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
+//!   rotation.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
 //! - [`sla`]: the SLA timer reactor, exact to the second.
@@ -27,6 +31,7 @@ pub mod assignment;
 pub mod audit;
 pub mod clock;
 pub mod conversations;
+pub mod credentials;
 pub mod dispatch;
 pub mod personal;
 pub mod reactor;
@@ -34,4 +39,5 @@ pub mod read_db;
 pub mod read_models;
 pub mod read_side;
 pub mod runner;
+pub mod secrets;
 pub mod sla;

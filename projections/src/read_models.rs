@@ -28,6 +28,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Executives),
         Arc::new(Rides),
         Arc::new(Sla),
+        Arc::new(crate::credentials::Credentials),
     ]
 }
 

@@ -33,8 +33,7 @@ fn message() -> OutboundMessage {
 fn cloud(provider: &FakeProvider) -> HttpSender {
     let endpoint = Endpoint::CloudApi {
         url: format!("{}/v21.0/123/messages", provider.url),
-        header: "Authorization".into(),
-        value: "Bearer test-token".into(),
+        headers: vec![("Authorization".into(), "Bearer test-token".into())],
     };
     HttpSender::new(
         HashMap::from([("c".to_owned(), endpoint)]),
@@ -168,8 +167,7 @@ async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
     let start = || {
         let endpoint = Endpoint::CloudApi {
             url: format!("{}/123/messages", provider.url),
-            header: "apikey".into(),
-            value: "k".into(),
+            headers: vec![("apikey".into(), "k".into())],
         };
         let sender = Arc::new(HttpSender::new(
             HashMap::from([("c".to_owned(), endpoint)]),

@@ -36,24 +36,6 @@ impl Server {
         .await
         .expect("the read models catch up");
     }
-
-    /// Every table of the database (log, keys, read models), every row, as one text.
-    async fn whole_database(&self) -> String {
-        let db = self.db.read_db().await;
-        let list = match db.kind() {
-            "sqlite" => "SELECT name FROM sqlite_master WHERE type = 'table'",
-            _ => "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-        };
-        let mut all = String::new();
-        for table in db.fetch_all(list, &[]).await.unwrap() {
-            let table = table.text(0).unwrap();
-            for row in db.dump_table(&table).await.unwrap() {
-                all.push_str(&format!("{table}: {row:?}\n"));
-            }
-        }
-        assert!(all.contains("events:"), "the scan reads the log too");
-        all
-    }
 }
 
 async fn a_forgotten_customer_is_gone_and_the_log_still_verifies(backend: Backend) {

@@ -7,6 +7,7 @@
 //! - [`twilio`]: Twilio's form-encoded inbound and status callbacks.
 //! - [`signature`]: `X-Hub-Signature-256`, `X-Twilio-Signature` and shared-secret headers,
 //!   all compared in constant time.
+//! - [`graph`]: the Graph API calls of Embedded Signup and token upkeep.
 //! - [`send`]: sending through providers over HTTP (Cloud API shape, Twilio).
 //! - [`phone`]: customer numbers to E.164 with a default country.
 //!
@@ -14,6 +15,7 @@
 //! receipt becomes a [`ChannelNotice`] holding the raw JSON, so nothing a provider sent is
 //! dropped.
 
+pub mod graph;
 pub mod meta;
 pub mod phone;
 pub mod send;

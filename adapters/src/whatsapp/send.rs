@@ -17,12 +17,11 @@ const META_TRANSIENT_CODES: [i64; 7] = [1, 2, 4, 80007, 130429, 131000, 131056];
 /// How a channel's messages are sent.
 #[derive(Clone)]
 pub enum Endpoint {
-    /// `POST url` with a Cloud API JSON body and `header: value` (e.g. `Authorization:
-    /// Bearer …`, `apikey: …`, `D360-API-KEY: …`).
+    /// `POST url` with a Cloud API JSON body and `headers` (e.g. `Authorization: Bearer …`,
+    /// `apikey: …`, `D360-API-KEY: …`).
     CloudApi {
         url: String,
-        header: String,
-        value: String,
+        headers: Vec<(String, String)>,
     },
     /// `POST url` (…/Accounts/{sid}/Messages.json) form-encoded, HTTP Basic auth, from our
     /// WhatsApp number.
@@ -38,8 +37,9 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the credentials.
         match self {
-            Endpoint::CloudApi { url, header, .. } => {
-                write!(f, "CloudApi {{ url: {url}, header: {header} }}")
+            Endpoint::CloudApi { url, headers } => {
+                let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+                write!(f, "CloudApi {{ url: {url}, headers: {names:?} }}")
             }
             Endpoint::Twilio { url, .. } => write!(f, "Twilio {{ url: {url} }}"),
         }
@@ -120,12 +120,24 @@ impl MessageSender for HttpSender {
             transient: false,
             retry_after: None,
         })?;
+        self.send_to(endpoint, message).await
+    }
+}
+
+impl HttpSender {
+    /// Sends `message` to `endpoint`.
+    pub async fn send_to(
+        &self,
+        endpoint: &Endpoint,
+        message: &OutboundMessage,
+    ) -> Result<Sent, SendError> {
         match endpoint {
-            Endpoint::CloudApi { url, header, value } => {
-                let response = self
-                    .client
-                    .post(url)
-                    .header(header.as_str(), value.as_str())
+            Endpoint::CloudApi { url, headers } => {
+                let mut request = self.client.post(url);
+                for (name, value) in headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                let response = request
                     .json(&cloud_api_body(message))
                     .send()
                     .await

@@ -3,6 +3,7 @@
 mod audit;
 mod graphql;
 mod health;
+mod onboarding;
 mod transaction;
 mod whatsapp;
 
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(whatsapp::routes())
         .merge(graphql::routes())
         .merge(transaction::routes())
+        .merge(onboarding::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))

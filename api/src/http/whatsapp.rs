@@ -81,7 +81,6 @@ async fn verify_channel(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     state
-        .whatsapp
         .channel(&number)
         .ok_or_else(|| unknown_number(&number))?;
     verify(&state, &query)
@@ -151,7 +150,6 @@ async fn channel_webhook(
     body: Body,
 ) -> Result<Response, ApiError> {
     let channel = state
-        .whatsapp
         .channel(&number)
         .ok_or_else(|| unknown_number(&number))?;
     if channel.provider == Provider::Twilio {
@@ -217,7 +215,7 @@ async fn app_webhook(
     let payload = parse_json_object(&bytes)?;
     // Items per channel, in order; `None` collects notices about the app or the WABA, which
     // name no number.
-    let mut by_channel: Vec<(Option<&Channel>, Vec<InboundItem>)> = Vec::new();
+    let mut by_channel: Vec<(Option<Channel>, Vec<InboundItem>)> = Vec::new();
     let mut unknown_ids: Vec<String> = Vec::new();
     for Routed {
         phone_number_id,
@@ -225,7 +223,7 @@ async fn app_webhook(
     } in meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
     {
         let channel = match phone_number_id {
-            Some(id) => match state.whatsapp.channel_by_phone_number_id(&id) {
+            Some(id) => match state.channel_by_phone_number_id(&id) {
                 Some(channel) => Some(channel),
                 None => {
                     if !unknown_ids.contains(&id) {
@@ -238,7 +236,7 @@ async fn app_webhook(
         };
         match by_channel
             .iter_mut()
-            .find(|(c, _)| c.map(|c| &c.key) == channel.map(|c| &c.key))
+            .find(|(c, _)| c.as_ref().map(|c| &c.key) == channel.as_ref().map(|c| &c.key))
         {
             Some((_, items)) => items.push(item),
             None => by_channel.push((channel, vec![item])),
@@ -258,7 +256,7 @@ async fn app_webhook(
     let received_at = state.clock.now();
     let mut total = Recorded::default();
     for (channel, items) in by_channel {
-        let source = match channel {
+        let source = match &channel {
             Some(channel) => Source {
                 channel_key: &channel.key,
                 channel_number: &channel.number,
@@ -315,7 +313,6 @@ async fn twilio_webhook(
     body: Body,
 ) -> Result<Response, ApiError> {
     let channel = state
-        .whatsapp
         .channel(&number)
         .filter(|c| c.provider == Provider::Twilio)
         .ok_or_else(|| unknown_number(&number))?;

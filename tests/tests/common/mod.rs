@@ -31,6 +31,11 @@ pub const A1_SIGNATURE: &str =
 pub const TWILIO_TOKEN: &str = "12345";
 pub const VERIFY_TOKEN: &str = "verify-me";
 pub const PARTNER: &str = "9099039188";
+pub const META_APP_ID: &str = "1234567890";
+/// `CHATLEDGER_SECRETS_KEY` of the test servers (32 bytes of 0x2a, base64).
+pub const SECRETS_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+pub mod graph;
 
 pub struct Server {
     pub base: String,
@@ -42,6 +47,8 @@ pub struct Server {
     pub provider: FakeProvider,
     /// The clock the SLA timers keep: it moves only when a test moves it.
     pub clock: Arc<chatledger_projections::clock::ManualClock>,
+    /// The fake Graph API official onboarding and official sends talk to.
+    pub graph: graph::FakeGraph,
     _stop: oneshot::Sender<()>,
 }
 
@@ -67,7 +74,13 @@ pub fn channels_yaml() -> String {
 }
 
 pub async fn start(backend: Backend) -> Server {
+    start_with(backend, &[]).await
+}
+
+/// A server whose environment has `overrides` (an empty value unsets the variable).
+pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server {
     let (db, store) = backend.open().await;
+    let graph = graph::FakeGraph::start().await;
     let configured = parse_channels(&channels_yaml(), "test channels").unwrap();
     let env: Vec<(String, String)> = vec![
         ("PINBOT_WEBHOOK_SECRET".into(), PINBOT_SECRET.into()),
@@ -84,7 +97,23 @@ pub async fn start(backend: Backend) -> Server {
         ("SLA_SHIFT_LEAD_NUMBER".into(), SHIFT_LEAD.into()),
         // Seal often, so that every scenario runs with the sealer at work.
         ("SEAL_EVERY_EVENTS".into(), "20".into()),
+        ("META_APP_ID".into(), META_APP_ID.into()),
+        ("CHATLEDGER_SECRETS_KEY".into(), SECRETS_KEY.into()),
+        ("GRAPH_API_BASE_URL".into(), format!("{}/v21.0", graph.url)),
+        (
+            "TOKEN_REFRESH_MARGIN_SECONDS".into(),
+            (7 * 24 * 3600).to_string(),
+        ),
+        ("TOKEN_REFRESH_RETRY_SECONDS".into(), "600".into()),
+        ("TOKEN_REFRESH_MAX_ATTEMPTS".into(), "3".into()),
     ];
+    let mut env = env;
+    for (name, value) in overrides {
+        env.retain(|(k, _)| k != name);
+        if !value.is_empty() {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
     let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let provider = FakeProvider::start().await;
     let mut configured = configured;
@@ -100,6 +129,7 @@ pub async fn start(backend: Backend) -> Server {
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
         seal: chatledger_api::server::seal_policy(&lookup).unwrap(),
+        onboarding: chatledger_api::onboarding::OnboardingSettings::from_env(&lookup).unwrap(),
         dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),
         auth: AuthSettings::from_env(&lookup).unwrap(),
@@ -144,6 +174,7 @@ pub async fn start(backend: Backend) -> Server {
         db,
         provider,
         clock,
+        graph,
         _stop: stop,
     }
 }
@@ -218,6 +249,24 @@ impl Server {
                 .status(),
             200
         );
+    }
+
+    /// Every table of the database (log, keys, read models), every row, as one text.
+    pub async fn whole_database(&self) -> String {
+        let db = self.db.read_db().await;
+        let list = match db.kind() {
+            "sqlite" => "SELECT name FROM sqlite_master WHERE type = 'table'",
+            _ => "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+        };
+        let mut all = String::new();
+        for table in db.fetch_all(list, &[]).await.unwrap() {
+            let table = table.text(0).unwrap();
+            for row in db.dump_table(&table).await.unwrap() {
+                all.push_str(&format!("{table}: {row:?}\n"));
+            }
+        }
+        assert!(all.contains("events:"), "the scan reads the log too");
+        all
     }
 
     /// Every event in the log, except the recorded configuration and the seals.
