@@ -305,6 +305,18 @@ async fn serve(
              (META_APP_SECRET, TWILIO_AUTH_TOKEN or their secret header's variable)"
         );
     }
+    let onboarding = &settings.onboarding;
+    match (&onboarding.keyring, &onboarding.app) {
+        (Some(keyring), Some(_)) => tracing::info!(
+            key = %keyring.current_key_id(),
+            api_provider = %onboarding.provider.name,
+            "official onboarding is enabled"
+        ),
+        (None, _) => tracing::info!(
+            "official onboarding is off: CHATLEDGER_SECRETS_KEY is not set (tokens are never kept in the clear)"
+        ),
+        (_, None) => tracing::info!("official onboarding is off: META_APP_ID or META_APP_SECRET is not set"),
+    }
     if settings.transaction.token.is_none() {
         tracing::warn!(
             "TRANSACTION_API_TOKEN is not set: the transaction system's webhooks refuse every post"

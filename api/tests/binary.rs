@@ -884,3 +884,30 @@ async fn forget_on_the_command_line_erases_a_customer_and_verify_still_passes() 
         .unwrap()
         .starts_with("nothing to erase"));
 }
+
+#[tokio::test]
+async fn secrets_rotate_needs_the_new_key_and_says_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut without_key = chatledger(dir.path());
+    without_key.env_remove("CHATLEDGER_SECRETS_KEY");
+    let stderr = failing(without_key, &["secrets", "rotate"]).await;
+    assert_one_clear_line(&stderr, "CHATLEDGER_SECRETS_KEY");
+    let mut bad_key = chatledger(dir.path());
+    bad_key.env("CHATLEDGER_SECRETS_KEY", "c2hvcnQ=");
+    let stderr = failing(bad_key, &["secrets", "rotate"]).await;
+    assert_one_clear_line(&stderr, "32 bytes");
+    let mut command = chatledger(dir.path());
+    command
+        .env(
+            "CHATLEDGER_SECRETS_KEY",
+            "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=",
+        )
+        .args(["secrets", "rotate"]);
+    let output = command.output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("resealed the secrets of 0 credential(s) under key k-"),
+        "{stdout}"
+    );
+}
