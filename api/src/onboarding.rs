@@ -857,8 +857,13 @@ impl Refresher {
                     let Some((_, business)) = next else { continue };
                     let now = self.clock.now();
                     match self.onboarding.refresh(&business, now).await {
-                        Ok(_) => {
+                        Ok(true) => {
                             held.remove(&business);
+                        }
+                        // Another process renewed it, or this view is behind the log: look
+                        // again once the view has caught up, not in a tight loop.
+                        Ok(false) => {
+                            held.insert(business, now + policy.retry_every);
                         }
                         Err(e) => {
                             tracing::error!(business = %business, error = %e, "token renewal could not be tried");
