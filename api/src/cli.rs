@@ -854,48 +854,42 @@ async fn replay(database_url: Option<&str>, only: Option<&str>) -> Result<(), Cl
         .head_position()
         .await
         .map_err(|e| CliError::Io(e.to_string()))?;
-    let started = std::time::Instant::now();
-    let mut total = 0u64;
-    for projector in projectors {
-        let bar = indicatif::ProgressBar::new(head);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>10} [{bar:40}] {pos}/{len} positions, {msg} ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(projector.name());
-        let projector_started = std::time::Instant::now();
-        let rebuilt = chatledger_projections::runner::rebuild(
-            store.as_ref(),
-            &db,
-            projector.as_ref(),
-            |position, events| {
-                bar.set_position(position.min(head));
-                let rate = events as f64 / projector_started.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!("{rate:.0} events/s"));
-            },
+    let names: Vec<&str> = projectors.iter().map(|p| p.name()).collect();
+    let bar = indicatif::ProgressBar::new(head);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} positions, {msg} ({elapsed})",
         )
-        .await
-        .map_err(|e| CliError::Io(format!("rebuilding {} failed: {e}", projector.name())))?;
-        bar.finish_and_clear();
-        let seconds = rebuilt.elapsed.as_secs_f64();
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(names.join(", "));
+    let started = std::time::Instant::now();
+    let rebuilt = chatledger_projections::runner::rebuild(
+        store.as_ref(),
+        &db,
+        &projectors,
+        |position, events| {
+            bar.set_position(position.min(head));
+            let rate = events as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{rate:.0} events/s"));
+        },
+    )
+    .await
+    .map_err(|e| CliError::Io(format!("rebuilding {} failed: {e}", names.join(", "))))?;
+    bar.finish_and_clear();
+    for model in &rebuilt {
         println!(
-            "{:<10} generation {}: {} events in {:.2}s ({:.0} events/s), up to position {}",
-            rebuilt.projector,
-            rebuilt.generation,
-            rebuilt.events,
-            seconds,
-            rebuilt.events as f64 / seconds.max(0.001),
-            rebuilt.checkpoint
+            "{:<12} generation {}, up to position {}",
+            model.projector, model.generation, model.checkpoint
         );
-        total += rebuilt.events;
     }
+    let events = rebuilt.first().map_or(0, |r| r.events);
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "replayed {total} events into fresh read models in {seconds:.2}s ({:.0} events/s)",
-        total as f64 / seconds.max(0.001)
+        "replayed {events} events into {} fresh read models in {seconds:.2}s ({:.0} events/s)",
+        rebuilt.len(),
+        events as f64 / seconds.max(0.001)
     );
     Ok(())
 }

@@ -64,6 +64,24 @@ impl Projector for Chats {
         &["chats", "chat_tags"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "ChatOpened"
+                | "MessageReceived"
+                | "ContextChanged"
+                | "ChatClosed"
+                | "ReplyQueued"
+                | "ChatResolved"
+                | "ChatRated"
+                | "TagApplied"
+                | "TagRemoved"
+                | "PersonalDataErased"
+                | "ChatAssigned"
+                | "ChatReassigned"
+        )
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
@@ -310,6 +328,18 @@ impl Projector for Messages {
         &["messages", "message_receipts"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "MessageReceived"
+                | "ReplyQueued"
+                | "MessageDispatched"
+                | "MessageDispatchFailed"
+                | "PersonalDataErased"
+                | "ReceiptRecorded"
+        )
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
@@ -552,6 +582,13 @@ impl Projector for Customers {
         &["customers"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "ChatOpened" | "PersonalDataErased" | "MessageReceived" | "ContextChanged"
+        )
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
@@ -683,6 +720,11 @@ impl Projector for Executives {
         &["executives"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == ExecutiveStatusChanged::EVENT_TYPE
+            || event_type == ExecutiveRegistered::EVENT_TYPE
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
@@ -765,6 +807,10 @@ impl Projector for Rides {
         &["rides"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        BookingChange::from_event_type(event_type).is_some()
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
@@ -828,6 +874,14 @@ impl Projector for Sla {
 
     fn tables(&self) -> &'static [&'static str] {
         &["sla", "sla_policy"]
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == SLA_POLICY_EVENT
+            || matches!(
+                event_type,
+                "SlaClockStarted" | "SlaClockStopped" | "SlaAlertRaised" | "SlaEscalated"
+            )
     }
 
     fn schema(&self, s: &str) -> Vec<String> {

@@ -41,6 +41,11 @@ pub trait Projector: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Statements creating its tables with `suffix` appended to every table and index name.
     fn schema(&self, suffix: &str) -> Vec<String>;
+    /// Whether events of this type can change its tables; the runner skips the others without
+    /// reading them. Every type by default.
+    fn wants(&self, _event_type: &str) -> bool {
+        true
+    }
     /// Applies one event to the tables with `suffix`. Must not read the clock or the network:
     /// everything it needs is in the events.
     async fn apply(
@@ -164,7 +169,9 @@ async fn apply_batch(
     let suffix = current.suffix();
     let mut checkpoint = current.checkpoint;
     for event in events.iter().filter(|e| e.position > current.checkpoint) {
-        projector.apply(&mut tx, &suffix, event).await?;
+        if projector.wants(&event.event_type) {
+            projector.apply(&mut tx, &suffix, event).await?;
+        }
         checkpoint = event.position;
     }
     tx.execute(
@@ -268,86 +275,120 @@ pub struct Rebuilt {
     pub elapsed: Duration,
 }
 
-/// Rebuilds a projector from position 0 into a new generation of its tables and switches
-/// to it. `progress` is called with the position reached after each batch.
+/// Applies `batch` to each projector's tables (with its suffix), event by event.
+async fn apply_all(
+    tx: &mut ReadTx,
+    projectors: &[Arc<dyn Projector>],
+    suffixes: &[String],
+    batch: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    for event in batch {
+        for (projector, suffix) in projectors.iter().zip(suffixes) {
+            if projector.wants(&event.event_type) {
+                projector.apply(tx, suffix, event).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds `projectors` from position 0 into new generations of their tables, reading the
+/// log once for all of them, and switches each to its new generation. `progress` is called
+/// with the position reached and the log events read after each batch.
 pub async fn rebuild(
     store: &dyn EventStore,
     db: &ReadDb,
-    projector: &dyn Projector,
+    projectors: &[Arc<dyn Projector>],
     mut progress: impl FnMut(Position, u64),
-) -> Result<Rebuilt, ProjectionError> {
+) -> Result<Vec<Rebuilt>, ProjectionError> {
     let started = Instant::now();
-    let live = register(db, projector).await?;
-    let generation = live.generation + 1;
-    let new_suffix = suffix(generation);
-    let mut tx = db.begin().await?;
-    for table in projector.tables() {
-        // A rebuild that was interrupted may have left this generation half-built.
-        tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[])
-            .await?;
+    let mut generations = Vec::with_capacity(projectors.len());
+    let mut registered = Vec::with_capacity(projectors.len());
+    for projector in projectors {
+        registered.push(register(db, projector.as_ref()).await?);
     }
-    for statement in projector.schema(&new_suffix) {
-        tx.execute(&statement, &[]).await?;
+    let mut tx = db.begin().await?;
+    for (projector, live) in projectors.iter().zip(registered) {
+        let generation = live.generation + 1;
+        let new_suffix = suffix(generation);
+        for table in projector.tables() {
+            // A rebuild that was interrupted may have left this generation half-built.
+            tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[])
+                .await?;
+        }
+        for statement in projector.schema(&new_suffix) {
+            tx.execute(&statement, &[]).await?;
+        }
+        generations.push((live, generation, new_suffix));
     }
     tx.commit().await?;
 
+    let suffixes: Vec<String> = generations.iter().map(|(_, _, s)| s.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
     loop {
         let batch = store.read_all(position, REBUILD_READ).await?;
         let Some(last) = batch.last() else { break };
-        let last = last.position;
-        let mut tx = db.begin().await?;
-        for event in &batch {
-            projector.apply(&mut tx, &new_suffix, event).await?;
-        }
-        tx.commit().await?;
+        position = last.position;
         events += batch.len() as u64;
-        position = last;
+        let mut tx = db.begin().await?;
+        apply_all(&mut tx, projectors, &suffixes, &batch).await?;
+        tx.commit().await?;
         progress(position, events);
     }
 
-    // Switch over: under the registry row's lock, apply what arrived meanwhile, then point the
-    // row and the views at the new generation.
+    // Switch over: under the registry rows' locks, apply what arrived meanwhile, then point
+    // the rows and the views at the new generations.
     let mut tx = db.begin().await?;
-    let current = read_registration(&mut tx, projector.name())
-        .await?
-        .unwrap_or(live);
+    let mut old = Vec::with_capacity(projectors.len());
+    for (projector, (live, _, _)) in projectors.iter().zip(&generations) {
+        old.push(
+            read_registration(&mut tx, projector.name())
+                .await?
+                .unwrap_or(*live),
+        );
+    }
     loop {
         let batch = store.read_all(position, REBUILD_READ).await?;
         let Some(last) = batch.last() else { break };
         position = last.position;
         events += batch.len() as u64;
-        for event in &batch {
-            projector.apply(&mut tx, &new_suffix, event).await?;
-        }
+        apply_all(&mut tx, projectors, &suffixes, &batch).await?;
     }
-    tx.execute(
-        "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
-        &[
-            projector.name().into(),
-            Arg::Int(generation),
-            position.into(),
-            time_text(Utc::now()).into(),
-        ],
-    )
-    .await?;
-    create_views(&mut tx, projector, &new_suffix).await?;
+    for (projector, (_, generation, new_suffix)) in projectors.iter().zip(&generations) {
+        tx.execute(
+            "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
+            &[
+                projector.name().into(),
+                Arg::Int(*generation),
+                position.into(),
+                time_text(Utc::now()).into(),
+            ],
+        )
+        .await?;
+        create_views(&mut tx, projector.as_ref(), new_suffix).await?;
+    }
     tx.commit().await?;
     progress(position, events);
 
-    let old_suffix = suffix(current.generation);
     let mut tx = db.begin().await?;
-    for table in projector.tables() {
-        tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[])
-            .await?;
+    for (projector, current) in projectors.iter().zip(&old) {
+        let old_suffix = suffix(current.generation);
+        for table in projector.tables() {
+            tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[])
+                .await?;
+        }
     }
     tx.commit().await?;
-    Ok(Rebuilt {
-        projector: projector.name(),
-        generation,
-        events,
-        checkpoint: position,
-        elapsed: started.elapsed(),
-    })
+    Ok(projectors
+        .iter()
+        .zip(&generations)
+        .map(|(projector, (_, generation, _))| Rebuilt {
+            projector: projector.name(),
+            generation: *generation,
+            events,
+            checkpoint: position,
+            elapsed: started.elapsed(),
+        })
+        .collect())
 }

@@ -536,11 +536,9 @@ async fn replay_gives_the_read_models_live_projection_gave(backend: Backend) {
         }
     }
     assert!(!live[0].is_empty());
-    for projector in read_models::all() {
-        rebuild(server.store.as_ref(), &db, projector.as_ref(), |_, _| {})
-            .await
-            .unwrap();
-    }
+    rebuild(server.store.as_ref(), &db, &read_models::all(), |_, _| {})
+        .await
+        .unwrap();
     let mut replayed = Vec::new();
     for projector in read_models::all() {
         for table in projector.tables() {

@@ -487,16 +487,14 @@ async fn two_online_executives_get_alternating_chats(backend: Backend) {
     // Replaying the log reproduces every assignment exactly: no reactor runs in a replay.
     let db = server.db.read_db().await;
     let live = db.dump_table("chats").await.unwrap();
-    for projector in chatledger_projections::read_models::all() {
-        chatledger_projections::runner::rebuild(
-            server.store.as_ref(),
-            &db,
-            projector.as_ref(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    }
+    chatledger_projections::runner::rebuild(
+        server.store.as_ref(),
+        &db,
+        &chatledger_projections::read_models::all(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(db.dump_table("chats").await.unwrap(), live);
 }
 
