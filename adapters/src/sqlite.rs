@@ -17,6 +17,7 @@
 //! this process; writers in other processes (a CLI command) are picked up by the followers'
 //! fallback poll.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -297,35 +298,55 @@ async fn write_group(
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut last_position = None;
+    // What the whole group needs from the table, in two statements rather than two per
+    // append: the given ids already stored, and the head of every stream named. Both are
+    // kept current as the group's rows are inserted.
+    let as_json =
+        |values: Vec<String>| serde_json::to_string(&values).unwrap_or_else(|_| "[]".into());
+    let ids = as_json(
+        jobs.iter()
+            .flat_map(|job| job.events.iter().map(|e| e.event_id.to_string()))
+            .collect(),
+    );
+    let mut stored_ids: HashMap<Uuid, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT event_id, stream FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .filter_map(|(id, stream)| Uuid::parse_str(&id).ok().map(|id| (id, stream)))
+    .collect();
+    let streams = as_json(jobs.iter().map(|job| job.stream.clone()).collect());
+    let mut heads: HashMap<String, Result<StreamHead, String>> =
+        sqlx::query_as::<_, (String, i64, String)>(
+            "SELECT e.stream, e.version, e.hash FROM events e
+         JOIN (SELECT stream, MAX(version) AS version FROM events
+               WHERE stream IN (SELECT value FROM json_each(?)) GROUP BY stream) h
+           ON e.stream = h.stream AND e.version = h.version",
+        )
+        .bind(streams)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(stream, version, hash)| {
+            let head = hash
+                .parse()
+                .map(|hash| StreamHead {
+                    version: version as u64,
+                    hash,
+                })
+                .map_err(|e| format!("{e}"));
+            (stream, head)
+        })
+        .collect();
     for job in jobs {
-        let ids = serde_json::to_string(
-            &job.events
-                .iter()
-                .map(|e| e.event_id.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_else(|_| "[]".into());
-        let existing: Vec<(String, String)> =
-            sqlx::query_as("SELECT event_id, stream FROM events WHERE event_id IN (SELECT value FROM json_each(?))")
-                .bind(ids)
-                .fetch_all(&mut *tx)
-                .await?;
-        let existing: Vec<(Uuid, String)> = existing
-            .into_iter()
-            .filter_map(|(id, stream)| Uuid::parse_str(&id).ok().map(|id| (id, stream)))
+        let existing: Vec<(Uuid, String)> = job
+            .events
+            .iter()
+            .filter_map(|e| stored_ids.get(&e.event_id).map(|s| (e.event_id, s.clone())))
             .collect();
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
-        )
-        .bind(&job.stream)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let head = match head.map(|(v, h)| {
-            h.parse().map(|hash| StreamHead {
-                version: v as u64,
-                hash,
-            })
-        }) {
+        let head = match heads.get(&job.stream) {
             Some(Err(e)) => {
                 outcomes.push(Err(StoreError::Corrupt(format!(
                     "head of stream {}: {e}",
@@ -333,7 +354,7 @@ async fn write_group(
                 ))));
                 continue;
             }
-            Some(Ok(head)) => Some(head),
+            Some(Ok(head)) => Some(*head),
             None => None,
         };
         let plan = match plan_append(
@@ -373,6 +394,14 @@ async fn write_group(
                 position: position as u64,
             });
             last_position = Some(position as u64);
+            stored_ids.insert(row.event_id, job.stream.clone());
+            heads.insert(
+                job.stream.clone(),
+                Ok(StreamHead {
+                    version: row.version,
+                    hash: row.hash,
+                }),
+            );
         }
         outcomes.push(Ok(AppendResult {
             stream_version: stored.last().map(|s| s.version).or(plan.current),
