@@ -11,9 +11,9 @@
 //! - [`audit`]: seals over the global order and the audit that checks the log against them.
 //! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
-//! - [`credential`]: businesses' integration choice and official credentials, folded.
 //! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
 //!   and its decider (`decide`).
+//! - [`credential`]: businesses' integration choice and official credentials, folded.
 //! - [`executive`]: the people who use the dashboard, their roles and registration.
 //! - [`history`]: one chat as it stood at any instant (`chatAsOf`) and its history in words.
 //! - [`personal`]: which parts of an event are personal data, sealed per customer.
