@@ -878,18 +878,18 @@ async fn replay(database_url: Option<&str>, only: Option<&str>) -> Result<(), Cl
     .await
     .map_err(|e| CliError::Io(format!("rebuilding {} failed: {e}", names.join(", "))))?;
     bar.finish_and_clear();
-    for model in &rebuilt {
+    for (name, generation) in &rebuilt.generations {
         println!(
-            "{:<12} generation {}, up to position {}",
-            model.projector, model.generation, model.checkpoint
+            "{name:<12} generation {generation}, up to position {}",
+            rebuilt.checkpoint
         );
     }
-    let events = rebuilt.first().map_or(0, |r| r.events);
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = rebuilt.elapsed.as_secs_f64();
     println!(
-        "replayed {events} events into {} fresh read models in {seconds:.2}s ({:.0} events/s)",
-        rebuilt.len(),
-        events as f64 / seconds.max(0.001)
+        "replayed {} events into {} fresh read models in {seconds:.2}s ({:.0} events/s)",
+        rebuilt.events,
+        rebuilt.generations.len(),
+        rebuilt.events as f64 / seconds.max(0.001)
     );
     Ok(())
 }

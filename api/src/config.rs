@@ -4,7 +4,6 @@
 //! values are read here, kept in [`Secret`]s (which never print), and never recorded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::Path;
 
 use axum::http::HeaderMap;
@@ -32,25 +31,8 @@ use uuid::Uuid;
 /// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// A secret value from the environment. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A secret value from the environment. Its `Debug` never shows it.
+pub use chatledger_projections::secrets::Secret;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +143,11 @@ impl WhatsAppSettings {
             }
             if let Some(header) = &channel.auth.secret_header {
                 if let Some(value) = env(&header.env).filter(|v| !v.is_empty()) {
-                    header_secrets.insert(header.env.clone(), Secret(value));
+                    header_secrets.insert(header.env.clone(), Secret::new(value));
                 }
             }
         }
-        let secret = |name: &str| env(name).filter(|v| !v.is_empty()).map(Secret);
+        let secret = |name: &str| env(name).filter(|v| !v.is_empty()).map(Secret::new);
         let body_limit = match env("WEBHOOK_BODY_LIMIT") {
             Some(v) => v.trim().parse().map_err(|_| {
                 error(format!(
@@ -675,7 +657,7 @@ impl TransactionSettings {
         Ok(TransactionSettings {
             token: env("TRANSACTION_API_TOKEN")
                 .filter(|t| !t.is_empty())
-                .map(Secret),
+                .map(Secret::new),
             context_fields,
             timezone,
         })

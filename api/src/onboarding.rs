@@ -28,7 +28,7 @@ use chatledger_core::sender::{MessageSender, OutboundMessage, SendError, Sent};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, StoreError};
 use chatledger_projections::clock::Clock;
 use chatledger_projections::credentials::Integrations;
-use chatledger_projections::secrets::{Keyring, Plain, SecretsError};
+use chatledger_projections::secrets::{Keyring, Secret, SecretsError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -200,6 +200,16 @@ pub struct Connected {
     pub token_expires_at: Option<DateTime<Utc>>,
 }
 
+fn check_business_id(business_id: &str) -> Result<(), OnboardingError> {
+    if valid_business_id(business_id) {
+        Ok(())
+    } else {
+        Err(OnboardingError::Invalid(format!(
+            "{business_id:?} is not a business id (1–64 letters, digits, _ or -)"
+        )))
+    }
+}
+
 fn token_context(business_id: &str) -> String {
     format!("{}/access_token", credential_stream(business_id))
 }
@@ -279,6 +289,22 @@ impl Onboarding {
         Ok((keyring, app))
     }
 
+    /// Appends to the business's credential stream after `credential`'s last event.
+    fn recorder(
+        &self,
+        business_id: &str,
+        credential: &Credential,
+        metadata: Metadata,
+    ) -> Recorder<'_> {
+        Recorder {
+            store: self.store.as_ref(),
+            stream: credential_stream(business_id),
+            version: credential.version,
+            metadata,
+            position: 0,
+        }
+    }
+
     /// The credential as its stream holds it now (not as this process last saw it).
     pub async fn load(&self, business_id: &str) -> Result<Credential, StoreError> {
         let stream = credential_stream(business_id);
@@ -309,11 +335,7 @@ impl Onboarding {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, OnboardingError> {
-        if !valid_business_id(business_id) {
-            return Err(OnboardingError::Invalid(format!(
-                "{business_id:?} is not a business id (1–64 letters, digits, _ or -)"
-            )));
-        }
+        check_business_id(business_id)?;
         let kind = IntegrationKind::parse(kind).ok_or_else(|| {
             OnboardingError::Invalid(format!(
                 "kind must be \"official\" or \"unofficial\", not {kind:?}"
@@ -351,11 +373,7 @@ impl Onboarding {
         now: DateTime<Utc>,
     ) -> Result<StartedSignup, OnboardingError> {
         let (_, app) = self.ready()?;
-        if !valid_business_id(business_id) {
-            return Err(OnboardingError::Invalid(format!(
-                "{business_id:?} is not a business id (1–64 letters, digits, _ or -)"
-            )));
-        }
+        check_business_id(business_id)?;
         if stakeholder.trim().is_empty() {
             return Err(OnboardingError::Invalid(
                 "stakeholder must not be empty".into(),
@@ -402,11 +420,7 @@ impl Onboarding {
     ) -> Result<Connected, OnboardingError> {
         let (keyring, app) = self.ready()?;
         let business_id = result.business_id.as_str();
-        if !valid_business_id(business_id) {
-            return Err(OnboardingError::Invalid(format!(
-                "business_id {business_id:?} is not a business id"
-            )));
-        }
+        check_business_id(business_id)?;
         for (name, value) in [
             ("code", &result.code),
             ("waba_id", &result.waba_id),
@@ -438,13 +452,7 @@ impl Onboarding {
         let mut metadata = Metadata::by("onboarding");
         metadata.correlation_id = Some(attempt_id);
         metadata.received_at = Some(now);
-        let mut recorder = Recorder {
-            store: self.store.as_ref(),
-            stream: credential_stream(business_id),
-            version: credential.version,
-            metadata,
-            position: 0,
-        };
+        let mut recorder = self.recorder(business_id, &credential, metadata);
         recorder
             .record(CredentialEvent::OnboardingAttempted {
                 attempt_id,
@@ -506,7 +514,7 @@ impl Onboarding {
     ) -> Result<Connected, Failed> {
         let business_id = result.business_id.as_str();
         let stored = Failed::Store;
-        let token = Plain::new(
+        let token = Secret::new(
             self.graph
                 .exchange_code(app, &result.code)
                 .await
@@ -546,7 +554,7 @@ impl Onboarding {
             })
             .await
             .map_err(stored)?;
-        let pin = Plain::new(format!("{:06}", Uuid::new_v4().as_u128() % 1_000_000));
+        let pin = Secret::new(format!("{:06}", Uuid::new_v4().as_u128() % 1_000_000));
         self.graph
             .register(&result.phone_number_id, token.expose(), pin.expose())
             .await
@@ -681,7 +689,7 @@ impl Onboarding {
             .open(sealed, &token_context(business_id))
             .map_err(|e| OnboardingError::Unavailable(e.to_string()))?;
         let renewed = async {
-            let token = Plain::new(self.graph.extend_token(app, token.expose()).await?);
+            let token = Secret::new(self.graph.extend_token(app, token.expose()).await?);
             let info = self.graph.debug_token(app, token.expose()).await?;
             if !info.is_valid {
                 return Err(GraphError::local(
@@ -691,13 +699,11 @@ impl Onboarding {
             Ok((token, info.expires_at))
         }
         .await;
-        let mut recorder = Recorder {
-            store: self.store.as_ref(),
-            stream: credential_stream(business_id),
-            version: credential.version,
-            metadata: Metadata::by("reactor:token-refresher"),
-            position: 0,
-        };
+        let mut recorder = self.recorder(
+            business_id,
+            &credential,
+            Metadata::by("reactor:token-refresher"),
+        );
         let outcome = match renewed {
             Ok((token, expires_at)) => {
                 tracing::info!(business = %business_id, "token renewed");
@@ -757,13 +763,7 @@ impl Onboarding {
         if credential.status != Some(CredentialStatus::Connected) {
             return;
         }
-        let mut recorder = Recorder {
-            store: self.store.as_ref(),
-            stream: credential_stream(business_id),
-            version: credential.version,
-            metadata: Metadata::by("sender"),
-            position: 0,
-        };
+        let mut recorder = self.recorder(business_id, &credential, Metadata::by("sender"));
         let event = CredentialEvent::CredentialDisconnected {
             reason: format!(
                 "Meta refused the token when sending ({error}); re-run Embedded Signup to re-authorise"
@@ -784,7 +784,7 @@ impl Onboarding {
     }
 
     /// The business's token in the clear, for one send.
-    fn token(&self, business_id: &str, credential: &Credential) -> Result<Plain, SendError> {
+    fn token(&self, business_id: &str, credential: &Credential) -> Result<Secret, SendError> {
         let permanent = |message: String| SendError {
             code: None,
             message,

@@ -268,8 +268,9 @@ pub async fn run_live(
 /// What a rebuild did.
 #[derive(Debug, Clone)]
 pub struct Rebuilt {
-    pub projector: &'static str,
-    pub generation: i64,
+    /// Each read model and the generation it now serves from.
+    pub generations: Vec<(&'static str, i64)>,
+    /// Events of the log read.
     pub events: u64,
     pub checkpoint: Position,
     pub elapsed: Duration,
@@ -300,7 +301,7 @@ pub async fn rebuild(
     db: &ReadDb,
     projectors: &[Arc<dyn Projector>],
     mut progress: impl FnMut(Position, u64),
-) -> Result<Vec<Rebuilt>, ProjectionError> {
+) -> Result<Rebuilt, ProjectionError> {
     let started = Instant::now();
     let mut generations = Vec::with_capacity(projectors.len());
     let mut registered = Vec::with_capacity(projectors.len());
@@ -380,15 +381,14 @@ pub async fn rebuild(
         }
     }
     tx.commit().await?;
-    Ok(projectors
-        .iter()
-        .zip(&generations)
-        .map(|(projector, (_, generation, _))| Rebuilt {
-            projector: projector.name(),
-            generation: *generation,
-            events,
-            checkpoint: position,
-            elapsed: started.elapsed(),
-        })
-        .collect())
+    Ok(Rebuilt {
+        generations: projectors
+            .iter()
+            .zip(&generations)
+            .map(|(projector, (_, generation, _))| (projector.name(), *generation))
+            .collect(),
+        events,
+        checkpoint: position,
+        elapsed: started.elapsed(),
+    })
 }

@@ -16,13 +16,14 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chatledger_core::credential::SealedSecret;
 
-/// A secret in memory: never printed.
+/// A secret in memory (from the environment, or opened from a [`SealedSecret`]). Its `Debug`
+/// never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Plain(String);
+pub struct Secret(String);
 
-impl Plain {
+impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Plain(value.into())
+        Secret(value.into())
     }
 
     pub fn expose(&self) -> &str {
@@ -30,9 +31,9 @@ impl Plain {
     }
 }
 
-impl fmt::Debug for Plain {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Plain(***)")
+        f.write_str("Secret(***)")
     }
 }
 
@@ -121,7 +122,7 @@ impl Keyring {
     }
 
     /// Seals `secret` for `context` (e.g. `credential-acme/access_token`).
-    pub fn seal(&self, secret: &Plain, context: &str) -> SealedSecret {
+    pub fn seal(&self, secret: &Secret, context: &str) -> SealedSecret {
         let key = &self.keys[&self.current];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = XChaCha20Poly1305::new(key.into())
@@ -141,7 +142,7 @@ impl Keyring {
     }
 
     /// Opens what [`Keyring::seal`] sealed for the same `context`.
-    pub fn open(&self, sealed: &SealedSecret, context: &str) -> Result<Plain, SecretsError> {
+    pub fn open(&self, sealed: &SealedSecret, context: &str) -> Result<Secret, SecretsError> {
         let key = self
             .keys
             .get(&sealed.key_id)
@@ -164,7 +165,7 @@ impl Keyring {
             )
             .map_err(|_| SecretsError::Tampered)?;
         String::from_utf8(plaintext)
-            .map(Plain)
+            .map(Secret)
             .map_err(|_| SecretsError::Tampered)
     }
 }
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn sealed_secrets_open_only_with_their_key_and_context() {
         let keyring = Keyring::new([7; 32]);
-        let sealed = keyring.seal(&Plain::new("EAAG-token"), "credential-acme/access_token");
+        let sealed = keyring.seal(&Secret::new("EAAG-token"), "credential-acme/access_token");
         assert_eq!(sealed.key_id, keyring.current_key_id());
         assert!(!sealed.ciphertext.contains("EAAG"));
         assert_eq!(

@@ -304,15 +304,8 @@ async fn onboarding_connects_routes_inbound_and_sends_with_the_business_token(ba
         server.provider.requests().is_empty(),
         "nothing went through the gateway"
     );
-    for _ in 0..300 {
-        let chat = server.customer_chat().await;
-        if chat["messages"][1]["deliveryStatus"] == "accepted" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let chat = server.customer_chat().await;
-    assert_eq!(chat["messages"][1]["deliveryStatus"], "accepted", "{chat}");
+    let message = dispatched(&server, &chat_id, 1).await;
+    assert_eq!(message["deliveryStatus"], "accepted", "{message}");
 }
 
 #[tokio::test]
@@ -484,13 +477,7 @@ async fn a_token_meta_refuses_at_send_disconnects_the_credential() {
     assert_eq!(last.event_type, "CredentialDisconnected");
     assert_eq!(last.data["error"]["code"], 190);
     // The message says why it did not go out, and no retry was made.
-    for _ in 0..300 {
-        if server.customer_chat().await["messages"][1]["deliveryStatus"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let message = &server.customer_chat().await["messages"][1];
+    let message = dispatched(&server, &chat_id, 1).await;
     assert_eq!(message["deliveryStatus"], "failed", "{message}");
     assert!(
         message["error"].as_str().unwrap().contains("190"),
@@ -500,18 +487,46 @@ async fn a_token_meta_refuses_at_send_disconnects_the_credential() {
 
     // The next message is refused before it reaches Meta, saying what to do.
     server.reply(&chat_id, "still there?").await;
-    for _ in 0..300 {
-        if server.customer_chat().await["messages"][2]["deliveryStatus"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let message = &server.customer_chat().await["messages"][2];
+    let message = dispatched(&server, &chat_id, 2).await;
+    assert_eq!(message["deliveryStatus"], "failed", "{message}");
     assert!(
         message["error"].as_str().unwrap().contains("disconnected"),
         "{message}"
     );
     assert_eq!(server.graph.calls("messages").len(), 1);
+
+    // Re-authorising: a failed signup leaves it disconnected; a completed one connects it
+    // again on the same channel, and messages go out with the new token.
+    let state = server.start_signup(BUSINESS).await;
+    server.graph.fail_next(
+        "exchange",
+        400,
+        meta_error(100, "OAuthException", "Invalid verification code format."),
+    );
+    let (status, body) = server.callback(&signup_result(&state, "code-bad")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("stays disconnected"),
+        "{body}"
+    );
+    assert_eq!(server.credential().await["status"], "disconnected");
+    let (status, body) = server.callback(&signup_result(&state, "code-2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["channel"], NUMBER, "the same channel");
+    let credential = server.credential().await;
+    assert_eq!(credential["status"], "connected");
+    assert_eq!(credential["needsReauthorisation"], false);
+    server.reply(&chat_id, "back again").await;
+    let message = dispatched(&server, &chat_id, 3).await;
+    assert_eq!(message["deliveryStatus"], "accepted", "{message}");
+    let new_token = server.graph.issued_tokens().pop().unwrap();
+    assert_eq!(
+        server.graph.calls("messages").pop().unwrap().headers["authorization"],
+        format!("Bearer {new_token}")
+    );
 }
 
 #[tokio::test]

@@ -222,8 +222,11 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
     let rebuilt = rebuild(store.as_ref(), &db, &read_models::all(), |_, _| {})
         .await
         .unwrap();
-    assert_eq!(rebuilt.len(), read_models::all().len());
-    assert!(rebuilt.iter().all(|r| r.generation == 2));
+    assert_eq!(rebuilt.generations.len(), read_models::all().len());
+    assert!(rebuilt
+        .generations
+        .iter()
+        .all(|(_, generation)| *generation == 2));
     assert_eq!(
         dump_all(&db).await,
         live,
