@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatledger_core::{EventStore, RecordedEvent};
+use chatledger_core::RecordedEvent;
+use chatledger_projections::tail::LogTail;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch};
 
@@ -15,14 +16,10 @@ pub type LiveEvents = broadcast::Sender<Arc<RecordedEvent>>;
 
 /// Starts following the log from its current head and publishing every new event, until
 /// `shutdown` turns true.
-pub fn spawn_feed(
-    store: Arc<dyn EventStore>,
-    sender: LiveEvents,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub fn spawn_feed(tail: LogTail, sender: LiveEvents, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let head = loop {
-            match store.head_position().await {
+            match tail.store().head_position().await {
                 Ok(head) => break head,
                 Err(_) => tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -30,7 +27,7 @@ pub fn spawn_feed(
                 },
             }
         };
-        let mut follower = store.follow(head);
+        let mut follower = tail.subscribe(head);
         loop {
             let next = tokio::select! {
                 next = follower.next() => next,
@@ -40,7 +37,7 @@ pub fn spawn_feed(
             match next {
                 // Nobody listening is fine: the event is in the log.
                 Ok(event) => {
-                    let _ = sender.send(Arc::new(event));
+                    let _ = sender.send(event);
                 }
                 Err(e) => tracing::debug!(error = %e, "the live feed's read failed; it retries"),
             }

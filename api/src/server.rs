@@ -18,6 +18,7 @@ use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
 use chatledger_projections::personal::PersonalData;
+use chatledger_projections::tail::LogTail;
 
 /// Everything read from configuration files and the environment at start.
 pub struct Settings {
@@ -219,36 +220,37 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), chatledger_projections::runner::ProjectionError> {
         self.read_side.prepare().await?;
-        self.read_side.start(self.store.clone(), shutdown.clone());
+        let tail = LogTail::new(self.store.clone());
+        self.read_side.start(tail.clone(), shutdown.clone());
         tokio::spawn(
             self.onboarding
                 .integrations
                 .clone()
-                .run(self.store.clone(), shutdown.clone()),
+                .run(tail.clone(), shutdown.clone()),
         );
         tokio::spawn(
             Refresher::new(self.onboarding.clone(), self.clock.clone()).run(shutdown.clone()),
         );
-        crate::live::spawn_feed(self.store.clone(), self.live.clone(), shutdown.clone());
+        crate::live::spawn_feed(tail.clone(), self.live.clone(), shutdown.clone());
         let assigner = chatledger_projections::assignment::Assigner::new(
             self.store.clone(),
             self.conversations.clone(),
         );
-        tokio::spawn(assigner.run(shutdown.clone()));
+        tokio::spawn(assigner.run(tail.clone(), shutdown.clone()));
         let dispatcher = chatledger_projections::dispatch::Dispatcher::new(
             self.store.clone(),
             self.conversations.clone(),
             self.sender.clone(),
             self.dispatch_limits.clone(),
         );
-        tokio::spawn(dispatcher.run(shutdown.clone()));
+        tokio::spawn(dispatcher.run(tail.clone(), shutdown.clone()));
         let timers = chatledger_projections::sla::SlaTimers::new(
             self.store.clone(),
             self.conversations.clone(),
             self.clock.clone(),
             self.sla.notifications.clone(),
         );
-        tokio::spawn(timers.run(shutdown.clone()));
+        tokio::spawn(timers.run(tail.clone(), shutdown.clone()));
         // Seals cover the log as stored: hashes, not opened personal data.
         let sealer = chatledger_projections::audit::Sealer::new(
             self.personal.stored(),
@@ -256,7 +258,7 @@ impl AppState {
             self.seal_policy,
             self.audit_head.clone(),
         );
-        tokio::spawn(sealer.run(shutdown));
+        tokio::spawn(sealer.run(tail, shutdown));
         Ok(())
     }
 }

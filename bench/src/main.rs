@@ -58,6 +58,10 @@ struct Args {
     /// Where the figures are written as JSON.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
+    /// Run only these measurements (comma-separated: append, replay, ingest, fixed-rate);
+    /// `replay` includes the chat-list query, `fixed-rate` the projection lag and SLA precision.
+    #[arg(long, value_delimiter = ',', value_parser = ["append", "replay", "ingest", "fixed-rate"])]
+    only: Vec<String>,
 }
 
 const APP_SECRET: &str = "bench-app-secret";
@@ -233,123 +237,132 @@ async fn bench(args: Args) -> Result<(), String> {
         json: serde_json::Map::new(),
     };
     let server = args.database_url.as_deref();
+    let runs = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
 
     // 2. append: the store port against the raw-insert ceiling.
-    let db = Db::fresh(server).await?;
-    let (engine, ceiling) = append_against_ceiling(&db, 20_000).await?;
-    db.drop_database().await;
-    figures.add(
-        "append: engine events/s",
-        json!(engine),
-        format!("{engine:.0}"),
-        "",
-    );
-    figures.add(
-        "append: raw-insert ceiling rows/s",
-        json!(ceiling),
-        format!("{ceiling:.0}"),
-        "",
-    );
-    figures.add(
-        "append: engine / ceiling",
-        json!(engine / ceiling),
-        format!("{:.0}%", 100.0 * engine / ceiling),
-        ">= 70%",
-    );
+    if runs("append") {
+        let db = Db::fresh(server).await?;
+        let (engine, ceiling) = append_against_ceiling(&db, 20_000).await?;
+        db.drop_database().await;
+        figures.add(
+            "append: engine events/s",
+            json!(engine),
+            format!("{engine:.0}"),
+            "",
+        );
+        figures.add(
+            "append: raw-insert ceiling rows/s",
+            json!(ceiling),
+            format!("{ceiling:.0}"),
+            "",
+        );
+        figures.add(
+            "append: engine / ceiling",
+            json!(engine / ceiling),
+            format!("{:.0}%", 100.0 * engine / ceiling),
+            ">= 70%",
+        );
+    }
 
     // 4, 5. replay and queries over a log of realistic conversations.
-    let db = Db::fresh(server).await?;
-    let conversations = (args.replay_events / 10).max(1);
-    let built = build_log(&db, conversations).await?;
-    figures.add(
-        "log built: conversations appended/s",
-        json!(built),
-        format!("{built:.0}"),
-        "",
-    );
-    let (events, seconds, rss_mb) = replay(&db)?;
-    figures.add(
-        "replay: events/s",
-        json!(events as f64 / seconds),
-        format!("{:.0} ({events} events)", events as f64 / seconds),
-        ">= 100,000",
-    );
-    figures.add(
-        "replay: peak RSS MB",
-        json!(rss_mb),
-        format!("{rss_mb:.0}"),
-        "< 300",
-    );
-    let (p50, p99) = chat_list_latency(&db, conversations).await?;
-    figures.add(
-        &format!("chat list over {conversations} chats: p50 ms"),
-        json!(p50),
-        format!("{p50:.2}"),
-        "< 5",
-    );
-    figures.add(
-        &format!("chat list over {conversations} chats: p99 ms"),
-        json!(p99),
-        format!("{p99:.2}"),
-        "",
-    );
-    db.drop_database().await;
+    if runs("replay") {
+        let db = Db::fresh(server).await?;
+        let conversations = (args.replay_events / 10).max(1);
+        let built = build_log(&db, conversations).await?;
+        figures.add(
+            "log built: conversations appended/s",
+            json!(built),
+            format!("{built:.0}"),
+            "",
+        );
+        let (events, seconds, rss_mb) = replay(&db)?;
+        figures.add(
+            "replay: events/s",
+            json!(events as f64 / seconds),
+            format!("{:.0} ({events} events)", events as f64 / seconds),
+            ">= 100,000",
+        );
+        figures.add(
+            "replay: peak RSS MB",
+            json!(rss_mb),
+            format!("{rss_mb:.0}"),
+            "< 300",
+        );
+        let (p50, p99) = chat_list_latency(&db, conversations).await?;
+        figures.add(
+            &format!("chat list over {conversations} chats: p50 ms"),
+            json!(p50),
+            format!("{p50:.2}"),
+            "< 5",
+        );
+        figures.add(
+            &format!("chat list over {conversations} chats: p99 ms"),
+            json!(p99),
+            format!("{p99:.2}"),
+            "",
+        );
+        db.drop_database().await;
+    }
 
     // 1. ingest at saturation.
-    let db = Db::fresh(server).await?;
-    let saturated = ingest_saturated(&db, args.seconds).await?;
-    db.drop_database().await;
-    figures.add(
-        "ingest: messages/s at saturation",
-        json!(saturated),
-        format!("{saturated:.0}"),
-        if backend == "sqlite" {
-            ">= 5,000"
-        } else {
-            ">= 3,000"
-        },
-    );
+    if runs("ingest") {
+        let db = Db::fresh(server).await?;
+        let saturated = ingest_saturated(&db, args.seconds).await?;
+        db.drop_database().await;
+        figures.add(
+            "ingest: messages/s at saturation",
+            json!(saturated),
+            format!("{saturated:.0}"),
+            if backend == "sqlite" {
+                ">= 5,000"
+            } else {
+                ">= 3,000"
+            },
+        );
+    }
 
     // 1, 3, 6. a fixed 1,000 messages/s: latency, projection lag, SLA precision.
-    let db = Db::fresh(server).await?;
-    let fixed = ingest_fixed_rate(&db, args.seconds, 1_000).await?;
-    db.drop_database().await;
-    figures.add(
-        "ingest at 1,000/s: p50 ms",
-        json!(fixed.p50),
-        format!("{:.2}", fixed.p50),
-        "",
-    );
-    figures.add(
-        "ingest at 1,000/s: p99 ms",
-        json!(fixed.p99),
-        format!("{:.2}", fixed.p99),
-        "< 25",
-    );
-    figures.add(
-        "projection lag at 1,000/s: p50 ms",
-        json!(fixed.lag_p50),
-        format!("{:.2}", fixed.lag_p50),
-        "",
-    );
-    figures.add(
-        "projection lag at 1,000/s: p99 ms",
-        json!(fixed.lag_p99),
-        format!("{:.2}", fixed.lag_p99),
-        "< 50",
-    );
-    figures.add(
-        "SLA alert delay under load: p50 ms",
-        json!(fixed.sla_p50),
-        format!("{:.1} ({} alerts)", fixed.sla_p50, fixed.alerts),
-        "",
-    );
-    figures.add(
-        "SLA alert delay under load: p99 ms",
-        json!(fixed.sla_p99),
-        format!("{:.1}", fixed.sla_p99),
-        "",
-    );
+    if runs("fixed-rate") {
+        let db = Db::fresh(server).await?;
+        let fixed = ingest_fixed_rate(&db, args.seconds, 1_000).await?;
+        db.drop_database().await;
+        figures.add(
+            "ingest at 1,000/s: p50 ms",
+            json!(fixed.p50),
+            format!("{:.2}", fixed.p50),
+            "",
+        );
+        figures.add(
+            "ingest at 1,000/s: p99 ms",
+            json!(fixed.p99),
+            format!("{:.2}", fixed.p99),
+            "< 25",
+        );
+        figures.add(
+            "projection lag at 1,000/s: p50 ms",
+            json!(fixed.lag_p50),
+            format!("{:.2}", fixed.lag_p50),
+            "",
+        );
+        figures.add(
+            "projection lag at 1,000/s: p99 ms",
+            json!(fixed.lag_p99),
+            format!("{:.2}", fixed.lag_p99),
+            "< 50",
+        );
+        figures.add(
+            "SLA alert delay under load: p50 ms",
+            json!(fixed.sla_p50),
+            format!("{:.1} ({} alerts)", fixed.sla_p50, fixed.alerts),
+            "",
+        );
+        figures.add(
+            "SLA alert delay under load: p99 ms",
+            json!(fixed.sla_p99),
+            format!("{:.1}", fixed.sla_p99),
+            "",
+        );
+    }
 
     figures.json.insert("backend".into(), json!(backend));
     figures.json.insert("cores".into(), json!(cores));

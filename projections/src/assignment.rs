@@ -11,7 +11,7 @@
 //! The reactor's view of executives and open chats is folded from the whole log at start,
 //! then kept current from the events it follows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
+use crate::tail::LogTail;
 
 /// How often waiting chats and chats held by offline executives are looked at again, in
 /// case a decision failed (the store was unavailable, say).
@@ -57,6 +58,9 @@ struct OpenChat {
 pub struct Roster {
     members: BTreeMap<Uuid, Member>,
     chats: HashMap<Uuid, OpenChat>,
+    /// The chats without an assignee, per stakeholder, oldest first: kept beside `chats` so
+    /// that a new chat does not mean looking at every open one.
+    waiting: HashMap<String, BTreeSet<(u64, Uuid)>>,
     last_assigned: HashMap<String, Uuid>,
 }
 
@@ -116,6 +120,7 @@ impl Roster {
                 conversation,
                 ..
             } => {
+                self.remove(chat_id);
                 self.chats.insert(
                     *chat_id,
                     OpenChat {
@@ -126,11 +131,13 @@ impl Roster {
                         waiting_since: event_id,
                     },
                 );
+                self.waiting
+                    .entry(conversation.stakeholder.clone())
+                    .or_default()
+                    .insert((position, *chat_id));
             }
             ConversationEvent::ChatClosed { chat_id, .. }
-            | ConversationEvent::ChatResolved { chat_id, .. } => {
-                self.chats.remove(chat_id);
-            }
+            | ConversationEvent::ChatResolved { chat_id, .. } => self.remove(chat_id),
             ConversationEvent::ChatAssigned {
                 chat_id, executive, ..
             } => self.set_assignee(*chat_id, Some(executive.id), event_id),
@@ -141,15 +148,29 @@ impl Roster {
         }
     }
 
+    /// Forgets an open chat (resolved, closed, or no longer assignable).
+    fn remove(&mut self, chat_id: &Uuid) {
+        if let Some(chat) = self.chats.remove(chat_id) {
+            if let Some(waiting) = self.waiting.get_mut(&chat.stakeholder) {
+                waiting.remove(&(chat.position, *chat_id));
+            }
+        }
+    }
+
     fn set_assignee(&mut self, chat_id: Uuid, assignee: Option<Uuid>, event_id: Uuid) {
         if let Some(chat) = self.chats.get_mut(&chat_id) {
             chat.assignee = assignee;
+            let waiting = self.waiting.entry(chat.stakeholder.clone()).or_default();
             match assignee {
                 Some(executive) => {
+                    waiting.remove(&(chat.position, chat_id));
                     self.last_assigned
                         .insert(chat.stakeholder.clone(), executive);
                 }
-                None => chat.waiting_since = event_id,
+                None => {
+                    waiting.insert((chat.position, chat_id));
+                    chat.waiting_since = event_id;
+                }
             }
         }
     }
@@ -183,14 +204,21 @@ impl Roster {
             .collect()
     }
 
+    /// The waiting chats (of one stakeholder, or all) that someone online could take, oldest
+    /// first. Chats of stakeholders nobody online works are not even looked at.
     fn waiting(&self, stakeholder: Option<&str>) -> Vec<Uuid> {
-        let mut waiting: Vec<(&Uuid, &OpenChat)> = self
-            .chats
+        let mut waiting: Vec<(u64, Uuid)> = self
+            .waiting
             .iter()
-            .filter(|(_, c)| c.assignee.is_none() && stakeholder.is_none_or(|s| c.stakeholder == s))
+            .filter(|(s, chats)| {
+                !chats.is_empty()
+                    && stakeholder.is_none_or(|only| only == s.as_str())
+                    && !self.rotation(s, None).is_empty()
+            })
+            .flat_map(|(_, chats)| chats.iter().copied())
             .collect();
-        waiting.sort_by_key(|(_, c)| c.position);
-        waiting.into_iter().map(|(id, _)| *id).collect()
+        waiting.sort_unstable();
+        waiting.into_iter().map(|(_, id)| id).collect()
     }
 
     fn held_by_offline(&self) -> Vec<(Uuid, Uuid, Uuid)> {
@@ -227,7 +255,7 @@ impl Assigner {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
         let Some(position) = crate::reactor::fold_log(
             store.as_ref(),
@@ -240,7 +268,7 @@ impl Assigner {
             return;
         };
         self.settle().await;
-        let mut follower = self.store.follow(position);
+        let mut follower = tail.subscribe(position);
         let mut settle = tokio::time::interval(SETTLE_EVERY);
         loop {
             tokio::select! {
@@ -345,7 +373,7 @@ impl Assigner {
             Err(CommandError::Rejected(rejection)) => {
                 // Resolved, closed or replaced meanwhile: nothing to assign.
                 tracing::debug!(chat.id = %chat_id, reason = %rejection, "assignment not needed");
-                self.roster.chats.remove(&chat_id);
+                self.roster.remove(&chat_id);
             }
             Err(e) => {
                 tracing::warn!(chat.id = %chat_id, error = %e, "assignment failed; it will be retried")

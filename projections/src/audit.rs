@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::tail::LogTail;
 
 /// When to seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +89,9 @@ impl Sealer {
     }
 
     /// Follows the log and seals until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         loop {
-            match self.run_once(&mut shutdown).await {
+            match self.run_once(&tail, &mut shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(reactor = "sealer", error = %e, "sealing paused; retrying");
@@ -103,7 +104,11 @@ impl Sealer {
         }
     }
 
-    async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+    async fn run_once(
+        &self,
+        tail: &LogTail,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
         // Resume from the last seal: its digest covers everything up to its position.
         let mut sealed = Sealed::default();
         let mut running = RunningDigest::default();
@@ -131,7 +136,7 @@ impl Sealer {
         // The position of the last event that is not a seal.
         let mut last_other = 0;
         let mut last_sealed_at = Instant::now();
-        let mut log = self.store.follow(running.position);
+        let mut log = tail.subscribe(running.position);
         loop {
             let due = last_sealed_at + self.policy.every;
             tokio::select! {

@@ -15,12 +15,13 @@ use chatledger_core::channel::Channel;
 use chatledger_core::credential::{
     BusinessEvent, Credential, CredentialEvent, CredentialStatus, IntegrationKind,
 };
-use chatledger_core::{EventStore, Position, RecordedEvent};
+use chatledger_core::{Position, RecordedEvent};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::read_db::ReadTx;
 use crate::runner::{ProjectionError, Projector};
+use crate::tail::LogTail;
 
 /// One business as this process knows it.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +107,8 @@ impl Integrations {
     }
 
     /// Folds the log, then follows it, until `shutdown` turns true.
-    pub async fn run(self, store: Arc<dyn EventStore>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
+        let store = tail.store().clone();
         let Some(position) = crate::reactor::fold_log(
             store.as_ref(),
             |e| self.apply(e),
@@ -122,7 +124,7 @@ impl Integrations {
             *p = (*p).max(position);
             moved
         });
-        let mut follower = store.follow(position);
+        let mut follower = tail.subscribe(position);
         loop {
             tokio::select! {
                 next = follower.next() => match next {

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
+use crate::tail::LogTail;
 
 /// Limits the dispatcher keeps.
 #[derive(Debug, Clone)]
@@ -166,7 +167,7 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
         let Some(position) = crate::reactor::fold_log(
             store.as_ref(),
@@ -184,7 +185,7 @@ impl Dispatcher {
                 "dispatching messages queued before the start"
             );
         }
-        let mut follower = self.store.follow(position);
+        let mut follower = tail.subscribe(position);
         loop {
             let next_due = self.pending.values().map(|p| p.due).min();
             let wake = async {

@@ -24,6 +24,7 @@
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
 //! - [`read_side`]: this process's running projectors and how far each has got.
+//! - [`tail`]: one reader of the log per process, shared by every projector and reactor.
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
 //!   SQL dialect.
 
@@ -41,3 +42,4 @@ pub mod read_side;
 pub mod runner;
 pub mod secrets;
 pub mod sla;
+pub mod tail;

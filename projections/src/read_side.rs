@@ -3,12 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use chatledger_core::{EventStore, Position};
+use chatledger_core::Position;
 use tokio::sync::watch;
 
 use crate::read_db::ReadDb;
 use crate::read_models;
-use crate::runner::{register, run_live, ProjectionError, Projector};
+use crate::runner::{register, run_live, Live, ProjectionError, Projector};
+use crate::tail::LogTail;
 
 type Pending = Vec<(Arc<dyn Projector>, watch::Sender<Position>)>;
 
@@ -47,17 +48,19 @@ impl ReadSide {
 
     /// Starts the projectors (once; later calls do nothing). They stop when `shutdown` turns
     /// true.
-    pub fn start(&self, store: Arc<dyn EventStore>, shutdown: watch::Receiver<bool>) {
+    pub fn start(&self, tail: LogTail, shutdown: watch::Receiver<bool>) {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for (projector, progress) in pending {
-            tokio::spawn(run_live(
-                store.clone(),
-                self.db.clone(),
+        if pending.is_empty() {
+            return;
+        }
+        let projectors = pending
+            .into_iter()
+            .map(|(projector, progress)| Live {
                 projector,
                 progress,
-                shutdown.clone(),
-            ));
-        }
+            })
+            .collect();
+        tokio::spawn(run_live(tail, self.db.clone(), projectors, shutdown));
     }
 
     /// Each projector's checkpoint.

@@ -26,6 +26,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::read_db::{time_text, Arg, ReadDb, ReadTx};
+use crate::tail::LogTail;
 
 /// Events applied in one transaction at most.
 const BATCH: usize = 1_000;
@@ -145,80 +146,115 @@ pub async fn register(
     Ok(registration)
 }
 
-/// What a batch found.
+/// What a live batch found.
 enum Batch {
-    Applied(Registration),
-    /// The registry row had moved (a rebuild switched generations, or another process
+    Applied,
+    /// A registry row had moved (a rebuild switched generations, or another process
     /// projected these events): nothing was written.
-    Moved(Registration),
+    Moved,
 }
 
+/// A projector running live, and where it stands.
+pub struct Live {
+    pub projector: Arc<dyn Projector>,
+    /// Gets each new checkpoint.
+    pub progress: watch::Sender<Position>,
+}
+
+/// Applies `events` to every projector that has not seen them, all in one transaction with
+/// their checkpoints. `registrations` are what the runner expects each row to hold; they move
+/// on when the batch commits.
 async fn apply_batch(
     db: &ReadDb,
-    projector: &dyn Projector,
-    expected: Registration,
-    events: &[RecordedEvent],
+    projectors: &[Live],
+    registrations: &mut [Registration],
+    events: &[Arc<RecordedEvent>],
 ) -> Result<Batch, ProjectionError> {
     let mut tx = db.begin().await?;
-    let current = read_registration(&mut tx, projector.name())
-        .await?
-        .unwrap_or(expected);
-    if current != expected {
-        return Ok(Batch::Moved(current));
-    }
-    let suffix = current.suffix();
-    let mut checkpoint = current.checkpoint;
-    for event in events.iter().filter(|e| e.position > current.checkpoint) {
-        if projector.wants(&event.event_type) {
-            projector.apply(&mut tx, &suffix, event).await?;
+    for (live, expected) in projectors.iter().zip(registrations.iter()) {
+        let current = read_registration(&mut tx, live.projector.name())
+            .await?
+            .unwrap_or(*expected);
+        if current != *expected {
+            return Ok(Batch::Moved);
         }
-        checkpoint = event.position;
     }
-    tx.execute(
-        "UPDATE projections SET checkpoint = $2, updated_at = $3 WHERE name = $1",
-        &[
-            projector.name().into(),
-            checkpoint.into(),
-            time_text(Utc::now()).into(),
-        ],
-    )
-    .await?;
+    let suffixes: Vec<String> = registrations.iter().map(Registration::suffix).collect();
+    let mut checkpoints: Vec<Position> = registrations.iter().map(|r| r.checkpoint).collect();
+    for event in events {
+        for ((live, suffix), checkpoint) in projectors.iter().zip(&suffixes).zip(&mut checkpoints) {
+            if event.position <= *checkpoint {
+                continue;
+            }
+            if live.projector.wants(&event.event_type) {
+                live.projector.apply(&mut tx, suffix, event).await?;
+            }
+            *checkpoint = event.position;
+        }
+    }
+    let now = time_text(Utc::now());
+    for ((live, registration), checkpoint) in projectors
+        .iter()
+        .zip(registrations.iter())
+        .zip(&checkpoints)
+    {
+        if *checkpoint != registration.checkpoint {
+            tx.execute(
+                "UPDATE projections SET checkpoint = $2, updated_at = $3 WHERE name = $1",
+                &[
+                    live.projector.name().into(),
+                    (*checkpoint).into(),
+                    now.as_str().into(),
+                ],
+            )
+            .await?;
+        }
+    }
     tx.commit().await?;
-    Ok(Batch::Applied(Registration {
-        checkpoint,
-        ..current
-    }))
+    for (registration, checkpoint) in registrations.iter_mut().zip(checkpoints) {
+        registration.checkpoint = checkpoint;
+    }
+    Ok(Batch::Applied)
 }
 
-/// Runs a projector live until `shutdown` resolves: catches up from its checkpoint in
-/// batches, then follows the log as it commits. `progress` gets each new checkpoint.
+/// Runs `projectors` live until `shutdown` turns true: each catches up from its checkpoint,
+/// then all follow the log's tail together, every batch applied to all of them in one
+/// transaction. Each projector's `progress` gets its new checkpoints.
 pub async fn run_live(
-    store: Arc<dyn EventStore>,
+    tail: LogTail,
     db: ReadDb,
-    projector: Arc<dyn Projector>,
-    progress: watch::Sender<Position>,
+    projectors: Vec<Live>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let name = projector.name();
     let mut retry = Duration::from_millis(200);
     'restart: loop {
         if *shutdown.borrow() {
             return;
         }
-        let mut registration = match register(&db, projector.as_ref()).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(projector = name, error = %e, "cannot register the projector; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = shutdown.changed() => return,
+        let mut registrations = Vec::with_capacity(projectors.len());
+        for live in &projectors {
+            match register(&db, live.projector.as_ref()).await {
+                Ok(r) => registrations.push(r),
+                Err(e) => {
+                    tracing::warn!(projector = live.projector.name(), error = %e, "cannot register the projector; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                    continue 'restart;
                 }
-                retry = (retry * 2).min(Duration::from_secs(10));
-                continue;
             }
-        };
-        progress.send_replace(registration.checkpoint);
-        let mut follower = store.follow(registration.checkpoint);
+        }
+        for (live, registration) in projectors.iter().zip(&registrations) {
+            live.progress.send_replace(registration.checkpoint);
+        }
+        let from = registrations
+            .iter()
+            .map(|r| r.checkpoint)
+            .min()
+            .unwrap_or(0);
+        let mut follower = tail.subscribe(from);
         loop {
             let first = tokio::select! {
                 next = follower.next() => next,
@@ -228,7 +264,7 @@ pub async fn run_live(
             match first {
                 Some(Ok(event)) => events.push(event),
                 Some(Err(e)) => {
-                    tracing::warn!(projector = name, error = %e, "reading the log failed; the follower retries");
+                    tracing::warn!(error = %e, "reading the log for the read models failed; the follower retries");
                     continue;
                 }
                 None => return,
@@ -240,19 +276,19 @@ pub async fn run_live(
                     _ => break,
                 }
             }
-            match apply_batch(&db, projector.as_ref(), registration, &events).await {
-                Ok(Batch::Applied(next)) => {
-                    registration = next;
+            match apply_batch(&db, &projectors, &mut registrations, &events).await {
+                Ok(Batch::Applied) => {
                     retry = Duration::from_millis(200);
-                    progress.send_replace(registration.checkpoint);
+                    for (live, registration) in projectors.iter().zip(&registrations) {
+                        live.progress.send_replace(registration.checkpoint);
+                    }
                 }
-                Ok(Batch::Moved(current)) => {
-                    tracing::info!(projector = name, generation = current.generation, checkpoint = current.checkpoint,
-                        "projector moved on elsewhere (rebuild or another process); following from there");
+                Ok(Batch::Moved) => {
+                    tracing::info!("a read model moved on elsewhere (rebuild or another process); following from there");
                     continue 'restart;
                 }
                 Err(e) => {
-                    tracing::error!(projector = name, error = %e, position = events[0].position, "projection failed; retrying");
+                    tracing::error!(error = %e, position = events[0].position, "projection failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
                         _ = shutdown.changed() => return,

@@ -10,7 +10,7 @@
 //! overdue alerts fire at once, recording both the time they were due and the time they
 //! fired.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chatledger_core::conversation::{
@@ -19,12 +19,13 @@ use chatledger_core::conversation::{
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
 use chatledger_core::{EventStore, Metadata, RecordedEvent};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{CommandError, Conversations, Handled};
+use crate::tail::LogTail;
 
 /// Who is told, with which template.
 #[derive(Debug, Clone)]
@@ -53,9 +54,14 @@ pub struct SlaTimers {
     notifications: SlaNotifications,
     policy: (u64, SlaPolicy),
     streams: HashMap<String, Watched>,
-    /// The streams whose clock runs: the only ones the schedule looks at.
-    running: std::collections::HashSet<String>,
+    /// The running clocks by their next threshold, earliest first.
+    queue: BTreeSet<(DateTime<Utc>, String)>,
+    /// Each running clock's place in `queue`.
+    scheduled: HashMap<String, DateTime<Utc>>,
 }
+
+/// Crossings recorded at once; more wait for the next round.
+const MAX_CONCURRENT_RAISES: usize = 64;
 
 /// One threshold crossing to act on.
 struct Due {
@@ -78,7 +84,8 @@ impl SlaTimers {
             notifications,
             policy: (0, SlaPolicy::default()),
             streams: HashMap::new(),
-            running: Default::default(),
+            queue: BTreeSet::new(),
+            scheduled: HashMap::new(),
         }
     }
 
@@ -86,6 +93,11 @@ impl SlaTimers {
         if event.event_type == SLA_POLICY_EVENT {
             if let Ok(policy) = serde_json::from_value::<SlaPolicy>(event.data.clone()) {
                 self.policy = (event.version, policy);
+                // Every running clock's next threshold follows the new policy.
+                let running: Vec<String> = self.scheduled.keys().cloned().collect();
+                for stream in running {
+                    self.reschedule(&stream);
+                }
             }
             return;
         }
@@ -106,40 +118,59 @@ impl SlaTimers {
             _ => {}
         }
         watched.conversation.evolve(event);
-        if watched.conversation.sla.is_some() {
-            self.running.insert(stream.to_owned());
+        self.reschedule(stream);
+    }
+
+    /// The next threshold of `stream`'s clock, if it runs.
+    fn next_due(&self, stream: &str) -> Option<Due> {
+        let watched = self.streams.get(stream)?;
+        let clock = watched.conversation.sla.as_ref()?;
+        let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
+        let (level, after) = if !clock.alerted {
+            (SlaLevel::Alert, thresholds.alert_after_seconds)
+        } else if !clock.escalated {
+            (SlaLevel::Escalation, thresholds.escalate_after_seconds)
         } else {
-            self.running.remove(stream);
+            return None;
+        };
+        Some(Due {
+            stream: stream.to_owned(),
+            level,
+            at: clock.started_at + chrono::Duration::seconds(after as i64),
+        })
+    }
+
+    /// Puts `stream` in the schedule at its next threshold, or takes it out.
+    fn reschedule(&mut self, stream: &str) {
+        let next = self.next_due(stream).map(|d| d.at);
+        if self.scheduled.get(stream).copied() == next {
+            return;
+        }
+        if let Some(at) = self.scheduled.remove(stream) {
+            self.queue.remove(&(at, stream.to_owned()));
+        }
+        if let Some(at) = next {
+            self.scheduled.insert(stream.to_owned(), at);
+            self.queue.insert((at, stream.to_owned()));
         }
     }
 
-    /// The next threshold of each running clock.
-    fn schedule(&self) -> Vec<Due> {
-        let policy = &self.policy.1;
-        self.running
+    /// When the earliest threshold falls due.
+    fn next_wake(&self) -> Option<DateTime<Utc>> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    /// The thresholds due by `now`, earliest first.
+    fn due_by(&self, now: DateTime<Utc>) -> Vec<Due> {
+        self.queue
             .iter()
-            .filter_map(|stream| {
-                let watched = self.streams.get(stream)?;
-                let clock = watched.conversation.sla.as_ref()?;
-                let thresholds = policy.for_stakeholder(&watched.stakeholder);
-                let (level, after) = if !clock.alerted {
-                    (SlaLevel::Alert, thresholds.alert_after_seconds)
-                } else if !clock.escalated {
-                    (SlaLevel::Escalation, thresholds.escalate_after_seconds)
-                } else {
-                    return None;
-                };
-                Some(Due {
-                    stream: stream.clone(),
-                    level,
-                    at: clock.started_at + chrono::Duration::seconds(after as i64),
-                })
-            })
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, stream)| self.next_due(stream))
             .collect()
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
         let Some(position) = crate::reactor::fold_log(
             store.as_ref(),
@@ -151,10 +182,10 @@ impl SlaTimers {
         else {
             return;
         };
-        let mut follower = self.store.follow(position);
+        let mut follower = tail.subscribe(position);
         loop {
             self.fire_due().await;
-            let next = self.schedule().into_iter().map(|d| d.at).min();
+            let next = self.next_wake();
             let clock = self.clock.clone();
             let wake = async move {
                 match next {
@@ -164,7 +195,13 @@ impl SlaTimers {
             };
             tokio::select! {
                 event = follower.next() => match event {
-                    Some(Ok(event)) => self.apply(&event),
+                    Some(Ok(event)) => {
+                        self.apply(&event);
+                        // Take in everything already read before looking at the clock again.
+                        while let Some(Some(Ok(event))) = follower.next().now_or_never() {
+                            self.apply(&event);
+                        }
+                    }
                     Some(Err(e)) => tracing::warn!(error = %e, "the SLA timers' read failed; they retry"),
                     None => return,
                 },
@@ -175,20 +212,23 @@ impl SlaTimers {
     }
 
     /// Raises everything due by now (an alert and, after a long outage, its escalation too).
+    /// Crossings of different conversations are recorded concurrently, so one slow append
+    /// does not make every other alert late.
     async fn fire_due(&mut self) {
         loop {
             let now = self.clock.now();
-            let due: Vec<Due> = self
-                .schedule()
-                .into_iter()
-                .filter(|d| d.at <= now)
-                .collect();
+            let due = self.due_by(now);
             if due.is_empty() {
                 return;
             }
             let mut progressed = false;
-            for due in due {
-                progressed |= self.raise(due, now).await;
+            for chunk in due.chunks(MAX_CONCURRENT_RAISES) {
+                let raised =
+                    futures_util::future::join_all(chunk.iter().map(|due| self.raise(due, now)))
+                        .await;
+                for (due, outcome) in chunk.iter().zip(raised) {
+                    progressed |= self.settle(due, outcome).await;
+                }
             }
             if !progressed {
                 return;
@@ -196,14 +236,10 @@ impl SlaTimers {
         }
     }
 
-    /// Records one crossing; true when the local view moved on (recorded, or found answered).
-    async fn raise(&mut self, due: Due, now: DateTime<Utc>) -> bool {
-        let Some(watched) = self.streams.get(&due.stream) else {
-            return false;
-        };
-        let Some(clock) = watched.conversation.sla.clone() else {
-            return false;
-        };
+    /// Records one crossing. `None` when there is nothing to raise any more.
+    async fn raise(&self, due: &Due, now: DateTime<Utc>) -> Option<Result<Handled, CommandError>> {
+        let watched = self.streams.get(&due.stream)?;
+        let clock = watched.conversation.sla.clone()?;
         let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
         let threshold_seconds = match due.level {
             SlaLevel::Alert => thresholds.alert_after_seconds,
@@ -253,12 +289,20 @@ impl SlaTimers {
             level: due.level,
             breach,
         };
-        match self
-            .conversations
-            .handle(&due.stream, vec![command], &Metadata::by("reactor:sla"))
-            .await
-        {
-            Ok(handled) => {
+        Some(
+            self.conversations
+                .handle(&due.stream, vec![command], &Metadata::by("reactor:sla"))
+                .await,
+        )
+    }
+
+    /// Brings the view up to date after `raise`; true when it moved on (recorded, or found
+    /// answered).
+    async fn settle(&mut self, due: &Due, outcome: Option<Result<Handled, CommandError>>) -> bool {
+        let now = self.clock.now();
+        match outcome {
+            None => false,
+            Some(Ok(handled)) => {
                 let lag_ms = (now - due.at).num_milliseconds();
                 for event in &handled.recorded {
                     tracing::info!(stream = %due.stream, level = ?due.level, lag_ms, "SLA threshold crossed");
@@ -270,7 +314,7 @@ impl SlaTimers {
                 }
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(stream = %due.stream, error = %e, "raising an SLA alert failed; it will be retried");
                 false
             }
@@ -283,7 +327,7 @@ impl SlaTimers {
             return;
         };
         self.streams.remove(stream);
-        self.running.remove(stream);
+        self.reschedule(stream);
         for event in &events {
             self.apply(event);
         }

@@ -11,6 +11,7 @@ use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedE
 use chatledger_projections::audit::{audit_log, AuditFailure, AuditHead, SealPolicy, Sealer};
 use chatledger_projections::clock::SystemClock;
 use chatledger_projections::read_db::ReadDb;
+use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::{Backend, TestDb};
 use serde_json::json;
 
@@ -37,7 +38,7 @@ impl SealedLog {
             every: Duration::from_millis(200),
         };
         let sealer = Sealer::new(store.clone(), Arc::new(SystemClock), policy, head.clone());
-        let sealing = tokio::spawn(sealer.run(stopped));
+        let sealing = tokio::spawn(sealer.run(LogTail::new(store.clone()), stopped));
         for version in 0..4 {
             for stream in STREAMS {
                 let event = NewEvent::new(
@@ -160,7 +161,7 @@ async fn a_restarted_sealer_resumes_from_the_last_seal(backend: Backend) {
             policy,
             head.clone(),
         )
-        .run(stopped),
+        .run(LogTail::new(log.store.clone()), stopped),
     );
     for n in 0..3 {
         let event = NewEvent::new(

@@ -15,6 +15,7 @@ use chatledger_core::sender::{MessageSender, OutboundMessage};
 use chatledger_core::Metadata;
 use chatledger_projections::conversations::Conversations;
 use chatledger_projections::dispatch::{DispatchLimits, Dispatcher};
+use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::Backend;
 use chrono::Utc;
 use common::FakeProvider;
@@ -180,7 +181,7 @@ async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
             sender,
             DispatchLimits::default(),
         );
-        tokio::spawn(dispatcher.run(stopped));
+        tokio::spawn(dispatcher.run(LogTail::new(store.clone()), stopped));
         stop
     };
     let first = start();

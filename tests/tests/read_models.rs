@@ -10,7 +10,8 @@ use chatledger_core::{EventStore, Metadata};
 use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_models;
-use chatledger_projections::runner::{rebuild, run_live};
+use chatledger_projections::runner::{rebuild, run_live, Live};
+use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::Backend;
 use chrono::Utc;
 use serde_json::json;
@@ -132,16 +133,24 @@ async fn dump_all(db: &ReadDb) -> Vec<(String, Vec<Vec<Option<String>>>)> {
 async fn project_live(store: Arc<dyn EventStore>, db: &ReadDb) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
     let head = store.head_position().await.unwrap();
+    let mut projectors = Vec::new();
+    let mut reached = Vec::new();
     for projector in read_models::all() {
-        let (progress, mut reached) = watch::channel(0);
-        tokio::spawn(run_live(
-            store.clone(),
-            db.clone(),
+        let (progress, rx) = watch::channel(0);
+        projectors.push(Live {
             projector,
             progress,
-            stopped.clone(),
-        ));
-        tokio::time::timeout(Duration::from_secs(60), reached.wait_for(|p| *p >= head))
+        });
+        reached.push(rx);
+    }
+    tokio::spawn(run_live(
+        LogTail::new(store.clone()),
+        db.clone(),
+        projectors,
+        stopped.clone(),
+    ));
+    for mut rx in reached {
+        tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|p| *p >= head))
             .await
             .expect("the projector catches up")
             .unwrap();

@@ -8,6 +8,7 @@ use chatledger_core::Metadata;
 use chatledger_projections::clock::{Clock, ManualClock};
 use chatledger_projections::conversations::Conversations;
 use chatledger_projections::sla::{SlaNotifications, SlaTimers};
+use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::Backend;
 
 use uuid::Uuid;
@@ -56,7 +57,7 @@ async fn an_overdue_alert_fires_once_after_a_restart_even_with_two_processes(bac
             clock.clone(),
             notifications(),
         );
-        tokio::spawn(process.run(stopped.clone()));
+        tokio::spawn(process.run(LogTail::new(store.clone()), stopped.clone()));
     }
     let alerts = async {
         loop {
