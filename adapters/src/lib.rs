@@ -2,18 +2,22 @@
 //!
 //! # Layout
 //!
-//! - [`sqlite`]: the embedded event store (the default), one writer task with group commit.
-//! - [`postgres`]: the shared production event store, safe with many writing processes.
+//! - [`sqlite`]: the embedded event store (the default), one writer task with group commit;
+//!   the key store beside it writes through the same task.
+//! - [`postgres`]: the shared production event store, safe with many writing processes, and
+//!   its key store.
 //! - `append`: the backend-neutral half of an append (duplicates, expected version, hash
 //!   chain), so both stores decide exactly alike and differ only in SQL.
 //! - `follow`: following the log live, woken on commit, for both stores.
 //! - `rows`: stored rows back into events; database errors into store errors.
+//! - `keys`: how both stores keep the keys that seal personal data (`subject_keys`).
 //! - [`whatsapp`]: provider payloads into normalised messages and receipts, signatures,
 //!   phone numbers.
 //! - [`StoreLocation`]: which store a `DATABASE_URL` names.
 
 mod append;
 mod follow;
+mod keys;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -22,8 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatledger_core::canonical::truncate_to_micros;
 use chatledger_core::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
-    StoredEvent,
+    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
+    StoreError, StoredEvent, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::append::{plan_append, validate, StreamHead};
 use crate::follow::{follow, ReadAll};
+use crate::keys;
 use crate::rows::{db_error, violated_unique, RawEvent};
 use crate::{redact_url, OpenError};
 
@@ -365,6 +366,86 @@ impl EventStore for PostgresStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn stream_key(&self, stream: &str) -> Result<Option<SubjectKey>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT key_id, key FROM subject_keys WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        row.map(|(key_id, key)| keys::decode(stream, key_id, &key))
+            .transpose()
+    }
+
+    async fn create_stream_key(
+        &self,
+        stream: &str,
+        fresh: SubjectKey,
+    ) -> Result<SubjectKey, StoreError> {
+        // Two processes may make one at once: the first row stays, both use it.
+        sqlx::query(
+            "INSERT INTO subject_keys (stream, key_id, key, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (stream) DO NOTHING",
+        )
+        .bind(stream)
+        .bind(&fresh.key_id)
+        .bind(keys::encode(&fresh.key))
+        .bind(chatledger_core::canonical::format_recorded_at(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        self.stream_key(stream)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("the key of {stream} was not kept")))
+    }
+
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let key: Option<String> =
+            sqlx::query_scalar("SELECT key FROM subject_keys WHERE key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        key.map(|key| keys::decode(key_id, key_id.to_owned(), &key).map(|k| k.key))
+            .transpose()
+    }
+
+    async fn keyed_streams_ending(
+        &self,
+        suffix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as(keys::STREAMS_ENDING)
+            .bind(suffix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn destroy_stream_key(&self, stream: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM subject_keys WHERE stream = $1")
+            .bind(stream)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn purge_destroyed_keys(&self) -> Result<(), StoreError> {
+        // The deleted rows' old versions stay in the table's pages until vacuumed.
+        sqlx::query("VACUUM subject_keys")
             .execute(&self.pool)
             .await
             .map_err(db_error)?;

@@ -25,8 +25,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatledger_core::canonical::{format_recorded_at, truncate_to_micros};
 use chatledger_core::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
-    StoredEvent,
+    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
+    StoreError, StoredEvent, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -37,8 +37,9 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::append::{plan_append, validate, StreamHead};
+use crate::append::{plan_append, validate, AppendPlan, PlannedRow, StreamHead};
 use crate::follow::{follow, ReadAll};
+use crate::keys;
 use crate::rows::{db_error, RawEvent};
 use crate::OpenError;
 
@@ -58,13 +59,35 @@ struct AppendJob {
     events: Vec<NewEvent>,
 }
 
-type Reply = oneshot::Sender<Result<AppendResult, StoreError>>;
+/// What the writer is asked to do.
+enum Work {
+    Append(AppendJob),
+    /// Store `fresh` as the stream's key unless it has one; answer the stream's key.
+    CreateKey {
+        stream: String,
+        fresh: SubjectKey,
+    },
+    DestroyKey {
+        stream: String,
+    },
+    /// Empty the write-ahead log into the database file (outside any transaction).
+    Checkpoint,
+}
+
+/// What the writer answers.
+enum Done {
+    Appended(AppendResult),
+    Key(SubjectKey),
+    Nothing,
+}
+
+type Reply = oneshot::Sender<Result<Done, StoreError>>;
 
 /// The SQLite event store. Cheap to share behind an `Arc`; dropping it stops its writer.
 pub struct SqliteStore {
     path: PathBuf,
     reader: SqlitePool,
-    appends: mpsc::Sender<(AppendJob, Reply)>,
+    writer: mpsc::Sender<(Work, Reply)>,
     wake: watch::Receiver<u64>,
 }
 
@@ -120,14 +143,25 @@ impl SqliteStore {
             .await
             .map_err(not_a_db)?;
         let (wake_tx, wake) = watch::channel(head as u64);
-        let (appends, queue) = mpsc::channel(4096);
+        let (to_writer, queue) = mpsc::channel(4096);
         tokio::spawn(writer_loop(writer, queue, wake_tx));
         Ok(SqliteStore {
             path: path.to_owned(),
             reader,
-            appends,
+            writer: to_writer,
             wake,
         })
+    }
+
+    /// Hands `work` to the writer and waits for its answer.
+    async fn write(&self, work: Work) -> Result<Done, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
+        self.writer
+            .send((work, reply))
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// The database file.
@@ -145,18 +179,17 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         validate(stream, &events)?;
-        let (reply, outcome) = oneshot::channel();
         let job = AppendJob {
             stream: stream.to_owned(),
             expected,
             events,
         };
-        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
-        self.appends
-            .send((job, reply))
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        match self.write(Work::Append(job)).await? {
+            Done::Appended(result) => Ok(result),
+            _ => Err(StoreError::Backend(
+                "the writer answered an append with something else".into(),
+            )),
+        }
     }
 
     async fn read_stream(
@@ -209,6 +242,80 @@ impl EventStore for SqliteStore {
             .map_err(db_error)?;
         Ok(())
     }
+
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        Some(self)
+    }
+}
+
+/// Keys are read through the readers and written by the writer, in its group transactions:
+/// a new conversation's key never waits for the database's write lock, nor makes an append
+/// wait for it.
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn stream_key(&self, stream: &str) -> Result<Option<SubjectKey>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT key_id, key FROM subject_keys WHERE stream = ?")
+                .bind(stream)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_error)?;
+        row.map(|(key_id, key)| keys::decode(stream, key_id, &key))
+            .transpose()
+    }
+
+    async fn create_stream_key(
+        &self,
+        stream: &str,
+        fresh: SubjectKey,
+    ) -> Result<SubjectKey, StoreError> {
+        let work = Work::CreateKey {
+            stream: stream.to_owned(),
+            fresh,
+        };
+        match self.write(work).await? {
+            Done::Key(key) => Ok(key),
+            _ => Err(StoreError::Backend(
+                "the writer answered a new key with something else".into(),
+            )),
+        }
+    }
+
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let key: Option<String> =
+            sqlx::query_scalar("SELECT key FROM subject_keys WHERE key_id = ?")
+                .bind(key_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_error)?;
+        key.map(|key| keys::decode(key_id, key_id.to_owned(), &key).map(|k| k.key))
+            .transpose()
+    }
+
+    async fn keyed_streams_ending(
+        &self,
+        suffix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as(keys::STREAMS_ENDING)
+            .bind(suffix)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn destroy_stream_key(&self, stream: &str) -> Result<(), StoreError> {
+        self.write(Work::DestroyKey {
+            stream: stream.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn purge_destroyed_keys(&self) -> Result<(), StoreError> {
+        // Deleted rows are zeroed in the file (`secure_delete`); the write-ahead log may still
+        // hold the pages as they were, so it is emptied.
+        self.write(Work::Checkpoint).await.map(|_| ())
+    }
 }
 
 async fn read_all(
@@ -252,7 +359,7 @@ fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
 /// Owns the one writing connection; see the module documentation.
 async fn writer_loop(
     mut conn: SqliteConnection,
-    mut queue: mpsc::Receiver<(AppendJob, Reply)>,
+    mut queue: mpsc::Receiver<(Work, Reply)>,
     wake: watch::Sender<u64>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -263,22 +370,32 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        let (jobs, replies): (Vec<AppendJob>, Vec<Reply>) = group.into_iter().unzip();
-        let outcomes = match write_group(&mut conn, &jobs, &wake).await {
+        let (work, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().unzip();
+        let mut outcomes = match write_group(&mut conn, &work, &wake).await {
             Ok(outcomes) => outcomes,
-            Err(e) if jobs.len() > 1 => {
-                // One append may have broken the whole group (a disk error, a bad value):
+            Err(e) if work.len() > 1 => {
+                // One request may have broken the whole group (a disk error, a bad value):
                 // write them one by one so the others are not lost with it.
-                tracing::warn!(error = %e, appends = jobs.len(), "group append failed; retrying appends one by one");
-                let mut outcomes = Vec::with_capacity(jobs.len());
-                for job in &jobs {
-                    let one = write_group(&mut conn, std::slice::from_ref(job), &wake).await;
-                    outcomes.push(one.map_or_else(|e| Err(db_error(e)), |mut o| o.remove(0)));
+                tracing::warn!(error = %e, requests = work.len(), "group write failed; retrying requests one by one");
+                let mut outcomes = Vec::with_capacity(work.len());
+                for one in &work {
+                    let written = write_group(&mut conn, std::slice::from_ref(one), &wake).await;
+                    outcomes.push(written.map_or_else(|e| Err(db_error(e)), |mut o| o.remove(0)));
                 }
                 outcomes
             }
             Err(e) => vec![Err(db_error(e))],
         };
+        // A checkpoint cannot run inside a transaction: it runs once the group is committed.
+        for (one, outcome) in work.iter().zip(outcomes.iter_mut()) {
+            if matches!(one, Work::Checkpoint) && outcome.is_ok() {
+                *outcome = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| Done::Nothing)
+                    .map_err(db_error);
+            }
+        }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that gave up waiting is no reason to stop writing for the others.
             let _ = reply.send(outcome);
@@ -286,18 +403,160 @@ async fn writer_loop(
     }
 }
 
-/// Writes a group of appends in one transaction. The outer error is a failed write; the
-/// inner ones are appends refused on their own merits (a version conflict, say).
+/// Writes a group of requests in one transaction, answering each in order. The outer error is
+/// a failed write; the inner ones are requests refused on their own merits (a version
+/// conflict, say).
 async fn write_group(
     conn: &mut SqliteConnection,
-    jobs: &[AppendJob],
+    work: &[Work],
     wake: &watch::Sender<u64>,
-) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
+) -> Result<Vec<Result<Done, StoreError>>, sqlx::Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(work.len());
+    let jobs: Vec<&AppendJob> = work
+        .iter()
+        .filter_map(|w| match w {
+            Work::Append(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    // Keys first: an append in the same group may be sealed with a key made before it.
+    let made = create_keys(&mut tx, work).await?;
+    for w in work {
+        match w {
+            Work::Append(_) => {}
+            Work::CreateKey { stream, .. } => outcomes.push(match made.get(stream.as_str()) {
+                Some((key_id, key)) => keys::decode(stream, key_id.clone(), key).map(Done::Key),
+                None => Err(StoreError::Backend(format!(
+                    "the key of {stream} was not kept"
+                ))),
+            }),
+            Work::DestroyKey { stream } => {
+                sqlx::query("DELETE FROM subject_keys WHERE stream = ?")
+                    .bind(stream)
+                    .execute(&mut *tx)
+                    .await?;
+                outcomes.push(Ok(Done::Nothing));
+            }
+            Work::Checkpoint => outcomes.push(Ok(Done::Nothing)),
+        }
+    }
+    let appended = append_all(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    if let Some(position) = appended.last_position {
+        wake.send_replace(position);
+    }
+    // Answers in the order asked.
+    let mut appended = appended.outcomes.into_iter();
+    let mut others = outcomes.into_iter();
+    Ok(work
+        .iter()
+        .map(|w| match w {
+            Work::Append(_) => appended
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Backend("an append went unanswered".into())))
+                .map(Done::Appended),
+            _ => others
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Backend("a request went unanswered".into()))),
+        })
+        .collect())
+}
+
+/// Rows a multi-row statement inserts at once: a few fixed sizes, so that every statement
+/// text is prepared once and cached, however large the group.
+const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
+
+/// Splits `n` rows into statement sizes from [`ROWS_PER_STATEMENT`], largest first.
+fn statement_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for size in ROWS_PER_STATEMENT {
+        while n >= size {
+            sizes.push(size);
+            n -= size;
+        }
+    }
+    sizes
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES (?, …), … ` with `rows` rows of `width` values.
+fn insert_rows(table_and_columns: &str, width: usize, rows: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    format!(
+        "INSERT INTO {table_and_columns} VALUES {} {tail}",
+        vec![row; rows].join(", ")
+    )
+}
+
+/// Stores the group's new keys (those asked for streams that have none) and answers every
+/// stream asked about with its key: `stream -> (key_id, key as stored)`.
+async fn create_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    work: &[Work],
+) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+    let fresh: Vec<(&String, &SubjectKey)> = work
+        .iter()
+        .filter_map(|w| match w {
+            Work::CreateKey { stream, fresh } => Some((stream, fresh)),
+            _ => None,
+        })
+        .collect();
+    if fresh.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let created_at = format_recorded_at(Utc::now());
+    let mut rest = fresh.as_slice();
+    for size in statement_sizes(fresh.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let sql = insert_rows(
+            "subject_keys (stream, key_id, key, created_at)",
+            4,
+            size,
+            "ON CONFLICT (stream) DO NOTHING",
+        );
+        let mut query = sqlx::query(&sql);
+        for (stream, key) in chunk {
+            query = query
+                .bind(stream.as_str())
+                .bind(key.key_id.as_str())
+                .bind(keys::encode(&key.key))
+                .bind(created_at.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let streams: Vec<&String> = fresh.iter().map(|(stream, _)| *stream).collect();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT stream, key_id, key FROM subject_keys WHERE stream IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&streams).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(stream, key_id, key)| (stream, (key_id, key)))
+        .collect())
+}
+
+struct Appended {
+    outcomes: Vec<Result<AppendResult, StoreError>>,
+    last_position: Option<u64>,
+}
+
+/// The appends of a group, inside its transaction.
+async fn append_all(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    jobs: &[&AppendJob],
+) -> Result<Appended, sqlx::Error> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    if jobs.is_empty() {
+        return Ok(Appended {
+            outcomes,
+            last_position: None,
+        });
+    }
     let recorded_at = truncate_to_micros(Utc::now());
     let recorded_text = format_recorded_at(recorded_at);
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut last_position = None;
     // What the whole group needs from the table, in two statements rather than two per
     // append: the given ids already stored, and the head of every stream named. Both are
     // kept current as the group's rows are inserted.
@@ -312,7 +571,7 @@ async fn write_group(
         "SELECT event_id, stream FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
     )
     .bind(ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .filter_map(|(id, stream)| Uuid::parse_str(&id).ok().map(|id| (id, stream)))
@@ -326,7 +585,7 @@ async fn write_group(
            ON e.stream = h.stream AND e.version = h.version",
         )
         .bind(streams)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?
         .into_iter()
         .map(|(stream, version, hash)| {
@@ -340,6 +599,9 @@ async fn write_group(
             (stream, head)
         })
         .collect();
+    // Plan every append against the state the earlier ones leave, then insert all their
+    // rows with a few multi-row statements.
+    let mut plans: Vec<Result<AppendPlan, StoreError>> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let existing: Vec<(Uuid, String)> = job
             .events
@@ -348,7 +610,7 @@ async fn write_group(
             .collect();
         let head = match heads.get(&job.stream) {
             Some(Err(e)) => {
-                outcomes.push(Err(StoreError::Corrupt(format!(
+                plans.push(Err(StoreError::Corrupt(format!(
                     "head of stream {}: {e}",
                     job.stream
                 ))));
@@ -357,61 +619,94 @@ async fn write_group(
             Some(Ok(head)) => Some(*head),
             None => None,
         };
-        let plan = match plan_append(
+        let plan = plan_append(
             &job.stream,
             job.expected,
             &job.events,
             &existing,
             head,
             recorded_at,
-        ) {
-            Ok(plan) => plan,
-            Err(refused) => {
-                outcomes.push(Err(refused));
-                continue;
+        );
+        if let Ok(plan) = &plan {
+            for row in &plan.rows {
+                stored_ids.insert(row.event_id, job.stream.clone());
             }
-        };
-        let mut stored = Vec::with_capacity(plan.rows.len());
-        for row in &plan.rows {
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            )
-            .bind(row.event_id.to_string())
-            .bind(&job.stream)
-            .bind(row.version as i64)
-            .bind(&row.event_type)
-            .bind(row.schema_version as i64)
-            .bind(&row.data)
-            .bind(&row.metadata)
-            .bind(&recorded_text)
-            .bind(row.hash.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-            stored.push(StoredEvent {
-                event_id: row.event_id,
-                version: row.version,
-                position: position as u64,
-            });
-            last_position = Some(position as u64);
-            stored_ids.insert(row.event_id, job.stream.clone());
-            heads.insert(
-                job.stream.clone(),
-                Ok(StreamHead {
-                    version: row.version,
-                    hash: row.hash,
-                }),
-            );
+            if let Some(last) = plan.rows.last() {
+                heads.insert(
+                    job.stream.clone(),
+                    Ok(StreamHead {
+                        version: last.version,
+                        hash: last.hash,
+                    }),
+                );
+            }
         }
-        outcomes.push(Ok(AppendResult {
-            stream_version: stored.last().map(|s| s.version).or(plan.current),
-            stored,
-            duplicates: plan.duplicates,
+        plans.push(plan);
+    }
+    let rows: Vec<(&str, &PlannedRow)> = jobs
+        .iter()
+        .zip(&plans)
+        .filter_map(|(job, plan)| plan.as_ref().ok().map(|plan| (job, plan)))
+        .flat_map(|(job, plan)| plan.rows.iter().map(|row| (job.stream.as_str(), row)))
+        .collect();
+    let mut positions: HashMap<Uuid, u64> = HashMap::with_capacity(rows.len());
+    let mut rest = rows.as_slice();
+    for size in statement_sizes(rows.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let sql = insert_rows(
+            "events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash)",
+            9,
+            size,
+            "RETURNING event_id, position",
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for (stream, row) in chunk {
+            query = query
+                .bind(row.event_id.to_string())
+                .bind(*stream)
+                .bind(row.version as i64)
+                .bind(row.event_type.as_str())
+                .bind(row.schema_version as i64)
+                .bind(row.data.as_str())
+                .bind(row.metadata.as_str())
+                .bind(recorded_text.as_str())
+                .bind(row.hash.to_string());
+        }
+        for (event_id, position) in query.fetch_all(&mut **tx).await? {
+            if let Ok(event_id) = Uuid::parse_str(&event_id) {
+                positions.insert(event_id, position as u64);
+            }
+        }
+    }
+    if positions.len() != rows.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} events inserted but {} positions returned",
+            rows.len(),
+            positions.len()
+        )));
+    }
+    let last_position = positions.values().max().copied();
+    for plan in plans {
+        outcomes.push(plan.map(|plan| {
+            let stored: Vec<StoredEvent> = plan
+                .rows
+                .iter()
+                .map(|row| StoredEvent {
+                    event_id: row.event_id,
+                    version: row.version,
+                    position: positions.get(&row.event_id).copied().unwrap_or_default(),
+                })
+                .collect();
+            AppendResult {
+                stream_version: stored.last().map(|s| s.version).or(plan.current),
+                stored,
+                duplicates: plan.duplicates,
+            }
         }));
     }
-    tx.commit().await?;
-    if let Some(position) = last_position {
-        wake.send_replace(position);
-    }
-    Ok(outcomes)
+    Ok(Appended {
+        outcomes,
+        last_position,
+    })
 }

@@ -473,14 +473,14 @@ async fn open_personal(database_url: Option<&str>) -> Result<(PersonalData, Read
         StoreLocation::Sqlite(path) => {
             let store = SqliteStore::open(&path).await?;
             let db = read_db_sqlite(&path).await?;
-            Ok((PersonalData::new(Arc::new(store), db.clone()), db))
+            Ok((PersonalData::new(Arc::new(store)), db))
         }
         StoreLocation::Postgres(url) => {
             let store = PostgresStore::connect_lazy(&url, None)?;
             store.migrate().await?;
             let db = ReadDb::connect_postgres_lazy(&url, None)
                 .map_err(|e| CliError::Config(e.to_string()))?;
-            Ok((PersonalData::new(Arc::new(store), db.clone()), db))
+            Ok((PersonalData::new(Arc::new(store)), db))
         }
     }
 }

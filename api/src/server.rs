@@ -138,7 +138,7 @@ impl AppState {
         settings: Settings,
     ) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
-        let personal = PersonalData::new(store, read_side.db.clone());
+        let personal = PersonalData::new(store);
         let store: Arc<dyn EventStore> = Arc::new(personal.clone());
         let whatsapp = Arc::new(settings.whatsapp);
         let onboarding = Arc::new(Onboarding::new(

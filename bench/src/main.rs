@@ -617,8 +617,8 @@ fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
 /// appenders; returns conversations/s.
 async fn build_log(db: &Db, conversations: u64) -> Result<f64, String> {
     const WRITERS: u64 = 8;
-    let (store, read) = db.open().await?;
-    let store: Arc<dyn EventStore> = Arc::new(PersonalData::new(store, read));
+    let (store, _) = db.open().await?;
+    let store: Arc<dyn EventStore> = Arc::new(PersonalData::new(store));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
@@ -784,6 +784,8 @@ async fn post(client: &reqwest::Client, url: &str, customer: u64, id: &str) -> b
 }
 
 /// 64 clients posting as fast as the server answers, for `seconds`: messages/s acknowledged.
+/// Client `c` writes as customers `c`, `c + 64`, `c + 128`, … of 20,000, so that no two clients
+/// wait on one conversation at once.
 async fn ingest_saturated(db: &Db, seconds: u64) -> Result<f64, String> {
     let server = start_server(db, 180).await?;
     let url = format!("{}/api/chats/whatsapp_chat/{CHANNEL}", server.base);
@@ -797,7 +799,7 @@ async fn ingest_saturated(db: &Db, seconds: u64) -> Result<f64, String> {
                 let mut ok = 0u64;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let customer = (c * 1_000_003 + n) % 20_000;
+                    let customer = (n * 64 + c) % 20_000;
                     if post(&client, &url, customer, &format!("wamid.sat.{c}.{n}")).await {
                         ok += 1;
                     }

@@ -20,7 +20,8 @@
 //! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`sla`]: the SLA policy, its thresholds and levels.
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
-//!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored.
+//!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored; and
+//!   the [`KeyStore`] port beside it, for the keys that seal personal data.
 //!
 //! Nothing here performs IO, reads the clock or draws random numbers: callers pass `now`
 //! and new ids in. That is what makes a replay of the log rebuild exactly the same state.
@@ -41,4 +42,7 @@ pub mod store;
 
 pub use canonical::{canonical_bytes, chain_hash, EventHash};
 pub use event::{Metadata, NewEvent, RecordedEvent};
-pub use store::{AppendResult, EventStore, ExpectedVersion, Position, StoreError, StoredEvent};
+pub use store::{
+    AppendResult, EventStore, ExpectedVersion, KeyStore, Position, StoreError, StoredEvent,
+    SubjectKey,
+};

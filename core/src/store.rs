@@ -170,6 +170,64 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store answers at all.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The keys kept beside this log (never in it) that seal customers' personal data, when
+    /// the backend keeps them.
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        None
+    }
+}
+
+/// A conversation's key for sealing personal data, as kept beside the log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubjectKey {
+    /// The id sealed events name.
+    pub key_id: String,
+    pub key: [u8; 32],
+}
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key itself never appears in a log line.
+        f.debug_struct("SubjectKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the keys that seal each conversation's personal data live: beside the log, outside
+/// it, so that destroying one forgets what it sealed while the log never changes.
+///
+/// A backend writes keys the way it writes the log (SQLite: through its one writer, in the
+/// same group transactions as appends), so that making a key never waits on, or holds up, an
+/// append.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The key of `stream`, if it has one that was not destroyed.
+    async fn stream_key(&self, stream: &str) -> Result<Option<SubjectKey>, StoreError>;
+
+    /// The key of `stream`, making `fresh` its key when it has none. Callers racing to make one
+    /// (in one process or several) all get the one that was stored first.
+    async fn create_stream_key(
+        &self,
+        stream: &str,
+        fresh: SubjectKey,
+    ) -> Result<SubjectKey, StoreError>;
+
+    /// A key by its id; `None` once destroyed (or never made).
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// The streams whose name ends with `suffix` that have a key, with their key ids, by
+    /// stream name.
+    async fn keyed_streams_ending(&self, suffix: &str)
+        -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Destroys the key of `stream`. Destroying a key that is gone does nothing.
+    async fn destroy_stream_key(&self, stream: &str) -> Result<(), StoreError>;
+
+    /// Leaves no copy of destroyed keys where the database itself could still read them
+    /// (SQLite's write-ahead log, PostgreSQL's dead row versions).
+    async fn purge_destroyed_keys(&self) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

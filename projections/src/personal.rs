@@ -9,7 +9,7 @@
 //! events read with "[erased]" in place of text and names, and the chain still verifies,
 //! because the stored bytes never change.
 //!
-//! Keys live in `subject_keys`, outside the log, so they can be deleted.
+//! Keys live beside the log, outside it (the store's [`KeyStore`]), so they can be destroyed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,15 +23,13 @@ use chatledger_core::conversation::{ConversationEvent, CustomerKey};
 use chatledger_core::personal::{erased_value, put_back, take_personal, SEALED_FIELD};
 use chatledger_core::{
     AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    StoreError,
+    StoreError, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::read_db::{time_text, ReadDb};
 
 type Key = [u8; 32];
 
@@ -58,7 +56,6 @@ pub struct PersonalData {
 
 struct Inner {
     log: Arc<dyn EventStore>,
-    db: ReadDb,
     keys: Mutex<Keys>,
 }
 
@@ -69,17 +66,16 @@ struct Keys {
     by_id: HashMap<String, Option<Key>>,
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!("the key store: {e}"))
+fn no_key_store() -> StoreError {
+    StoreError::Backend("this event store keeps no keys, so it cannot hold personal data".into())
 }
 
 impl PersonalData {
-    /// Wraps `log`; keys are kept in `db` (the log's own database).
-    pub fn new(log: Arc<dyn EventStore>, db: ReadDb) -> Self {
+    /// Wraps `log`; keys are kept in its key store.
+    pub fn new(log: Arc<dyn EventStore>) -> Self {
         PersonalData {
             inner: Arc::new(Inner {
                 log,
-                db,
                 keys: Mutex::new(Keys::default()),
             }),
         }
@@ -99,30 +95,14 @@ impl PersonalData {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
         let inner = &self.inner;
+        let keys = inner.log.keys().ok_or_else(no_key_store)?;
         let suffix = format!("-{customer}");
-        let rows = inner
-            .db
-            .fetch_all(
-                "SELECT stream, key_id FROM subject_keys
-                 WHERE stream LIKE 'conversation-%' AND substr(stream, length(stream) - length($1) + 1) = $1
-                 ORDER BY stream",
-                &[suffix.into()],
-            )
-            .await
-            .map_err(unavailable)?;
         let mut erased = Vec::new();
-        for row in rows {
-            let (Some(stream), Some(key_id)) = (row.text(0), row.text(1)) else {
+        for (stream, key_id) in keys.keyed_streams_ending(&suffix).await? {
+            if !is_conversation(&stream) {
                 continue;
-            };
-            inner
-                .db
-                .execute(
-                    "DELETE FROM subject_keys WHERE stream = $1",
-                    &[(&stream).into()],
-                )
-                .await
-                .map_err(unavailable)?;
+            }
+            keys.destroy_stream_key(&stream).await?;
             inner.evict(&stream, &key_id);
             let event = ConversationEvent::PersonalDataErased {
                 customer: customer.clone(),
@@ -140,14 +120,7 @@ impl PersonalData {
                 .await?;
             erased.push(stream);
         }
-        // Leave no copy of a deleted key behind where the database can reach it: SQLite's
-        // write-ahead log is emptied (deleted rows are zeroed, `secure_delete`); PostgreSQL
-        // drops the dead row versions.
-        let tidy = match inner.db.kind() {
-            "sqlite" => "PRAGMA wal_checkpoint(TRUNCATE)",
-            _ => "VACUUM subject_keys",
-        };
-        if let Err(e) = inner.db.execute(tidy, &[]).await {
+        if let Err(e) = keys.purge_destroyed_keys().await {
             tracing::warn!(error = %e, "could not tidy up after forgetting; the keys are deleted");
         }
         Ok(erased)
@@ -172,44 +145,24 @@ impl Inner {
         {
             return Ok(found);
         }
-        let select = "SELECT key_id, key FROM subject_keys WHERE stream = $1";
-        let mut row = self
-            .db
-            .fetch_optional(select, &[stream.into()])
-            .await
-            .map_err(unavailable)?;
-        if row.is_none() {
-            let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-            // Two processes may create one at once: the first row stays, both use it.
-            self.db
-                .execute(
-                    "INSERT INTO subject_keys (stream, key_id, key, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (stream) DO NOTHING",
-                    &[
-                        stream.into(),
-                        uuid::Uuid::new_v4().to_string().into(),
-                        BASE64.encode(key).into(),
-                        time_text(Utc::now()).into(),
-                    ],
-                )
-                .await
-                .map_err(unavailable)?;
-            row = self
-                .db
-                .fetch_optional(select, &[stream.into()])
-                .await
-                .map_err(unavailable)?;
+        let keys = self.log.keys().ok_or_else(no_key_store)?;
+        let key = match keys.stream_key(stream).await? {
+            Some(key) => key,
+            None => {
+                let fresh = SubjectKey {
+                    key_id: uuid::Uuid::new_v4().to_string(),
+                    key: XChaCha20Poly1305::generate_key(&mut OsRng).into(),
+                };
+                keys.create_stream_key(stream, fresh).await?
+            }
+        };
+        if let Ok(mut cache) = self.keys.lock() {
+            cache
+                .by_stream
+                .insert(stream.to_owned(), (key.key_id.clone(), key.key));
+            cache.by_id.insert(key.key_id.clone(), Some(key.key));
         }
-        let row = row.ok_or_else(|| StoreError::Backend(format!("no key for {stream}")))?;
-        let key_id = row.text(0).unwrap_or_default();
-        let key = decode_key(&row.text(1).unwrap_or_default())
-            .ok_or_else(|| StoreError::Corrupt(format!("the key of {stream} is unreadable")))?;
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.by_stream
-                .insert(stream.to_owned(), (key_id.clone(), key));
-            keys.by_id.insert(key_id.clone(), Some(key));
-        }
-        Ok((key_id, key))
+        Ok((key.key_id, key.key))
     }
 
     /// A key by id; `None` once destroyed.
@@ -222,18 +175,10 @@ impl Inner {
         {
             return Ok(found);
         }
-        let key = self
-            .db
-            .fetch_optional(
-                "SELECT key FROM subject_keys WHERE key_id = $1",
-                &[key_id.into()],
-            )
-            .await
-            .map_err(unavailable)?
-            .and_then(|row| row.text(0))
-            .and_then(|text| decode_key(&text));
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.by_id.insert(key_id.to_owned(), key);
+        let keys = self.log.keys().ok_or_else(no_key_store)?;
+        let key = keys.key_by_id(key_id).await?;
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.by_id.insert(key_id.to_owned(), key);
         }
         Ok(key)
     }
@@ -276,10 +221,6 @@ impl Inner {
         }
         Ok(event)
     }
-}
-
-fn decode_key(text: &str) -> Option<Key> {
-    BASE64.decode(text).ok()?.try_into().ok()
 }
 
 fn seal(event: &mut NewEvent, key_id: &str, key: &Key) -> Result<(), StoreError> {

@@ -1,4 +1,6 @@
-//! The database read models live in: the log's own database, SQLite or PostgreSQL.
+//! The database read models live in: on PostgreSQL the log's own database; beside a SQLite
+//! log, a file of their own (`chatledger.read-models.db` beside `chatledger.db`), because
+//! SQLite has one write lock per file and the log's writer must never wait for a projector.
 //!
 //! Projectors and queries write one SQL text for both backends (sqlx binds `$1`, `$2`, … by
 //! number on SQLite as on PostgreSQL), with arguments as [`Arg`]s. Times are stored as
@@ -71,6 +73,19 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate!("../schema/migrations/sqlite-read");
+
+/// The file holding the read models of the SQLite log at `log`: `chatledger.db` keeps them in
+/// `chatledger.read-models.db`. Deleting it loses nothing: it is rebuilt from the log.
+pub fn sqlite_path(log: &Path) -> std::path::PathBuf {
+    let stem = log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "chatledger".into());
+    log.with_file_name(format!("{stem}.read-models.db"))
+}
+
 /// A connection pool to the read-model database.
 #[derive(Clone, Debug)]
 pub enum ReadDb {
@@ -105,11 +120,14 @@ macro_rules! bind_all {
 }
 
 impl ReadDb {
-    /// Read models beside a SQLite log. They can always be rebuilt from the log, so a commit
-    /// need not wait for the disk (`synchronous=NORMAL`); the checkpoint commits with them.
-    pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+    /// The read models of the SQLite log at `log`, in their own file beside it (see
+    /// [`sqlite_path`]), created and migrated when missing. They can always be rebuilt from
+    /// the log, so a commit need not wait for the disk (`synchronous=NORMAL`); each
+    /// projector's checkpoint commits with its rows.
+    pub async fn open_sqlite(log: &Path) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
+            .filename(sqlite_path(log))
+            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
@@ -119,6 +137,7 @@ impl ReadDb {
             .max_connections(4)
             .connect_with(options)
             .await?;
+        SQLITE_MIGRATOR.run(&pool).await?;
         Ok(ReadDb::Sqlite(pool))
     }
 

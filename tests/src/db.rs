@@ -117,6 +117,20 @@ pub enum TestDb {
 }
 
 impl TestDb {
+    /// The log's own database, for what only a test may do there (tampering with `events`).
+    /// On PostgreSQL the read models share it; beside SQLite they have a file of their own.
+    pub async fn log_db(&self) -> chatledger_projections::read_db::ReadDb {
+        use chatledger_projections::read_db::ReadDb;
+        match self {
+            TestDb::Sqlite(db) => ReadDb::Sqlite(
+                sqlx::SqlitePool::connect(&format!("sqlite://{}", db.path.display()))
+                    .await
+                    .expect("the log's database opens"),
+            ),
+            TestDb::Postgres(_) => self.read_db().await,
+        }
+    }
+
     /// The read-model database beside this test's log.
     pub async fn read_db(&self) -> chatledger_projections::read_db::ReadDb {
         use chatledger_projections::read_db::ReadDb;

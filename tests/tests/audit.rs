@@ -74,7 +74,7 @@ impl SealedLog {
             .into_iter()
             .filter(|e| e.stream.starts_with("conversation-"))
             .collect();
-        let sql = db.read_db().await;
+        let sql = db.log_db().await;
         SealedLog {
             db,
             store,
@@ -358,7 +358,7 @@ async fn the_audit_head_can_be_noted_and_checked_later(backend: Backend) {
     )
     .await
     .expect("nothing changed since it was noted");
-    let sql = server.db.read_db().await;
+    let sql = server.db.log_db().await;
     sql.execute("DELETE FROM events WHERE stream LIKE 'config-%'", &[])
         .await
         .unwrap();

@@ -251,21 +251,35 @@ impl Server {
         );
     }
 
-    /// Every table of the database (log, keys, read models), every row, as one text.
+    /// Every table of the database (log, keys, read models; beside SQLite, both files), every
+    /// row, as one text.
     pub async fn whole_database(&self) -> String {
-        let db = self.db.read_db().await;
-        let list = match db.kind() {
-            "sqlite" => "SELECT name FROM sqlite_master WHERE type = 'table'",
-            _ => "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-        };
         let mut all = String::new();
-        for table in db.fetch_all(list, &[]).await.unwrap() {
-            let table = table.text(0).unwrap();
-            for row in db.dump_table(&table).await.unwrap() {
-                all.push_str(&format!("{table}: {row:?}\n"));
+        let mut tables = Vec::new();
+        let databases = match &self.db {
+            chatledger_tests::db::TestDb::Sqlite(_) => {
+                vec![self.db.log_db().await, self.db.read_db().await]
+            }
+            chatledger_tests::db::TestDb::Postgres(_) => vec![self.db.read_db().await],
+        };
+        for db in databases {
+            let list = match db.kind() {
+                "sqlite" => "SELECT name FROM sqlite_master WHERE type = 'table'",
+                _ => "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+            };
+            for table in db.fetch_all(list, &[]).await.unwrap() {
+                let table = table.text(0).unwrap();
+                for row in db.dump_table(&table).await.unwrap() {
+                    all.push_str(&format!("{table}: {row:?}\n"));
+                }
+                tables.push(table);
             }
         }
         assert!(all.contains("events:"), "the scan reads the log too");
+        assert!(
+            tables.iter().any(|t| t.starts_with("chats_g")),
+            "the scan reads the read models too: {tables:?}"
+        );
         all
     }
 
