@@ -64,6 +64,10 @@ struct Args {
     only: Vec<String>,
 }
 
+/// The allocator the `chatledger` binary uses, so that what is measured is what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const APP_SECRET: &str = "bench-app-secret";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 const CHANNEL: &str = "9099039188";
@@ -107,7 +111,11 @@ impl Db {
     async fn fresh(server: Option<&str>) -> Result<Db, String> {
         match server {
             None => {
-                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let mut dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                if std::env::var_os("CHATLEDGER_BENCH_KEEP").is_some() {
+                    dir.disable_cleanup(true);
+                    eprintln!("keeping {}", dir.path().display());
+                }
                 let path = dir.path().join("chatledger.db");
                 Ok(Db {
                     kind: DbKind::Sqlite(path),
