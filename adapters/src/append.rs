@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use chatledger_core::canonical::{canonical_json_string, chain_hash, HashedFields};
+use chatledger_core::canonical::{canonical_parts, chain_hash_with, HashedFields};
 use chatledger_core::{EventHash, ExpectedVersion, NewEvent, StoreError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -112,17 +112,15 @@ pub(crate) fn plan_append(
             metadata: &event.metadata,
             recorded_at,
         };
-        let hash = chain_hash(&previous, &fields);
-        let metadata = serde_json::to_value(&event.metadata).map_err(|e| {
-            StoreError::Invalid(format!("metadata of event {}: {e}", event.event_id))
-        })?;
+        let (data, metadata) = canonical_parts(&fields);
+        let hash = chain_hash_with(&previous, &fields, &data, &metadata);
         plan.rows.push(PlannedRow {
             event_id: event.event_id,
             version,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            data: canonical_json_string(&event.data),
-            metadata: canonical_json_string(&metadata),
+            data,
+            metadata,
             hash,
         });
         previous = hash;

@@ -412,6 +412,24 @@ impl KeyStore for PostgresStore {
             .ok_or_else(|| StoreError::Backend(format!("the key of {stream} was not kept")))
     }
 
+    async fn append_with_new_key(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        key: SubjectKey,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        // Key and events commit separately here; a key left without events (the append
+        // failed) is harmless, and is simply the stream's key when it is next written.
+        let key_id = key.key_id.clone();
+        if self.create_stream_key(stream, key).await?.key_id != key_id {
+            return Ok(None);
+        }
+        EventStore::append(self, stream, expected, events)
+            .await
+            .map(Some)
+    }
+
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let key: Option<String> =
             sqlx::query_scalar("SELECT key FROM subject_keys WHERE key_id = $1")

@@ -20,13 +20,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chatledger_core::canonical::{format_recorded_at, truncate_to_micros};
 use chatledger_core::{
-    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
-    StoreError, StoredEvent, SubjectKey,
+    AppendResult, EventHash, EventStore, ExpectedVersion, KeyStore, NewEvent, Position,
+    RecordedEvent, StoreError, StoredEvent, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -62,6 +64,12 @@ struct AppendJob {
 /// What the writer is asked to do.
 enum Work {
     Append(AppendJob),
+    /// Store `key` as the stream's key and append (events sealed with it), unless the stream
+    /// has another key: then nothing is written.
+    AppendWithKey {
+        job: AppendJob,
+        key: SubjectKey,
+    },
     /// Store `fresh` as the stream's key unless it has one; answer the stream's key.
     CreateKey {
         stream: String,
@@ -78,6 +86,8 @@ enum Work {
 enum Done {
     Appended(AppendResult),
     Key(SubjectKey),
+    /// The stream already had another key.
+    KeyTaken,
     Nothing,
 }
 
@@ -89,6 +99,22 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: mpsc::Sender<(Work, Reply)>,
     wake: watch::Receiver<u64>,
+    counts: Arc<Counts>,
+}
+
+/// What the writer has done since the store was opened.
+#[derive(Debug, Default)]
+struct Counts {
+    commits: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// How much group commit is grouping: requests (appends, keys) written, and the
+/// transactions that wrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterCounts {
+    pub commits: u64,
+    pub requests: u64,
 }
 
 impl SqliteStore {
@@ -144,13 +170,23 @@ impl SqliteStore {
             .map_err(not_a_db)?;
         let (wake_tx, wake) = watch::channel(head as u64);
         let (to_writer, queue) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(writer, queue, wake_tx));
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(writer_loop(writer, queue, wake_tx, counts.clone()));
         Ok(SqliteStore {
             path: path.to_owned(),
             reader,
             writer: to_writer,
             wake,
+            counts,
         })
+    }
+
+    /// Requests written and the transactions that wrote them, since the store was opened.
+    pub fn writer_counts(&self) -> WriterCounts {
+        WriterCounts {
+            commits: self.counts.commits.load(Ordering::Relaxed),
+            requests: self.counts.requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Hands `work` to the writer and waits for its answer.
@@ -281,6 +317,28 @@ impl KeyStore for SqliteStore {
         }
     }
 
+    async fn append_with_new_key(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        key: SubjectKey,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        validate(stream, &events)?;
+        let job = AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        };
+        match self.write(Work::AppendWithKey { job, key }).await? {
+            Done::Appended(result) => Ok(Some(result)),
+            Done::KeyTaken => Ok(None),
+            _ => Err(StoreError::Backend(
+                "the writer answered an append with something else".into(),
+            )),
+        }
+    }
+
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let key: Option<String> =
             sqlx::query_scalar("SELECT key FROM subject_keys WHERE key_id = ?")
@@ -361,6 +419,7 @@ async fn writer_loop(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<(Work, Reply)>,
     wake: watch::Sender<u64>,
+    counts: Arc<Counts>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
@@ -371,6 +430,10 @@ async fn writer_loop(
             }
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().unzip();
+        counts.commits.fetch_add(1, Ordering::Relaxed);
+        counts
+            .requests
+            .fetch_add(work.len() as u64, Ordering::Relaxed);
         let mut outcomes = match write_group(&mut conn, &work, &wake).await {
             Ok(outcomes) => outcomes,
             Err(e) if work.len() > 1 => {
@@ -412,60 +475,66 @@ async fn write_group(
     wake: &watch::Sender<u64>,
 ) -> Result<Vec<Result<Done, StoreError>>, sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(work.len());
-    let jobs: Vec<&AppendJob> = work
-        .iter()
-        .filter_map(|w| match w {
-            Work::Append(job) => Some(job),
-            _ => None,
-        })
-        .collect();
     // Keys first: an append in the same group may be sealed with a key made before it.
     let made = create_keys(&mut tx, work).await?;
+    let kept = |stream: &String| match made.get(stream.as_str()) {
+        Some((key_id, key)) => keys::decode(stream, key_id.clone(), key),
+        None => Err(StoreError::Backend(format!(
+            "the key of {stream} was not kept"
+        ))),
+    };
+    // Each request's answer, in the order asked; appends are answered once written.
+    let mut answers: Vec<Option<Result<Done, StoreError>>> = Vec::with_capacity(work.len());
+    let mut jobs: Vec<&AppendJob> = Vec::new();
     for w in work {
-        match w {
-            Work::Append(_) => {}
-            Work::CreateKey { stream, .. } => outcomes.push(match made.get(stream.as_str()) {
-                Some((key_id, key)) => keys::decode(stream, key_id.clone(), key).map(Done::Key),
-                None => Err(StoreError::Backend(format!(
-                    "the key of {stream} was not kept"
-                ))),
-            }),
+        let answer = match w {
+            Work::Append(job) => {
+                jobs.push(job);
+                None
+            }
+            Work::AppendWithKey { job, key } => match kept(&job.stream) {
+                Ok(stored) if stored.key_id == key.key_id => {
+                    jobs.push(job);
+                    None
+                }
+                Ok(_) => Some(Ok(Done::KeyTaken)),
+                Err(e) => Some(Err(e)),
+            },
+            Work::CreateKey { stream, .. } => Some(kept(stream).map(Done::Key)),
             Work::DestroyKey { stream } => {
                 sqlx::query("DELETE FROM subject_keys WHERE stream = ?")
                     .bind(stream)
                     .execute(&mut *tx)
                     .await?;
-                outcomes.push(Ok(Done::Nothing));
+                Some(Ok(Done::Nothing))
             }
-            Work::Checkpoint => outcomes.push(Ok(Done::Nothing)),
-        }
+            Work::Checkpoint => Some(Ok(Done::Nothing)),
+        };
+        answers.push(answer);
     }
     let appended = append_all(&mut tx, &jobs).await?;
     tx.commit().await?;
     if let Some(position) = appended.last_position {
         wake.send_replace(position);
     }
-    // Answers in the order asked.
     let mut appended = appended.outcomes.into_iter();
-    let mut others = outcomes.into_iter();
-    Ok(work
-        .iter()
-        .map(|w| match w {
-            Work::Append(_) => appended
-                .next()
-                .unwrap_or_else(|| Err(StoreError::Backend("an append went unanswered".into())))
-                .map(Done::Appended),
-            _ => others
-                .next()
-                .unwrap_or_else(|| Err(StoreError::Backend("a request went unanswered".into()))),
+    Ok(answers
+        .into_iter()
+        .map(|answer| {
+            answer.unwrap_or_else(|| {
+                appended
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Backend("an append went unanswered".into())))
+                    .map(Done::Appended)
+            })
         })
         .collect())
 }
 
-/// Rows a multi-row statement inserts at once: a few fixed sizes, so that every statement
-/// text is prepared once and cached, however large the group.
-const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
+/// Rows a multi-row statement inserts at once: a few fixed sizes (each with at most 9 × 256
+/// parameters, far below SQLite's limit), so that every statement text is prepared once and
+/// cached, however large the group, and a group needs only a few statements.
+const ROWS_PER_STATEMENT: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `n` rows into statement sizes from [`ROWS_PER_STATEMENT`], largest first.
 fn statement_sizes(mut n: usize) -> Vec<usize> {
@@ -498,6 +567,7 @@ async fn create_keys(
         .iter()
         .filter_map(|w| match w {
             Work::CreateKey { stream, fresh } => Some((stream, fresh)),
+            Work::AppendWithKey { job, key } => Some((&job.stream, key)),
             _ => None,
         })
         .collect();
@@ -567,38 +637,42 @@ async fn append_all(
             .flat_map(|job| job.events.iter().map(|e| e.event_id.to_string()))
             .collect(),
     );
-    let mut stored_ids: HashMap<Uuid, String> = sqlx::query_as::<_, (String, String)>(
-        "SELECT event_id, stream FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+    let streams = as_json(jobs.iter().map(|job| job.stream.clone()).collect());
+    // One statement for both: which given ids are stored already (in which stream), and the
+    // head of every stream named.
+    type Found = (String, String, Option<String>, Option<i64>, Option<String>);
+    let found: Vec<Found> = sqlx::query_as(
+        "SELECT 'id', event_id, stream, NULL, NULL FROM events
+           WHERE event_id IN (SELECT value FROM json_each(?1))
+         UNION ALL
+         SELECT 'head', e.stream, NULL, e.version, e.hash FROM events e
+         JOIN (SELECT stream, MAX(version) AS version FROM events
+               WHERE stream IN (SELECT value FROM json_each(?2)) GROUP BY stream) h
+           ON e.stream = h.stream AND e.version = h.version",
     )
     .bind(ids)
+    .bind(streams)
     .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .filter_map(|(id, stream)| Uuid::parse_str(&id).ok().map(|id| (id, stream)))
-    .collect();
-    let streams = as_json(jobs.iter().map(|job| job.stream.clone()).collect());
-    let mut heads: HashMap<String, Result<StreamHead, String>> =
-        sqlx::query_as::<_, (String, i64, String)>(
-            "SELECT e.stream, e.version, e.hash FROM events e
-         JOIN (SELECT stream, MAX(version) AS version FROM events
-               WHERE stream IN (SELECT value FROM json_each(?)) GROUP BY stream) h
-           ON e.stream = h.stream AND e.version = h.version",
-        )
-        .bind(streams)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|(stream, version, hash)| {
-            let head = hash
-                .parse()
-                .map(|hash| StreamHead {
-                    version: version as u64,
-                    hash,
-                })
-                .map_err(|e| format!("{e}"));
-            (stream, head)
-        })
-        .collect();
+    .await?;
+    let mut stored_ids: HashMap<Uuid, String> = HashMap::new();
+    let mut heads: HashMap<String, Result<StreamHead, String>> = HashMap::new();
+    for (kind, key, stream, version, hash) in found {
+        if kind == "id" {
+            if let (Ok(id), Some(stream)) = (Uuid::parse_str(&key), stream) {
+                stored_ids.insert(id, stream);
+            }
+            continue;
+        }
+        let head = match (version, hash.map(|h| h.parse::<EventHash>())) {
+            (Some(version), Some(Ok(hash))) => Ok(StreamHead {
+                version: version as u64,
+                hash,
+            }),
+            (_, Some(Err(e))) => Err(e.to_string()),
+            _ => Err("the head has no version or hash".to_owned()),
+        };
+        heads.insert(key, head);
+    }
     // Plan every append against the state the earlier ones leave, then insert all their
     // rows with a few multi-row statements.
     let mut plans: Vec<Result<AppendPlan, StoreError>> = Vec::with_capacity(jobs.len());

@@ -107,27 +107,61 @@ pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The canonical bytes of an event (see the module documentation).
 pub fn canonical_bytes(fields: &HashedFields<'_>) -> Vec<u8> {
+    let (data, metadata) = canonical_parts(fields);
+    canonical_bytes_with(fields, &data, &metadata)
+}
+
+/// The canonical JSON of an event's data and metadata: what a store keeps, and what the
+/// canonical bytes embed.
+pub fn canonical_parts(fields: &HashedFields<'_>) -> (String, String) {
     let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
-    let doc = serde_json::json!({
-        "data": fields.data,
-        "event_id": fields.event_id.hyphenated().to_string(),
-        "event_type": fields.event_type,
-        "metadata": metadata,
-        "recorded_at": format_recorded_at(fields.recorded_at),
-        "schema_version": fields.schema_version,
-        "stream": fields.stream,
-        "version": fields.version,
-    });
-    let mut out = Vec::with_capacity(256);
-    write_canonical_json(&doc, &mut out);
+    (
+        canonical_json_string(fields.data),
+        canonical_json_string(&metadata),
+    )
+}
+
+/// The canonical bytes, given the canonical JSON of the data and metadata already written
+/// (so that an append writes each once). The document's keys, sorted: data, event_id,
+/// event_type, metadata, recorded_at, schema_version, stream, version.
+pub fn canonical_bytes_with(fields: &HashedFields<'_>, data: &str, metadata: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + metadata.len() + 256);
+    out.extend_from_slice(b"{\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b",\"event_id\":");
+    write_json_string(&fields.event_id.hyphenated().to_string(), &mut out);
+    out.extend_from_slice(b",\"event_type\":");
+    write_json_string(fields.event_type, &mut out);
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(metadata.as_bytes());
+    out.extend_from_slice(b",\"recorded_at\":");
+    write_json_string(&format_recorded_at(fields.recorded_at), &mut out);
+    out.extend_from_slice(b",\"schema_version\":");
+    out.extend_from_slice(fields.schema_version.to_string().as_bytes());
+    out.extend_from_slice(b",\"stream\":");
+    write_json_string(fields.stream, &mut out);
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(fields.version.to_string().as_bytes());
+    out.push(b'}');
     out
 }
 
 /// `SHA-256(previous ‖ canonical bytes)`.
 pub fn chain_hash(previous: &EventHash, fields: &HashedFields<'_>) -> EventHash {
+    let (data, metadata) = canonical_parts(fields);
+    chain_hash_with(previous, fields, &data, &metadata)
+}
+
+/// [`chain_hash`], given the canonical JSON of the data and metadata already written.
+pub fn chain_hash_with(
+    previous: &EventHash,
+    fields: &HashedFields<'_>,
+    data: &str,
+    metadata: &str,
+) -> EventHash {
     let mut hasher = Sha256::new();
     hasher.update(previous.0);
-    hasher.update(canonical_bytes(fields));
+    hasher.update(canonical_bytes_with(fields, data, metadata));
     EventHash(hasher.finalize().into())
 }
 

@@ -214,6 +214,18 @@ pub trait KeyStore: Send + Sync {
         fresh: SubjectKey,
     ) -> Result<SubjectKey, StoreError>;
 
+    /// Makes `key` the new key of `stream` and appends `events` (sealed with it) in one go:
+    /// a new conversation's first events cost one write, not two. `Ok(None)` when the stream
+    /// already has another key (made meanwhile, here or in another process): nothing is
+    /// appended, and the caller seals with that key instead.
+    async fn append_with_new_key(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        key: SubjectKey,
+    ) -> Result<Option<AppendResult>, StoreError>;
+
     /// A key by its id; `None` once destroyed (or never made).
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError>;
 

@@ -135,34 +135,70 @@ impl Inner {
         }
     }
 
-    /// The key of `stream`, created on first use.
-    async fn key_for_stream(&self, stream: &str) -> Result<(String, Key), StoreError> {
-        if let Some(found) = self
-            .keys
+    /// The key of `stream` this process already knows.
+    fn known_key(&self, stream: &str) -> Option<(String, Key)> {
+        self.keys
             .lock()
             .ok()
             .and_then(|k| k.by_stream.get(stream).cloned())
-        {
-            return Ok(found);
-        }
-        let keys = self.log.keys().ok_or_else(no_key_store)?;
-        let key = match keys.stream_key(stream).await? {
-            Some(key) => key,
-            None => {
-                let fresh = SubjectKey {
-                    key_id: uuid::Uuid::new_v4().to_string(),
-                    key: XChaCha20Poly1305::generate_key(&mut OsRng).into(),
-                };
-                keys.create_stream_key(stream, fresh).await?
-            }
-        };
+    }
+
+    fn remember(&self, stream: &str, key: &SubjectKey) {
         if let Ok(mut cache) = self.keys.lock() {
             cache
                 .by_stream
                 .insert(stream.to_owned(), (key.key_id.clone(), key.key));
             cache.by_id.insert(key.key_id.clone(), Some(key.key));
         }
-        Ok((key.key_id, key.key))
+    }
+
+    /// Seals the personal data of `events` under `stream`'s key and appends them. A stream
+    /// without a key gets one in the same write as its events.
+    async fn append_sealed(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let seal_all = |events: &mut Vec<NewEvent>, key_id: &str, key: &Key| {
+            events.iter_mut().try_for_each(|e| seal(e, key_id, key))
+        };
+        if let Some((key_id, key)) = self.known_key(stream) {
+            seal_all(&mut events, &key_id, &key)?;
+            return self.log.append(stream, expected, events).await;
+        }
+        let keys = self.log.keys().ok_or_else(no_key_store)?;
+        // A caller appending to a stream it believes empty is starting a conversation: its key
+        // is new too, so there is nothing to look up first.
+        let stored = match expected {
+            ExpectedVersion::NoStream => None,
+            _ => keys.stream_key(stream).await?,
+        };
+        let key = match stored {
+            Some(key) => key,
+            None => {
+                let fresh = SubjectKey {
+                    key_id: uuid::Uuid::new_v4().to_string(),
+                    key: XChaCha20Poly1305::generate_key(&mut OsRng).into(),
+                };
+                let mut sealed = events.clone();
+                seal_all(&mut sealed, &fresh.key_id, &fresh.key)?;
+                if let Some(result) = keys
+                    .append_with_new_key(stream, expected, sealed, fresh.clone())
+                    .await?
+                {
+                    self.remember(stream, &fresh);
+                    return Ok(result);
+                }
+                // The stream got a key meanwhile: seal with that one.
+                keys.stream_key(stream).await?.ok_or_else(|| {
+                    StoreError::Backend(format!("the key of {stream} disappeared"))
+                })?
+            }
+        };
+        self.remember(stream, &key);
+        seal_all(&mut events, &key.key_id, &key.key)?;
+        self.log.append(stream, expected, events).await
     }
 
     /// A key by id; `None` once destroyed.
@@ -283,7 +319,7 @@ impl EventStore for PersonalData {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        mut events: Vec<NewEvent>,
+        events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         let personal = is_conversation(stream)
             && events.iter().any(|e| {
@@ -292,10 +328,7 @@ impl EventStore for PersonalData {
                     .any(|p| e.data.pointer(p).is_some_and(|v| !v.is_null()))
             });
         if personal {
-            let (key_id, key) = self.inner.key_for_stream(stream).await?;
-            for event in &mut events {
-                seal(event, &key_id, &key)?;
-            }
+            return self.inner.append_sealed(stream, expected, events).await;
         }
         self.inner.log.append(stream, expected, events).await
     }

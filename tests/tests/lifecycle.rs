@@ -613,7 +613,8 @@ async fn executives_tag_chats_from_the_catalog(backend: Backend) {
         .executive("asha@oneway.cab", Role::Executive, &["partner"])
         .await;
     server.partner_writes("919300000001", "wamid.tag.1").await;
-    let chat_id = server.chats_when(|c| c.len() == 1).await[0]["chatId"]
+    server.partner_writes("919300000002", "wamid.tag.2").await;
+    let chat_id = server.chats_when(|c| c.len() == 2).await[0]["chatId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -698,6 +699,20 @@ async fn executives_tag_chats_from_the_catalog(backend: Backend) {
         )
         .await;
     assert_eq!(filtered["chats"]["nodes"].as_array().unwrap().len(), 1);
+    // A page of chats reads its tags at once; each chat still shows its own.
+    let listed = server
+        .query(
+            r#"{ chats(filter: {stakeholder: "partner"}) { nodes { customerNumber tags } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["chats"]["nodes"],
+        json!([
+            {"customerNumber": "+919300000002", "tags": []},
+            {"customerNumber": "+919300000001", "tags": ["Payment"]},
+        ])
+    );
     let untagged = server
         .gql_as(&asha, remove, json!({"c": chat_id, "t": "Payment"}))
         .await;
