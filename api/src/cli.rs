@@ -866,7 +866,7 @@ async fn replay(database_url: Option<&str>, only: Option<&str>) -> Result<(), Cl
     bar.set_prefix(names.join(", "));
     let started = std::time::Instant::now();
     let rebuilt = chatledger_projections::runner::rebuild(
-        store.as_ref(),
+        store.clone(),
         &db,
         &projectors,
         |position, events| {

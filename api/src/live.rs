@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatledger_core::RecordedEvent;
+use chatledger_core::conversation::DecodedEvent;
 use chatledger_projections::tail::LogTail;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch};
@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 /// Events waiting for the slowest subscriber before it starts missing some.
 pub const CAPACITY: usize = 4_096;
 
-pub type LiveEvents = broadcast::Sender<Arc<RecordedEvent>>;
+pub type LiveEvents = broadcast::Sender<Arc<DecodedEvent>>;
 
 /// Starts following the log from its current head and publishing every new event, until
 /// `shutdown` turns true.
@@ -48,8 +48,8 @@ pub fn spawn_feed(tail: LogTail, sender: LiveEvents, mut shutdown: watch::Receiv
 /// A subscriber's stream of live events. A subscriber too slow to keep up skips what it
 /// missed (and it is logged); the log itself still has everything.
 pub fn events(
-    receiver: broadcast::Receiver<Arc<RecordedEvent>>,
-) -> impl Stream<Item = Arc<RecordedEvent>> {
+    receiver: broadcast::Receiver<Arc<DecodedEvent>>,
+) -> impl Stream<Item = Arc<DecodedEvent>> {
     futures_util::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {

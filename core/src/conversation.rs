@@ -588,8 +588,101 @@ impl ConversationEvent {
         ) {
             return Ok(None);
         }
-        let tagged = serde_json::json!({"type": event.event_type, "data": event.data});
-        serde_json::from_value(tagged).map(Some)
+        // Read straight from the stored data, the tag first, so that nothing is cloned or
+        // buffered on the way (an adjacently tagged enum met in the stored key order, data
+        // before type, would be).
+        let tagged = Tagged {
+            event_type: &event.event_type,
+            data: &event.data,
+            read: 0,
+        };
+        ConversationEvent::deserialize(serde::de::value::MapAccessDeserializer::new(tagged))
+            .map(Some)
+    }
+}
+
+/// An event read from the log, with its conversation event decoded once, on first use, for
+/// every read model and reactor that looks at it.
+#[derive(Debug)]
+pub struct DecodedEvent {
+    recorded: RecordedEvent,
+    conversation: std::sync::OnceLock<Result<Option<ConversationEvent>, String>>,
+}
+
+impl DecodedEvent {
+    pub fn new(recorded: RecordedEvent) -> Self {
+        DecodedEvent {
+            recorded,
+            conversation: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The conversation event, if this is one (see [`ConversationEvent::from_recorded`]);
+    /// the error says why it could not be read.
+    pub fn conversation(&self) -> Result<Option<&ConversationEvent>, &str> {
+        match self.conversation.get_or_init(|| {
+            ConversationEvent::from_recorded(&self.recorded).map_err(|e| e.to_string())
+        }) {
+            Ok(event) => Ok(event.as_ref()),
+            Err(e) => Err(e.as_str()),
+        }
+    }
+
+    /// The stored event.
+    pub fn recorded(&self) -> &RecordedEvent {
+        &self.recorded
+    }
+}
+
+impl std::ops::Deref for DecodedEvent {
+    type Target = RecordedEvent;
+
+    fn deref(&self) -> &RecordedEvent {
+        &self.recorded
+    }
+}
+
+impl From<RecordedEvent> for DecodedEvent {
+    fn from(recorded: RecordedEvent) -> Self {
+        DecodedEvent::new(recorded)
+    }
+}
+
+/// A stored event seen as `{"type": …, "data": …}`, in that order, without copying it.
+struct Tagged<'a> {
+    event_type: &'a str,
+    data: &'a serde_json::Value,
+    /// Entries handed out so far.
+    read: u8,
+}
+
+impl<'de> serde::de::MapAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = match self.read {
+            0 => "type",
+            1 => "data",
+            _ => return Ok(None),
+        };
+        seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.read += 1;
+        match self.read {
+            1 => seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(
+                self.event_type,
+            )),
+            _ => seed.deserialize(self.data),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::channel::Channel;
 use chatledger_core::credential::{
     BusinessEvent, Credential, CredentialEvent, CredentialStatus, IntegrationKind,
@@ -249,7 +250,7 @@ impl Projector for Credentials {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         if let Some(business) = event.stream.strip_prefix("business-") {
             if let Some(BusinessEvent::IntegrationChosen { kind, by, at, .. }) =

@@ -7,6 +7,7 @@
 //! RFC 3339 text in UTC with six fraction digits, which sorts as time does.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -55,6 +56,11 @@ impl From<DateTime<Utc>> for Arg {
         Arg::Text(time_text(v))
     }
 }
+impl From<&DateTime<Utc>> for Arg {
+    fn from(v: &DateTime<Utc>) -> Self {
+        Arg::Text(time_text(*v))
+    }
+}
 impl<T: Into<Arg>> From<Option<T>> for Arg {
     fn from(v: Option<T>) -> Self {
         v.map_or(Arg::Null, Into::into)
@@ -86,23 +92,139 @@ pub fn sqlite_path(log: &Path) -> std::path::PathBuf {
     log.with_file_name(format!("{stem}.read-models.db"))
 }
 
-/// A connection pool to the read-model database.
+/// The read-model database.
 #[derive(Clone, Debug)]
 pub enum ReadDb {
-    Sqlite(SqlitePool),
+    /// Queries go through the pool. Projection writes, when `writer` is there, go through that
+    /// one native connection: statements run in this process, prepared once, without a hop to
+    /// another thread each (the cost that dominated projecting, and replay above all).
+    Sqlite {
+        pool: SqlitePool,
+        writer: Option<Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
+    },
     Postgres(PgPool),
 }
 
 /// A read-model transaction.
 pub enum ReadTx {
     Sqlite(Transaction<'static, Sqlite>),
+    Native(NativeTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
 /// A row of a read-model query, read by column index.
 pub enum DbRow {
     Sqlite(SqliteRow),
+    Native(Vec<rusqlite::types::Value>),
     Postgres(PgRow),
+}
+
+/// A failed read-model statement.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// Projection writes on SQLite run on a blocking thread, which ended without an answer.
+    #[error("the read-model writer stopped: {0}")]
+    Stopped(String),
+}
+
+/// Prepared statements the native writer keeps: every projector's, for two generations.
+const NATIVE_STATEMENT_CACHE: usize = 512;
+/// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read
+/// back by key while they are written, all over the file.
+const NATIVE_CACHE_KIB: i64 = 65_536;
+
+/// A transaction on the native SQLite writer. Dropped without [`ReadTx::commit`], it rolls
+/// back.
+pub struct NativeTx {
+    conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
+    open: bool,
+}
+
+impl NativeTx {
+    fn begin(
+        conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
+    ) -> Result<Self, rusqlite::Error> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(NativeTx { conn, open: true })
+    }
+
+    /// `sql` prepared (once) with `args` bound to its `$N` parameters by number, as sqlx does.
+    fn bound<'c>(
+        conn: &'c rusqlite::Connection,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<rusqlite::CachedStatement<'c>, rusqlite::Error> {
+        let mut statement = conn.prepare_cached(sql)?;
+        for index in 1..=statement.parameter_count() {
+            let number = statement
+                .parameter_name(index)
+                .and_then(|name| name.trim_start_matches(['$', '?']).parse::<usize>().ok())
+                .unwrap_or(index);
+            let arg = args.get(number - 1).unwrap_or(&Arg::Null);
+            statement.raw_bind_parameter(index, arg)?;
+        }
+        Ok(statement)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, rusqlite::Error> {
+        let mut statement = Self::bound(&self.conn, sql, args)?;
+        Ok(statement.raw_execute()? as u64)
+    }
+
+    fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, rusqlite::Error> {
+        let mut statement = Self::bound(&self.conn, sql, args)?;
+        let width = statement.column_count();
+        let mut rows = statement.raw_query();
+        let mut all = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(row.get::<_, rusqlite::types::Value>(i)?);
+            }
+            all.push(DbRow::Native(values));
+        }
+        Ok(all)
+    }
+
+    fn commit(mut self) -> Result<(), rusqlite::Error> {
+        self.open = false;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Drop for NativeTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Arg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+            Arg::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Arg::Null => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+/// Opens the native writer on the read-model file at `path`.
+fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(NATIVE_STATEMENT_CACHE);
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;
+         PRAGMA cache_size = -{NATIVE_CACHE_KIB};"
+    ))?;
+    Ok(conn)
 }
 
 macro_rules! bind_all {
@@ -124,9 +246,10 @@ impl ReadDb {
     /// [`sqlite_path`]), created and migrated when missing. They can always be rebuilt from
     /// the log, so a commit need not wait for the disk (`synchronous=NORMAL`); each
     /// projector's checkpoint commits with its rows.
-    pub async fn open_sqlite(log: &Path) -> Result<Self, sqlx::Error> {
+    pub async fn open_sqlite(log: &Path) -> Result<Self, DbError> {
+        let path = sqlite_path(log);
         let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(sqlite_path(log))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -137,8 +260,24 @@ impl ReadDb {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        SQLITE_MIGRATOR.run(&pool).await?;
-        Ok(ReadDb::Sqlite(pool))
+        SQLITE_MIGRATOR.run(&pool).await.map_err(sqlx::Error::from)?;
+        let writer = open_native(&path)?;
+        Ok(ReadDb::Sqlite {
+            pool,
+            writer: Some(Arc::new(tokio::sync::Mutex::new(writer))),
+        })
+    }
+
+    /// Queries (and sqlx transactions) on a SQLite database that is not a read-model file:
+    /// the log's own, for tools and tests.
+    pub fn sqlite_pool(pool: SqlitePool) -> Self {
+        ReadDb::Sqlite { pool, writer: None }
+    }
+
+    /// Whether projection writes run on this thread without awaiting anything (the native
+    /// SQLite writer): the caller should then run a large batch where blocking is allowed.
+    pub fn writes_block(&self) -> bool {
+        matches!(self, ReadDb::Sqlite { writer: Some(_), .. })
     }
 
     /// Read models beside a PostgreSQL log; `schema` as for the store.
@@ -156,16 +295,22 @@ impl ReadDb {
 
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// a read-then-write transaction never fails to upgrade.
-    pub async fn begin(&self) -> Result<ReadTx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<ReadTx, DbError> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            ReadDb::Sqlite {
+                writer: Some(writer),
+                ..
+            } => ReadTx::Native(NativeTx::begin(writer.clone().lock_owned().await)?),
+            ReadDb::Sqlite { pool, .. } => {
+                ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
             ReadDb::Postgres(pool) => ReadTx::Postgres(pool.begin().await?),
         })
     }
 
     pub async fn fetch_all(&self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args)
+            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -190,7 +335,7 @@ impl ReadDb {
 
     pub async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite(pool) => bind_all!(sqlx::query(sql), args)
+            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -215,15 +360,16 @@ impl ReadDb {
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         match self {
-            ReadDb::Sqlite(_) => "sqlite",
+            ReadDb::Sqlite { .. } => "sqlite",
             ReadDb::Postgres(_) => "postgres",
         }
     }
 }
 
 impl ReadTx {
-    pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
+    pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
         Ok(match self {
+            ReadTx::Native(tx) => tx.execute(sql, args)?,
             ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .execute(&mut **tx)
                 .await?
@@ -239,12 +385,13 @@ impl ReadTx {
         &mut self,
         sql: &str,
         args: &[Arg],
-    ) -> Result<Option<DbRow>, sqlx::Error> {
+    ) -> Result<Option<DbRow>, DbError> {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
-    pub async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, sqlx::Error> {
+    pub async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, DbError> {
         Ok(match self {
+            ReadTx::Native(tx) => tx.fetch_all(sql, args)?,
             ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .fetch_all(&mut **tx)
                 .await?
@@ -260,10 +407,11 @@ impl ReadTx {
         })
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(self) -> Result<(), DbError> {
         match self {
-            ReadTx::Sqlite(tx) => tx.commit().await,
-            ReadTx::Postgres(tx) => tx.commit().await,
+            ReadTx::Sqlite(tx) => Ok(tx.commit().await?),
+            ReadTx::Native(tx) => Ok(tx.commit()?),
+            ReadTx::Postgres(tx) => Ok(tx.commit().await?),
         }
     }
 
@@ -271,7 +419,7 @@ impl ReadTx {
     /// the database's write lock).
     pub fn lock_suffix(&self) -> &'static str {
         match self {
-            ReadTx::Sqlite(_) => "",
+            ReadTx::Sqlite(_) | ReadTx::Native(_) => "",
             ReadTx::Postgres(_) => " FOR UPDATE",
         }
     }
@@ -281,6 +429,7 @@ impl DbRow {
     fn all_as_text(&self) -> Vec<Option<String>> {
         let width = match self {
             DbRow::Sqlite(row) => row.len(),
+            DbRow::Native(values) => values.len(),
             DbRow::Postgres(row) => row.len(),
         };
         (0..width)
@@ -291,6 +440,10 @@ impl DbRow {
     pub fn i64(&self, index: usize) -> Option<i64> {
         match self {
             DbRow::Sqlite(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),
+            DbRow::Native(values) => match values.get(index) {
+                Some(rusqlite::types::Value::Integer(v)) => Some(*v),
+                _ => None,
+            },
             DbRow::Postgres(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),
         }
     }
@@ -298,6 +451,10 @@ impl DbRow {
     pub fn text(&self, index: usize) -> Option<String> {
         match self {
             DbRow::Sqlite(row) => row.try_get::<Option<String>, _>(index).ok().flatten(),
+            DbRow::Native(values) => match values.get(index) {
+                Some(rusqlite::types::Value::Text(v)) => Some(v.clone()),
+                _ => None,
+            },
             DbRow::Postgres(row) => row.try_get::<Option<String>, _>(index).ok().flatten(),
         }
     }

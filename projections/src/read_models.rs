@@ -6,13 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{
-    ConversationEvent, CustomerKey, InboundMessage, Media, SERVICE_WINDOW_HOURS,
+    ConversationEvent, DecodedEvent, CustomerKey, InboundMessage, Media, SERVICE_WINDOW_HOURS,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::history::{message_time, status_rank};
 use chatledger_core::personal::ERASED;
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT};
-use chatledger_core::RecordedEvent;
 use chrono::Duration;
 use serde_json::Value;
 
@@ -32,10 +31,10 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
     ]
 }
 
-fn conversation_event(event: &RecordedEvent) -> Result<Option<ConversationEvent>, ProjectionError> {
-    ConversationEvent::from_recorded(event).map_err(|e| ProjectionError::Event {
+fn conversation_event(event: &DecodedEvent) -> Result<Option<&ConversationEvent>, ProjectionError> {
+    event.conversation().map_err(|e| ProjectionError::Event {
         position: event.position,
-        reason: e.to_string(),
+        reason: e.to_owned(),
     })
 }
 
@@ -130,7 +129,7 @@ impl Projector for Chats {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         match conversation_event(event)? {
             Some(ConversationEvent::ChatOpened {
@@ -151,9 +150,9 @@ impl Projector for Chats {
                     &[
                         chat_id.to_string().into(),
                         (&event.stream).into(),
-                        conversation.channel.into(),
-                        conversation.channel_number.into(),
-                        conversation.stakeholder.into(),
+                        (&conversation.channel).into(),
+                        (&conversation.channel_number).into(),
+                        (&conversation.stakeholder).into(),
                         customer_id(&conversation.customer).into(),
                         opened_at.into(),
                         format!("{reason:?}").into(),
@@ -169,7 +168,7 @@ impl Projector for Chats {
                 received_at,
                 message,
             }) => {
-                let at = message_time(&message, received_at);
+                let at = message_time(message, *received_at);
                 tx.execute(
                     &format!(
                         "UPDATE chats{s} SET last_incoming_at = $2, service_window_ends_at = $3,
@@ -219,7 +218,8 @@ impl Projector for Chats {
                 ..
             }) => {
                 let preview = text
-                    .or(template.map(|t| format!("[template {}]", t.name)))
+                    .clone()
+                    .or(template.as_ref().map(|t| format!("[template {}]", t.name)))
                     .unwrap_or_default();
                 tx.execute(
                     &format!(
@@ -247,7 +247,7 @@ impl Projector for Chats {
             }) => {
                 tx.execute(
                     &format!("UPDATE chats{s} SET rating = $2 WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), i64::from(rating).into()],
+                    &[chat_id.to_string().into(), i64::from(*rating).into()],
                 )
                 .await?;
             }
@@ -380,7 +380,7 @@ impl Projector for Messages {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         match conversation_event(event)? {
             Some(ConversationEvent::MessageReceived {
@@ -412,7 +412,7 @@ impl Projector for Messages {
                         message.text.clone().into(),
                         media.into(),
                         (&message.provider_message_id).into(),
-                        message_time(&message, received_at).into(),
+                        message_time(message, *received_at).into(),
                         event.position.into(),
                     ],
                 )
@@ -427,7 +427,9 @@ impl Projector for Messages {
                 queued_at,
                 ..
             }) => {
-                let text = text.or(template.map(|t| format!("[template {}]", t.name)));
+                let text = text
+                    .clone()
+                    .or(template.as_ref().map(|t| format!("[template {}]", t.name)));
                 tx.execute(
                     &format!(
                         "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, at, delivery_status, status_rank, position)
@@ -475,7 +477,7 @@ impl Projector for Messages {
             }) => {
                 let error = match code {
                     Some(code) => format!("{code}: {error}"),
-                    None => error,
+                    None => error.clone(),
                 };
                 tx.execute(
                     &format!("UPDATE messages{s} SET delivery_status = 'failed', status_rank = $2, error = $3 WHERE message_id = $1"),
@@ -613,7 +615,7 @@ impl Projector for Customers {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         match conversation_event(event)? {
             Some(ConversationEvent::ChatOpened {
@@ -645,9 +647,9 @@ impl Projector for Customers {
                          ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $4, chat_ids = $5, position = $7"
                     ),
                     &[
-                        conversation.stakeholder.into(),
+                        (&conversation.stakeholder).into(),
                         customer.into(),
-                        conversation.channel.into(),
+                        (&conversation.channel).into(),
                         context.to_string().into(),
                         Value::Array(chat_ids).to_string().into(),
                         opened_at.into(),
@@ -689,9 +691,9 @@ impl Projector for Customers {
                          ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $5, position = $7"
                     ),
                     &[
-                        conversation.stakeholder.into(),
+                        (&conversation.stakeholder).into(),
                         customer_id(&conversation.customer).into(),
-                        conversation.channel.into(),
+                        (&conversation.channel).into(),
                         (&event.stream).into(),
                         context.to_string().into(),
                         changed_at.into(),
@@ -747,7 +749,7 @@ impl Projector for Executives {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         let unreadable = |e: serde_json::Error| ProjectionError::Event {
             position: event.position,
@@ -831,7 +833,7 @@ impl Projector for Rides {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         let Some(change) = BookingChange::from_event_type(&event.event_type) else {
             return Ok(());
@@ -917,7 +919,7 @@ impl Projector for Sla {
         &self,
         tx: &mut ReadTx,
         s: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
         let unreadable = |e: serde_json::Error| ProjectionError::Event {
             position: event.position,
@@ -951,9 +953,9 @@ impl Projector for Sla {
                 };
                 let t = policy.for_stakeholder(&stakeholder);
                 let alert_due =
-                    started_at + chrono::Duration::seconds(t.alert_after_seconds as i64);
+                    *started_at + chrono::Duration::seconds(t.alert_after_seconds as i64);
                 let escalation_due =
-                    started_at + chrono::Duration::seconds(t.escalate_after_seconds as i64);
+                    *started_at + chrono::Duration::seconds(t.escalate_after_seconds as i64);
                 tx.execute(
                     &format!(
                         "INSERT INTO sla{s} (chat_id, stream, stakeholder, customer_message, clock_started_at, alert_due_at,

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chatledger_core::{EventStore, Position, RecordedEvent, StoreError};
+use chatledger_core::conversation::DecodedEvent;
+use chatledger_core::{EventStore, Position, StoreError};
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::read_db::{time_text, Arg, ReadDb, ReadTx};
+use crate::read_db::{time_text, Arg, DbError, ReadDb, ReadTx};
 use crate::tail::LogTail;
 
 /// Events applied in one transaction at most.
@@ -53,7 +54,7 @@ pub trait Projector: Send + Sync + 'static {
         &self,
         tx: &mut ReadTx,
         suffix: &str,
-        event: &RecordedEvent,
+        event: &DecodedEvent,
     ) -> Result<(), ProjectionError>;
 }
 
@@ -61,11 +62,17 @@ pub trait Projector: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error("read-model database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("event at position {position} cannot be projected: {reason}")]
     Event { position: u64, reason: String },
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProjectionError::Db(e.into())
+    }
 }
 
 /// Where a projector stands.
@@ -88,7 +95,7 @@ fn suffix(generation: i64) -> String {
 async fn read_registration(
     tx: &mut ReadTx,
     name: &str,
-) -> Result<Option<Registration>, sqlx::Error> {
+) -> Result<Option<Registration>, DbError> {
     let sql = format!(
         "SELECT generation, checkpoint FROM projections WHERE name = $1{}",
         tx.lock_suffix()
@@ -106,7 +113,7 @@ async fn create_views(
     tx: &mut ReadTx,
     projector: &dyn Projector,
     suffix: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     for table in projector.tables() {
         tx.execute(&format!("DROP VIEW IF EXISTS {table}"), &[])
             .await?;
@@ -168,7 +175,7 @@ async fn apply_batch(
     db: &ReadDb,
     projectors: &[Live],
     registrations: &mut [Registration],
-    events: &[Arc<RecordedEvent>],
+    events: &[Arc<DecodedEvent>],
 ) -> Result<Batch, ProjectionError> {
     let mut tx = db.begin().await?;
     for (live, expected) in projectors.iter().zip(registrations.iter()) {
@@ -276,7 +283,12 @@ pub async fn run_live(
                     _ => break,
                 }
             }
-            match apply_batch(&db, &projectors, &mut registrations, &events).await {
+            let applied = where_blocking_is_fine(
+                &db,
+                apply_batch(&db, &projectors, &mut registrations, &events),
+            )
+            .await;
+            match applied {
                 Ok(Batch::Applied) => {
                     retry = Duration::from_millis(200);
                     for (live, registration) in projectors.iter().zip(&registrations) {
@@ -301,6 +313,52 @@ pub async fn run_live(
     }
 }
 
+/// Reads the whole log in batches on a task of its own, each event decoded (conversation
+/// events too) before it is handed over, two batches ahead of the reader of the channel.
+fn read_ahead(
+    store: Arc<dyn EventStore>,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<DecodedEvent>, StoreError>> {
+    let (batches, received) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut position = 0;
+        loop {
+            let batch = match store.read_all(position, REBUILD_READ).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = batches.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(last) = batch.last() else { return };
+            position = last.position;
+            let decoded: Vec<DecodedEvent> = batch.into_iter().map(DecodedEvent::new).collect();
+            for event in &decoded {
+                // Decoded here, off the thread that applies; an error is met again there.
+                let _ = event.conversation();
+            }
+            if batches.send(Ok(decoded)).await.is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// Runs `work` (database writes) where it may block its thread: on SQLite's native writer the
+/// statements run right here, not behind an await, so on a multi-threaded runtime the thread is
+/// handed over for the duration and the runtime's other tasks move elsewhere.
+pub(crate) async fn where_blocking_is_fine<T>(
+    db: &ReadDb,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if db.writes_block() && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| Handle::current().block_on(work))
+    } else {
+        work.await
+    }
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone)]
 pub struct Rebuilt {
@@ -317,7 +375,7 @@ async fn apply_all(
     tx: &mut ReadTx,
     projectors: &[Arc<dyn Projector>],
     suffixes: &[String],
-    batch: &[RecordedEvent],
+    batch: &[DecodedEvent],
 ) -> Result<(), ProjectionError> {
     for event in batch {
         for (projector, suffix) in projectors.iter().zip(suffixes) {
@@ -333,7 +391,7 @@ async fn apply_all(
 /// log once for all of them, and switches each to its new generation. `progress` is called
 /// with the position reached and the log events read after each batch.
 pub async fn rebuild(
-    store: &dyn EventStore,
+    store: Arc<dyn EventStore>,
     db: &ReadDb,
     projectors: &[Arc<dyn Projector>],
     mut progress: impl FnMut(Position, u64),
@@ -363,14 +421,20 @@ pub async fn rebuild(
     let suffixes: Vec<String> = generations.iter().map(|(_, _, s)| s.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
-    loop {
-        let batch = store.read_all(position, REBUILD_READ).await?;
+    // The next batches are read and decoded (on another thread) while this one is applied.
+    let mut batches = read_ahead(store.clone());
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         let Some(last) = batch.last() else { break };
         position = last.position;
         events += batch.len() as u64;
-        let mut tx = db.begin().await?;
-        apply_all(&mut tx, projectors, &suffixes, &batch).await?;
-        tx.commit().await?;
+        where_blocking_is_fine(db, async {
+            let mut tx = db.begin().await?;
+            apply_all(&mut tx, projectors, &suffixes, &batch).await?;
+            tx.commit().await?;
+            Ok::<_, ProjectionError>(())
+        })
+        .await?;
         progress(position, events);
     }
 
@@ -386,7 +450,12 @@ pub async fn rebuild(
         );
     }
     loop {
-        let batch = store.read_all(position, REBUILD_READ).await?;
+        let batch: Vec<DecodedEvent> = store
+            .read_all(position, REBUILD_READ)
+            .await?
+            .into_iter()
+            .map(DecodedEvent::new)
+            .collect();
         let Some(last) = batch.last() else { break };
         position = last.position;
         events += batch.len() as u64;

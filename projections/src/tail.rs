@@ -4,7 +4,8 @@
 //! parse and open (personal data) every event once per follower, a dozen times over; under
 //! load that, not the work itself, was most of what the process did. The tail reads each new
 //! event once, keeps the latest [`WINDOW`] of them in memory as shared [`Arc`]s, and hands
-//! them to every subscriber. A subscriber further behind than the window (a projector catching
+//! them to every subscriber; each conversation event is decoded once too, by whichever
+//! subscriber first asks ([`DecodedEvent`]). A subscriber further behind than the window (a projector catching
 //! up after a restart, say) reads the log itself until it reaches the window.
 //!
 //! # Order
@@ -19,7 +20,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chatledger_core::{EventStore, Position, RecordedEvent, StoreError};
+use chatledger_core::conversation::DecodedEvent;
+use chatledger_core::{EventStore, Position, StoreError};
 use futures_core::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -50,7 +52,7 @@ struct Window {
     /// `None` until the reader has found where the log ends. Until then, subscribers read the
     /// log themselves.
     after: Option<Position>,
-    events: VecDeque<Arc<RecordedEvent>>,
+    events: VecDeque<Arc<DecodedEvent>>,
 }
 
 impl LogTail {
@@ -83,7 +85,7 @@ impl LogTail {
     pub fn subscribe(
         &self,
         after: Position,
-    ) -> BoxStream<'static, Result<Arc<RecordedEvent>, StoreError>> {
+    ) -> BoxStream<'static, Result<Arc<DecodedEvent>, StoreError>> {
         let state = Subscriber {
             inner: self.inner.clone(),
             after,
@@ -102,7 +104,7 @@ impl LogTail {
 struct Subscriber {
     inner: Arc<Inner>,
     after: Position,
-    buffer: VecDeque<Arc<RecordedEvent>>,
+    buffer: VecDeque<Arc<DecodedEvent>>,
     head: watch::Receiver<Position>,
     failed: bool,
 }
@@ -115,7 +117,7 @@ enum Source {
 }
 
 impl Subscriber {
-    async fn next(&mut self) -> Result<Arc<RecordedEvent>, StoreError> {
+    async fn next(&mut self) -> Result<Arc<DecodedEvent>, StoreError> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 self.after = event.position;
@@ -147,7 +149,7 @@ impl Subscriber {
                 Source::Window => continue,
                 Source::Log => match self.inner.store.read_all(self.after, READ).await {
                     Ok(events) if !events.is_empty() => {
-                        self.buffer.extend(events.into_iter().map(Arc::new));
+                        self.buffer.extend(events.into_iter().map(|e| Arc::new(DecodedEvent::new(e))));
                     }
                     // The log ends before the window starts: the reader is about to add it.
                     Ok(_) => {
@@ -195,7 +197,7 @@ async fn read_tail(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<(
         };
         let mut batch = Vec::with_capacity(64);
         match first {
-            Some(Ok(event)) => batch.push(Arc::new(event)),
+            Some(Ok(event)) => batch.push(Arc::new(DecodedEvent::new(event))),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "reading the log's tail failed; it retries");
                 continue;
@@ -204,7 +206,7 @@ async fn read_tail(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<(
         }
         while batch.len() < READ {
             match log.next().now_or_never() {
-                Some(Some(Ok(event))) => batch.push(Arc::new(event)),
+                Some(Some(Ok(event))) => batch.push(Arc::new(DecodedEvent::new(event))),
                 _ => break,
             }
         }

@@ -122,7 +122,7 @@ impl TestDb {
     pub async fn log_db(&self) -> chatledger_projections::read_db::ReadDb {
         use chatledger_projections::read_db::ReadDb;
         match self {
-            TestDb::Sqlite(db) => ReadDb::Sqlite(
+            TestDb::Sqlite(db) => ReadDb::sqlite_pool(
                 sqlx::SqlitePool::connect(&format!("sqlite://{}", db.path.display()))
                     .await
                     .expect("the log's database opens"),

@@ -536,7 +536,7 @@ async fn replay_gives_the_read_models_live_projection_gave(backend: Backend) {
         }
     }
     assert!(!live[0].is_empty());
-    rebuild(server.store.as_ref(), &db, &read_models::all(), |_, _| {})
+    rebuild(server.store.clone(), &db, &read_models::all(), |_, _| {})
         .await
         .unwrap();
     let mut replayed = Vec::new();

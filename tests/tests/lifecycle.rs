@@ -488,7 +488,7 @@ async fn two_online_executives_get_alternating_chats(backend: Backend) {
     let db = server.db.read_db().await;
     let live = db.dump_table("chats").await.unwrap();
     chatledger_projections::runner::rebuild(
-        server.store.as_ref(),
+        server.store.clone(),
         &db,
         &chatledger_projections::read_models::all(),
         |_, _| {},

@@ -228,7 +228,7 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
     // A rebuild from position 0 gives exactly the same tables, and the live projectors carry
     // on in the new generation.
     let live = dump_all(&db).await;
-    let rebuilt = rebuild(store.as_ref(), &db, &read_models::all(), |_, _| {})
+    let rebuilt = rebuild(store.clone(), &db, &read_models::all(), |_, _| {})
         .await
         .unwrap();
     assert_eq!(rebuilt.generations.len(), read_models::all().len());
