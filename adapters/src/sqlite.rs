@@ -132,7 +132,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // Deleted keys and erased text are overwritten, not left in free pages.
-            .pragma("secure_delete", "on");
+            .pragma("secure_delete", "on")
+            // Statement journals (a multi-row insert that must be undone alone) stay in memory
+            // rather than in a temporary file.
+            .pragma("temp_store", "memory");
         let not_a_db = |e: sqlx::Error| OpenError::NotADatabase {
             path: path.display().to_string(),
             reason: match e {

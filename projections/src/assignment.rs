@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_core::conversation::{
-    AssignmentRule, ConversationCommand, ConversationEvent, ExecutiveRef,
+    AssignmentRule, ConversationCommand, ConversationEvent, DecodedEvent, ExecutiveRef,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged, Role};
 use chatledger_core::{EventStore, Metadata, RecordedEvent};
@@ -66,7 +66,7 @@ pub struct Roster {
 
 impl Roster {
     /// Folds one event of the log.
-    pub fn apply(&mut self, event: &RecordedEvent) {
+    pub fn apply(&mut self, event: &DecodedEvent) {
         match event.event_type.as_str() {
             ExecutiveRegistered::EVENT_TYPE => {
                 if let Ok(registered) =
@@ -95,12 +95,12 @@ impl Roster {
                 }
             }
             _ => {
-                if let Ok(Some(conversation)) = ConversationEvent::from_recorded(event) {
+                if let Ok(Some(conversation)) = event.conversation() {
                     self.apply_conversation(
                         &event.stream,
                         event.position,
                         event.event_id,
-                        &conversation,
+                        conversation,
                     );
                 }
             }

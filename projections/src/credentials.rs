@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::channel::Channel;
+use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::credential::{
     BusinessEvent, Credential, CredentialEvent, CredentialStatus, IntegrationKind,
 };

@@ -17,9 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatledger_core::conversation::{ConversationCommand, ConversationEvent, DispatchOutcome};
+use chatledger_core::conversation::{
+    ConversationCommand, ConversationEvent, DecodedEvent, DispatchOutcome,
+};
 use chatledger_core::sender::{MessageSender, OutboundMessage};
-use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chatledger_core::{EventStore, Metadata};
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -96,14 +98,14 @@ impl Dispatcher {
         }
     }
 
-    fn apply(&mut self, event: &RecordedEvent) {
-        let Ok(Some(conversation)) = ConversationEvent::from_recorded(event) else {
+    fn apply(&mut self, event: &DecodedEvent) {
+        let Ok(Some(conversation)) = event.conversation() else {
             return;
         };
         match conversation {
             ConversationEvent::ChatOpened { conversation, .. } => {
                 self.channels
-                    .insert(event.stream.clone(), conversation.channel);
+                    .insert(event.stream.clone(), conversation.channel.clone());
             }
             ConversationEvent::ReplyQueued {
                 message_id,
@@ -118,15 +120,15 @@ impl Dispatcher {
                     .cloned()
                     .unwrap_or_default();
                 self.pending.insert(
-                    message_id,
+                    *message_id,
                     Pending {
                         stream: event.stream.clone(),
                         channel,
                         message: OutboundMessage {
                             message_id: message_id.to_string(),
                             to: to.to_string(),
-                            text,
-                            template,
+                            text: text.clone(),
+                            template: template.clone(),
                         },
                         attempts: 0,
                         due: Instant::now(),
@@ -135,7 +137,7 @@ impl Dispatcher {
             }
             // SLA alerts notify our own people through the conversation's channel.
             ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
-                if let Some(notification) = breach.notification {
+                if let Some(notification) = &breach.notification {
                     let channel = self
                         .channels
                         .get(&event.stream)
@@ -148,9 +150,9 @@ impl Dispatcher {
                             channel,
                             message: OutboundMessage {
                                 message_id: notification.message_id.to_string(),
-                                to: notification.to,
+                                to: notification.to.clone(),
                                 text: None,
-                                template: Some(notification.template),
+                                template: Some(notification.template.clone()),
                             },
                             attempts: 0,
                             due: Instant::now(),
@@ -160,7 +162,7 @@ impl Dispatcher {
             }
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
-                self.pending.remove(&message_id);
+                self.pending.remove(message_id);
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! What every reactor does at start: fold the whole log into its view.
 
-use chatledger_core::{EventStore, Position, RecordedEvent};
+use chatledger_core::conversation::DecodedEvent;
+use chatledger_core::{EventStore, Position};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 /// the position reached, or `None` when `shutdown` came first.
 pub async fn fold_log(
     store: &dyn EventStore,
-    mut apply: impl FnMut(&RecordedEvent),
+    mut apply: impl FnMut(&DecodedEvent),
     shutdown: &mut watch::Receiver<bool>,
     reactor: &str,
 ) -> Option<Position> {
@@ -17,10 +18,10 @@ pub async fn fold_log(
         match store.read_all(position, 5_000).await {
             Ok(batch) if batch.is_empty() => return Some(position),
             Ok(batch) => {
-                for event in &batch {
-                    apply(event);
-                }
                 position = batch.last().map_or(position, |e| e.position);
+                for event in batch {
+                    apply(&DecodedEvent::new(event));
+                }
             }
             Err(e) => {
                 tracing::warn!(reactor, error = %e, "cannot read the log yet; retrying");

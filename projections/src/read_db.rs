@@ -7,8 +7,8 @@
 //! RFC 3339 text in UTC with six fraction digits, which sorts as time does.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -222,7 +222,7 @@ fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     conn.set_prepared_statement_cache_capacity(NATIVE_STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;
-         PRAGMA cache_size = -{NATIVE_CACHE_KIB};"
+         PRAGMA cache_size = -{NATIVE_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
     ))?;
     Ok(conn)
 }
@@ -260,7 +260,10 @@ impl ReadDb {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        SQLITE_MIGRATOR.run(&pool).await.map_err(sqlx::Error::from)?;
+        SQLITE_MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(sqlx::Error::from)?;
         let writer = open_native(&path)?;
         Ok(ReadDb::Sqlite {
             pool,
@@ -277,7 +280,13 @@ impl ReadDb {
     /// Whether projection writes run on this thread without awaiting anything (the native
     /// SQLite writer): the caller should then run a large batch where blocking is allowed.
     pub fn writes_block(&self) -> bool {
-        matches!(self, ReadDb::Sqlite { writer: Some(_), .. })
+        matches!(
+            self,
+            ReadDb::Sqlite {
+                writer: Some(_),
+                ..
+            }
+        )
     }
 
     /// Read models beside a PostgreSQL log; `schema` as for the store.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{
-    ConversationEvent, DecodedEvent, CustomerKey, InboundMessage, Media, SERVICE_WINDOW_HOURS,
+    ConversationEvent, CustomerKey, DecodedEvent, InboundMessage, Media, SERVICE_WINDOW_HOURS,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::history::{message_time, status_rank};
@@ -182,7 +182,7 @@ impl Projector for Chats {
                         at.into(),
                         (at + Duration::hours(SERVICE_WINDOW_HOURS)).into(),
                         message.customer.name.clone().into(),
-                        preview(&message).into(),
+                        preview(message).into(),
                     ],
                 )
                 .await?;
@@ -951,7 +951,7 @@ impl Projector for Sla {
                     ),
                     None => (0, SlaPolicy::default()),
                 };
-                let t = policy.for_stakeholder(&stakeholder);
+                let t = policy.for_stakeholder(stakeholder);
                 let alert_due =
                     *started_at + chrono::Duration::seconds(t.alert_after_seconds as i64);
                 let escalation_due =

@@ -92,10 +92,7 @@ fn suffix(generation: i64) -> String {
     format!("_g{generation}")
 }
 
-async fn read_registration(
-    tx: &mut ReadTx,
-    name: &str,
-) -> Result<Option<Registration>, DbError> {
+async fn read_registration(tx: &mut ReadTx, name: &str) -> Result<Option<Registration>, DbError> {
     let sql = format!(
         "SELECT generation, checkpoint FROM projections WHERE name = $1{}",
         tx.lock_suffix()

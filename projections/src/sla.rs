@@ -14,7 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chatledger_core::conversation::{
-    Conversation, ConversationCommand, ConversationEvent, Notification, SlaBreach, Template,
+    Conversation, ConversationCommand, ConversationEvent, DecodedEvent, Notification, SlaBreach,
+    Template,
 };
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
 use chatledger_core::{EventStore, Metadata, RecordedEvent};
@@ -89,7 +90,7 @@ impl SlaTimers {
         }
     }
 
-    fn apply(&mut self, event: &RecordedEvent) {
+    fn apply(&mut self, event: &DecodedEvent) {
         if event.event_type == SLA_POLICY_EVENT {
             if let Ok(policy) = serde_json::from_value::<SlaPolicy>(event.data.clone()) {
                 self.policy = (event.version, policy);
@@ -101,8 +102,8 @@ impl SlaTimers {
             }
             return;
         }
-        if let Ok(Some(decoded)) = ConversationEvent::from_recorded(event) {
-            self.apply_conversation(&event.stream, &decoded);
+        if let Ok(Some(decoded)) = event.conversation() {
+            self.apply_conversation(&event.stream, decoded);
         }
     }
 
@@ -328,8 +329,8 @@ impl SlaTimers {
         };
         self.streams.remove(stream);
         self.reschedule(stream);
-        for event in &events {
-            self.apply(event);
+        for event in events {
+            self.apply(&DecodedEvent::new(event));
         }
     }
 }

@@ -149,7 +149,8 @@ impl Subscriber {
                 Source::Window => continue,
                 Source::Log => match self.inner.store.read_all(self.after, READ).await {
                     Ok(events) if !events.is_empty() => {
-                        self.buffer.extend(events.into_iter().map(|e| Arc::new(DecodedEvent::new(e))));
+                        self.buffer
+                            .extend(events.into_iter().map(|e| Arc::new(DecodedEvent::new(e))));
                     }
                     // The log ends before the window starts: the reader is about to add it.
                     Ok(_) => {
