@@ -4,10 +4,12 @@
 //! A backend reads the stream's head and the already-stored ids inside its write transaction,
 //! calls [`plan_append`], and inserts the planned rows in that same transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chatledger_core::canonical::{canonical_parts, chain_hash_with, HashedFields};
-use chatledger_core::{EventHash, ExpectedVersion, NewEvent, StoreError};
+use chatledger_core::{
+    AppendResult, EventHash, ExpectedVersion, NewEvent, StoreError, StoredEvent,
+};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -126,6 +128,99 @@ pub(crate) fn plan_append(
         previous = hash;
     }
     Ok(plan)
+}
+
+/// One append of a group, as both stores queue them for their writer.
+pub(crate) struct AppendJob {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Plans a group of appends written in one transaction, each against the state the earlier
+/// ones leave (so two appends to one stream in one group conflict exactly as they would one
+/// after the other). `stored_ids` (the given ids already stored, and where) and `heads` (each
+/// named stream's last event, or why it is unreadable) come from the database inside the
+/// transaction; both are kept current as appends are planned.
+pub(crate) fn plan_group(
+    jobs: &[&AppendJob],
+    mut stored_ids: HashMap<Uuid, String>,
+    mut heads: HashMap<String, Result<StreamHead, String>>,
+    recorded_at: DateTime<Utc>,
+) -> Vec<Result<AppendPlan, StoreError>> {
+    let mut plans = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let existing: Vec<(Uuid, String)> = job
+            .events
+            .iter()
+            .filter_map(|e| stored_ids.get(&e.event_id).map(|s| (e.event_id, s.clone())))
+            .collect();
+        let head = match heads.get(&job.stream) {
+            Some(Err(e)) => {
+                plans.push(Err(StoreError::Corrupt(format!(
+                    "head of stream {}: {e}",
+                    job.stream
+                ))));
+                continue;
+            }
+            Some(Ok(head)) => Some(*head),
+            None => None,
+        };
+        let plan = plan_append(
+            &job.stream,
+            job.expected,
+            &job.events,
+            &existing,
+            head,
+            recorded_at,
+        );
+        if let Ok(plan) = &plan {
+            for row in &plan.rows {
+                stored_ids.insert(row.event_id, job.stream.clone());
+            }
+            if let Some(last) = plan.rows.last() {
+                heads.insert(
+                    job.stream.clone(),
+                    Ok(StreamHead {
+                        version: last.version,
+                        hash: last.hash,
+                    }),
+                );
+            }
+        }
+        plans.push(plan);
+    }
+    plans
+}
+
+/// Each planned append's result, once its rows have the positions the database gave them.
+/// `None` when a row has no position (the insert did not return it).
+pub(crate) fn results(
+    plans: Vec<Result<AppendPlan, StoreError>>,
+    positions: &HashMap<Uuid, u64>,
+) -> Option<Vec<Result<AppendResult, StoreError>>> {
+    let mut results = Vec::with_capacity(plans.len());
+    for plan in plans {
+        results.push(match plan {
+            Ok(plan) => {
+                let mut stored = Vec::with_capacity(plan.rows.len());
+                for row in &plan.rows {
+                    stored.push(StoredEvent {
+                        event_id: row.event_id,
+                        version: row.version,
+                        position: *positions.get(&row.event_id)?,
+                    });
+                }
+                Ok(AppendResult {
+                    stream_version: stored.last().map(|s| s.version).or(plan.current),
+                    stored,
+                    duplicates: plan.duplicates,
+                })
+            }
+            Err(e) => Err(e),
+        });
+    }
+    Some(results)
 }
 
 #[cfg(test)]

@@ -26,6 +26,38 @@ pub mod whatsapp;
 use std::path::PathBuf;
 
 pub use postgres::PostgresStore;
+
+/// What a store's writer has done since it was opened, shared with its writer task.
+#[derive(Debug, Default)]
+struct Counts {
+    commits: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    /// One transaction that wrote `requests` requests.
+    fn add(&self, requests: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.requests.fetch_add(requests as u64, Relaxed);
+    }
+
+    fn get(&self) -> WriterCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriterCounts {
+            commits: self.commits.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+        }
+    }
+}
+
+/// How much group commit is grouping: requests (appends, and keys on SQLite) written, and the
+/// transactions that wrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterCounts {
+    pub commits: u64,
+    pub requests: u64,
+}
 pub use sqlite::SqliteStore;
 
 /// The database file used when no `DATABASE_URL` is given, in the working directory.

@@ -11,6 +11,16 @@
 //! they cannot change before the insert. Why this scheme and not the transaction-id
 //! horizon: docs/adr/0001-postgres-global-order.md.
 //!
+//! # Group commit
+//!
+//! Holding one lock from drawing positions to commit serialises appends; one transaction per
+//! append would then cap the whole installation at one commit (one flush of the WAL) per
+//! append. So each process has one writer task: appends from concurrent callers queue to it,
+//! and it writes everything queued (up to [`MAX_GROUP`] appends) in one transaction under the
+//! lock, each append planned against the state the earlier ones leave, then answers each
+//! caller with its own outcome. Should the group fail as a whole, its appends are written one
+//! by one, each in its own transaction, so that one bad append does not fail the others.
+//!
 //! # Waking followers
 //!
 //! Each append sends `NOTIFY` in its transaction, so it is delivered at commit. One listener
@@ -22,24 +32,31 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatledger_core::canonical::truncate_to_micros;
 use chatledger_core::{
-    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
-    StoreError, StoredEvent, SubjectKey,
+    AppendResult, EventHash, EventStore, ExpectedVersion, KeyStore, NewEvent, Position,
+    RecordedEvent, StoreError, StoredEvent, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use tokio::sync::watch;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::append::{plan_append, validate, StreamHead};
+use crate::append::{
+    plan_append, plan_group, results, validate, AppendJob, PlannedRow, StreamHead,
+};
 use crate::follow::{follow, ReadAll};
 use crate::keys;
 use crate::rows::{db_error, violated_unique, RawEvent};
-use crate::{redact_url, OpenError};
+use crate::{redact_url, Counts, OpenError, WriterCounts};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schema/migrations/postgres");
+
+/// At most this many appends are written in one transaction.
+const MAX_GROUP: usize = 512;
 
 /// An append that hits a unique violation (a row written outside chatledger's append path)
 /// is re-run against the new state at most this many times.
@@ -56,10 +73,24 @@ pub struct PostgresStore {
     pool: PgPool,
     connect_options: PgConnectOptions,
     location: String,
-    channel: String,
     lock_key: i64,
+    appends: mpsc::Sender<Queued>,
     wake: watch::Receiver<u64>,
     listener: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    counts: Arc<Counts>,
+}
+
+/// An append waiting for the writer, and where to answer.
+type Queued = (AppendJob, oneshot::Sender<Result<AppendResult, StoreError>>);
+
+/// What the writer task needs to write.
+struct Writer {
+    pool: PgPool,
+    lock_key: i64,
+    /// The `NOTIFY` channel of this schema's commits.
+    channel: String,
+    counts: Arc<Counts>,
 }
 
 enum Attempt {
@@ -89,15 +120,34 @@ impl PostgresStore {
         let channel = format!("chatledger_events_{scope}");
         let (wake_tx, wake) = watch::channel(0);
         let listener = tokio::spawn(listen(pool.clone(), channel.clone(), wake_tx));
+        let lock_key = append_lock_key(scope);
+        let (appends, queue) = mpsc::channel(4096);
+        let counts = Arc::new(Counts::default());
+        let writer = tokio::spawn(
+            Writer {
+                pool: pool.clone(),
+                lock_key,
+                channel,
+                counts: counts.clone(),
+            }
+            .run(queue),
+        );
         Ok(PostgresStore {
             pool,
             connect_options: options,
             location,
-            channel,
-            lock_key: append_lock_key(scope),
+            lock_key,
+            appends,
             wake,
             listener,
+            writer,
+            counts,
         })
+    }
+
+    /// Appends written and the transactions that wrote them, since the store was opened.
+    pub fn writer_counts(&self) -> WriterCounts {
+        self.counts.get()
     }
 
     /// Where this store points, without credentials.
@@ -168,6 +218,165 @@ impl PostgresStore {
             },
             other => OpenError::Migrate(other.to_string()),
         }
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = $1")
+                .bind(stream)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(version.map(|v| v as u64))
+    }
+}
+
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
+        while let Some(first) = queue.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (jobs, replies): (Vec<AppendJob>, Vec<_>) = group.into_iter().unzip();
+            self.counts.add(jobs.len());
+            let outcomes = match self.append_group(&jobs).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    if jobs.len() > 1 {
+                        tracing::debug!(error = %e, appends = jobs.len(), "group append failed; appending one by one");
+                    }
+                    let mut outcomes = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
+                        outcomes.push(self.append_one(job).await);
+                    }
+                    outcomes
+                }
+            };
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that gave up waiting is no reason to stop writing for the others.
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// One append in its own transaction, run again (a bounded number of times) when it meets
+    /// a row written outside chatledger's append path.
+    async fn append_one(&self, job: &AppendJob) -> Result<AppendResult, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            match self
+                .try_append(&job.stream, job.expected, &job.events)
+                .await
+            {
+                Ok(result) => return Ok(result),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Retry) => continue,
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "append to {} kept meeting rows written outside chatledger ({MAX_ATTEMPTS} attempts)",
+            job.stream
+        )))
+    }
+
+    /// A group of appends in one transaction under the append lock. The outer error is a
+    /// failed write (the group is then written one by one); the inner ones are appends refused
+    /// on their own merits.
+    async fn append_group(
+        &self,
+        jobs: &[AppendJob],
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.lock_key)
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<Uuid> = jobs
+            .iter()
+            .flat_map(|job| job.events.iter().map(|e| e.event_id))
+            .collect();
+        let stored_ids: HashMap<Uuid, String> =
+            sqlx::query_as("SELECT event_id, stream FROM events WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let mut streams: Vec<&str> = jobs.iter().map(|job| job.stream.as_str()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let heads: HashMap<String, Result<StreamHead, String>> =
+            sqlx::query_as::<_, (String, i64, String)>(
+                "SELECT s.stream, h.version, h.hash FROM UNNEST($1::text[]) AS s(stream)
+                 CROSS JOIN LATERAL (SELECT version, hash FROM events e WHERE e.stream = s.stream
+                                     ORDER BY version DESC LIMIT 1) h",
+            )
+            .bind(&streams)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(stream, version, hash)| {
+                let head = hash
+                    .parse::<EventHash>()
+                    .map(|hash| StreamHead {
+                        version: version as u64,
+                        hash,
+                    })
+                    .map_err(|e| e.to_string());
+                (stream, head)
+            })
+            .collect();
+        let recorded_at = truncate_to_micros(Utc::now());
+        let job_refs: Vec<&AppendJob> = jobs.iter().collect();
+        let plans = plan_group(&job_refs, stored_ids, heads, recorded_at);
+        let rows: Vec<(&str, &PlannedRow)> = jobs
+            .iter()
+            .zip(&plans)
+            .filter_map(|(job, plan)| plan.as_ref().ok().map(|plan| (job, plan)))
+            .flat_map(|(job, plan)| plan.rows.iter().map(|row| (job.stream.as_str(), row)))
+            .collect();
+        let mut positions: HashMap<Uuid, u64> = HashMap::with_capacity(rows.len());
+        if !rows.is_empty() {
+            let inserted: Vec<(Uuid, i64)> = sqlx::query_as(
+                "INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash) \
+                 SELECT e.event_id, e.stream, e.version, e.event_type, e.schema_version, e.data, e.metadata, $1, e.hash \
+                 FROM UNNEST($2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[]) \
+                      WITH ORDINALITY AS e(event_id, stream, version, event_type, schema_version, data, metadata, hash, ord) \
+                 ORDER BY e.ord \
+                 RETURNING event_id, position",
+            )
+            .bind(recorded_at)
+            .bind(rows.iter().map(|(_, r)| r.event_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(stream, _)| *stream).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.version as i64).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.event_type.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.schema_version as i32).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.data.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.metadata.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.hash.to_string()).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            positions.extend(inserted.into_iter().map(|(id, p)| (id, p as u64)));
+            let last = positions.values().max().copied().unwrap_or_default();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.channel)
+                .bind(last.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = rows.len();
+        drop(rows);
+        let outcomes = results(plans, &positions).ok_or_else(|| {
+            sqlx::Error::Protocol(format!(
+                "{inserted} events inserted but {} positions returned",
+                positions.len()
+            ))
+        })?;
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn try_append(
@@ -275,21 +484,12 @@ impl PostgresStore {
             duplicates: plan.duplicates,
         })
     }
-
-    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = $1")
-                .bind(stream)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_error)?;
-        Ok(version.map(|v| v as u64))
-    }
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.writer.abort();
     }
 }
 
@@ -309,16 +509,18 @@ impl EventStore for PostgresStore {
                 stream_version: self.stream_version(stream).await?,
             });
         }
-        for _ in 0..MAX_ATTEMPTS {
-            match self.try_append(stream, expected, &events).await {
-                Ok(result) => return Ok(result),
-                Err(Attempt::Failed(e)) => return Err(e),
-                Err(Attempt::Retry) => continue,
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "append to {stream} kept meeting rows written outside chatledger ({MAX_ATTEMPTS} attempts)"
-        )))
+        let (reply, outcome) = oneshot::channel();
+        let job = AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        };
+        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
+        self.appends
+            .send((job, reply))
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn read_stream(

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use async_trait::async_trait;
 use chatledger_core::canonical::{format_recorded_at, truncate_to_micros};
 use chatledger_core::{
     AppendResult, EventHash, EventStore, ExpectedVersion, KeyStore, NewEvent, Position,
-    RecordedEvent, StoreError, StoredEvent, SubjectKey,
+    RecordedEvent, StoreError, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -39,11 +38,11 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::append::{plan_append, validate, AppendPlan, PlannedRow, StreamHead};
+use crate::append::{plan_group, results, validate, AppendJob, PlannedRow, StreamHead};
 use crate::follow::{follow, ReadAll};
 use crate::keys;
 use crate::rows::{db_error, RawEvent};
-use crate::OpenError;
+use crate::{Counts, OpenError, WriterCounts};
 
 /// At most this many appends are written in one transaction.
 const MAX_GROUP: usize = 512;
@@ -54,12 +53,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schema/migrations/
 
 const SELECT_EVENT: &str =
     "SELECT position, event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash FROM events";
-
-struct AppendJob {
-    stream: String,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-}
 
 /// What the writer is asked to do.
 enum Work {
@@ -100,21 +93,6 @@ pub struct SqliteStore {
     writer: mpsc::Sender<(Work, Reply)>,
     wake: watch::Receiver<u64>,
     counts: Arc<Counts>,
-}
-
-/// What the writer has done since the store was opened.
-#[derive(Debug, Default)]
-struct Counts {
-    commits: AtomicU64,
-    requests: AtomicU64,
-}
-
-/// How much group commit is grouping: requests (appends, keys) written, and the
-/// transactions that wrote them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterCounts {
-    pub commits: u64,
-    pub requests: u64,
 }
 
 impl SqliteStore {
@@ -186,10 +164,7 @@ impl SqliteStore {
 
     /// Requests written and the transactions that wrote them, since the store was opened.
     pub fn writer_counts(&self) -> WriterCounts {
-        WriterCounts {
-            commits: self.counts.commits.load(Ordering::Relaxed),
-            requests: self.counts.requests.load(Ordering::Relaxed),
-        }
+        self.counts.get()
     }
 
     /// Hands `work` to the writer and waits for its answer.
@@ -433,10 +408,7 @@ async fn writer_loop(
             }
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().unzip();
-        counts.commits.fetch_add(1, Ordering::Relaxed);
-        counts
-            .requests
-            .fetch_add(work.len() as u64, Ordering::Relaxed);
+        counts.add(work.len());
         let mut outcomes = match write_group(&mut conn, &work, &wake).await {
             Ok(outcomes) => outcomes,
             Err(e) if work.len() > 1 => {
@@ -621,10 +593,9 @@ async fn append_all(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     jobs: &[&AppendJob],
 ) -> Result<Appended, sqlx::Error> {
-    let mut outcomes = Vec::with_capacity(jobs.len());
     if jobs.is_empty() {
         return Ok(Appended {
-            outcomes,
+            outcomes: Vec::new(),
             last_position: None,
         });
     }
@@ -678,48 +649,7 @@ async fn append_all(
     }
     // Plan every append against the state the earlier ones leave, then insert all their
     // rows with a few multi-row statements.
-    let mut plans: Vec<Result<AppendPlan, StoreError>> = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let existing: Vec<(Uuid, String)> = job
-            .events
-            .iter()
-            .filter_map(|e| stored_ids.get(&e.event_id).map(|s| (e.event_id, s.clone())))
-            .collect();
-        let head = match heads.get(&job.stream) {
-            Some(Err(e)) => {
-                plans.push(Err(StoreError::Corrupt(format!(
-                    "head of stream {}: {e}",
-                    job.stream
-                ))));
-                continue;
-            }
-            Some(Ok(head)) => Some(*head),
-            None => None,
-        };
-        let plan = plan_append(
-            &job.stream,
-            job.expected,
-            &job.events,
-            &existing,
-            head,
-            recorded_at,
-        );
-        if let Ok(plan) = &plan {
-            for row in &plan.rows {
-                stored_ids.insert(row.event_id, job.stream.clone());
-            }
-            if let Some(last) = plan.rows.last() {
-                heads.insert(
-                    job.stream.clone(),
-                    Ok(StreamHead {
-                        version: last.version,
-                        hash: last.hash,
-                    }),
-                );
-            }
-        }
-        plans.push(plan);
-    }
+    let plans = plan_group(jobs, stored_ids, heads, recorded_at);
     let rows: Vec<(&str, &PlannedRow)> = jobs
         .iter()
         .zip(&plans)
@@ -756,32 +686,15 @@ async fn append_all(
             }
         }
     }
-    if positions.len() != rows.len() {
-        return Err(sqlx::Error::Protocol(format!(
-            "{} events inserted but {} positions returned",
-            rows.len(),
-            positions.len()
-        )));
-    }
     let last_position = positions.values().max().copied();
-    for plan in plans {
-        outcomes.push(plan.map(|plan| {
-            let stored: Vec<StoredEvent> = plan
-                .rows
-                .iter()
-                .map(|row| StoredEvent {
-                    event_id: row.event_id,
-                    version: row.version,
-                    position: positions.get(&row.event_id).copied().unwrap_or_default(),
-                })
-                .collect();
-            AppendResult {
-                stream_version: stored.last().map(|s| s.version).or(plan.current),
-                stored,
-                duplicates: plan.duplicates,
-            }
-        }));
-    }
+    let inserted = rows.len();
+    drop(rows);
+    let outcomes = results(plans, &positions).ok_or_else(|| {
+        sqlx::Error::Protocol(format!(
+            "{inserted} events inserted but {} positions returned",
+            positions.len()
+        ))
+    })?;
     Ok(Appended {
         outcomes,
         last_position,

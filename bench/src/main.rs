@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatledger_adapters::{PostgresStore, SqliteStore};
+use chatledger_adapters::{PostgresStore, SqliteStore, WriterCounts};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
 use chatledger_core::conversation::{
@@ -412,18 +412,24 @@ struct Appends {
 
 /// 16 appenders, one event per append (as webhooks append), against one connection inserting
 /// the same rows with no engine logic, batched the same way: as many rows per transaction as
-/// the engine's group commit put in each of its own (on PostgreSQL, one: every append is its
-/// own transaction).
+/// the engine's group commit put in each of its own.
 async fn append_against_ceiling(db: &Db, events: usize) -> Result<Appends, String> {
     const WRITERS: usize = 16;
-    let (store, sqlite): (Arc<dyn EventStore>, Option<Arc<SqliteStore>>) = match &db.kind {
+    let (store, counts): (Arc<dyn EventStore>, Box<dyn Fn() -> WriterCounts>) = match &db.kind {
         DbKind::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(path).await.map_err(|e| e.to_string())?);
-            (store.clone(), Some(store))
+            let counted = store.clone();
+            (store, Box::new(move || counted.writer_counts()))
         }
-        DbKind::Postgres { .. } => (db.open().await?.0, None),
+        DbKind::Postgres { .. } => {
+            let store = PostgresStore::connect_lazy(&db.url(), None).map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            let store = Arc::new(store);
+            let counted = store.clone();
+            (store, Box::new(move || counted.writer_counts()))
+        }
     };
-    let before = sqlite.as_ref().map(|s| s.writer_counts());
+    let before = counts();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
@@ -443,15 +449,10 @@ async fn append_against_ceiling(db: &Db, events: usize) -> Result<Appends, Strin
         task.await.map_err(|e| e.to_string())??;
     }
     let engine = (events / WRITERS * WRITERS) as f64 / started.elapsed().as_secs_f64();
-    let rows_per_commit = match (sqlite, before) {
-        (Some(store), Some(before)) => {
-            let after = store.writer_counts();
-            let commits = (after.commits - before.commits).max(1);
-            ((after.requests - before.requests) as f64 / commits as f64).round() as usize
-        }
-        _ => 1,
-    }
-    .max(1);
+    let after = counts();
+    let commits = (after.commits - before.commits).max(1);
+    let rows_per_commit =
+        (((after.requests - before.requests) as f64 / commits as f64).round() as usize).max(1);
 
     let rows: Vec<(String, String, String)> = (0..events)
         .map(|i| {
