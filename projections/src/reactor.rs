@@ -15,6 +15,10 @@ pub async fn fold_log(
 ) -> Option<Position> {
     let mut position = 0;
     loop {
+        // A long log takes a while: a process told to stop stops between batches.
+        if *shutdown.borrow() {
+            return None;
+        }
         match store.read_all(position, 5_000).await {
             Ok(batch) if batch.is_empty() => return Some(position),
             Ok(batch) => {
