@@ -215,6 +215,52 @@ impl rusqlite::ToSql for Arg {
     }
 }
 
+/// Drops the read models an earlier release kept inside the log's own file (its tables, views
+/// and registry rows): nothing reads them any more, and `forget` would no longer reach the names
+/// and texts they hold. They are rebuilt, in their own file, from the log.
+fn retire_from_log(log: &Path) -> Result<(), rusqlite::Error> {
+    if !log.exists() {
+        return Ok(());
+    }
+    let mut conn = rusqlite::Connection::open(log)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute_batch("PRAGMA secure_delete = ON;")?;
+    let has_registry: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projections')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_registry {
+        return Ok(());
+    }
+    let retired: Vec<(String, i64)> = conn
+        .prepare("SELECT name, generation FROM projections")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (name, generation) in &retired {
+        if let Some(projector) = crate::read_models::all()
+            .into_iter()
+            .find(|p| p.name() == name)
+        {
+            for table in projector.tables() {
+                tx.execute_batch(&format!("DROP VIEW IF EXISTS {table};"))?;
+                // The live generation, and the next one an interrupted rebuild may have left.
+                for generation in [*generation, generation + 1] {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}_g{generation};"))?;
+                }
+            }
+        }
+        tx.execute("DELETE FROM projections WHERE name = ?1", [name])?;
+    }
+    tx.commit()?;
+    tracing::info!(read_models = retired.len(), "dropped the read models kept in the log's file by an earlier release; they are rebuilt in their own file");
+    Ok(())
+}
+
 /// Opens the native writer on the read-model file at `path`.
 fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     let conn = rusqlite::Connection::open(path)?;
@@ -247,6 +293,7 @@ impl ReadDb {
     /// the log, so a commit need not wait for the disk (`synchronous=NORMAL`); each
     /// projector's checkpoint commits with its rows.
     pub async fn open_sqlite(log: &Path) -> Result<Self, DbError> {
+        retire_from_log(log)?;
         let path = sqlite_path(log);
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)

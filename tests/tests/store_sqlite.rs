@@ -123,3 +123,50 @@ async fn another_applications_database_is_refused_untouched() {
         "no chatledger table was created in it"
     );
 }
+
+#[tokio::test]
+async fn read_models_an_earlier_release_kept_in_the_log_file_are_dropped() {
+    use sqlx::Connection;
+    let db = TempSqlite::new();
+    let store = db.store().await;
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    // As an earlier release left it: a generation of `chats` in the log's file, its view and
+    // its registry row, holding a customer's name.
+    let url = format!("sqlite://{}", db.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for statement in [
+        "CREATE TABLE chats_g2 (chat_id TEXT PRIMARY KEY, customer_name TEXT)",
+        "INSERT INTO chats_g2 VALUES ('c1', 'Asha Customer')",
+        "CREATE TABLE chat_tags_g2 (chat_id TEXT, tag TEXT)",
+        "CREATE VIEW chats AS SELECT * FROM chats_g2",
+        "INSERT INTO projections (name, generation, checkpoint, updated_at) VALUES ('chats', 2, 1, 'x')",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    let read = chatledger_projections::read_db::ReadDb::open_sqlite(&db.path)
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE name LIKE 'chat%' OR name = 'chats' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "still in the log's file: {left:?}");
+    let registered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projections")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(registered, 0);
+    // The log itself is untouched, and the read models start afresh in their own file.
+    assert_eq!(store.read_stream("s", 0, 10).await.unwrap().len(), 1);
+    assert!(read
+        .fetch_all("SELECT name FROM projections", &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
