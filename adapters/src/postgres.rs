@@ -298,37 +298,41 @@ impl Writer {
             .iter()
             .flat_map(|job| job.events.iter().map(|e| e.event_id))
             .collect();
-        let stored_ids: HashMap<Uuid, String> =
-            sqlx::query_as("SELECT event_id, stream FROM events WHERE event_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
         let mut streams: Vec<&str> = jobs.iter().map(|job| job.stream.as_str()).collect();
         streams.sort_unstable();
         streams.dedup();
-        let heads: HashMap<String, Result<StreamHead, String>> =
-            sqlx::query_as::<_, (String, i64, String)>(
-                "SELECT s.stream, h.version, h.hash FROM UNNEST($1::text[]) AS s(stream)
-                 CROSS JOIN LATERAL (SELECT version, hash FROM events e WHERE e.stream = s.stream
-                                     ORDER BY version DESC LIMIT 1) h",
-            )
-            .bind(&streams)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(stream, version, hash)| {
-                let head = hash
-                    .parse::<EventHash>()
-                    .map(|hash| StreamHead {
-                        version: version as u64,
-                        hash,
-                    })
-                    .map_err(|e| e.to_string());
-                (stream, head)
-            })
-            .collect();
+        // One round trip for both, read under the lock (a statement after it, so that its
+        // snapshot sees every append committed before the lock was ours): which given ids are
+        // stored (and where), and the head of every stream named.
+        type Found = (Option<Uuid>, String, Option<i64>, Option<String>);
+        let found: Vec<Found> = sqlx::query_as(
+            "SELECT event_id, stream, NULL::bigint, NULL::text FROM events WHERE event_id = ANY($1)
+             UNION ALL
+             SELECT NULL::uuid, s.stream, h.version, h.hash FROM UNNEST($2::text[]) AS s(stream)
+             CROSS JOIN LATERAL (SELECT version, hash FROM events e WHERE e.stream = s.stream
+                                 ORDER BY version DESC LIMIT 1) h",
+        )
+        .bind(&ids)
+        .bind(&streams)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut stored_ids: HashMap<Uuid, String> = HashMap::new();
+        let mut heads: HashMap<String, Result<StreamHead, String>> = HashMap::new();
+        for (event_id, stream, version, hash) in found {
+            if let Some(event_id) = event_id {
+                stored_ids.insert(event_id, stream);
+                continue;
+            }
+            let head = match (version, hash.map(|h| h.parse::<EventHash>())) {
+                (Some(version), Some(Ok(hash))) => Ok(StreamHead {
+                    version: version as u64,
+                    hash,
+                }),
+                (_, Some(Err(e))) => Err(e.to_string()),
+                _ => Err("the head has no version or hash".to_owned()),
+            };
+            heads.insert(stream, head);
+        }
         let recorded_at = truncate_to_micros(Utc::now());
         let job_refs: Vec<&AppendJob> = jobs.iter().collect();
         let plans = plan_group(&job_refs, stored_ids, heads, recorded_at);
@@ -340,13 +344,19 @@ impl Writer {
             .collect();
         let mut positions: HashMap<Uuid, u64> = HashMap::with_capacity(rows.len());
         if !rows.is_empty() {
+            // The insert and the notification (delivered at commit) in one statement.
             let inserted: Vec<(Uuid, i64)> = sqlx::query_as(
-                "INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash) \
-                 SELECT e.event_id, e.stream, e.version, e.event_type, e.schema_version, e.data, e.metadata, $1, e.hash \
-                 FROM UNNEST($2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[]) \
-                      WITH ORDINALITY AS e(event_id, stream, version, event_type, schema_version, data, metadata, hash, ord) \
-                 ORDER BY e.ord \
-                 RETURNING event_id, position",
+                "WITH inserted AS (
+                    INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash)
+                    SELECT e.event_id, e.stream, e.version, e.event_type, e.schema_version, e.data, e.metadata, $1, e.hash
+                    FROM UNNEST($2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+                         WITH ORDINALITY AS e(event_id, stream, version, event_type, schema_version, data, metadata, hash, ord)
+                    ORDER BY e.ord
+                    RETURNING event_id, position
+                 ), notified AS (
+                    SELECT pg_notify($10, (SELECT MAX(position) FROM inserted)::text)
+                 )
+                 SELECT event_id, position FROM inserted, notified",
             )
             .bind(recorded_at)
             .bind(rows.iter().map(|(_, r)| r.event_id).collect::<Vec<_>>())
@@ -357,15 +367,10 @@ impl Writer {
             .bind(rows.iter().map(|(_, r)| r.data.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|(_, r)| r.metadata.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|(_, r)| r.hash.to_string()).collect::<Vec<_>>())
+            .bind(&self.channel)
             .fetch_all(&mut *tx)
             .await?;
             positions.extend(inserted.into_iter().map(|(id, p)| (id, p as u64)));
-            let last = positions.values().max().copied().unwrap_or_default();
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&self.channel)
-                .bind(last.to_string())
-                .execute(&mut *tx)
-                .await?;
         }
         let inserted = rows.len();
         drop(rows);

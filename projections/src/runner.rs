@@ -6,10 +6,11 @@
 //! the plain name (`chats`). Its row in `projections` names the live generation and the
 //! position of the last event the tables reflect.
 //!
-//! A live batch locks that row, checks that generation and checkpoint are what the runner
-//! expects, applies the events, moves the checkpoint, and commits, all in one transaction: a
-//! crash can neither lose nor double-apply an event, and two runners (two processes) never
-//! apply one batch twice; the one that finds the row moved simply follows on from there.
+//! Live, every read model follows the log's tail together: a batch locks each read model's
+//! row, checks that generation and checkpoint are what the runner expects, applies the events
+//! each has not seen, moves the checkpoints, and commits, all in one transaction: a crash can
+//! neither lose nor double-apply an event, and two runners (two processes) never apply one
+//! batch twice; the one that finds a row moved simply follows on from there.
 //!
 //! A rebuild fills generation N+1 from position 0 while the live runner keeps serving
 //! generation N, then, holding the row's lock, applies what arrived meanwhile, points the row
@@ -433,6 +434,19 @@ pub async fn rebuild(
         })
         .await?;
         progress(position, events);
+    }
+
+    // PostgreSQL plans queries by its statistics, which fresh tables do not have yet (until
+    // autovacuum comes by): without them the dashboard's first queries may scan whole tables.
+    if db.kind() == "postgres" {
+        let mut tx = db.begin().await?;
+        for (projector, new_suffix) in projectors.iter().zip(&suffixes) {
+            for table in projector.tables() {
+                tx.execute(&format!("ANALYZE {table}{new_suffix}"), &[])
+                    .await?;
+            }
+        }
+        tx.commit().await?;
     }
 
     // Switch over: under the registry rows' locks, apply what arrived meanwhile, then point
