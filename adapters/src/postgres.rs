@@ -115,6 +115,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx already checks each connection as it goes back to the pool (a round trip);
+            // checking it again as it comes out would cost every statement a second one.
+            .test_before_acquire(false)
             .connect_lazy_with(options.clone());
         let scope = schema.unwrap_or("public");
         let channel = format!("chatledger_events_{scope}");

@@ -35,6 +35,7 @@ pub mod conversations;
 pub mod credentials;
 pub mod dispatch;
 pub mod personal;
+mod pg_pipeline;
 pub mod reactor;
 pub mod read_db;
 pub mod read_models;

@@ -18,6 +18,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
 
+use crate::pg_pipeline::{PgTx, PgWriter};
+
 /// An argument of a read-model statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
@@ -102,7 +104,12 @@ pub enum ReadDb {
         pool: SqlitePool,
         writer: Option<Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
     },
-    Postgres(PgPool),
+    /// Queries go through the pool; projection writes, when `writer` is there, through its one
+    /// connection, pipelined (see [`crate::pg_pipeline`]).
+    Postgres {
+        pool: PgPool,
+        writer: Option<Arc<tokio::sync::Mutex<PgWriter>>>,
+    },
 }
 
 /// A read-model transaction.
@@ -110,6 +117,7 @@ pub enum ReadTx {
     Sqlite(Transaction<'static, Sqlite>),
     Native(NativeTx),
     Postgres(Transaction<'static, Postgres>),
+    Pipelined(PgTx),
 }
 
 /// A row of a read-model query, read by column index.
@@ -117,6 +125,7 @@ pub enum DbRow {
     Sqlite(SqliteRow),
     Native(Vec<rusqlite::types::Value>),
     Postgres(PgRow),
+    Pipelined(tokio_postgres::Row),
 }
 
 /// A failed read-model statement.
@@ -126,6 +135,8 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
     /// Projection writes on SQLite run on a blocking thread, which ended without an answer.
     #[error("the read-model writer stopped: {0}")]
     Stopped(String),
@@ -170,9 +181,10 @@ impl NativeTx {
         Ok(statement)
     }
 
-    fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, rusqlite::Error> {
+    fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), rusqlite::Error> {
         let mut statement = Self::bound(&self.conn, sql, args)?;
-        Ok(statement.raw_execute()? as u64)
+        statement.raw_execute()?;
+        Ok(())
     }
 
     fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, rusqlite::Error> {
@@ -345,8 +357,17 @@ impl ReadDb {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            // Checked as they go back to the pool (by sqlx); not again as they come out.
+            .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(ReadDb::Postgres(pool))
+        let writer = PgWriter::new(url, schema);
+        if writer.is_none() {
+            tracing::warn!("the read-model writer cannot read this database URL; projection writes go one by one through the pool");
+        }
+        Ok(ReadDb::Postgres {
+            pool,
+            writer: writer.map(|w| Arc::new(tokio::sync::Mutex::new(w))),
+        })
     }
 
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
@@ -360,7 +381,11 @@ impl ReadDb {
             ReadDb::Sqlite { pool, .. } => {
                 ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
             }
-            ReadDb::Postgres(pool) => ReadTx::Postgres(pool.begin().await?),
+            ReadDb::Postgres {
+                writer: Some(writer),
+                ..
+            } => ReadTx::Pipelined(PgTx::begin(writer.clone().lock_owned().await).await?),
+            ReadDb::Postgres { pool, .. } => ReadTx::Postgres(pool.begin().await?),
         })
     }
 
@@ -372,7 +397,7 @@ impl ReadDb {
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args)
+            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -395,7 +420,7 @@ impl ReadDb {
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            ReadDb::Postgres(pool) => bind_all!(sqlx::query(sql), args)
+            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -417,24 +442,26 @@ impl ReadDb {
     pub fn kind(&self) -> &'static str {
         match self {
             ReadDb::Sqlite { .. } => "sqlite",
-            ReadDb::Postgres(_) => "postgres",
+            ReadDb::Postgres { .. } => "postgres",
         }
     }
 }
 
 impl ReadTx {
-    pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
-        Ok(match self {
+    /// Runs a write. On PostgreSQL it may be sent later, with the transaction's next read or
+    /// its commit, and fail there.
+    pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), DbError> {
+        match self {
             ReadTx::Native(tx) => tx.execute(sql, args)?,
-            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-        })
+            ReadTx::Sqlite(tx) => {
+                bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
+            }
+            ReadTx::Postgres(tx) => {
+                bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
+            }
+            ReadTx::Pipelined(tx) => tx.execute(sql, args),
+        }
+        Ok(())
     }
 
     pub async fn fetch_optional(
@@ -460,6 +487,12 @@ impl ReadTx {
                 .into_iter()
                 .map(DbRow::Postgres)
                 .collect(),
+            ReadTx::Pipelined(tx) => tx
+                .fetch_all(sql, args)
+                .await?
+                .into_iter()
+                .map(DbRow::Pipelined)
+                .collect(),
         })
     }
 
@@ -468,6 +501,7 @@ impl ReadTx {
             ReadTx::Sqlite(tx) => Ok(tx.commit().await?),
             ReadTx::Native(tx) => Ok(tx.commit()?),
             ReadTx::Postgres(tx) => Ok(tx.commit().await?),
+            ReadTx::Pipelined(tx) => Ok(tx.commit().await?),
         }
     }
 
@@ -476,7 +510,7 @@ impl ReadTx {
     pub fn lock_suffix(&self) -> &'static str {
         match self {
             ReadTx::Sqlite(_) | ReadTx::Native(_) => "",
-            ReadTx::Postgres(_) => " FOR UPDATE",
+            ReadTx::Postgres(_) | ReadTx::Pipelined(_) => " FOR UPDATE",
         }
     }
 }
@@ -487,6 +521,7 @@ impl DbRow {
             DbRow::Sqlite(row) => row.len(),
             DbRow::Native(values) => values.len(),
             DbRow::Postgres(row) => row.len(),
+            DbRow::Pipelined(row) => row.len(),
         };
         (0..width)
             .map(|i| self.text(i).or_else(|| self.i64(i).map(|n| n.to_string())))
@@ -501,6 +536,7 @@ impl DbRow {
                 _ => None,
             },
             DbRow::Postgres(row) => row.try_get::<Option<i64>, _>(index).ok().flatten(),
+            DbRow::Pipelined(row) => row.try_get::<_, Option<i64>>(index).ok().flatten(),
         }
     }
 
@@ -512,6 +548,7 @@ impl DbRow {
                 _ => None,
             },
             DbRow::Postgres(row) => row.try_get::<Option<String>, _>(index).ok().flatten(),
+            DbRow::Pipelined(row) => row.try_get::<_, Option<String>>(index).ok().flatten(),
         }
     }
 

@@ -625,33 +625,26 @@ impl Projector for Customers {
                 opened_at,
                 ..
             }) => {
-                let customer = customer_id(&conversation.customer);
-                let existing = tx
-                    .fetch_optional(
-                        &format!("SELECT chat_ids FROM customers{s} WHERE stakeholder = $1 AND customer = $2"),
-                        &[(&conversation.stakeholder).into(), (&customer).into()],
-                    )
-                    .await?;
-                let mut chat_ids: Vec<Value> = existing
-                    .and_then(|row| row.json(0))
-                    .and_then(|v| v.as_array().cloned())
-                    .unwrap_or_default();
-                let chat = Value::String(chat_id.to_string());
-                if !chat_ids.contains(&chat) {
-                    chat_ids.push(chat);
-                }
+                // The chat joins the customer's list (a JSON array of ids, in order) unless it
+                // is there already, written without reading the row back.
+                let quoted = Value::String(chat_id.to_string()).to_string();
                 tx.execute(
                     &format!(
                         "INSERT INTO customers{s} (stakeholder, customer, channel, stream, context, chat_ids, first_seen_at, position)
-                         VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
-                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $4, chat_ids = $5, position = $7"
+                         VALUES ($1, $2, $3, $8, $4, '[' || $5 || ']', $6, $7)
+                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $4, position = $7,
+                            chat_ids = CASE
+                                WHEN customers{s}.chat_ids LIKE '%' || $5 || '%' THEN customers{s}.chat_ids
+                                WHEN customers{s}.chat_ids = '[]' THEN '[' || $5 || ']'
+                                ELSE substr(customers{s}.chat_ids, 1, length(customers{s}.chat_ids) - 1) || ',' || $5 || ']'
+                            END"
                     ),
                     &[
                         (&conversation.stakeholder).into(),
-                        customer.into(),
+                        customer_id(&conversation.customer).into(),
                         (&conversation.channel).into(),
                         context.to_string().into(),
-                        Value::Array(chat_ids).to_string().into(),
+                        quoted.into(),
                         opened_at.into(),
                         event.position.into(),
                         (&event.stream).into(),

@@ -17,6 +17,7 @@
 //! and the views at N+1, and commits. The live runner's next batch sees the row moved and
 //! carries on in the new generation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,32 @@ impl Registration {
 
 fn suffix(generation: i64) -> String {
     format!("_g{generation}")
+}
+
+/// The registry rows of `names` (one statement, each row locked until commit).
+async fn read_registrations(
+    tx: &mut ReadTx,
+    names: &[&str],
+) -> Result<HashMap<String, Registration>, DbError> {
+    let numbers: Vec<String> = (1..=names.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT name, generation, checkpoint FROM projections WHERE name IN ({}){}",
+        numbers.join(", "),
+        tx.lock_suffix()
+    );
+    let args: Vec<Arg> = names.iter().map(|name| (*name).into()).collect();
+    Ok(tx
+        .fetch_all(&sql, &args)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let registration = Registration {
+                generation: row.i64(1).unwrap_or(1),
+                checkpoint: row.i64(2).unwrap_or(0) as u64,
+            };
+            Some((row.text(0)?, registration))
+        })
+        .collect())
 }
 
 async fn read_registration(tx: &mut ReadTx, name: &str) -> Result<Option<Registration>, DbError> {
@@ -176,11 +203,13 @@ async fn apply_batch(
     events: &[Arc<DecodedEvent>],
 ) -> Result<Batch, ProjectionError> {
     let mut tx = db.begin().await?;
-    for (live, expected) in projectors.iter().zip(registrations.iter()) {
-        let current = read_registration(&mut tx, live.projector.name())
-            .await?
-            .unwrap_or(*expected);
-        if current != *expected {
+    let names: Vec<&str> = projectors
+        .iter()
+        .map(|live| live.projector.name())
+        .collect();
+    let current = read_registrations(&mut tx, &names).await?;
+    for (name, expected) in names.iter().zip(registrations.iter()) {
+        if current.get(*name).unwrap_or(expected) != expected {
             return Ok(Batch::Moved);
         }
     }

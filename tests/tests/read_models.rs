@@ -269,4 +269,112 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
     stop.send_replace(true);
 }
 
-chatledger_tests::on_both_backends!(live_projection_and_rebuild_agree);
+/// What projectors rely on from a read-model transaction, whichever way the backend sends its
+/// writes (PostgreSQL queues them until the next read or the commit): a read sees the
+/// transaction's earlier writes; a write that fails fails the transaction and keeps none of
+/// it; a transaction dropped without commit keeps nothing; the next one works.
+async fn read_transactions_keep_all_or_nothing(backend: Backend) {
+    let (test_db, _store) = backend.open().await;
+    let db = test_db.read_db().await;
+    let mut tx = db.begin().await.unwrap();
+    tx.execute("CREATE TABLE probe (id BIGINT PRIMARY KEY, note TEXT)", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let notes = |db: ReadDb| async move {
+        db.fetch_all("SELECT id, note FROM probe ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.i64(0).unwrap(), row.text(1)))
+            .collect::<Vec<_>>()
+    };
+
+    let mut tx = db.begin().await.unwrap();
+    for id in 1..=3i64 {
+        tx.execute(
+            "INSERT INTO probe (id, note) VALUES ($1, $2)",
+            &[id.into(), format!("note {id}").into()],
+        )
+        .await
+        .unwrap();
+    }
+    tx.execute(
+        "UPDATE probe SET note = $2 WHERE id = $1",
+        &[2i64.into(), Option::<String>::None.into()],
+    )
+    .await
+    .unwrap();
+    let seen = tx
+        .fetch_all("SELECT COUNT(*) FROM probe WHERE note IS NOT NULL", &[])
+        .await
+        .unwrap();
+    assert_eq!(seen[0].i64(0), Some(2), "a read sees the writes before it");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        notes(db.clone()).await,
+        vec![
+            (1, Some("note 1".into())),
+            (2, None),
+            (3, Some("note 3".into()))
+        ]
+    );
+
+    // The second insert collides with a stored row: the transaction fails, by the commit at
+    // the latest, and neither its first insert nor its update is kept.
+    let mut tx = db.begin().await.unwrap();
+    let mut outcome = Ok(());
+    for (sql, args) in [
+        (
+            "INSERT INTO probe (id, note) VALUES ($1, $2)",
+            vec![4i64.into(), "four".into()],
+        ),
+        (
+            "INSERT INTO probe (id, note) VALUES ($1, $2)",
+            vec![1i64.into(), "again".into()],
+        ),
+        (
+            "UPDATE probe SET note = $2 WHERE id = $1",
+            vec![3i64.into(), "changed".into()],
+        ),
+    ] {
+        outcome = outcome.and(tx.execute(sql, &args).await);
+    }
+    let outcome = match outcome {
+        Ok(()) => tx.commit().await,
+        Err(e) => {
+            drop(tx);
+            Err(e)
+        }
+    };
+    assert!(outcome.is_err(), "a duplicate key fails the transaction");
+
+    // Dropped without commit: nothing kept.
+    let mut tx = db.begin().await.unwrap();
+    tx.execute("DELETE FROM probe", &[]).await.unwrap();
+    drop(tx);
+
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(
+        "INSERT INTO probe (id, note) VALUES ($1, $2)",
+        &[5i64.into(), "five".into()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        notes(db.clone()).await,
+        vec![
+            (1, Some("note 1".into())),
+            (2, None),
+            (3, Some("note 3".into())),
+            (5, Some("five".into()))
+        ],
+        "the failed and the dropped transactions left nothing; the next one committed"
+    );
+}
+
+chatledger_tests::on_both_backends!(
+    live_projection_and_rebuild_agree,
+    read_transactions_keep_all_or_nothing
+);
