@@ -65,6 +65,13 @@ const MAX_ATTEMPTS: usize = 8;
 /// listener connection that is being re-established).
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
+/// The stored events among the given ids, with their streams. One index lookup per id, by
+/// the shape of the query: `event_id = ANY($1)` gets a sequential scan from the planner while
+/// the table is small (fresh, not yet analyzed), and a prepared statement keeps that plan
+/// as the table grows, each append then reading the whole log.
+const LOOKUP_IDS: &str = "SELECT f.event_id, f.stream FROM UNNEST($1::uuid[]) AS i(id)
+     CROSS JOIN LATERAL (SELECT event_id, stream FROM events e WHERE e.event_id = i.id LIMIT 1) f";
+
 const SELECT_EVENT: &str =
     "SELECT position, event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash FROM events";
 
@@ -306,10 +313,12 @@ impl Writer {
         streams.dedup();
         // One round trip for both, read under the lock (a statement after it, so that its
         // snapshot sees every append committed before the lock was ours): which given ids are
-        // stored (and where), and the head of every stream named.
+        // stored (and where), and the head of every stream named; each by an index lookup per
+        // id or stream (see LOOKUP_IDS).
         type Found = (Option<Uuid>, String, Option<i64>, Option<String>);
         let found: Vec<Found> = sqlx::query_as(
-            "SELECT event_id, stream, NULL::bigint, NULL::text FROM events WHERE event_id = ANY($1)
+            "SELECT f.event_id, f.stream, NULL::bigint, NULL::text FROM UNNEST($1::uuid[]) AS i(id)
+             CROSS JOIN LATERAL (SELECT event_id, stream FROM events e WHERE e.event_id = i.id LIMIT 1) f
              UNION ALL
              SELECT NULL::uuid, s.stream, h.version, h.hash FROM UNNEST($2::text[]) AS s(stream)
              CROSS JOIN LATERAL (SELECT version, hash FROM events e WHERE e.stream = s.stream
@@ -404,12 +413,11 @@ impl Writer {
             .await
             .map_err(failed)?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let existing: Vec<(Uuid, String)> =
-            sqlx::query_as("SELECT event_id, stream FROM events WHERE event_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(failed)?;
+        let existing: Vec<(Uuid, String)> = sqlx::query_as(LOOKUP_IDS)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(failed)?;
         let head: Option<(i64, String)> = sqlx::query_as(
             "SELECT version, hash FROM events WHERE stream = $1 ORDER BY version DESC LIMIT 1",
         )

@@ -134,6 +134,9 @@ impl Db {
                     .execute(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
+                // What an earlier measurement wrote is flushed now, not by a checkpoint that
+                // falls in the middle of this one (a role that may not is measured as it is).
+                let _ = sqlx::query("CHECKPOINT").execute(&mut conn).await;
                 Ok(Db {
                     kind: DbKind::Postgres {
                         server: server.to_owned(),

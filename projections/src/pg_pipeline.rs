@@ -141,9 +141,7 @@ impl PgTx {
             // Read models are rebuilt from the log, and each commits its rows with its
             // checkpoint: a commit lost in a crash is simply applied again. So a commit need
             // not wait for the disk (as `synchronous=NORMAL` on SQLite).
-            client
-                .batch_execute("SET synchronous_commit = off")
-                .await?;
+            client.batch_execute("SET synchronous_commit = off").await?;
             writer.connection = Some(Connection {
                 client,
                 statements: HashMap::new(),
