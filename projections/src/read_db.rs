@@ -113,7 +113,15 @@ pub enum ReadDb {
 }
 
 /// A read-model transaction.
-pub enum ReadTx {
+pub struct ReadTx {
+    kind: TxKind,
+    serial: u64,
+}
+
+/// Numbers transactions, for [`ReadTx::serial`].
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+enum TxKind {
     Sqlite(Transaction<'static, Sqlite>),
     Native(NativeTx),
     Postgres(Transaction<'static, Postgres>),
@@ -373,19 +381,23 @@ impl ReadDb {
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// a read-then-write transaction never fails to upgrade.
     pub async fn begin(&self) -> Result<ReadTx, DbError> {
-        Ok(match self {
+        let kind = match self {
             ReadDb::Sqlite {
                 writer: Some(writer),
                 ..
-            } => ReadTx::Native(NativeTx::begin(writer.clone().lock_owned().await)?),
+            } => TxKind::Native(NativeTx::begin(writer.clone().lock_owned().await)?),
             ReadDb::Sqlite { pool, .. } => {
-                ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
+                TxKind::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
             }
             ReadDb::Postgres {
                 writer: Some(writer),
                 ..
-            } => ReadTx::Pipelined(PgTx::begin(writer.clone().lock_owned().await).await?),
-            ReadDb::Postgres { pool, .. } => ReadTx::Postgres(pool.begin().await?),
+            } => TxKind::Pipelined(PgTx::begin(writer.clone().lock_owned().await).await?),
+            ReadDb::Postgres { pool, .. } => TxKind::Postgres(pool.begin().await?),
+        };
+        Ok(ReadTx {
+            kind,
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -448,18 +460,25 @@ impl ReadDb {
 }
 
 impl ReadTx {
+    /// This transaction's number, unique in the process: what a projector may remember of
+    /// what it read holds as long as the number is the same (within one transaction, nothing
+    /// else writes its tables: it holds its registry row's lock).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
     /// Runs a write. On PostgreSQL it may be sent later, with the transaction's next read or
     /// its commit, and fail there.
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), DbError> {
-        match self {
-            ReadTx::Native(tx) => tx.execute(sql, args)?,
-            ReadTx::Sqlite(tx) => {
+        match &mut self.kind {
+            TxKind::Native(tx) => tx.execute(sql, args)?,
+            TxKind::Sqlite(tx) => {
                 bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
             }
-            ReadTx::Postgres(tx) => {
+            TxKind::Postgres(tx) => {
                 bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
             }
-            ReadTx::Pipelined(tx) => tx.execute(sql, args),
+            TxKind::Pipelined(tx) => tx.execute(sql, args),
         }
         Ok(())
     }
@@ -473,21 +492,21 @@ impl ReadTx {
     }
 
     pub async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, DbError> {
-        Ok(match self {
-            ReadTx::Native(tx) => tx.fetch_all(sql, args)?,
-            ReadTx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+        Ok(match &mut self.kind {
+            TxKind::Native(tx) => tx.fetch_all(sql, args)?,
+            TxKind::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .fetch_all(&mut **tx)
                 .await?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            ReadTx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+            TxKind::Postgres(tx) => bind_all!(sqlx::query(sql), args)
                 .fetch_all(&mut **tx)
                 .await?
                 .into_iter()
                 .map(DbRow::Postgres)
                 .collect(),
-            ReadTx::Pipelined(tx) => tx
+            TxKind::Pipelined(tx) => tx
                 .fetch_all(sql, args)
                 .await?
                 .into_iter()
@@ -497,20 +516,20 @@ impl ReadTx {
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        match self {
-            ReadTx::Sqlite(tx) => Ok(tx.commit().await?),
-            ReadTx::Native(tx) => Ok(tx.commit()?),
-            ReadTx::Postgres(tx) => Ok(tx.commit().await?),
-            ReadTx::Pipelined(tx) => Ok(tx.commit().await?),
+        match self.kind {
+            TxKind::Sqlite(tx) => Ok(tx.commit().await?),
+            TxKind::Native(tx) => Ok(tx.commit()?),
+            TxKind::Postgres(tx) => Ok(tx.commit().await?),
+            TxKind::Pipelined(tx) => Ok(tx.commit().await?),
         }
     }
 
     /// Locks a projector's registry row until commit (on SQLite the transaction already holds
     /// the database's write lock).
     pub fn lock_suffix(&self) -> &'static str {
-        match self {
-            ReadTx::Sqlite(_) | ReadTx::Native(_) => "",
-            ReadTx::Postgres(_) | ReadTx::Pipelined(_) => " FOR UPDATE",
+        match &self.kind {
+            TxKind::Sqlite(_) | TxKind::Native(_) => "",
+            TxKind::Postgres(_) | TxKind::Pipelined(_) => " FOR UPDATE",
         }
     }
 }

@@ -26,7 +26,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Customers),
         Arc::new(Executives),
         Arc::new(Rides),
-        Arc::new(Sla),
+        Arc::new(Sla::default()),
         Arc::new(crate::credentials::Credentials),
     ]
 }
@@ -859,7 +859,12 @@ impl Projector for Rides {
 
 /// `sla`: each chat's SLA clock, due times (under the policy in force when it started),
 /// alerts and escalations; `sla_policy`: the policy versions.
-pub struct Sla;
+#[derive(Default)]
+pub struct Sla {
+    /// The latest policy as one transaction read it (by its serial and the tables' suffix):
+    /// a batch of new chats reads it once, not once per chat.
+    policy: std::sync::Mutex<Option<(u64, String, i64, SlaPolicy)>>,
+}
 
 #[async_trait]
 impl Projector for Sla {
@@ -919,6 +924,7 @@ impl Projector for Sla {
             reason: e.to_string(),
         };
         if event.event_type == SLA_POLICY_EVENT {
+            *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tx.execute(
                 &format!("INSERT INTO sla_policy{s} (version, policy) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"),
                 &[event.version.into(), event.data.to_string().into()],
@@ -933,16 +939,31 @@ impl Projector for Sla {
                 customer_message,
                 started_at,
             }) => {
-                let policy = tx
-                    .fetch_optional(&format!("SELECT version, policy FROM sla_policy{s} ORDER BY version DESC LIMIT 1"), &[])
-                    .await?;
-                let (version, policy) = match policy {
-                    Some(row) => (
-                        row.i64(0).unwrap_or_default(),
-                        serde_json::from_str::<SlaPolicy>(&row.text(1).unwrap_or_default())
-                            .map_err(unreadable)?,
-                    ),
-                    None => (0, SlaPolicy::default()),
+                let remembered = self
+                    .policy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .filter(|(serial, suffix, _, _)| *serial == tx.serial() && suffix == s)
+                    .map(|(_, _, version, policy)| (*version, policy.clone()));
+                let (version, policy) = match remembered {
+                    Some(remembered) => remembered,
+                    None => {
+                        let row = tx
+                            .fetch_optional(&format!("SELECT version, policy FROM sla_policy{s} ORDER BY version DESC LIMIT 1"), &[])
+                            .await?;
+                        let read = match row {
+                            Some(row) => (
+                                row.i64(0).unwrap_or_default(),
+                                serde_json::from_str::<SlaPolicy>(&row.text(1).unwrap_or_default())
+                                    .map_err(unreadable)?,
+                            ),
+                            None => (0, SlaPolicy::default()),
+                        };
+                        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((tx.serial(), s.to_owned(), read.0, read.1.clone()));
+                        read
+                    }
                 };
                 let t = policy.for_stakeholder(stakeholder);
                 let alert_due =

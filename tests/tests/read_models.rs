@@ -6,7 +6,8 @@ use std::time::Duration;
 use chatledger_core::conversation::{
     ConversationCommand, ConversationRef, Customer, InboundMessage, ProviderError, Receipt,
 };
-use chatledger_core::{EventStore, Metadata};
+use chatledger_core::sla::{SLA_POLICY_EVENT, SLA_POLICY_STREAM};
+use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_models;
@@ -374,7 +375,87 @@ async fn read_transactions_keep_all_or_nothing(backend: Backend) {
     );
 }
 
+/// SLA clocks take the policy in force when they start, also when a policy change and the
+/// chats around it are projected in one batch (the projector remembers the policy it read
+/// only for the rest of its transaction).
+async fn sla_clocks_take_the_policy_in_force_within_one_batch(backend: Backend) {
+    let (test_db, store) = backend.open().await;
+    let handler = Conversations::new(store.clone());
+    let meta = Metadata::by("test");
+    let policy = |alert: u64| {
+        NewEvent::new(
+            Uuid::new_v4(),
+            SLA_POLICY_EVENT,
+            json!({"alert_after_seconds": alert, "escalate_after_seconds": alert * 10}),
+            Metadata::by("test"),
+        )
+    };
+    let customers = ["+919811100001", "+919811100002", "+919811100003"];
+    store
+        .append(
+            SLA_POLICY_STREAM,
+            ExpectedVersion::NoStream,
+            vec![policy(60)],
+        )
+        .await
+        .unwrap();
+    for (i, customer) in customers.iter().enumerate() {
+        if i == 2 {
+            store
+                .append(
+                    SLA_POLICY_STREAM,
+                    ExpectedVersion::Exact(0),
+                    vec![policy(120)],
+                )
+                .await
+                .unwrap();
+        }
+        handler
+            .handle(
+                &conversation(customer).stream(),
+                vec![message(
+                    customer,
+                    &format!("wamid.sla{i}"),
+                    "text",
+                    Some("hi"),
+                )],
+                &meta,
+            )
+            .await
+            .unwrap();
+    }
+    // Everything is in the log before projection starts: one catch-up batch applies it all.
+    let db = test_db.read_db().await;
+    let stop = project_live(store.clone(), &db).await;
+    let clocks = |db: ReadDb| async move {
+        db.fetch_all(
+            "SELECT policy_version, clock_started_at, alert_due_at FROM sla ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let started = row.time(1).unwrap();
+            let due = row.time(2).unwrap();
+            (row.i64(0).unwrap(), (due - started).num_seconds())
+        })
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        clocks(db.clone()).await,
+        vec![(0, 60), (0, 60), (1, 120)],
+        "each clock is due by the policy in force when it started"
+    );
+    rebuild(store.clone(), &db, &read_models::all(), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(clocks(db.clone()).await, vec![(0, 60), (0, 60), (1, 120)]);
+    stop.send_replace(true);
+}
+
 chatledger_tests::on_both_backends!(
     live_projection_and_rebuild_agree,
-    read_transactions_keep_all_or_nothing
+    read_transactions_keep_all_or_nothing,
+    sla_clocks_take_the_policy_in_force_within_one_batch
 );
