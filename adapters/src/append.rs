@@ -137,6 +137,22 @@ pub(crate) struct AppendJob {
     pub events: Vec<NewEvent>,
 }
 
+/// A stream's head as the database gave it (its last version and hash), or why it cannot be
+/// read.
+pub(crate) fn stream_head(
+    version: Option<i64>,
+    hash: Option<String>,
+) -> Result<StreamHead, String> {
+    match (version, hash.map(|h| h.parse::<EventHash>())) {
+        (Some(version), Some(Ok(hash))) => Ok(StreamHead {
+            version: version as u64,
+            hash,
+        }),
+        (_, Some(Err(e))) => Err(e.to_string()),
+        _ => Err("the head has no version or hash".to_owned()),
+    }
+}
+
 /// Plans a group of appends written in one transaction, each against the state the earlier
 /// ones leave (so two appends to one stream in one group conflict exactly as they would one
 /// after the other). `stored_ids` (the given ids already stored, and where) and `heads` (each

@@ -32,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatledger_core::canonical::truncate_to_micros;
 use chatledger_core::{
-    AppendResult, EventHash, EventStore, ExpectedVersion, KeyStore, NewEvent, Position,
-    RecordedEvent, StoreError, StoredEvent, SubjectKey,
+    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
+    StoreError, StoredEvent, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::append::{
-    plan_append, plan_group, results, validate, AppendJob, PlannedRow, StreamHead,
+    plan_append, plan_group, results, stream_head, validate, AppendJob, PlannedRow, StreamHead,
 };
 use crate::follow::{follow, ReadAll};
 use crate::keys;
@@ -335,14 +335,7 @@ impl Writer {
                 stored_ids.insert(event_id, stream);
                 continue;
             }
-            let head = match (version, hash.map(|h| h.parse::<EventHash>())) {
-                (Some(version), Some(Ok(hash))) => Ok(StreamHead {
-                    version: version as u64,
-                    hash,
-                }),
-                (_, Some(Err(e))) => Err(e.to_string()),
-                _ => Err("the head has no version or hash".to_owned()),
-            };
+            let head = stream_head(version, hash);
             heads.insert(stream, head);
         }
         let recorded_at = truncate_to_micros(Utc::now());

@@ -26,8 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatledger_core::canonical::{format_recorded_at, truncate_to_micros};
 use chatledger_core::{
-    AppendResult, EventHash, EventStore, ExpectedVersion, KeyStore, NewEvent, Position,
-    RecordedEvent, StoreError, SubjectKey,
+    AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
+    StoreError, SubjectKey,
 };
 use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
@@ -38,7 +38,9 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::append::{plan_group, results, validate, AppendJob, PlannedRow, StreamHead};
+use crate::append::{
+    plan_group, results, stream_head, validate, AppendJob, PlannedRow, StreamHead,
+};
 use crate::follow::{follow, ReadAll};
 use crate::keys;
 use crate::rows::{db_error, RawEvent};
@@ -637,14 +639,7 @@ async fn append_all(
             }
             continue;
         }
-        let head = match (version, hash.map(|h| h.parse::<EventHash>())) {
-            (Some(version), Some(Ok(hash))) => Ok(StreamHead {
-                version: version as u64,
-                hash,
-            }),
-            (_, Some(Err(e))) => Err(e.to_string()),
-            _ => Err("the head has no version or hash".to_owned()),
-        };
+        let head = stream_head(version, hash);
         heads.insert(key, head);
     }
     // Plan every append against the state the earlier ones leave, then insert all their
