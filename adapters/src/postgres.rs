@@ -88,8 +88,13 @@ pub struct PostgresStore {
     counts: Arc<Counts>,
 }
 
-/// An append waiting for the writer, and where to answer.
-type Queued = (AppendJob, oneshot::Sender<Result<AppendResult, StoreError>>);
+/// An append waiting for the writer, the new key to store with it (a new conversation's),
+/// and where to answer: `None` when the stream had another key, and nothing was written.
+type Queued = (
+    AppendJob,
+    Option<SubjectKey>,
+    oneshot::Sender<Result<Option<AppendResult>, StoreError>>,
+);
 
 /// What the writer task needs to write.
 struct Writer {
@@ -251,17 +256,24 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let (jobs, replies): (Vec<AppendJob>, Vec<_>) = group.into_iter().unzip();
+            let mut jobs = Vec::with_capacity(group.len());
+            let mut keys = Vec::with_capacity(group.len());
+            let mut replies = Vec::with_capacity(group.len());
+            for (job, key, reply) in group {
+                jobs.push(job);
+                keys.push(key);
+                replies.push(reply);
+            }
             self.counts.add(jobs.len());
-            let outcomes = match self.append_group(&jobs).await {
+            let outcomes = match self.append_group(&jobs, &keys).await {
                 Ok(outcomes) => outcomes,
                 Err(e) => {
                     if jobs.len() > 1 {
                         tracing::debug!(error = %e, appends = jobs.len(), "group append failed; appending one by one");
                     }
                     let mut outcomes = Vec::with_capacity(jobs.len());
-                    for job in &jobs {
-                        outcomes.push(self.append_one(job).await);
+                    for (job, key) in jobs.iter().zip(keys) {
+                        outcomes.push(self.append_one_keyed(job, key).await);
                     }
                     outcomes
                 }
@@ -271,6 +283,22 @@ impl Writer {
                 let _ = reply.send(outcome);
             }
         }
+    }
+
+    /// One append on its own, its new key (if any) stored first in a transaction of its own
+    /// (a key left without events is harmless: it is the stream's key when next written).
+    async fn append_one_keyed(
+        &self,
+        job: &AppendJob,
+        key: Option<SubjectKey>,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        if let Some(key) = key {
+            let key_id = key.key_id.clone();
+            if store_key(&self.pool, &job.stream, key).await?.key_id != key_id {
+                return Ok(None);
+            }
+        }
+        self.append_one(job).await.map(Some)
     }
 
     /// One append in its own transaction, run again (a bounded number of times) when it meets
@@ -298,12 +326,23 @@ impl Writer {
     async fn append_group(
         &self,
         jobs: &[AppendJob],
-    ) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
+        keys: &[Option<SubjectKey>],
+    ) -> Result<Vec<Result<Option<AppendResult>, StoreError>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(self.lock_key)
             .execute(&mut *tx)
             .await?;
+        // New conversations' keys, stored with their first events; an append whose stream
+        // got another key meanwhile (here or in another process) writes nothing.
+        let taken = store_group_keys(&mut tx, jobs, keys).await?;
+        let written: Vec<&AppendJob> = jobs
+            .iter()
+            .zip(&taken)
+            .filter(|(_, taken)| !**taken)
+            .map(|(job, _)| job)
+            .collect();
+        let jobs = written;
         let ids: Vec<Uuid> = jobs
             .iter()
             .flat_map(|job| job.events.iter().map(|e| e.event_id))
@@ -339,8 +378,7 @@ impl Writer {
             heads.insert(stream, head);
         }
         let recorded_at = truncate_to_micros(Utc::now());
-        let job_refs: Vec<&AppendJob> = jobs.iter().collect();
-        let plans = plan_group(&job_refs, stored_ids, heads, recorded_at);
+        let plans = plan_group(&jobs, stored_ids, heads, recorded_at);
         let rows: Vec<(&str, &PlannedRow)> = jobs
             .iter()
             .zip(&plans)
@@ -386,7 +424,17 @@ impl Writer {
             ))
         })?;
         tx.commit().await?;
-        Ok(outcomes)
+        let mut outcomes = outcomes.into_iter();
+        Ok(taken
+            .into_iter()
+            .map(|taken| match taken {
+                true => Ok(None),
+                false => outcomes
+                    .next()
+                    .expect("an outcome for every append written")
+                    .map(Some),
+            })
+            .collect())
     }
 
     async fn try_append(
@@ -526,10 +574,12 @@ impl EventStore for PostgresStore {
         };
         let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
         self.appends
-            .send((job, reply))
+            .send((job, None, reply))
             .await
             .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        outcome.await.map_err(|_| stopped())??.ok_or_else(|| {
+            StoreError::Backend("the writer answered an append with no key as if it had one".into())
+        })
     }
 
     async fn read_stream(
@@ -606,21 +656,7 @@ impl KeyStore for PostgresStore {
         stream: &str,
         fresh: SubjectKey,
     ) -> Result<SubjectKey, StoreError> {
-        // Two processes may make one at once: the first row stays, both use it.
-        sqlx::query(
-            "INSERT INTO subject_keys (stream, key_id, key, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (stream) DO NOTHING",
-        )
-        .bind(stream)
-        .bind(&fresh.key_id)
-        .bind(keys::encode(&fresh.key))
-        .bind(chatledger_core::canonical::format_recorded_at(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        self.stream_key(stream)
-            .await?
-            .ok_or_else(|| StoreError::Backend(format!("the key of {stream} was not kept")))
+        store_key(&self.pool, stream, fresh).await
     }
 
     async fn append_with_new_key(
@@ -630,15 +666,29 @@ impl KeyStore for PostgresStore {
         events: Vec<NewEvent>,
         key: SubjectKey,
     ) -> Result<Option<AppendResult>, StoreError> {
-        // Key and events commit separately here; a key left without events (the append
-        // failed) is harmless, and is simply the stream's key when it is next written.
-        let key_id = key.key_id.clone();
-        if self.create_stream_key(stream, key).await?.key_id != key_id {
-            return Ok(None);
+        validate(stream, &events)?;
+        if events.is_empty() {
+            let key_id = key.key_id.clone();
+            if store_key(&self.pool, stream, key).await?.key_id != key_id {
+                return Ok(None);
+            }
+            return EventStore::append(self, stream, expected, events)
+                .await
+                .map(Some);
         }
-        EventStore::append(self, stream, expected, events)
+        // The writer stores the key in the transaction of the events.
+        let (reply, outcome) = oneshot::channel();
+        let job = AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        };
+        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
+        self.appends
+            .send((job, Some(key), reply))
             .await
-            .map(Some)
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
@@ -731,6 +781,84 @@ fn append_lock_key(schema: &str) -> i64 {
 /// Turns `NOTIFY`s on `channel` into wake-ups for this process's followers, reconnecting
 /// with backoff when the connection drops. Every (re)connection also wakes them, because
 /// notifications sent while nobody listened are lost.
+/// Makes `fresh` the key of `stream` unless it has one, in a transaction of its own, and
+/// answers the stream's key. Two processes may make one at once: the first row stays, both
+/// use it.
+async fn store_key(
+    pool: &PgPool,
+    stream: &str,
+    fresh: SubjectKey,
+) -> Result<SubjectKey, StoreError> {
+    sqlx::query(
+        "INSERT INTO subject_keys (stream, key_id, key, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (stream) DO NOTHING",
+    )
+    .bind(stream)
+    .bind(&fresh.key_id)
+    .bind(keys::encode(&fresh.key))
+    .bind(chatledger_core::canonical::format_recorded_at(Utc::now()))
+    .execute(pool)
+    .await
+    .map_err(db_error)?;
+    // A statement of its own: its snapshot sees a key another process committed meanwhile.
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT key_id, key FROM subject_keys WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    let (key_id, key) =
+        row.ok_or_else(|| StoreError::Backend(format!("the key of {stream} was not kept")))?;
+    keys::decode(stream, key_id, &key)
+}
+
+/// Stores the new keys of a group's appends (inside its transaction), and answers, append by
+/// append, whether its stream turned out to have another key (then nothing of it is written).
+async fn store_group_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: &[AppendJob],
+    keys: &[Option<SubjectKey>],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let keyed: Vec<(&str, &SubjectKey)> = jobs
+        .iter()
+        .zip(keys)
+        .filter_map(|(job, key)| key.as_ref().map(|key| (job.stream.as_str(), key)))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(vec![false; jobs.len()]);
+    }
+    let streams: Vec<&str> = keyed.iter().map(|(stream, _)| *stream).collect();
+    sqlx::query(
+        "INSERT INTO subject_keys (stream, key_id, key, created_at)
+         SELECT n.stream, n.key_id, n.key, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS n(stream, key_id, key)
+         ON CONFLICT (stream) DO NOTHING",
+    )
+    .bind(&streams)
+    .bind(keyed.iter().map(|(_, key)| key.key_id.as_str()).collect::<Vec<_>>())
+    .bind(keyed.iter().map(|(_, key)| keys::encode(&key.key)).collect::<Vec<_>>())
+    .bind(chatledger_core::canonical::format_recorded_at(Utc::now()))
+    .execute(&mut **tx)
+    .await?;
+    // One index probe per stream (see LOOKUP_IDS).
+    let stored: HashMap<String, String> = sqlx::query_as(
+        "SELECT k.stream, k.key_id FROM UNNEST($1::text[]) AS s(stream)
+         CROSS JOIN LATERAL (SELECT stream, key_id FROM subject_keys k WHERE k.stream = s.stream LIMIT 1) k",
+    )
+    .bind(&streams)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(jobs
+        .iter()
+        .zip(keys)
+        .map(|(job, key)| {
+            key.as_ref()
+                .is_some_and(|key| stored.get(&job.stream) != Some(&key.key_id))
+        })
+        .collect())
+}
+
 async fn listen(pool: PgPool, channel: String, wake: watch::Sender<u64>) {
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -198,9 +198,8 @@ impl fmt::Debug for SubjectKey {
 /// Where the keys that seal each conversation's personal data live: beside the log, outside
 /// it, so that destroying one forgets what it sealed while the log never changes.
 ///
-/// A backend writes keys the way it writes the log (SQLite: through its one writer, in the
-/// same group transactions as appends), so that making a key never waits on, or holds up, an
-/// append.
+/// A backend writes keys the way it writes the log (through its one writer, in the same group
+/// transactions as appends), so that making a key never waits on, or holds up, an append.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// The key of `stream`, if it has one that was not destroyed.

@@ -119,8 +119,68 @@ async fn destroyed_keys_are_gone_and_others_stay(backend: Backend) {
     );
 }
 
+/// Many first appends to one new stream at once, each with a key of its own, among plain
+/// appends to other streams (so that they share the writer's groups): one key is kept, only
+/// its caller's events are written, the others are told, and the plain appends are unharmed.
+async fn racing_first_appends_keep_one_key(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let stream = "conversation-c-+914";
+    let mut keyed = Vec::new();
+    for n in 0..16u8 {
+        let store = store.clone();
+        keyed.push(tokio::spawn(async move {
+            let mine = key(n);
+            let answer = keys(&store)
+                .append_with_new_key(stream, ExpectedVersion::Any, vec![event()], mine.clone())
+                .await
+                .unwrap();
+            (mine, answer)
+        }));
+    }
+    let mut plain = Vec::new();
+    for n in 0..16 {
+        let store = store.clone();
+        plain.push(tokio::spawn(async move {
+            store
+                .append(
+                    &format!("plain-{n}"),
+                    ExpectedVersion::NoStream,
+                    vec![event()],
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = Vec::new();
+    for racer in keyed {
+        let (mine, answer) = racer.await.unwrap();
+        if let Some(appended) = answer {
+            assert_eq!(appended.stored.len(), 1);
+            winners.push(mine);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "one caller's key is kept; the others are told"
+    );
+    assert_eq!(
+        keys(&store).stream_key(stream).await.unwrap(),
+        Some(winners[0].clone())
+    );
+    assert_eq!(
+        store.read_stream(stream, 0, 100).await.unwrap().len(),
+        1,
+        "only the kept key's events are written"
+    );
+    for append in plain {
+        assert_eq!(append.await.unwrap().stored.len(), 1);
+    }
+}
+
 chatledger_tests::on_both_backends!(
     racing_callers_all_get_the_first_key,
     a_new_key_is_written_with_the_first_events,
+    racing_first_appends_keep_one_key,
     destroyed_keys_are_gone_and_others_stay,
 );
