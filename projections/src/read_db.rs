@@ -356,6 +356,17 @@ impl ReadDb {
         )
     }
 
+    /// Whether projection writes are queued and sent together (PostgreSQL's pipelined writer).
+    pub fn writes_pipelined(&self) -> bool {
+        matches!(
+            self,
+            ReadDb::Postgres {
+                writer: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Read models beside a PostgreSQL log; `schema` as for the store.
     pub fn connect_postgres_lazy(url: &str, schema: Option<&str>) -> Result<Self, sqlx::Error> {
         let mut options = sqlx::postgres::PgConnectOptions::from_str(url)?;

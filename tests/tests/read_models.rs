@@ -13,7 +13,7 @@ use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_models;
 use chatledger_projections::runner::{rebuild, run_live, Live};
 use chatledger_projections::tail::LogTail;
-use chatledger_tests::db::Backend;
+use chatledger_tests::db::{Backend, TestDb};
 use chrono::Utc;
 use serde_json::json;
 use tokio::sync::watch;
@@ -277,6 +277,29 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
 async fn read_transactions_keep_all_or_nothing(backend: Backend) {
     let (test_db, _store) = backend.open().await;
     let db = test_db.read_db().await;
+    assert_eq!(db.writes_pipelined(), backend == Backend::Postgres);
+    transactions_keep_all_or_nothing(db).await;
+}
+
+/// On PostgreSQL, with a database URL only sqlx reads (a setting of its own), writes go one by
+/// one through sqlx's transactions, and keep the same promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_transactions_through_the_pool_keep_all_or_nothing() {
+    let (test_db, _store) = Backend::Postgres.open().await;
+    let TestDb::Postgres(schema) = &test_db else {
+        unreachable!("a PostgreSQL database")
+    };
+    let separator = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}statement-cache-capacity=100", schema.url);
+    let db = ReadDb::connect_postgres_lazy(&url, Some(&schema.name)).unwrap();
+    assert!(
+        !db.writes_pipelined(),
+        "the pipelined writer cannot read this URL"
+    );
+    transactions_keep_all_or_nothing(db).await;
+}
+
+async fn transactions_keep_all_or_nothing(db: ReadDb) {
     let mut tx = db.begin().await.unwrap();
     tx.execute("CREATE TABLE probe (id BIGINT PRIMARY KEY, note TEXT)", &[])
         .await
