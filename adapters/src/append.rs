@@ -210,11 +210,23 @@ pub(crate) fn plan_group(
 }
 
 /// Each planned append's result, once its rows have the positions the database gave them.
-/// `None` when a row has no position (the insert did not return it).
+/// An error when a row has no position (the insert did not return it): the group must not
+/// commit.
 pub(crate) fn results(
     plans: Vec<Result<AppendPlan, StoreError>>,
     positions: &HashMap<Uuid, u64>,
-) -> Option<Vec<Result<AppendResult, StoreError>>> {
+) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
+    let inserted: usize = plans
+        .iter()
+        .filter_map(|plan| plan.as_ref().ok())
+        .map(|plan| plan.rows.len())
+        .sum();
+    let unreturned = || {
+        sqlx::Error::Protocol(format!(
+            "{inserted} events inserted but {} positions returned",
+            positions.len()
+        ))
+    };
     let mut results = Vec::with_capacity(plans.len());
     for plan in plans {
         results.push(match plan {
@@ -224,7 +236,7 @@ pub(crate) fn results(
                     stored.push(StoredEvent {
                         event_id: row.event_id,
                         version: row.version,
-                        position: *positions.get(&row.event_id)?,
+                        position: *positions.get(&row.event_id).ok_or_else(unreturned)?,
                     });
                 }
                 Ok(AppendResult {
@@ -236,7 +248,7 @@ pub(crate) fn results(
             Err(e) => Err(e),
         });
     }
-    Some(results)
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -235,6 +235,29 @@ impl PostgresStore {
         }
     }
 
+    /// Hands an append (with its stream's new key, if any) to the writer and waits for its
+    /// answer.
+    async fn write(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        key: Option<SubjectKey>,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        };
+        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
+        self.appends
+            .send((job, key, reply))
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
         let version: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = $1")
@@ -415,14 +438,8 @@ impl Writer {
             .await?;
             positions.extend(inserted.into_iter().map(|(id, p)| (id, p as u64)));
         }
-        let inserted = rows.len();
         drop(rows);
-        let outcomes = results(plans, &positions).ok_or_else(|| {
-            sqlx::Error::Protocol(format!(
-                "{inserted} events inserted but {} positions returned",
-                positions.len()
-            ))
-        })?;
+        let outcomes = results(plans, &positions)?;
         tx.commit().await?;
         let mut outcomes = outcomes.into_iter();
         Ok(taken
@@ -566,20 +583,13 @@ impl EventStore for PostgresStore {
                 stream_version: self.stream_version(stream).await?,
             });
         }
-        let (reply, outcome) = oneshot::channel();
-        let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
-        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
-        self.appends
-            .send((job, None, reply))
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())??.ok_or_else(|| {
-            StoreError::Backend("the writer answered an append with no key as if it had one".into())
-        })
+        self.write(stream, expected, events, None)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Backend(
+                    "the writer answered an append with no key as if it had one".into(),
+                )
+            })
     }
 
     async fn read_stream(
@@ -677,18 +687,7 @@ impl KeyStore for PostgresStore {
                 .map(Some);
         }
         // The writer stores the key in the transaction of the events.
-        let (reply, outcome) = oneshot::channel();
-        let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
-        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
-        self.appends
-            .send((job, Some(key), reply))
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        self.write(stream, expected, events, Some(key)).await
     }
 
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {

@@ -682,14 +682,8 @@ async fn append_all(
         }
     }
     let last_position = positions.values().max().copied();
-    let inserted = rows.len();
     drop(rows);
-    let outcomes = results(plans, &positions).ok_or_else(|| {
-        sqlx::Error::Protocol(format!(
-            "{inserted} events inserted but {} positions returned",
-            positions.len()
-        ))
-    })?;
+    let outcomes = results(plans, &positions)?;
     Ok(Appended {
         outcomes,
         last_position,

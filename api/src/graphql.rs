@@ -21,7 +21,7 @@ use chatledger_core::history::{event_chat, ChatAsOf, ChatView, MessageView, Narr
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
 use chatledger_projections::conversations::CommandError;
-use chatledger_projections::read_db::{Arg, DbRow};
+use chatledger_projections::read_db::{placeholders, Arg, DbRow};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
 use serde_json::Value;
@@ -446,12 +446,6 @@ impl Chat {
             return Ok(());
         }
         let db = &state.read_side.db;
-        let placeholders = |n: usize| {
-            (1..=n)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         if tags {
             let ids: Vec<Arg> = chats.iter().map(|c| c.chat_id.as_str().into()).collect();
             let rows = db

@@ -69,6 +69,14 @@ impl<T: Into<Arg>> From<Option<T>> for Arg {
     }
 }
 
+/// `$1, $2, … $n`: the parameters of an `IN (…)` list of `n` arguments.
+pub fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A time as read models store it.
 pub fn time_text(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()

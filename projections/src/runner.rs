@@ -28,7 +28,7 @@ use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::read_db::{time_text, Arg, DbError, ReadDb, ReadTx};
+use crate::read_db::{placeholders, time_text, Arg, DbError, ReadDb, ReadTx};
 use crate::tail::LogTail;
 
 /// Events applied in one transaction at most.
@@ -99,10 +99,9 @@ async fn read_registrations(
     tx: &mut ReadTx,
     names: &[&str],
 ) -> Result<HashMap<String, Registration>, DbError> {
-    let numbers: Vec<String> = (1..=names.len()).map(|n| format!("${n}")).collect();
     let sql = format!(
         "SELECT name, generation, checkpoint FROM projections WHERE name IN ({}){}",
-        numbers.join(", "),
+        placeholders(names.len()),
         tx.lock_suffix()
     );
     let args: Vec<Arg> = names.iter().map(|name| (*name).into()).collect();
