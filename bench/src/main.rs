@@ -52,6 +52,10 @@ struct Args {
     /// query measurement lists).
     #[arg(long, default_value_t = 1_000_000)]
     replay_events: u64,
+    /// Events the append measurement writes, per round, through the engine and again through
+    /// the ceiling.
+    #[arg(long, default_value_t = 20_000)]
+    append_events: usize,
     /// Seconds of each ingest run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -257,7 +261,7 @@ async fn bench(args: Args) -> Result<(), String> {
             engine,
             ceiling,
             rows_per_commit,
-        } = append_against_ceiling(&db, 20_000).await?;
+        } = append_against_ceiling(&db, args.append_events).await?;
         db.drop_database().await;
         figures.add(
             "append: engine events/s",
