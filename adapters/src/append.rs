@@ -40,11 +40,18 @@ pub(crate) struct AppendPlan {
     pub current: Option<u64>,
 }
 
+/// The longest stream name: a conversation's holds two ids of at most
+/// [`chatledger_core::validate::ID_MAX`] characters each.
+const STREAM_NAME_MAX: usize = 1_024;
+
 /// Checks a stream name before any IO.
 pub(crate) fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
     if stream.is_empty() {
         return Err(StoreError::Invalid("the stream name is empty".into()));
     }
+    // Stream names are keys of an index on every backend: bounded, and text any store takes.
+    chatledger_core::validate::text("stream", stream, STREAM_NAME_MAX)
+        .map_err(|refused| StoreError::Invalid(refused.to_string()))?;
     if let Some(e) = events.iter().find(|e| e.event_type.is_empty()) {
         return Err(StoreError::Invalid(format!(
             "event {} has an empty type",

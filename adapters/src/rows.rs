@@ -45,7 +45,8 @@ impl RawEvent {
 }
 
 /// Maps a database error to the store's error: connection trouble is `Unavailable` (worth
-/// retrying later), everything else is `Backend`.
+/// retrying later), a value the database refuses is `Invalid` (the caller's to fix: a NUL
+/// character, a key too long for an index), everything else is `Backend`.
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Io(_)
@@ -54,6 +55,14 @@ pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57P01") => {
             StoreError::Unavailable(e.to_string())
+        }
+        // SQLSTATE 22 (data exception) and 54 (program limit exceeded); SQLite's TOOBIG (18).
+        sqlx::Error::Database(ref db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("54") || c == "18") =>
+        {
+            StoreError::Invalid(format!("the database refused a value: {}", db.message()))
         }
         other => StoreError::Backend(other.to_string()),
     }

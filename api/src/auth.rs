@@ -46,6 +46,15 @@ pub enum AuthError {
     NotConfigured,
     #[error("wrong email or password")]
     BadCredentials,
+    /// A login whose input cannot be an account's (a NUL character, thousands of characters).
+    #[error("{0}")]
+    RefusedInput(String),
+    /// Too many failed logins of this account or from this address: wait this many seconds.
+    #[error("too many failed logins; try again in {0} s")]
+    TooManyAttempts(u64),
+    /// The executives cannot be read right now (the read-model database is unreachable).
+    #[error("logins are unavailable right now: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,8 +146,10 @@ impl AuthSettings {
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), AuthError> {
         let secret = self.jwt_secret.as_ref().ok_or(AuthError::NotConfigured)?;
-        let expires =
-            now + chrono::Duration::from_std(self.token_ttl).unwrap_or(chrono::Duration::hours(12));
+        let expires = chatledger_core::time::later(
+            now,
+            chrono::Duration::from_std(self.token_ttl).unwrap_or(chrono::Duration::MAX),
+        );
         let claims = Claims {
             sub: viewer.executive_id.clone().unwrap_or_default(),
             name: viewer.name.clone(),

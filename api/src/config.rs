@@ -31,6 +31,10 @@ use uuid::Uuid;
 /// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The most messages, receipts and changes one webhook may carry unless `WEBHOOK_MAX_ITEMS`
+/// says otherwise. Meta batches at most 1,000 updates in one notification.
+pub const DEFAULT_MAX_ITEMS: usize = 1_000;
+
 /// A secret value from the environment. Its `Debug` never shows it.
 pub use chatledger_projections::secrets::Secret;
 
@@ -62,18 +66,29 @@ struct ChannelEntry {
     #[serde(default)]
     phone_number_id: Option<String>,
     #[serde(default)]
-    auth: Option<ChannelAuth>,
+    auth: Option<AuthEntry>,
     #[serde(default)]
     send: ChannelSend,
+}
+
+/// A channel's `auth`: its checks, or the word `none` (webhooks taken unauthenticated, on
+/// purpose: a private network).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AuthEntry {
+    Word(String),
+    Checks(ChannelAuth),
 }
 
 /// How a request fared against its channel's authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthOutcome {
     Passed,
-    /// No check of the channel has its secret set: the request is taken unauthenticated
-    /// (the server warned about it at start).
-    Unchecked,
+    /// The channel says `auth: none`: taken without a check, on purpose (the server says so
+    /// at start).
+    Open,
+    /// No check of the channel has its secret set: every request is refused until one is.
+    NotConfigured,
     Failed,
 }
 
@@ -92,6 +107,8 @@ pub struct WhatsAppSettings {
     /// the server sits behind a proxy.
     pub public_base_url: Option<String>,
     pub body_limit: usize,
+    /// The most messages, receipts and changes one webhook may carry (`WEBHOOK_MAX_ITEMS`).
+    pub max_items: usize,
     header_secrets: HashMap<String, Secret>,
 }
 
@@ -148,14 +165,21 @@ impl WhatsAppSettings {
             }
         }
         let secret = |name: &str| env(name).filter(|v| !v.is_empty()).map(Secret::new);
-        let body_limit = match env("WEBHOOK_BODY_LIMIT") {
-            Some(v) => v.trim().parse().map_err(|_| {
-                error(format!(
-                    "WEBHOOK_BODY_LIMIT must be a number of bytes, not {v:?}"
-                ))
-            })?,
-            None => DEFAULT_BODY_LIMIT,
+        let count = |name: &str, default: usize, unit: &str| match env(name) {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    error(format!(
+                        "{name} must be a number of {unit} above 0, not {v:?}"
+                    ))
+                }),
+            None => Ok(default),
         };
+        let body_limit = count("WEBHOOK_BODY_LIMIT", DEFAULT_BODY_LIMIT, "bytes")?;
+        let max_items = count("WEBHOOK_MAX_ITEMS", DEFAULT_MAX_ITEMS, "items")?;
         Ok(WhatsAppSettings {
             by_key,
             by_phone_number_id,
@@ -167,6 +191,7 @@ impl WhatsAppSettings {
                 .map(|u| u.trim_end_matches('/').to_owned())
                 .filter(|u| !u.is_empty()),
             body_limit,
+            max_items,
             header_secrets,
             configured,
         })
@@ -182,13 +207,24 @@ impl WhatsAppSettings {
             .map(|&i| &self.configured.channels[i])
     }
 
-    /// Keys of channels that no configured secret protects.
-    pub fn unauthenticated_channels(&self) -> Vec<&str> {
+    /// Keys of channels open on purpose (`auth: none`).
+    pub fn open_channels(&self) -> Vec<&str> {
         self.configured
             .channels
             .iter()
-            .filter(|c| !self.has_check(&c.auth))
+            .filter(|c| c.auth.open)
             .map(|c| c.key.as_str())
+            .collect()
+    }
+
+    /// Channels whose webhooks are all refused because no secret of their checks is set, each
+    /// with the settings that would let them in.
+    pub fn closed_channels(&self) -> Vec<(&str, String)> {
+        self.configured
+            .channels
+            .iter()
+            .filter(|c| !c.auth.open && !self.has_check(&c.auth))
+            .map(|c| (c.key.as_str(), needed_secrets(&c.auth)))
             .collect()
     }
 
@@ -223,8 +259,11 @@ impl WhatsAppSettings {
         headers: &HeaderMap,
         body: &[u8],
     ) -> AuthOutcome {
+        if auth.open {
+            return AuthOutcome::Open;
+        }
         if !self.has_check(auth) {
-            return AuthOutcome::Unchecked;
+            return AuthOutcome::NotConfigured;
         }
         if auth.meta_signature {
             if let (Some(secret), Some(signature)) = (
@@ -253,8 +292,11 @@ impl WhatsAppSettings {
         url: &str,
         params: &[(String, String)],
     ) -> AuthOutcome {
+        if auth.open {
+            return AuthOutcome::Open;
+        }
         if !self.has_check(auth) {
-            return AuthOutcome::Unchecked;
+            return AuthOutcome::NotConfigured;
         }
         if auth.twilio_signature {
             if let (Some(token), Some(signature)) = (
@@ -270,6 +312,25 @@ impl WhatsAppSettings {
             return AuthOutcome::Passed;
         }
         AuthOutcome::Failed
+    }
+}
+
+/// The settings whose value would let a channel's checks pass, in words.
+pub fn needed_secrets(auth: &ChannelAuth) -> String {
+    let mut needed = Vec::new();
+    if auth.meta_signature {
+        needed.push("META_APP_SECRET".to_owned());
+    }
+    if auth.twilio_signature {
+        needed.push("TWILIO_AUTH_TOKEN".to_owned());
+    }
+    if let Some(header) = &auth.secret_header {
+        needed.push(header.env.clone());
+    }
+    if needed.is_empty() {
+        "a check in channels.yaml (meta_signature, twilio_signature or secret_header), or auth: none".to_owned()
+    } else {
+        needed.join(" or ")
     }
 }
 
@@ -715,7 +776,20 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
         if entry.stakeholder.trim().is_empty() {
             return Err(format!("channel {}: stakeholder is empty", entry.key));
         }
-        let auth = entry.auth.unwrap_or_else(|| default_auth(entry.provider));
+        let auth = match entry.auth {
+            None => default_auth(entry.provider),
+            Some(AuthEntry::Checks(auth)) => auth,
+            Some(AuthEntry::Word(word)) if word == "none" => ChannelAuth {
+                open: true,
+                ..ChannelAuth::default()
+            },
+            Some(AuthEntry::Word(word)) => {
+                return Err(format!(
+                    "channel {}: auth must be `none` or a map of checks, not {word:?}",
+                    entry.key
+                ))
+            }
+        };
         channels.push(Channel {
             key: entry.key,
             number: entry.number,
@@ -737,6 +811,7 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
 /// What a channel without an `auth` section checks: the provider's own signature.
 fn default_auth(provider: Provider) -> ChannelAuth {
     ChannelAuth {
+        open: false,
         meta_signature: provider != Provider::Twilio,
         secret_header: None,
         twilio_signature: provider == Provider::Twilio,
@@ -781,9 +856,14 @@ mod tests {
             settings.channel("9638120888").is_none(),
             "the discount number stays on the old system"
         );
-        assert!(settings.unauthenticated_channels().is_empty());
+        assert!(settings.closed_channels().is_empty());
+        assert!(settings.open_channels().is_empty());
         let without_secrets = WhatsAppSettings::load(path, &env(&[])).unwrap();
-        assert_eq!(without_secrets.unauthenticated_channels().len(), 4);
+        assert_eq!(without_secrets.closed_channels().len(), 4);
+        assert_eq!(
+            without_secrets.closed_channels()[0].1,
+            "META_APP_SECRET or PINBOT_WEBHOOK_SECRET"
+        );
     }
 
     #[test]
@@ -793,6 +873,7 @@ mod tests {
             ("default_country: IN\nchannels: [{key: a, number: '+91', stakeholder: s, provider: meta}]", "international digits"),
             ("default_country: IN\nchannels: [{key: a, number: '1', stakeholder: s, provider: meta}, {key: a, number: '2', stakeholder: s, provider: meta}]", "appears twice"),
             ("default_country: XX\nchannels: []", "default_country"),
+            ("default_country: IN\nchannels: [{key: a, number: '1', stakeholder: s, provider: meta, auth: sometimes}]", "auth must be `none`"),
         ];
         for (text, needle) in bad {
             let result = parse_channels(text, "channels.yaml")
@@ -800,6 +881,30 @@ mod tests {
             let err = result.err().unwrap_or_else(|| panic!("accepted: {text}"));
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn channels_are_closed_unless_they_say_auth_none() {
+        let text = "default_country: IN\nchannels:\n  - {key: lan, number: '1', stakeholder: s, provider: pinbot, auth: none}\n  - {key: bsp, number: '2', stakeholder: s, provider: pinbot}\n";
+        let settings =
+            WhatsAppSettings::new(parse_channels(text, "channels.yaml").unwrap(), &env(&[]))
+                .unwrap();
+        assert_eq!(settings.open_channels(), ["lan"]);
+        assert_eq!(
+            settings.closed_channels(),
+            [("bsp", "META_APP_SECRET".to_owned())]
+        );
+        let headers = HeaderMap::new();
+        let lan = &settings.channel("lan").unwrap().auth;
+        let bsp = &settings.channel("bsp").unwrap().auth;
+        assert_eq!(
+            settings.authenticate_meta(lan, &headers, b"{}"),
+            AuthOutcome::Open
+        );
+        assert_eq!(
+            settings.authenticate_meta(bsp, &headers, b"{}"),
+            AuthOutcome::NotConfigured
+        );
     }
 
     #[test]

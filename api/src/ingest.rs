@@ -21,6 +21,48 @@ pub struct Recorded {
     pub duplicates: usize,
 }
 
+/// An item of a webhook refused before anything was recorded, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RefusedItem {
+    /// The provider's id of the message or receipt (shortened, made printable).
+    pub id: String,
+    /// The field at fault, in the request's terms (`text`, `from.name`, `timestamp`).
+    pub field: String,
+    pub problem: String,
+}
+
+/// The items of a webhook that can be recorded (each with its tag), and those refused.
+pub type Screened<T> = (Vec<(T, InboundItem)>, Vec<RefusedItem>);
+
+/// Splits `items` into those that can be recorded and those refused (a NUL character, a value
+/// far past the provider's documented limits, a time outside the accepted window): the valid
+/// items of a batch are kept, in order, each with its `tag` (where it is routed, say); the
+/// refused ones are reported.
+pub fn screen<T>(items: Vec<(T, InboundItem)>) -> Screened<T> {
+    let mut kept = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for (tag, item) in items {
+        let checked = match &item {
+            InboundItem::Message(message) => message
+                .check()
+                .map_err(|r| (r, &message.provider_message_id)),
+            InboundItem::Receipt(receipt) => receipt
+                .check()
+                .map_err(|r| (r, &receipt.provider_message_id)),
+            InboundItem::Notice(_) => Ok(()),
+        };
+        match checked {
+            Ok(()) => kept.push((tag, item)),
+            Err((r, id)) => refused.push(RefusedItem {
+                id: id.chars().filter(|c| !c.is_control()).take(80).collect(),
+                field: r.field,
+                problem: r.problem,
+            }),
+        }
+    }
+    (kept, refused)
+}
+
 /// Where a request came from, for the events' metadata.
 pub struct Source<'a> {
     /// The channel's key; `app` for app-level notices that name no number.

@@ -15,6 +15,8 @@
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
 //! - [`onboarding`]: official onboarding (Embedded Signup's server side), token refresh, and
 //!   routing each business's messages by its integration choice.
+//! - [`limits`]: what one client may make the server do (sizes, timeouts, connections).
+//! - [`login`]: password checks, bounded and off the async workers, slowed for failures.
 //! - [`live`]: one follower of the log fanned out to every subscription.
 //! - [`readiness`]: whether the store is usable yet, and if not, why.
 
@@ -24,7 +26,9 @@ pub mod config;
 pub mod graphql;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod live;
+pub mod login;
 pub mod onboarding;
 pub mod readiness;
 pub mod server;

@@ -69,15 +69,15 @@ impl OnboardingSettings {
             source_name: name.to_owned(),
             message,
         };
-        let seconds = |name: &str, default: i64| -> Result<chrono::Duration, ConfigError> {
+        let seconds = |name: &str, default: u64| -> Result<chrono::Duration, ConfigError> {
             match set(name) {
-                None => Ok(chrono::Duration::seconds(default)),
+                None => Ok(chatledger_core::time::seconds(default)),
                 Some(v) => v
                     .trim()
-                    .parse::<i64>()
+                    .parse::<u64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .map(chrono::Duration::seconds)
+                    .map(chatledger_core::time::seconds)
                     .ok_or_else(|| {
                         error(
                             name,
@@ -384,7 +384,7 @@ impl Onboarding {
             Uuid::new_v4().simple(),
             Uuid::new_v4().simple()
         );
-        let expires_at = now + self.settings.state_ttl;
+        let expires_at = chatledger_core::time::later(now, self.settings.state_ttl);
         let event = CredentialEvent::OfficialSignupStarted {
             business_id: business_id.to_owned(),
             state_sha256: chatledger_core::credential::state_digest(&state),
@@ -863,11 +863,11 @@ impl Refresher {
                         // Another process renewed it, or this view is behind the log: look
                         // again once the view has caught up, not in a tight loop.
                         Ok(false) => {
-                            held.insert(business, now + policy.retry_every);
+                            held.insert(business, chatledger_core::time::later(now, policy.retry_every));
                         }
                         Err(e) => {
                             tracing::error!(business = %business, error = %e, "token renewal could not be tried");
-                            held.insert(business, now + policy.retry_every);
+                            held.insert(business, chatledger_core::time::later(now, policy.retry_every));
                         }
                     }
                 }

@@ -12,13 +12,18 @@ use crate::auth::AuthSettings;
 use crate::config::{
     DispatchSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
 };
+use crate::limits::Limits;
 use crate::live::LiveEvents;
+use crate::login::LoginGuard;
 use crate::onboarding::{Onboarding, OnboardingSettings, Refresher, RoutingSender};
 use crate::readiness::Readiness;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
 use chatledger_projections::personal::PersonalData;
+use chatledger_projections::reactor::supervise;
 use chatledger_projections::tail::LogTail;
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Everything read from configuration files and the environment at start.
 pub struct Settings {
@@ -33,6 +38,8 @@ pub struct Settings {
     pub sla: SlaSettings,
     /// When the sealer records a seal (`SEAL_EVERY_EVENTS`, `SEAL_EVERY_SECONDS`).
     pub seal: SealPolicy,
+    /// What one client may make the server do (body sizes, timeouts, connections, logins).
+    pub limits: Limits,
     /// Official onboarding: the app, the secrets key, the Graph API or BSP, token refresh.
     pub onboarding: OnboardingSettings,
 }
@@ -90,6 +97,7 @@ impl Settings {
             rating_template: rating_template(env),
             sla,
             seal: seal_policy(env)?,
+            limits: Limits::from_env(env)?,
             onboarding: OnboardingSettings::from_env(env).map_err(|e| e.to_string())?,
         })
     }
@@ -127,6 +135,9 @@ pub struct AppState {
     pub audit_head: AuditHead,
     /// Businesses' integration choice and official credentials.
     pub onboarding: Arc<Onboarding>,
+    pub limits: Arc<Limits>,
+    /// Password checks and failed-login counts.
+    pub logins: LoginGuard,
 }
 
 impl AppState {
@@ -147,6 +158,8 @@ impl AppState {
             whatsapp.clone(),
         ));
         AppState {
+            logins: LoginGuard::new(&settings.limits),
+            limits: Arc::new(settings.limits),
             personal,
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
@@ -222,43 +235,84 @@ impl AppState {
         self.read_side.prepare().await?;
         let tail = LogTail::new(self.store.clone());
         self.read_side.start(tail.clone(), shutdown.clone());
-        tokio::spawn(
-            self.onboarding
-                .integrations
-                .clone()
-                .run(tail.clone(), shutdown.clone()),
-        );
-        tokio::spawn(
-            Refresher::new(self.onboarding.clone(), self.clock.clone()).run(shutdown.clone()),
-        );
         crate::live::spawn_feed(tail.clone(), self.live.clone(), shutdown.clone());
-        let assigner = chatledger_projections::assignment::Assigner::new(
-            self.store.clone(),
-            self.conversations.clone(),
+        // Each reactor runs under supervision: one that stops on a panic starts again.
+        let spawn = |name: &'static str, start: Box<dyn Fn() -> BoxFuture + Send>| {
+            tokio::spawn(supervise(name, shutdown.clone(), start));
+        };
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "integrations",
+            Box::new(move || {
+                Box::pin(
+                    state
+                        .onboarding
+                        .integrations
+                        .clone()
+                        .run(tail_.clone(), stop.clone()),
+                )
+            }),
         );
-        tokio::spawn(assigner.run(tail.clone(), shutdown.clone()));
-        let dispatcher = chatledger_projections::dispatch::Dispatcher::new(
-            self.store.clone(),
-            self.conversations.clone(),
-            self.sender.clone(),
-            self.dispatch_limits.clone(),
+        let (state, stop) = (self.clone(), shutdown.clone());
+        spawn(
+            "token refresher",
+            Box::new(move || {
+                Box::pin(
+                    Refresher::new(state.onboarding.clone(), state.clock.clone()).run(stop.clone()),
+                )
+            }),
         );
-        tokio::spawn(dispatcher.run(tail.clone(), shutdown.clone()));
-        let timers = chatledger_projections::sla::SlaTimers::new(
-            self.store.clone(),
-            self.conversations.clone(),
-            self.clock.clone(),
-            self.sla.notifications.clone(),
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "assigner",
+            Box::new(move || {
+                let assigner = chatledger_projections::assignment::Assigner::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                );
+                Box::pin(assigner.run(tail_.clone(), stop.clone()))
+            }),
         );
-        tokio::spawn(timers.run(tail.clone(), shutdown.clone()));
-        // Seals cover the log as stored: hashes, not opened personal data.
-        let sealer = chatledger_projections::audit::Sealer::new(
-            self.personal.stored(),
-            self.clock.clone(),
-            self.seal_policy,
-            self.audit_head.clone(),
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "dispatcher",
+            Box::new(move || {
+                let dispatcher = chatledger_projections::dispatch::Dispatcher::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.sender.clone(),
+                    state.dispatch_limits.clone(),
+                );
+                Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
+            }),
         );
-        tokio::spawn(sealer.run(tail, shutdown));
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "SLA timers",
+            Box::new(move || {
+                let timers = chatledger_projections::sla::SlaTimers::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.clock.clone(),
+                    state.sla.notifications.clone(),
+                );
+                Box::pin(timers.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail, shutdown.clone());
+        spawn(
+            "sealer",
+            Box::new(move || {
+                // Seals cover the log as stored: hashes, not opened personal data.
+                let sealer = chatledger_projections::audit::Sealer::new(
+                    state.personal.stored(),
+                    state.clock.clone(),
+                    state.seal_policy,
+                    state.audit_head.clone(),
+                );
+                Box::pin(sealer.run(tail_.clone(), stop.clone()))
+            }),
+        );
         Ok(())
     }
 }
@@ -269,8 +323,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.limits.clone();
     let router = crate::http::router(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::listen::serve(listener, router, &limits, shutdown).await
 }

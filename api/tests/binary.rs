@@ -29,14 +29,14 @@ fn chatledger(dir: &Path) -> Command {
 }
 
 /// Starts `serve` on a free port and returns the process and its base URL, read from the
-/// "listening" log line.
+/// "listening" log line (logs go to stderr).
 async fn start(mut command: Command) -> (Child, String) {
     let mut child = command
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .spawn()
         .expect("chatledger starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
     let address = tokio::time::timeout(START_GUARD, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let Ok(entry) = serde_json::from_str::<Value>(&line) else {
@@ -75,12 +75,16 @@ async fn terminate(mut child: Child) -> std::process::ExitStatus {
         .unwrap()
 }
 
-/// Runs a command that must fail, and returns its stderr.
+/// Runs a command that must fail, and returns its stderr (with logging off, so that only
+/// what the command itself says is there).
 async fn failing(mut command: Command, args: &[&str]) -> String {
-    let output = tokio::time::timeout(START_GUARD, command.args(args).output())
-        .await
-        .expect("it ends by itself")
-        .unwrap();
+    let output = tokio::time::timeout(
+        START_GUARD,
+        command.env("RUST_LOG", "off").args(args).output(),
+    )
+    .await
+    .expect("it ends by itself")
+    .unwrap();
     assert!(!output.status.success(), "it should have failed");
     String::from_utf8(output.stderr).unwrap()
 }
@@ -733,7 +737,7 @@ async fn startup_log(mut command: Command) -> (Child, Vec<Value>) {
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .spawn()
         .expect("chatledger starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     tokio::time::timeout(START_GUARD, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -754,40 +758,79 @@ async fn startup_log(mut command: Command) -> (Child, Vec<Value>) {
     (child, seen)
 }
 
+/// Webhooks are closed by default: a channel whose checks have no secret set refuses every
+/// webhook (401, nothing recorded) and `serve` says so at start, naming what to set; a channel
+/// that says `auth: none` takes them unauthenticated, and `serve` says that too.
 #[tokio::test]
-async fn serve_warns_at_start_when_webhooks_are_unauthenticated() {
+async fn serve_says_at_start_which_webhooks_are_refused_and_which_are_open() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
     let dir = tempfile::tempdir().unwrap();
-    let mut open = chatledger(dir.path());
-    open.env("CHATLEDGER_CONFIG_DIR", config)
-        .env_remove("PINBOT_WEBHOOK_SECRET")
-        .env_remove("META_APP_SECRET");
-    let (child, log) = startup_log(open).await;
-    let warning = log
-        .iter()
-        .find(|e| {
-            e["level"] == "WARN"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("unauthenticated"))
-        })
-        .unwrap_or_else(|| panic!("no warning in {log:?}"));
-    assert_eq!(
-        warning["channels"],
-        "9099039188,8000247247,9726724247,9586924247"
-    );
-    terminate(child).await;
-
     let mut closed = chatledger(dir.path());
     closed
         .env("CHATLEDGER_CONFIG_DIR", config)
-        .env("PINBOT_WEBHOOK_SECRET", "set")
+        .env_remove("PINBOT_WEBHOOK_SECRET")
         .env_remove("META_APP_SECRET");
     let (child, log) = startup_log(closed).await;
+    let refused: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["level"] == "WARN"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("webhooks are refused"))
+        })
+        .collect();
+    let channels: Vec<&str> = refused
+        .iter()
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        channels,
+        ["9099039188", "8000247247", "9726724247", "9586924247"],
+        "{log:?}"
+    );
+    assert_eq!(
+        refused[0]["needs"],
+        "META_APP_SECRET or PINBOT_WEBHOOK_SECRET"
+    );
+    let base = format!("http://{}", listening(&log));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+        .header("content-type", "application/json")
+        .body(text_message(1, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("PINBOT_WEBHOOK_SECRET"),
+        "{body}"
+    );
+    terminate(child).await;
+    let listed = chatledger(dir.path())
+        .args(["events", "--type", "MessageReceived"])
+        .output()
+        .await
+        .unwrap();
+    assert!(listed.status.success());
+    assert!(
+        listed.stdout.is_empty(),
+        "a refused webhook recorded nothing"
+    );
+
+    let mut set = chatledger(dir.path());
+    set.env("CHATLEDGER_CONFIG_DIR", config)
+        .env("PINBOT_WEBHOOK_SECRET", "set")
+        .env_remove("META_APP_SECRET");
+    let (child, log) = startup_log(set).await;
     assert!(
         !log.iter().any(|e| e["message"]
             .as_str()
-            .is_some_and(|m| m.contains("unauthenticated"))),
+            .is_some_and(|m| m.contains("webhooks are refused"))),
         "{log:?}"
     );
     assert!(
@@ -795,6 +838,44 @@ async fn serve_warns_at_start_when_webhooks_are_unauthenticated() {
         "the secret's value is not logged"
     );
     terminate(child).await;
+
+    let open_config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        open_config.path().join("channels.yaml"),
+        "default_country: IN\nchannels:\n  - {key: \"9099039188\", number: \"919099039188\", stakeholder: partner, provider: pinbot, auth: none}\n",
+    )
+    .unwrap();
+    let mut open = chatledger(dir.path());
+    open.env("CHATLEDGER_CONFIG_DIR", open_config.path());
+    let (child, log) = startup_log(open).await;
+    let said = log
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("without authentication"))
+        })
+        .unwrap_or_else(|| panic!("no word of the open channel in {log:?}"));
+    assert_eq!(said["channels"], "9099039188");
+    let base = format!("http://{}", listening(&log));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+        .header("content-type", "application/json")
+        .body(text_message(2, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "auth: none takes it");
+    terminate(child).await;
+}
+
+/// The address of the "listening" line in a start-up log.
+fn listening(log: &[Value]) -> String {
+    log.iter()
+        .find(|e| e["message"] == "listening")
+        .and_then(|e| e["address"].as_str())
+        .unwrap()
+        .to_owned()
 }
 
 /// `chatledger forget` on a log a real server wrote: the customer's message text and name are

@@ -56,9 +56,13 @@ pub struct SecretHeader {
 }
 
 /// How a channel's webhooks are authenticated. A request passes when it satisfies any of the
-/// checks whose secret is present in the environment.
+/// checks whose secret is present in the environment; with no such secret, every request is
+/// refused, unless the channel is explicitly `open` (`auth: none`, for a private network).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelAuth {
+    /// Accept webhooks without any check (`auth: none` in `channels.yaml`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
     /// Accept a valid `X-Hub-Signature-256` made with `META_APP_SECRET`.
     #[serde(default)]
     pub meta_signature: bool,

@@ -185,7 +185,12 @@ pub struct ExecutiveRef {
 
 /// How long after the customer's last message free-form replies are allowed (WhatsApp's
 /// customer service window).
-pub const SERVICE_WINDOW_HOURS: i64 = 24;
+pub const SERVICE_WINDOW_HOURS: u64 = 24;
+
+/// When the customer service window opened by a customer message at `last_incoming` closes.
+pub fn service_window_end(last_incoming: DateTime<Utc>) -> DateTime<Utc> {
+    crate::time::later(last_incoming, crate::time::hours(SERVICE_WINDOW_HOURS))
+}
 
 /// A WhatsApp template message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1169,9 +1174,7 @@ impl Conversation {
                     return Err(ConversationRejection::EmptyReply);
                 }
                 if !self.within_service_window(now) {
-                    let closed = self
-                        .last_incoming_at
-                        .map(|at| at + chrono::Duration::hours(SERVICE_WINDOW_HOURS));
+                    let closed = self.last_incoming_at.map(service_window_end);
                     return Err(ConversationRejection::OutsideServiceWindow(closed));
                 }
                 let mut events = self.queue(
@@ -1381,7 +1384,7 @@ impl Conversation {
     /// last message.
     pub fn within_service_window(&self, now: DateTime<Utc>) -> bool {
         self.last_incoming_at
-            .is_some_and(|at| now < at + chrono::Duration::hours(SERVICE_WINDOW_HOURS))
+            .is_some_and(|at| now < service_window_end(at))
     }
 
     #[allow(clippy::too_many_arguments)]

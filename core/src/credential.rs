@@ -603,13 +603,14 @@ impl Credential {
         if self.status != Some(CredentialStatus::Connected) || self.token.is_none() {
             return None;
         }
-        let mut due = self.token_expires_at? - margin;
+        use crate::time::{earlier, later};
+        let mut due = earlier(self.token_expires_at?, margin);
         // A renewal that came back still inside the margin is not repeated at once.
         if let Some(last) = self.last_refresh_at {
-            due = due.max(last + retry_every);
+            due = due.max(later(last, retry_every));
         }
         if let Some(failed) = self.last_refresh_failure_at {
-            due = due.max(failed + retry_every);
+            due = due.max(later(failed, retry_every));
         }
         Some(due)
     }

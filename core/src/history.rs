@@ -8,16 +8,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::conversation::service_window_end;
 use crate::conversation::{
     AssignmentRule, ChatStatus, Conversation, ConversationEvent, ExecutiveRef, InboundMessage,
-    Media, OpenReason, OutboundPurpose, SlaStop, SERVICE_WINDOW_HOURS,
+    Media, OpenReason, OutboundPurpose, SlaStop,
 };
 use crate::event::RecordedEvent;
-use crate::sla::SlaPolicy;
+use crate::sla::{SlaLevel, SlaPolicy};
 
 /// The order of delivery statuses: a receipt never moves a message's status backwards.
 pub fn status_rank(status: &str) -> i64 {
@@ -210,7 +211,7 @@ impl ChatAsOf {
             } => {
                 let at = message_time(message, *received_at);
                 view.last_incoming_at = Some(at);
-                view.service_window_ends_at = Some(at + Duration::hours(SERVICE_WINDOW_HOURS));
+                view.service_window_ends_at = Some(service_window_end(at));
                 if message.customer.name.is_some() {
                     view.customer_name = message.customer.name.clone();
                 }
@@ -311,15 +312,14 @@ impl ChatAsOf {
                     Some((version, policy)) => (version, policy.for_stakeholder(stakeholder)),
                     None => (0, SlaPolicy::default().for_stakeholder(stakeholder)),
                 };
-                let after = |seconds: u64| *started_at + Duration::seconds(seconds as i64);
                 view.sla = SlaView {
                     clock_started_at: Some(*started_at),
                     running: true,
-                    next_due_at: Some(after(thresholds.alert_after_seconds)),
+                    next_due_at: Some(thresholds.due(*started_at, SlaLevel::Alert)),
                     alerted_at: None,
                     escalated_at: None,
                     policy_version: Some(version),
-                    escalation_due_at: Some(after(thresholds.escalate_after_seconds)),
+                    escalation_due_at: Some(thresholds.due(*started_at, SlaLevel::Escalation)),
                 };
             }
             ConversationEvent::SlaClockStopped { .. } => {

@@ -22,6 +22,10 @@
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
 //!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored; and
 //!   the [`KeyStore`] port beside it, for the keys that seal personal data.
+//! - [`time`]: arithmetic on instants that cannot panic, and the window of times accepted
+//!   from outside.
+//! - [`validate`]: what the edge refuses before anything is recorded (values no store,
+//!   index or fold can take).
 //!
 //! Nothing here performs IO, reads the clock or draws random numbers: callers pass `now`
 //! and new ids in. That is what makes a replay of the log rebuild exactly the same state.
@@ -39,6 +43,8 @@ pub mod personal;
 pub mod sender;
 pub mod sla;
 pub mod store;
+pub mod time;
+pub mod validate;
 
 pub use canonical::{canonical_bytes, chain_hash, EventHash};
 pub use event::{Metadata, NewEvent, RecordedEvent};

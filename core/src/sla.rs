@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The stream of the SLA policy's history.
@@ -15,6 +16,21 @@ pub const SLA_POLICY_EVENT: &str = "SlaPolicyConfigured";
 pub struct Thresholds {
     pub alert_after_seconds: u64,
     pub escalate_after_seconds: u64,
+}
+
+impl Thresholds {
+    /// The seconds a wait may last before `level` is crossed.
+    pub fn after_seconds(&self, level: SlaLevel) -> u64 {
+        match level {
+            SlaLevel::Alert => self.alert_after_seconds,
+            SlaLevel::Escalation => self.escalate_after_seconds,
+        }
+    }
+
+    /// When a wait whose clock started at `started_at` crosses `level`.
+    pub fn due(&self, started_at: DateTime<Utc>, level: SlaLevel) -> DateTime<Utc> {
+        crate::time::later(started_at, crate::time::seconds(self.after_seconds(level)))
+    }
 }
 
 /// The policy: defaults, and per-stakeholder overrides.

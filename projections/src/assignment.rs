@@ -274,7 +274,7 @@ impl Assigner {
             tokio::select! {
                 next = follower.next() => match next {
                     Some(Ok(event)) => {
-                        self.roster.apply(&event);
+                        crate::reactor::observe("assigner", &event, |e| self.roster.apply(e));
                         self.react(&event).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the assigner's read failed; it retries"),

@@ -138,7 +138,10 @@ impl Sealer {
         let mut last_sealed_at = Instant::now();
         let mut log = tail.subscribe(running.position);
         loop {
-            let due = last_sealed_at + self.policy.every;
+            // A seal interval too long to add never comes due.
+            let due = last_sealed_at
+                .checked_add(self.policy.every)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
             tokio::select! {
                 next = log.next() => {
                     let Some(event) = next else { return Ok(()) };

@@ -129,7 +129,7 @@ impl Integrations {
         loop {
             tokio::select! {
                 next = follower.next() => match next {
-                    Some(Ok(event)) => self.apply(&event),
+                    Some(Ok(event)) => crate::reactor::observe("integrations", &event, |e| self.apply(e)),
                     Some(Err(e)) => tracing::warn!(error = %e, "following the log for credentials failed; it retries"),
                     None => return,
                 },

@@ -198,7 +198,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 next = follower.next() => match next {
-                    Some(Ok(event)) => self.apply(&event),
+                    Some(Ok(event)) => crate::reactor::observe("dispatcher", &event, |e| self.apply(e)),
                     Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
                     None => return,
                 },
@@ -250,7 +250,11 @@ impl Dispatcher {
                     provider_message_id: sent.provider_message_id,
                 }),
                 Err(e) if e.transient && attempts < self.limits.max_attempts => {
-                    let delay = e.retry_after.unwrap_or_else(|| self.backoff(attempts));
+                    // A provider's `Retry-After` is honoured up to the longest backoff of our own.
+                    let delay = e.retry_after.map_or_else(
+                        || self.backoff(attempts),
+                        |d| d.min(self.limits.max_backoff),
+                    );
                     tracing::warn!(message.id = %message_id, attempts, error = %e, retry_in_ms = delay.as_millis() as u64,
                         "sending failed; retrying");
                     if let Some(p) = self.pending.get_mut(&message_id) {

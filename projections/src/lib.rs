@@ -23,6 +23,7 @@
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors: chats, messages, customers.
+//! - [`quarantine`]: events a read model could not apply, set aside so that it goes on.
 //! - [`read_side`]: this process's running projectors and how far each has got.
 //! - [`tail`]: one reader of the log per process, shared by every projector and reactor.
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
@@ -36,6 +37,7 @@ pub mod credentials;
 pub mod dispatch;
 pub mod personal;
 mod pg_pipeline;
+pub mod quarantine;
 pub mod reactor;
 pub mod read_db;
 pub mod read_models;

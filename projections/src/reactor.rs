@@ -1,17 +1,64 @@
-//! What every reactor does at start: fold the whole log into its view.
+//! What every reactor shares: folding the log into its view at start, and the one policy for
+//! an event a reactor cannot fold.
+//!
+//! # An event a reactor cannot fold
+//!
+//! A reactor keeps going for everyone else. An event whose conversation data cannot be read,
+//! or whose fold panics, is logged at error level with its position and the reactor's name,
+//! counted ([`unfoldable`], reported by readiness), and passed over: the reactor's view goes
+//! on without it. Never skipped in silence. A reactor task that ends in a panic anyway (in
+//! what it does, not in what it folds) is started again by [`supervise`], after a pause.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::{EventStore, Position};
-use std::time::Duration;
 use tokio::sync::watch;
 
-/// Folds every event of the log, in order, into `apply`, retrying reads that fail. Returns
-/// the position reached, or `None` when `shutdown` came first.
+/// Events each reactor of this process could not fold, by reactor.
+static UNFOLDABLE: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Events each reactor of this process passed over because it could not fold them.
+pub fn unfoldable() -> BTreeMap<&'static str, u64> {
+    UNFOLDABLE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn count(reactor: &'static str) {
+    *UNFOLDABLE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(reactor)
+        .or_default() += 1;
+}
+
+/// Folds `event` into a reactor's view with `apply`, by the policy above.
+pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&DecodedEvent)) {
+    if let Err(e) = event.conversation() {
+        tracing::error!(reactor, position = event.position, stream = %event.stream,
+            event_type = %event.event_type, error = %e,
+            "the reactor cannot read this event; it goes on without it");
+        count(reactor);
+        return;
+    }
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| apply(event))) {
+        tracing::error!(reactor, position = event.position, stream = %event.stream,
+            event_type = %event.event_type, panic = %crate::runner::panic_text(panic.as_ref()),
+            "the reactor failed on this event; it goes on without it");
+        count(reactor);
+    }
+}
+
+/// Folds every event of the log, in order, into `apply` (by [`observe`]), retrying reads that
+/// fail. Returns the position reached, or `None` when `shutdown` came first.
 pub async fn fold_log(
     store: &dyn EventStore,
     mut apply: impl FnMut(&DecodedEvent),
     shutdown: &mut watch::Receiver<bool>,
-    reactor: &str,
+    reactor: &'static str,
 ) -> Option<Position> {
     let mut position = 0;
     loop {
@@ -24,7 +71,7 @@ pub async fn fold_log(
             Ok(batch) => {
                 position = batch.last().map_or(position, |e| e.position);
                 for event in batch {
-                    apply(&DecodedEvent::new(event));
+                    observe(reactor, &DecodedEvent::new(event), &mut apply);
                 }
             }
             Err(e) => {
@@ -35,5 +82,34 @@ pub async fn fold_log(
                 }
             }
         }
+    }
+}
+
+/// Runs the reactor `start` makes until it returns; one that panics is logged and started
+/// again (from the log, as at start), after a pause that grows to a minute, until `shutdown`.
+pub async fn supervise<F, Fut>(reactor: &'static str, shutdown: watch::Receiver<bool>, start: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match tokio::spawn(start()).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                tracing::error!(reactor, panic = %crate::runner::panic_text(e.into_panic().as_ref()),
+                    restart_in_s = pause.as_secs(), "the reactor stopped on a panic; starting it again");
+            }
+            Err(_) => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
     }
 }

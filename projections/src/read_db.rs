@@ -158,6 +158,40 @@ pub enum DbError {
     Stopped(String),
 }
 
+impl DbError {
+    /// Whether the database refused the values themselves (a character it cannot store, a
+    /// value too long for an index, a broken constraint): trying the same write again fails
+    /// the same way. Anything else (a lost connection, a lock timeout) may pass on a retry.
+    pub fn refused_the_values(&self) -> bool {
+        // SQLSTATE classes 22 (data exception), 23 (integrity constraint violation) and 54
+        // (program limit exceeded: an index row too large).
+        let sqlstate = |code: &str| ["22", "23", "54"].iter().any(|c| code.starts_with(c));
+        // SQLite's primary result codes: SQLITE_TOOBIG (18), SQLITE_CONSTRAINT (19),
+        // SQLITE_MISMATCH (20), SQLITE_RANGE (25).
+        let sqlite = |code: i32| matches!(code & 0xff, 18 | 19 | 20 | 25);
+        match self {
+            DbError::Sqlx(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                match code.parse::<i32>() {
+                    Ok(n) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                        sqlite(n)
+                    }
+                    _ => sqlstate(&code),
+                }
+            }
+            DbError::Sqlx(sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. }) => true,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => sqlite(e.extended_code),
+            DbError::Sqlite(
+                rusqlite::Error::ToSqlConversionFailure(_)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::InvalidColumnType(..),
+            ) => true,
+            DbError::Postgres(e) => e.code().is_some_and(|c| sqlstate(c.code())),
+            _ => false,
+        }
+    }
+}
+
 /// Prepared statements the native writer keeps: every projector's, for two generations.
 const NATIVE_STATEMENT_CACHE: usize = 512;
 /// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read

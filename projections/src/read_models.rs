@@ -6,13 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{
-    ConversationEvent, CustomerKey, DecodedEvent, InboundMessage, Media, SERVICE_WINDOW_HOURS,
+    service_window_end, ConversationEvent, CustomerKey, DecodedEvent, InboundMessage, Media,
 };
 use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
 use chatledger_core::history::{message_time, status_rank};
 use chatledger_core::personal::ERASED;
-use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT};
-use chrono::Duration;
+use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
 use serde_json::Value;
 
 use crate::read_db::{time_text, ReadTx};
@@ -180,7 +179,7 @@ impl Projector for Chats {
                     &[
                         chat_id.to_string().into(),
                         at.into(),
-                        (at + Duration::hours(SERVICE_WINDOW_HOURS)).into(),
+                        service_window_end(at).into(),
                         message.customer.name.clone().into(),
                         preview(message).into(),
                     ],
@@ -966,10 +965,8 @@ impl Projector for Sla {
                     }
                 };
                 let t = policy.for_stakeholder(stakeholder);
-                let alert_due =
-                    *started_at + chrono::Duration::seconds(t.alert_after_seconds as i64);
-                let escalation_due =
-                    *started_at + chrono::Duration::seconds(t.escalate_after_seconds as i64);
+                let alert_due = t.due(*started_at, SlaLevel::Alert);
+                let escalation_due = t.due(*started_at, SlaLevel::Escalation);
                 tx.execute(
                     &format!(
                         "INSERT INTO sla{s} (chat_id, stream, stakeholder, customer_message, clock_started_at, alert_due_at,

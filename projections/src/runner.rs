@@ -69,6 +69,47 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("event at position {position} cannot be projected: {reason}")]
     Event { position: u64, reason: String },
+    /// The projector panicked on the event (a defect; the event is quarantined, not retried).
+    #[error("the projector panicked: {0}")]
+    Panicked(String),
+}
+
+impl ProjectionError {
+    /// Whether applying the same event again would fail the same way: the event itself is at
+    /// fault (or the code that folds it), not the database's availability.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ProjectionError::Event { .. } | ProjectionError::Panicked(_) => true,
+            ProjectionError::Db(e) => e.refused_the_values(),
+            ProjectionError::Store(_) => false,
+        }
+    }
+}
+
+/// What a panic carried, as text.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// `projector.apply`, with a panic turned into [`ProjectionError::Panicked`]: one event must
+/// not take the read side down. The transaction is unusable after an error and is dropped.
+pub(crate) async fn apply_guarded(
+    projector: &dyn Projector,
+    tx: &mut ReadTx,
+    suffix: &str,
+    event: &DecodedEvent,
+) -> Result<(), ProjectionError> {
+    match std::panic::AssertUnwindSafe(projector.apply(tx, suffix, event))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => Err(ProjectionError::Panicked(panic_text(panic.as_ref()))),
+    }
 }
 
 impl From<sqlx::Error> for ProjectionError {
@@ -119,7 +160,10 @@ async fn read_registrations(
         .collect())
 }
 
-async fn read_registration(tx: &mut ReadTx, name: &str) -> Result<Option<Registration>, DbError> {
+pub(crate) async fn read_registration(
+    tx: &mut ReadTx,
+    name: &str,
+) -> Result<Option<Registration>, DbError> {
     let sql = format!(
         "SELECT generation, checkpoint FROM projections WHERE name = $1{}",
         tx.lock_suffix()
@@ -220,32 +264,89 @@ async fn apply_batch(
                 continue;
             }
             if live.projector.wants(&event.event_type) {
-                live.projector.apply(&mut tx, suffix, event).await?;
+                apply_guarded(live.projector.as_ref(), &mut tx, suffix, event).await?;
             }
             *checkpoint = event.position;
         }
     }
-    let now = time_text(Utc::now());
     for ((live, registration), checkpoint) in projectors
         .iter()
         .zip(registrations.iter())
         .zip(&checkpoints)
     {
         if *checkpoint != registration.checkpoint {
-            tx.execute(
-                "UPDATE projections SET checkpoint = $2, updated_at = $3 WHERE name = $1",
-                &[
-                    live.projector.name().into(),
-                    (*checkpoint).into(),
-                    now.as_str().into(),
-                ],
-            )
-            .await?;
+            move_checkpoint(&mut tx, live.projector.name(), *checkpoint).await?;
         }
     }
     tx.commit().await?;
     for (registration, checkpoint) in registrations.iter_mut().zip(checkpoints) {
         registration.checkpoint = checkpoint;
+    }
+    Ok(Batch::Applied)
+}
+
+async fn move_checkpoint(tx: &mut ReadTx, name: &str, position: Position) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE projections SET checkpoint = $2, updated_at = $3 WHERE name = $1",
+        &[name.into(), position.into(), time_text(Utc::now()).into()],
+    )
+    .await
+}
+
+/// Applies `events` like [`apply_batch`], but one event and one projector per transaction,
+/// after a batch failed on an event that cannot be applied: the event that fails again is
+/// quarantined for that projector (see [`crate::quarantine`]) and its checkpoint moves past
+/// it, so the others and the events after it go on. An error that may pass on a retry is
+/// returned, and nothing is quarantined for it.
+async fn apply_one_by_one(
+    db: &ReadDb,
+    projectors: &[Live],
+    registrations: &mut [Registration],
+    events: &[Arc<DecodedEvent>],
+) -> Result<Batch, ProjectionError> {
+    for event in events {
+        for (live, registration) in projectors.iter().zip(registrations.iter_mut()) {
+            if event.position <= registration.checkpoint {
+                continue;
+            }
+            let name = live.projector.name();
+            // A write may fail only at the commit (PostgreSQL's writes are pipelined): the
+            // event, its checkpoint and the commit are tried as one.
+            let applied = async {
+                let mut tx = db.begin().await?;
+                if read_registration(&mut tx, name).await?.as_ref() != Some(registration) {
+                    return Ok(false);
+                }
+                if live.projector.wants(&event.event_type) {
+                    let suffix = registration.suffix();
+                    apply_guarded(live.projector.as_ref(), &mut tx, &suffix, event).await?;
+                }
+                move_checkpoint(&mut tx, name, event.position).await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(true)
+            }
+            .await;
+            match applied {
+                Ok(true) => {}
+                Ok(false) => return Ok(Batch::Moved),
+                Err(e) if e.is_permanent() => {
+                    let mut tx = db.begin().await?;
+                    if read_registration(&mut tx, name).await?.as_ref() != Some(registration) {
+                        return Ok(Batch::Moved);
+                    }
+                    crate::quarantine::record(&mut tx, name, registration.generation, event, &e)
+                        .await?;
+                    move_checkpoint(&mut tx, name, event.position).await?;
+                    tx.commit().await?;
+                    tracing::error!(read_model = name, position = event.position, stream = %event.stream,
+                        event_type = %event.event_type, error = %e,
+                        "an event cannot be applied to this read model: quarantined, the read model goes on");
+                }
+                Err(e) => return Err(e),
+            }
+            registration.checkpoint = event.position;
+            live.progress.send_replace(event.position);
+        }
     }
     Ok(Batch::Applied)
 }
@@ -309,11 +410,23 @@ pub async fn run_live(
                     _ => break,
                 }
             }
-            let applied = where_blocking_is_fine(
+            let mut applied = where_blocking_is_fine(
                 &db,
                 apply_batch(&db, &projectors, &mut registrations, &events),
             )
             .await;
+            if matches!(&applied, Err(e) if e.is_permanent()) {
+                tracing::warn!(
+                    position = events[0].position,
+                    events = events.len(),
+                    "a batch failed on an event that cannot be applied; applying it event by event"
+                );
+                applied = where_blocking_is_fine(
+                    &db,
+                    apply_one_by_one(&db, &projectors, &mut registrations, &events),
+                )
+                .await;
+            }
             match applied {
                 Ok(Batch::Applied) => {
                     retry = Duration::from_millis(200);
@@ -406,7 +519,64 @@ async fn apply_all(
     for event in batch {
         for (projector, suffix) in projectors.iter().zip(suffixes) {
             if projector.wants(&event.event_type) {
-                projector.apply(tx, suffix, event).await?;
+                apply_guarded(projector.as_ref(), tx, suffix, event).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A read model's generation being built, and its tables' suffix.
+struct Building {
+    generation: i64,
+    suffix: String,
+}
+
+/// Applies `batch` to the generations being built, in one transaction; when an event cannot be
+/// applied, the batch is applied again one event and one read model per transaction, and what
+/// still fails is quarantined for the new generation (see [`crate::quarantine`]).
+async fn fill(
+    db: &ReadDb,
+    projectors: &[Arc<dyn Projector>],
+    building: &[Building],
+    suffixes: &[String],
+    batch: &[DecodedEvent],
+) -> Result<(), ProjectionError> {
+    let together = async {
+        let mut tx = db.begin().await?;
+        apply_all(&mut tx, projectors, suffixes, batch).await?;
+        tx.commit().await?;
+        Ok::<_, ProjectionError>(())
+    }
+    .await;
+    match together {
+        Err(e) if e.is_permanent() => {}
+        other => return other,
+    }
+    for event in batch {
+        for (projector, new) in projectors.iter().zip(building) {
+            if !projector.wants(&event.event_type) {
+                continue;
+            }
+            let applied = async {
+                let mut tx = db.begin().await?;
+                apply_guarded(projector.as_ref(), &mut tx, &new.suffix, event).await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(())
+            }
+            .await;
+            match applied {
+                Ok(()) => {}
+                Err(e) if e.is_permanent() => {
+                    let mut tx = db.begin().await?;
+                    crate::quarantine::record(&mut tx, projector.name(), new.generation, event, &e)
+                        .await?;
+                    tx.commit().await?;
+                    tracing::error!(read_model = projector.name(), position = event.position, stream = %event.stream,
+                        event_type = %event.event_type, error = %e,
+                        "an event cannot be applied to this read model: quarantined, the rebuild goes on");
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -415,7 +585,8 @@ async fn apply_all(
 
 /// Rebuilds `projectors` from position 0 into new generations of their tables, reading the
 /// log once for all of them, and switches each to its new generation. `progress` is called
-/// with the position reached and the log events read after each batch.
+/// with the position reached and the log events read after each batch. Events a read model
+/// cannot apply are quarantined for its new generation; the rebuild goes on past them.
 pub async fn rebuild(
     store: Arc<dyn EventStore>,
     db: &ReadDb,
@@ -423,13 +594,13 @@ pub async fn rebuild(
     mut progress: impl FnMut(Position, u64),
 ) -> Result<Rebuilt, ProjectionError> {
     let started = Instant::now();
-    let mut generations = Vec::with_capacity(projectors.len());
     let mut registered = Vec::with_capacity(projectors.len());
     for projector in projectors {
         registered.push(register(db, projector.as_ref()).await?);
     }
+    let mut building = Vec::with_capacity(projectors.len());
     let mut tx = db.begin().await?;
-    for (projector, live) in projectors.iter().zip(registered) {
+    for (projector, live) in projectors.iter().zip(&registered) {
         let generation = live.generation + 1;
         let new_suffix = suffix(generation);
         for table in projector.tables() {
@@ -437,14 +608,22 @@ pub async fn rebuild(
             tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[])
                 .await?;
         }
+        tx.execute(
+            "DELETE FROM quarantine WHERE read_model = $1 AND generation = $2",
+            &[projector.name().into(), Arg::Int(generation)],
+        )
+        .await?;
         for statement in projector.schema(&new_suffix) {
             tx.execute(&statement, &[]).await?;
         }
-        generations.push((live, generation, new_suffix));
+        building.push(Building {
+            generation,
+            suffix: new_suffix,
+        });
     }
     tx.commit().await?;
 
-    let suffixes: Vec<String> = generations.iter().map(|(_, _, s)| s.clone()).collect();
+    let suffixes: Vec<String> = building.iter().map(|b| b.suffix.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
     // The next batches are read and decoded (on another thread) while this one is applied.
@@ -454,13 +633,7 @@ pub async fn rebuild(
         let Some(last) = batch.last() else { break };
         position = last.position;
         events += batch.len() as u64;
-        where_blocking_is_fine(db, async {
-            let mut tx = db.begin().await?;
-            apply_all(&mut tx, projectors, &suffixes, &batch).await?;
-            tx.commit().await?;
-            Ok::<_, ProjectionError>(())
-        })
-        .await?;
+        where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
         progress(position, events);
     }
 
@@ -478,42 +651,75 @@ pub async fn rebuild(
     }
 
     // Switch over: under the registry rows' locks, apply what arrived meanwhile, then point
-    // the rows and the views at the new generations.
-    let mut tx = db.begin().await?;
-    let mut old = Vec::with_capacity(projectors.len());
-    for (projector, (live, _, _)) in projectors.iter().zip(&generations) {
-        old.push(
-            read_registration(&mut tx, projector.name())
+    // the rows and the views at the new generations. What arrived is caught up outside the
+    // locks first, so that an event that cannot be applied is quarantined there, not inside
+    // the one transaction that must commit.
+    let old = loop {
+        loop {
+            let batch: Vec<DecodedEvent> = store
+                .read_all(position, REBUILD_READ)
                 .await?
-                .unwrap_or(*live),
-        );
-    }
-    loop {
-        let batch: Vec<DecodedEvent> = store
-            .read_all(position, REBUILD_READ)
-            .await?
-            .into_iter()
-            .map(DecodedEvent::new)
-            .collect();
-        let Some(last) = batch.last() else { break };
-        position = last.position;
-        events += batch.len() as u64;
-        apply_all(&mut tx, projectors, &suffixes, &batch).await?;
-    }
-    for (projector, (_, generation, new_suffix)) in projectors.iter().zip(&generations) {
-        tx.execute(
-            "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
-            &[
-                projector.name().into(),
-                Arg::Int(*generation),
-                position.into(),
-                time_text(Utc::now()).into(),
-            ],
-        )
-        .await?;
-        create_views(&mut tx, projector.as_ref(), new_suffix).await?;
-    }
-    tx.commit().await?;
+                .into_iter()
+                .map(DecodedEvent::new)
+                .collect();
+            let Some(last) = batch.last() else { break };
+            position = last.position;
+            events += batch.len() as u64;
+            fill(db, projectors, &building, &suffixes, &batch).await?;
+        }
+        let mut tx = db.begin().await?;
+        let mut old = Vec::with_capacity(projectors.len());
+        for (projector, live) in projectors.iter().zip(&registered) {
+            old.push(
+                read_registration(&mut tx, projector.name())
+                    .await?
+                    .unwrap_or(*live),
+            );
+        }
+        let (mut reached, mut read) = (position, 0u64);
+        let mut cannot_apply = false;
+        loop {
+            let batch: Vec<DecodedEvent> = store
+                .read_all(reached, REBUILD_READ)
+                .await?
+                .into_iter()
+                .map(DecodedEvent::new)
+                .collect();
+            let Some(last) = batch.last() else { break };
+            match apply_all(&mut tx, projectors, &suffixes, &batch).await {
+                Ok(()) => {
+                    reached = last.position;
+                    read += batch.len() as u64;
+                }
+                Err(e) if e.is_permanent() => {
+                    cannot_apply = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if cannot_apply {
+            // Caught up (and quarantined) outside the locks on the next round.
+            continue;
+        }
+        for (projector, new) in projectors.iter().zip(&building) {
+            tx.execute(
+                "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
+                &[
+                    projector.name().into(),
+                    Arg::Int(new.generation),
+                    reached.into(),
+                    time_text(Utc::now()).into(),
+                ],
+            )
+            .await?;
+            create_views(&mut tx, projector.as_ref(), &new.suffix).await?;
+        }
+        tx.commit().await?;
+        position = reached;
+        events += read;
+        break old;
+    };
     progress(position, events);
 
     let mut tx = db.begin().await?;
@@ -523,13 +729,18 @@ pub async fn rebuild(
             tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[])
                 .await?;
         }
+        tx.execute(
+            "DELETE FROM quarantine WHERE read_model = $1 AND generation <= $2",
+            &[projector.name().into(), Arg::Int(current.generation)],
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(Rebuilt {
         generations: projectors
             .iter()
-            .zip(&generations)
-            .map(|(projector, (_, generation, _))| (projector.name(), *generation))
+            .zip(&building)
+            .map(|(projector, new)| (projector.name(), new.generation))
             .collect(),
         events,
         checkpoint: position,

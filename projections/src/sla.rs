@@ -127,17 +127,17 @@ impl SlaTimers {
         let watched = self.streams.get(stream)?;
         let clock = watched.conversation.sla.as_ref()?;
         let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
-        let (level, after) = if !clock.alerted {
-            (SlaLevel::Alert, thresholds.alert_after_seconds)
+        let level = if !clock.alerted {
+            SlaLevel::Alert
         } else if !clock.escalated {
-            (SlaLevel::Escalation, thresholds.escalate_after_seconds)
+            SlaLevel::Escalation
         } else {
             return None;
         };
         Some(Due {
             stream: stream.to_owned(),
             level,
-            at: clock.started_at + chrono::Duration::seconds(after as i64),
+            at: thresholds.due(clock.started_at, level),
         })
     }
 
@@ -197,10 +197,10 @@ impl SlaTimers {
             tokio::select! {
                 event = follower.next() => match event {
                     Some(Ok(event)) => {
-                        self.apply(&event);
+                        crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
                         // Take in everything already read before looking at the clock again.
                         while let Some(Some(Ok(event))) = follower.next().now_or_never() {
-                            self.apply(&event);
+                            crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
                         }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the SLA timers' read failed; they retry"),

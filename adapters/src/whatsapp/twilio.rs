@@ -6,6 +6,9 @@ use serde_json::{Map, Value};
 use super::phone::PhoneNormalizer;
 use super::{ChannelNotice, InboundItem};
 
+/// The most media one Twilio message carries (Twilio's documented limit).
+pub const MAX_MEDIA: u64 = 10;
+
 /// Decodes an `application/x-www-form-urlencoded` body into its fields, in order.
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
@@ -89,7 +92,11 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
     if customer.phone.is_none() && customer.user_id.is_none() {
         return notice("message_without_sender", vec![], raw);
     }
-    let media_count: usize = get("NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0);
+    // A count read from a request is clamped to what Twilio documents: a message carries at
+    // most 10 media. Attachments beyond it would have no MediaUrl fields anyway.
+    let media_count: usize = get("NumMedia")
+        .and_then(|n| n.parse::<u64>().ok())
+        .map_or(0, |n| n.min(MAX_MEDIA) as usize);
     let attachments: Vec<Value> = (0..media_count)
         .filter_map(|i| {
             let url = get(&format!("MediaUrl{i}"))?;

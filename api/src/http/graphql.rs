@@ -3,23 +3,24 @@
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{body::Bytes, Extension, Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
+use super::{read_body, require_content_type, ApiError, ClientIp};
 use crate::auth::{AuthError, AuthSettings};
 use crate::graphql::{
     login, visible_chat, visible_executive, visible_message, ChatledgerSchema, ViewerResult,
 };
 use crate::server::AppState;
+use axum::body::Body;
 use chatledger_core::executive::ExecutiveStatusChanged;
 use chatledger_core::RecordedEvent;
 use serde_json::Value;
@@ -38,17 +39,51 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The largest GraphQL request without a valid token: a `login` and nothing big.
+const ANONYMOUS_BODY_LIMIT: usize = 16 * 1024;
+
+/// `POST /graphql`. The token is checked before the body is read: without one, a body past
+/// [`ANONYMOUS_BODY_LIMIT`] is refused (413) unread; with one, past `GRAPHQL_BODY_LIMIT`. A
+/// request whose input the schema's guard refuses (a NUL character, a second `login`) is a
+/// 400 with `BAD_USER_INPUT`; other errors follow GraphQL's convention of a 200.
 async fn graphql(
     State(state): State<AppState>,
     Extension(schema): Extension<ChatledgerSchema>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+    body: Body,
+) -> Result<Response, ApiError> {
     let viewer: ViewerResult = state.auth.viewer(authorization(&headers));
-    schema
-        .execute(request.into_inner().data(viewer))
-        .await
-        .into()
+    let limit = if viewer.is_ok() {
+        state.limits.graphql_body
+    } else {
+        ANONYMOUS_BODY_LIMIT.min(state.limits.graphql_body)
+    };
+    require_content_type(&headers, "application/json")?;
+    let bytes = read_body(body, &headers, limit).await?;
+    let request: async_graphql::Request = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("expected a GraphQL request {{\"query\": …, \"variables\": …}}: {e}"),
+        )
+    })?;
+    let mut request = request.data(viewer);
+    if let Some(ip) = client {
+        request = request.data(crate::graphql::ClientAddress(ip));
+    }
+    let response = schema.execute(request).await;
+    let refused_input = response.data == async_graphql::Value::Null
+        && response
+            .errors
+            .iter()
+            .any(|e| e.extensions.as_ref().and_then(|x| x.get("field")).is_some());
+    let status = if refused_input {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, GraphQLResponse::from(response)).into_response())
 }
 
 async fn graphiql() -> Html<String> {
@@ -216,7 +251,13 @@ struct LoginRequest {
 }
 
 /// `POST /api/auth/login` `{email, password}` → `{token, expires_at, executive}`.
-async fn login_http(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn login_http(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, &headers, LOGIN_BODY_LIMIT).await?;
     let request: LoginRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -224,17 +265,34 @@ async fn login_http(State(state): State<AppState>, body: Bytes) -> Result<Respon
             format!("expected {{\"email\": …, \"password\": …}}: {e}"),
         )
     })?;
-    match login(&state, &request.email, &request.password).await {
+    match login(&state, &request.email, &request.password, client).await {
         Ok(payload) => Ok(Json(json!({
             "token": payload.token,
             "expires_at": payload.expires_at,
         }))
         .into_response()),
-        Err(AuthError::NotConfigured) => Err(ApiError::new(
+        Err(e @ (AuthError::NotConfigured | AuthError::Unavailable(_))) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "logins_unavailable",
-            AuthError::NotConfigured.to_string(),
+            e.to_string(),
         )),
+        Err(AuthError::RefusedInput(reason)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            reason,
+        )),
+        Err(e @ AuthError::TooManyAttempts(seconds)) => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                e.to_string(),
+            );
+            error.retry_after = Some(seconds);
+            Err(error)
+        }
         Err(e) => Err(unauthorized(e)),
     }
 }
+
+/// A login's body is an email and a password.
+const LOGIN_BODY_LIMIT: usize = 16 * 1024;

@@ -53,11 +53,38 @@ async fn ready(State(state): State<AppState>) -> Response {
                     "read models are {lag} positions behind the log (catching up)"
                 ));
             }
-            Json(
-                json!({"status": "ready", "store": state.store_kind, "head_position": head,
-                "projections": checkpoints, "projection_lag": lag}),
-            )
-            .into_response()
+            let mut body = json!({"status": "ready", "store": state.store_kind, "head_position": head,
+                "projections": checkpoints, "projection_lag": lag});
+            // Events set aside keep the process serving (every other chat is current), but it
+            // does not call itself ready: someone must look (ADR 10).
+            let mut degraded = Vec::new();
+            match chatledger_projections::quarantine::counts(&state.read_side.db).await {
+                Ok(quarantined) if !quarantined.is_empty() => {
+                    let total: u64 = quarantined.values().sum();
+                    degraded.push(format!(
+                        "{total} event(s) quarantined by read models (chatledger quarantine list)"
+                    ));
+                    body["quarantined"] = json!(quarantined);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness could not count quarantined events");
+                    degraded.push("quarantined events could not be counted".to_owned());
+                }
+            }
+            let unfoldable = chatledger_projections::reactor::unfoldable();
+            if !unfoldable.is_empty() {
+                let total: u64 = unfoldable.values().sum();
+                degraded.push(format!(
+                    "{total} event(s) passed over by reactors (see the error log)"
+                ));
+                body["reactors_passed_over"] = json!(unfoldable);
+            }
+            if !degraded.is_empty() {
+                body["status"] = json!("degraded");
+                body["reason"] = json!(degraded.join("; "));
+            }
+            Json(body).into_response()
         }
         Ok(Err(e)) => unavailable(e.to_string()),
         Err(_) => unavailable(format!(

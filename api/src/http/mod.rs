@@ -3,6 +3,7 @@
 mod audit;
 mod graphql;
 mod health;
+pub mod listen;
 mod onboarding;
 mod transaction;
 mod whatsapp;
@@ -29,6 +30,24 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))
+        // The last line of defence: a handler that panics answers 500 with a JSON body, and
+        // the connection and the process go on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %text, "a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server failed on this request; it was logged",
+                )
+                .into_response()
+            },
+        ))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),
@@ -37,25 +56,61 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Cross-origin access for the dashboard's origins (`ALLOWED_ORIGINS`, comma-separated).
-/// Without it, browsers allow only same-origin requests.
+/// Without it, browsers allow only same-origin requests. `*` allows any origin (requests
+/// carry their token in a header, never in cookies, so no credentials are allowed).
 fn cors_layer() -> Option<tower_http::cors::CorsLayer> {
-    let origins: Vec<axum::http::HeaderValue> = std::env::var("ALLOWED_ORIGINS")
-        .ok()?
+    let setting = std::env::var("ALLOWED_ORIGINS").ok()?;
+    cors_for(&setting)
+}
+
+fn cors_for(setting: &str) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let entries: Vec<&str> = setting
         .split(',')
-        .filter_map(|o| o.trim().parse().ok())
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
         .collect();
-    if origins.is_empty() {
-        return None;
-    }
+    let allow = if entries.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        let origins: Vec<axum::http::HeaderValue> = entries
+            .iter()
+            .filter_map(|o| match o.parse() {
+                Ok(origin) => Some(origin),
+                Err(_) => {
+                    tracing::warn!(origin = %o, "ALLOWED_ORIGINS: not a valid origin; ignored");
+                    None
+                }
+            })
+            .collect();
+        if origins.is_empty() {
+            return None;
+        }
+        AllowOrigin::list(origins)
+    };
     Some(
-        tower_http::cors::CorsLayer::new()
-            .allow_origin(origins)
+        CorsLayer::new()
+            .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([
                 axum::http::header::AUTHORIZATION,
                 axum::http::header::CONTENT_TYPE,
             ]),
     )
+}
+
+/// The address of the client that sent a request (`None` where the transport does not say).
+pub(crate) struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(listen::client_address(&parts.extensions)))
+    }
 }
 
 /// Refuses a body that is not of the `expected` media type (415).
@@ -99,9 +154,24 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else if e.is::<listen::SlowBody>() {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time; nothing was recorded",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("the body could not be read: {e}"),
+            )
+        }
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -119,6 +189,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More of the body, beside `error` and `message` (what each refused item was, say).
+    pub details: Option<(&'static str, serde_json::Value)>,
+    /// Seconds before trying again, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -127,17 +201,82 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error with `key` in its body.
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details = Some((key, value));
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let Some((key, value)) = self.details {
+            body[key] = value;
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+impl From<chatledger_core::StoreError> for ApiError {
+    /// A value the store refused is the client's to fix (400); anything else is the store's
+    /// trouble (503, retry later), named without its internals, which are logged.
+    fn from(e: chatledger_core::StoreError) -> Self {
+        use chatledger_core::StoreError;
+        match e {
+            StoreError::Invalid(reason) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                format!("the event store refused a value of this request: {reason}; nothing was recorded"),
+            ),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "the event store is unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store cannot be reached right now; nothing was recorded, retry later",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "writing to the event store failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store failed to record this request; nothing was recorded, retry later",
+                )
+            }
+        }
+    }
+}
+
+impl From<chatledger_projections::conversations::CommandError> for ApiError {
+    fn from(e: chatledger_projections::conversations::CommandError) -> Self {
+        use chatledger_projections::conversations::CommandError;
+        match e {
+            CommandError::Rejected(rejection) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())
+            }
+            CommandError::Store(e) => e.into(),
+            CommandError::Unreadable { position, .. } => {
+                tracing::error!(error = %e, "a conversation's stored event cannot be read");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unreadable_history",
+                    format!("an event of this conversation (position {position}) cannot be read by this release; nothing was recorded"),
+                )
+            }
+        }
     }
 }
 

@@ -84,6 +84,9 @@ async fn payload(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    // Every key and string, at any depth, must be text any store can take.
+    chatledger_core::validate::json("", &value, chatledger_core::validate::TEXT_MAX)
+        .map_err(|r| bad(&r.field, r.problem))?;
     if let Some(error) = schema.iter_errors(&value).next() {
         let path = error.instance_path().to_string();
         let field = if path.is_empty() {
@@ -130,15 +133,6 @@ fn metadata(kind: &str, now: chrono::DateTime<Utc>) -> Metadata {
     metadata.received_at = Some(now);
     metadata.extra.insert("webhook".into(), json!(kind));
     metadata
-}
-
-fn store_failure(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "recording a transaction-system post failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        "the change could not be recorded right now; nothing was acknowledged, retry later",
-    )
 }
 
 #[derive(Deserialize)]
@@ -201,8 +195,7 @@ async fn context_change(
         let handled = state
             .conversations
             .handle(&stream, vec![command], &metadata)
-            .await
-            .map_err(store_failure)?;
+            .await?;
         recorded |= !handled.recorded.is_empty();
         for event in &handled.recorded {
             if let ConversationEvent::ChatOpened {
@@ -283,6 +276,8 @@ async fn booking(
             ),
         )
     })?;
+    chatledger_core::validate::time("ride_datetime", ride_at)
+        .map_err(|r| bad(&r.field, r.problem))?;
     let booking = Booking {
         booking_id: booking_id.clone(),
         customer,
@@ -297,8 +292,7 @@ async fn booking(
             ExpectedVersion::Any,
             vec![booking.to_new_event(post.event, metadata("booking", state.clock.now()))],
         )
-        .await
-        .map_err(store_failure)?;
+        .await?;
     Ok(Json(json!({
         "status": if result.is_duplicate() { "duplicate" } else { "recorded" },
         "booking_id": booking_id,

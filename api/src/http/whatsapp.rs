@@ -14,15 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatledger_adapters::whatsapp::signature::secret_matches;
-use chatledger_adapters::whatsapp::{meta, twilio, InboundItem, Routed};
+use chatledger_adapters::whatsapp::{meta, twilio, InboundItem};
 use chatledger_core::channel::{Channel, Provider};
-use chatledger_projections::conversations::CommandError;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{read_body, require_content_type, ApiError};
 use crate::config::AuthOutcome;
-use crate::ingest::{record, Recorded, Source};
+use crate::ingest::{record, screen, Recorded, RefusedItem, Screened, Source};
 use crate::server::AppState;
 
 /// The key of the stream for app-level notices that name no number.
@@ -93,12 +92,28 @@ async fn verify_app(
     verify(&state, &query)
 }
 
-fn unauthorized() -> ApiError {
-    ApiError::new(
+/// Refuses a request its channel's authentication did not pass (401, nothing recorded).
+fn authenticated(
+    outcome: AuthOutcome,
+    channel: &str,
+    auth: &chatledger_core::channel::ChannelAuth,
+) -> Result<(), ApiError> {
+    let message = match outcome {
+        AuthOutcome::Passed | AuthOutcome::Open => return Ok(()),
+        AuthOutcome::Failed => {
+            "the request passed none of this channel's authentication checks; nothing was recorded".to_owned()
+        }
+        AuthOutcome::NotConfigured => format!(
+            "this channel's webhooks are refused until its authentication is configured (set {}); nothing was recorded",
+            crate::config::needed_secrets(auth)
+        ),
+    };
+    tracing::warn!(channel, ?outcome, "webhook refused: not authenticated");
+    Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
-        "the request passed none of this channel's authentication checks; nothing was recorded",
-    )
+        message,
+    ))
 }
 
 fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -119,24 +134,52 @@ fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-fn store_failure(e: CommandError) -> ApiError {
-    match e {
-        CommandError::Rejected(rejection) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())
-        }
-        other => {
-            tracing::error!(error = %other, "recording a webhook failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the event could not be recorded right now; nothing was acknowledged, retry later",
-            )
-        }
+/// Bounds what one request may record, then keeps the items that can be recorded: more
+/// items than `WEBHOOK_MAX_ITEMS` is a 413 and nothing is recorded; a request whose every
+/// message and receipt is refused is a 400 naming the field; otherwise the refused ones are
+/// reported beside what was recorded.
+fn screened<T>(
+    state: &AppState,
+    channel: &str,
+    items: Vec<(T, InboundItem)>,
+) -> Result<Screened<T>, ApiError> {
+    let limit = state.whatsapp.max_items;
+    if items.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!(
+                "the webhook carries {} messages, receipts and changes; at most {limit} are accepted in one request (WEBHOOK_MAX_ITEMS); nothing was recorded",
+                items.len()
+            ),
+        ));
     }
+    let (kept, refused) = screen(items);
+    for r in &refused {
+        tracing::warn!(channel, item.id = %r.id, field = %r.field, problem = %r.problem,
+            "a webhook item was refused: it cannot be recorded");
+    }
+    if kept.is_empty() && !refused.is_empty() {
+        let first = &refused[0];
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("{}: {}; nothing was recorded", first.field, first.problem),
+        )
+        .with("refused", json!(refused)));
+    }
+    Ok((kept, refused))
 }
 
-fn recorded_answer(recorded: &Recorded, extra: Option<(&str, Value)>) -> Response {
+fn recorded_answer(
+    recorded: &Recorded,
+    refused: &[RefusedItem],
+    extra: Option<(&str, Value)>,
+) -> Response {
     let mut body = json!({"status": "recorded", "recorded": recorded});
+    if !refused.is_empty() {
+        body["refused"] = json!(refused);
+    }
     if let Some((key, value)) = extra {
         body[key] = value;
     }
@@ -161,20 +204,20 @@ async fn channel_webhook(
     }
     require_content_type(&headers, "application/json")?;
     let bytes = read_body(body, &headers, state.whatsapp.body_limit).await?;
-    if state
-        .whatsapp
-        .authenticate_meta(&channel.auth, &headers, &bytes)
-        == AuthOutcome::Failed
-    {
-        tracing::warn!(channel = %channel.key, "webhook refused: authentication failed");
-        return Err(unauthorized());
-    }
+    authenticated(
+        state
+            .whatsapp
+            .authenticate_meta(&channel.auth, &headers, &bytes),
+        &channel.key,
+        &channel.auth,
+    )?;
     let payload = parse_json_object(&bytes)?;
-    let items: Vec<InboundItem> =
-        meta::parse(&payload, channel.provider.as_str(), &state.whatsapp.phones)
-            .into_iter()
-            .map(|routed| routed.item)
-            .collect();
+    let items = meta::parse(&payload, channel.provider.as_str(), &state.whatsapp.phones)
+        .into_iter()
+        .map(|routed| ((), routed.item))
+        .collect();
+    let (items, refused) = screened(&state, &channel.key, items)?;
+    let items = items.into_iter().map(|(_, item)| item).collect();
     let source = Source {
         channel_key: &channel.key,
         channel_number: &channel.number,
@@ -183,12 +226,10 @@ async fn channel_webhook(
         request_id: Uuid::new_v4(),
         received_at: state.clock.now(),
     };
-    let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
-        .await
-        .map_err(store_failure)?;
+    let recorded = record(&state.conversations, state.store.as_ref(), &source, items).await?;
     tracing::info!(channel = %channel.key, messages = recorded.messages, receipts = recorded.receipts,
         notices = recorded.notices, duplicates = recorded.duplicates, "webhook recorded");
-    Ok(recorded_answer(&recorded, None))
+    Ok(recorded_answer(&recorded, &refused, None))
 }
 
 /// Meta's one app-level webhook for onboarded numbers: each change is routed by its
@@ -204,24 +245,24 @@ async fn app_webhook(
         meta_signature: true,
         ..Default::default()
     };
-    if state
-        .whatsapp
-        .authenticate_meta(&app_auth, &headers, &bytes)
-        == AuthOutcome::Failed
-    {
-        tracing::warn!("app webhook refused: X-Hub-Signature-256 is missing or wrong");
-        return Err(unauthorized());
-    }
+    authenticated(
+        state
+            .whatsapp
+            .authenticate_meta(&app_auth, &headers, &bytes),
+        APP_CHANNEL_KEY,
+        &app_auth,
+    )?;
     let payload = parse_json_object(&bytes)?;
+    let routed = meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
+        .into_iter()
+        .map(|r| (r.phone_number_id, r.item))
+        .collect();
+    let (routed, refused) = screened(&state, APP_CHANNEL_KEY, routed)?;
     // Items per channel, in order; `None` collects notices about the app or the WABA, which
     // name no number.
     let mut by_channel: Vec<(Option<Channel>, Vec<InboundItem>)> = Vec::new();
     let mut unknown_ids: Vec<String> = Vec::new();
-    for Routed {
-        phone_number_id,
-        item,
-    } in meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
-    {
+    for (phone_number_id, item) in routed {
         let channel = match phone_number_id {
             Some(id) => match state.channel_by_phone_number_id(&id) {
                 Some(channel) => Some(channel),
@@ -274,9 +315,7 @@ async fn app_webhook(
                 received_at,
             },
         };
-        let recorded = record(&state.conversations, state.store.as_ref(), &source, items)
-            .await
-            .map_err(store_failure)?;
+        let recorded = record(&state.conversations, state.store.as_ref(), &source, items).await?;
         total.messages += recorded.messages;
         total.receipts += recorded.receipts;
         total.notices += recorded.notices;
@@ -287,6 +326,7 @@ async fn app_webhook(
     }
     Ok(recorded_answer(
         &total,
+        &refused,
         (!unknown_ids.is_empty()).then(|| ("not_recorded_for", json!(unknown_ids))),
     ))
 }
@@ -320,15 +360,16 @@ async fn twilio_webhook(
     let bytes = read_body(body, &headers, state.whatsapp.body_limit).await?;
     let params = twilio::parse_form(&bytes);
     let url = public_url(&state, &headers, &uri);
-    if state
-        .whatsapp
-        .authenticate_twilio(&channel.auth, &headers, &url, &params)
-        == AuthOutcome::Failed
-    {
-        tracing::warn!(channel = %channel.key, "Twilio webhook refused: X-Twilio-Signature is missing or wrong");
-        return Err(unauthorized());
-    }
+    authenticated(
+        state
+            .whatsapp
+            .authenticate_twilio(&channel.auth, &headers, &url, &params),
+        &channel.key,
+        &channel.auth,
+    )?;
     let item = twilio::parse(&params, &state.whatsapp.phones);
+    let (items, _) = screened(&state, &channel.key, vec![((), item)])?;
+    let items = items.into_iter().map(|(_, item)| item).collect();
     let source = Source {
         channel_key: &channel.key,
         channel_number: &channel.number,
@@ -337,14 +378,7 @@ async fn twilio_webhook(
         request_id: Uuid::new_v4(),
         received_at: state.clock.now(),
     };
-    let recorded = record(
-        &state.conversations,
-        state.store.as_ref(),
-        &source,
-        vec![item],
-    )
-    .await
-    .map_err(store_failure)?;
+    let recorded = record(&state.conversations, state.store.as_ref(), &source, items).await?;
     tracing::info!(channel = %channel.key, messages = recorded.messages, receipts = recorded.receipts,
         notices = recorded.notices, duplicates = recorded.duplicates, "Twilio webhook recorded");
     // Twilio expects TwiML; an empty response sends nothing back to the customer.

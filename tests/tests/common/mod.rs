@@ -129,6 +129,7 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
         seal: chatledger_api::server::seal_policy(&lookup).unwrap(),
+        limits: chatledger_api::limits::Limits::from_env(&lookup).unwrap(),
         onboarding: chatledger_api::onboarding::OnboardingSettings::from_env(&lookup).unwrap(),
         dispatch: chatledger_api::config::DispatchSettings::new(&configured, &lookup).unwrap(),
         whatsapp: WhatsAppSettings::new(configured, &lookup).unwrap(),

@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+mod quarantine;
+
 use crate::readiness::Readiness;
 use crate::server::{run, AppState, Settings};
 
@@ -108,12 +110,29 @@ enum Command {
     /// The key that seals credentials.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Events read models could not apply and set aside (quarantined), and applying them
+    /// again after a fix.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Rebuild read models from the whole log into fresh tables and switch to them.
     /// A running server keeps answering from the old tables until the switch.
     Replay {
         /// Only this read model (chats, messages, customers); all when omitted.
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Every quarantined event as a JSON line: read model, position, stream, type, error.
+    List {
+        /// Only this read model's.
+        #[arg(long = "read-model")]
+        read_model: Option<String>,
+    },
+    /// Apply every quarantined event again, in log order; those that apply now leave the
+    /// quarantine. Exit code 1 while any still fails.
+    Retry,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +259,14 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
                 .await
             }
             Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
+            Command::Quarantine(QuarantineCommand::List { read_model }) => {
+                let (_, db) = open_for_command(cli.database_url.as_deref()).await?;
+                quarantine::list(&db, read_model.as_deref()).await
+            }
+            Command::Quarantine(QuarantineCommand::Retry) => {
+                let (store, db) = open_for_command(cli.database_url.as_deref()).await?;
+                quarantine::retry(store, &db).await
+            }
             Command::Forget { customer, by } => {
                 forget(cli.database_url.as_deref(), &cli.config_dir, &customer, &by).await
             }
@@ -264,8 +291,10 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        // Logs go to stderr, what a command prints to stdout: `chatledger events | jq` gets
+        // only events, and a listing never waits on the log's lock of the same stream.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -297,12 +326,18 @@ async fn serve(
         Settings::load(config_dir, &|name| std::env::var(name).ok()).map_err(CliError::Config)?;
     let whatsapp = &settings.whatsapp;
     tracing::info!(channels = whatsapp.configured.channels.len(), source = %whatsapp.configured.source, "channels configured");
-    let unauthenticated = whatsapp.unauthenticated_channels();
-    if !unauthenticated.is_empty() {
-        tracing::warn!(
-            channels = %unauthenticated.join(","),
-            "webhooks of these channels are unauthenticated: no secret of their configured checks is set \
-             (META_APP_SECRET, TWILIO_AUTH_TOKEN or their secret header's variable)"
+    for (channel, needed) in whatsapp.closed_channels() {
+        tracing::warn!(channel, needs = %needed,
+            "this channel's webhooks are refused: no secret of its authentication checks is set");
+    }
+    let open = whatsapp.open_channels();
+    if !open.is_empty() {
+        tracing::warn!(channels = %open.join(","),
+            "these channels take webhooks without authentication, as channels.yaml says (auth: none)");
+    }
+    if whatsapp.meta_app_secret.is_none() {
+        tracing::info!(
+            "the app-level webhook (/api/webhooks/whatsapp) is refused: META_APP_SECRET is not set"
         );
     }
     let onboarding = &settings.onboarding;

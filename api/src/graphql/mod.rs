@@ -5,6 +5,8 @@
 //! checks the viewer: anonymous requests get `UNAUTHENTICATED`, auditors may read but not
 //! change, executives see only their stakeholders' chats.
 
+mod guard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use crate::auth::{verify_password, AuthError, Viewer};
+use crate::auth::{AuthError, Viewer};
 use crate::server::AppState;
 
 pub type ChatledgerSchema = Schema<Query, Mutation, SubscriptionRoot>;
@@ -44,12 +46,17 @@ pub const MAX_COMPLEXITY: usize = 20_000;
 pub fn build(state: Option<AppState>) -> ChatledgerSchema {
     let mut builder = Schema::build(Query, Mutation, SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(guard::InputGuard);
     if let Some(state) = state {
         builder = builder.data(state);
     }
     builder.finish()
 }
+
+/// The address a request came from, as the transport found it (for login failure counts).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
 
 /// The viewer of a request, as the transport found it (a failure is reported by the first
 /// resolver that needs a viewer, with the reason).
@@ -1571,16 +1578,18 @@ impl Mutation {
         email: String,
         password: String,
     ) -> Result<LoginPayload, Error> {
-        login(state(ctx), &email, &password).await.map_err(|e| {
-            coded(
-                e.to_string(),
-                if e == AuthError::NotConfigured {
-                    "UNAVAILABLE"
-                } else {
-                    "UNAUTHENTICATED"
-                },
-            )
-        })
+        let client = ctx.data_opt::<ClientAddress>().map(|c| c.0);
+        login(state(ctx), &email, &password, client)
+            .await
+            .map_err(|e| {
+                let code = match &e {
+                    AuthError::NotConfigured | AuthError::Unavailable(_) => "UNAVAILABLE",
+                    AuthError::RefusedInput(_) => "BAD_USER_INPUT",
+                    AuthError::TooManyAttempts(_) => "RATE_LIMITED",
+                    _ => "UNAUTHENTICATED",
+                };
+                coded(e.to_string(), code)
+            })
     }
 
     /// Tags a chat with a tag of its stakeholder's catalog.
@@ -1790,12 +1799,22 @@ impl Mutation {
     }
 }
 
-/// Checks an executive's email and password and issues a token.
+/// Checks an executive's email and password and issues a token. `client` is the address
+/// the attempt came from, for the failure counts (see [`crate::login`]).
 pub async fn login(
     state: &AppState,
     email: &str,
     password: &str,
+    client: Option<std::net::IpAddr>,
 ) -> Result<LoginPayload, AuthError> {
+    use chatledger_core::validate::{text, NAME_MAX, TEXT_MAX};
+    text("email", email, NAME_MAX).map_err(|r| AuthError::RefusedInput(r.to_string()))?;
+    text("password", password, TEXT_MAX).map_err(|r| AuthError::RefusedInput(r.to_string()))?;
+    let attempt = crate::login::Attempt::new(email, client);
+    state
+        .logins
+        .admit(&attempt)
+        .map_err(|wait| AuthError::TooManyAttempts(wait.as_secs().max(1)))?;
     let row = state
         .read_side
         .db
@@ -1806,7 +1825,7 @@ pub async fn login(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "reading executives for a login failed");
-            AuthError::NotConfigured
+            AuthError::Unavailable("the executives cannot be read from the database".into())
         })?;
     // Verify against a real hash even for an unknown email, so both take the same time and
     // the answer does not tell which emails exist.
@@ -1817,10 +1836,12 @@ pub async fn login(
         .as_ref()
         .and_then(|r| r.text(5))
         .unwrap_or_else(|| unknown.clone());
-    if !verify_password(&hash, password) || row.is_none() {
+    let matches = state.logins.verify(hash, password.to_owned()).await;
+    let Some(row) = row.filter(|_| matches) else {
+        state.logins.failed(&attempt);
         return Err(AuthError::BadCredentials);
-    }
-    let row = row.ok_or(AuthError::BadCredentials)?;
+    };
+    state.logins.succeeded(&attempt);
     let executive = Executive::from_row(&row);
     let viewer = Viewer {
         role: executive
