@@ -37,6 +37,8 @@ struct Failures {
 #[derive(Clone)]
 pub struct LoginGuard {
     checks: Arc<Semaphore>,
+    /// Password checks run since start.
+    run: Arc<std::sync::atomic::AtomicU64>,
     failures: Arc<Mutex<HashMap<String, Failures>>>,
     free: u32,
     max_delay: Duration,
@@ -61,6 +63,7 @@ impl LoginGuard {
     pub fn new(limits: &Limits) -> Self {
         LoginGuard {
             checks: Arc::new(Semaphore::new(limits.login_concurrency.max(1))),
+            run: Arc::default(),
             failures: Arc::default(),
             free: limits.login_free_failures,
             max_delay: limits.login_max_delay,
@@ -124,12 +127,18 @@ impl LoginGuard {
         }
     }
 
+    /// Password checks run since the process started.
+    pub fn checks_run(&self) -> u64 {
+        self.run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether `password` matches `hash`, checked on the blocking pool when a check's turn
     /// comes.
     pub async fn verify(&self, hash: String, password: String) -> bool {
         let Ok(_turn) = self.checks.acquire().await else {
             return false;
         };
+        self.run.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || crate::auth::verify_password(&hash, &password))
             .await
             .unwrap_or(false)

@@ -135,10 +135,11 @@ impl InboundMessage {
         text("id", &self.provider_message_id, ID_MAX)?;
         text("type", &self.kind, NAME_MAX)?;
         customer("from", &self.customer)?;
-        optional("text", self.text.as_deref(), TEXT_MAX)?;
+        // Media first: a caption is also the message's text, and is named as the caption.
         if let Some(m) = &self.media {
             media(m)?;
         }
+        optional("text", self.text.as_deref(), TEXT_MAX)?;
         for (field, value) in [
             ("details", &self.details),
             ("context", &self.context),

@@ -44,9 +44,6 @@ pub enum CommandError {
     /// The log could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored event of this stream could not be read back.
-    #[error("event at position {position} cannot be read as a conversation event: {reason}")]
-    Unreadable { position: u64, reason: String },
 }
 
 /// What running a batch of commands did.
@@ -138,7 +135,7 @@ impl Conversations {
             let events = self.store.read_stream(stream, from, READ_BATCH).await?;
             let done = events.len() < READ_BATCH;
             for event in &events {
-                fold_recorded(&mut cached.state, event)?;
+                fold_recorded(&mut cached.state, event);
                 cached.version = Some(event.version);
             }
             if done {
@@ -163,18 +160,20 @@ fn conflict_backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(jitter as u64)
 }
 
-fn fold_recorded(state: &mut Conversation, event: &RecordedEvent) -> Result<(), CommandError> {
+/// Folds one stored event into the conversation. One this release cannot read (written by
+/// another release, or damaged) is passed over with an error in the log: refusing the
+/// customer's next messages for it would lose what the provider delivers.
+fn fold_recorded(state: &mut Conversation, event: &RecordedEvent) {
     match ConversationEvent::from_recorded(event) {
         Ok(Some(event)) => state.evolve(&event),
         Ok(None) => {}
-        Err(e) => {
-            return Err(CommandError::Unreadable {
-                position: event.position,
-                reason: e.to_string(),
-            })
-        }
+        Err(e) => tracing::error!(
+            position = event.position,
+            stream = %event.stream,
+            error = %e,
+            "a conversation event cannot be read; deciding without it"
+        ),
     }
-    Ok(())
 }
 
 /// Brings the cache to the state after a successful append. An event the store reported as

@@ -234,10 +234,12 @@ impl Inner {
             return Ok(event);
         };
         let Ok(sealed) = serde_json::from_value::<Sealed>(sealed) else {
-            return Err(StoreError::Corrupt(format!(
-                "event at position {}: its sealed personal data is malformed",
-                event.position
-            )));
+            // One event's malformed seal must not stop every reader of the log: it is read
+            // without its personal data, and whoever folds it decides (a read model
+            // quarantines what it cannot apply, a reactor passes over it).
+            tracing::error!(position = event.position, stream = %event.stream,
+                "an event's sealed personal data is malformed; it is read without it");
+            return Ok(event);
         };
         let opened = match self.key_by_id(&sealed.key_id).await? {
             Some(key) => unseal(&sealed, &key, &event),

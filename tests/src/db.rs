@@ -81,6 +81,12 @@ impl Drop for PgSchema {
                 .ok()?;
             runtime.block_on(async {
                 let mut conn = PgConnection::connect(&url).await.ok()?;
+                // A server still at work after a failed test may hold locks in the schema:
+                // give up after a while (leaving it) rather than keep the test waiting.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
                 sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
                     .execute(&mut conn)
                     .await

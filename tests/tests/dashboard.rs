@@ -5,9 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use chatledger_api::auth::{hash_password, AuthSettings, Viewer};
-use chatledger_core::executive::{executive_id, executive_stream, ExecutiveRegistered, Role};
-use chatledger_core::{ExpectedVersion, Metadata};
+use chatledger_api::auth::{AuthSettings, Viewer};
+use chatledger_core::executive::Role;
 use chatledger_projections::read_models;
 use chatledger_projections::runner::rebuild;
 use chatledger_tests::db::Backend;
@@ -18,63 +17,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const GUARD: Duration = Duration::from_secs(30);
-
-impl Server {
-    async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .client
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({"query": query, "variables": variables}));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap().json().await.unwrap()
-    }
-
-    /// Waits until every read model has applied the whole log.
-    async fn caught_up(&self) {
-        let head = self.store.head_position().await.unwrap();
-        tokio::time::timeout(GUARD, self.state.read_side.wait_for(head))
-            .await
-            .expect("the read models catch up");
-    }
-
-    async fn register(&self, email: &str, role: Role, stakeholders: &[&str]) {
-        let id = executive_id(email);
-        let registered = ExecutiveRegistered {
-            executive_id: id,
-            email: email.into(),
-            name: email.split('@').next().unwrap().into(),
-            role,
-            stakeholders: stakeholders.iter().map(|s| s.to_string()).collect(),
-            password_hash: hash_password("a good long password").unwrap(),
-        };
-        self.store
-            .append(
-                &executive_stream(id),
-                ExpectedVersion::NoStream,
-                vec![registered.to_new_event(Metadata::by("test"))],
-            )
-            .await
-            .unwrap();
-        self.caught_up().await;
-    }
-
-    async fn login(&self, email: &str) -> String {
-        let response = self
-            .client
-            .post(format!("{}/api/auth/login", self.base))
-            .json(&json!({"email": email, "password": "a good long password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-}
 
 fn error_code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]

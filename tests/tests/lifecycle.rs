@@ -12,19 +12,6 @@ use serde_json::{json, Value};
 const GUARD: Duration = Duration::from_secs(30);
 
 impl Server {
-    async fn transaction(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}/api/webhook/{path}", self.base))
-            .json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
     async fn partner_writes(&self, from: &str, id: &str) {
         self.partner_writes_at(from, id, 1763800000).await;
     }

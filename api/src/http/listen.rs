@@ -13,6 +13,9 @@
 //!   ([`SlowBody`], a 408 from `read_body`);
 //! - an accept that fails (out of file descriptors, say) is retried after a pause that grows
 //!   to a second, never in a tight loop;
+//! - a response sent before its request's body was read to the end (refused as too large,
+//!   too slow, or unread) says `Connection: close`, so that a client does not send its next
+//!   request on a connection the server is about to drop;
 //! - each request carries the client's address ([`axum::extract::ConnectInfo`]).
 //!
 //! Shutdown stops accepting, lets connections finish the requests they are serving, and
@@ -20,12 +23,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue};
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -79,13 +84,26 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let body_timeout = limits.body_timeout;
-        let service =
-            router
-                .clone()
-                .map_request(move |mut request: axum::http::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(remote));
-                    request.map(|body| axum::body::Body::new(Deadline::new(body, body_timeout)))
+        let router = router.clone();
+        let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+                let request = request.map(|body| {
+                    axum::body::Body::new(Deadline::new(body, body_timeout, read.clone()))
                 });
+                let mut response = router.oneshot(request).await?;
+                if !read.load(Ordering::Acquire) {
+                    // Answered before the body was read (too large, too slow, refused
+                    // unread): the rest of it must not be taken for the next request.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
         let connection = http
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
@@ -114,17 +132,19 @@ pub async fn serve(
 
 /// A request body that must arrive whole before its deadline; past it, reading fails with
 /// [`SlowBody`]. (A timeout per frame would let a client send a byte every few seconds for
-/// ever.)
+/// ever.) `read` turns true once the body has been read to its end.
 struct Deadline<B> {
     body: B,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    read: Arc<AtomicBool>,
 }
 
 impl<B> Deadline<B> {
-    fn new(body: B, timeout: Duration) -> Self {
+    fn new(body: B, timeout: Duration, read: Arc<AtomicBool>) -> Self {
         Deadline {
             body,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            read,
         }
     }
 }
@@ -155,6 +175,9 @@ where
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         use std::task::Poll;
         if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            if frame.is_none() || self.body.is_end_stream() {
+                self.read.store(true, Ordering::Release);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.deadline.as_mut().poll(cx) {

@@ -134,6 +134,19 @@ pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Resul
     }
 }
 
+/// Whether `T` is `error` or anywhere in its chain of causes (the body's layers wrap what a
+/// lower one failed with).
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<T>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Reads a body up to `limit` bytes (413 beyond); an empty body is a 400.
 pub(crate) async fn read_body(
     body: Body,
@@ -156,9 +169,9 @@ pub(crate) async fn read_body(
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
+        if caused_by::<http_body_util::LengthLimitError>(e.as_ref()) {
             too_large()
-        } else if e.is::<listen::SlowBody>() {
+        } else if caused_by::<listen::SlowBody>(e.as_ref()) {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
@@ -268,14 +281,6 @@ impl From<chatledger_projections::conversations::CommandError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())
             }
             CommandError::Store(e) => e.into(),
-            CommandError::Unreadable { position, .. } => {
-                tracing::error!(error = %e, "a conversation's stored event cannot be read");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unreadable_history",
-                    format!("an event of this conversation (position {position}) cannot be read by this release; nothing was recorded"),
-                )
-            }
         }
     }
 }

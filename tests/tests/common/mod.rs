@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use chatledger_adapters::whatsapp::signature::twilio_signature;
 use chatledger_adapters::whatsapp::twilio::parse_form;
-use chatledger_api::auth::AuthSettings;
+use chatledger_api::auth::{hash_password, AuthSettings};
 use std::path::Path;
 
 use chatledger_api::config::{parse_channels, TagCatalog, TransactionSettings, WhatsAppSettings};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
-use chatledger_core::{EventStore, RecordedEvent};
+use chatledger_core::executive::{executive_id, executive_stream, ExecutiveRegistered, Role};
+use chatledger_core::{EventStore, ExpectedVersion, Metadata, RecordedEvent};
 use chatledger_tests::db::{Backend, TestDb};
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "admin-test-token";
@@ -297,6 +299,81 @@ impl Server {
             }));
         }
         all
+    }
+}
+
+/// The dashboard's side: GraphQL, executives, and waiting for the read models.
+impl Server {
+    /// Posts to the transaction system's webhook `path`; the status and the JSON answer.
+    pub async fn transaction(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/api/webhook/{path}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits until every read model has applied the whole log.
+    pub async fn caught_up(&self) {
+        let head = self.store.head_position().await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.state.read_side.wait_for(head),
+        )
+        .await
+        .expect("the read models catch up");
+    }
+
+    pub async fn register(&self, email: &str, role: Role, stakeholders: &[&str]) {
+        let id = executive_id(email);
+        let registered = ExecutiveRegistered {
+            executive_id: id,
+            email: email.into(),
+            name: email.split('@').next().unwrap().into(),
+            role,
+            stakeholders: stakeholders.iter().map(|s| s.to_string()).collect(),
+            password_hash: hash_password("a good long password").unwrap(),
+        };
+        self.store
+            .append(
+                &executive_stream(id),
+                ExpectedVersion::NoStream,
+                vec![registered.to_new_event(Metadata::by("test"))],
+            )
+            .await
+            .unwrap();
+        self.caught_up().await;
+    }
+
+    pub async fn login(&self, email: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({"email": email, "password": "a good long password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
