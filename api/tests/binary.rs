@@ -691,6 +691,21 @@ async fn verify_finds_tampering_and_events_lists_the_log() {
     assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["metadata"]["actor"], "test");
     assert!(lines[0]["hash"].as_str().unwrap().len() == 64);
+    // Logs go to stderr: a listing made while everything is logged neither waits on them nor
+    // carries them.
+    let mut chatty = chatledger(dir.path());
+    chatty.env("RUST_LOG", "trace").arg("events");
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(60), chatty.output())
+        .await
+        .expect("`events` with every log line on ends")
+        .unwrap();
+    assert!(listed.status.success());
+    assert!(!listed.stderr.is_empty(), "something was logged meanwhile");
+    let stdout = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert!(stdout
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["position"].is_u64())));
     let one = run(&["events", "--stream", "s-2", "--from", "5"]).await;
     let lines: Vec<&str> = std::str::from_utf8(&one.stdout).unwrap().lines().collect();
     assert_eq!(lines.len(), 2, "s-2 from position 5: versions 1 and 2");

@@ -300,3 +300,56 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn preflight(setting: &str, origin: &str) -> Option<String> {
+        let router = Router::new().route("/graphql", axum::routing::post(|| async { "ok" }));
+        let router = match cors_for(setting) {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
+        let request = axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/graphql")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn allowed_origins_star_means_any_origin_without_credentials() {
+        assert_eq!(
+            preflight("*", "https://anywhere.example").await.as_deref(),
+            Some("*")
+        );
+        assert_eq!(
+            preflight("https://dash.example.com, *", "https://x.example")
+                .await
+                .as_deref(),
+            Some("*")
+        );
+    }
+
+    #[tokio::test]
+    async fn allowed_origins_lists_exact_origins_and_ignores_invalid_ones() {
+        let setting = "https://dash.example.com, not an origin\n";
+        assert_eq!(
+            preflight(setting, "https://dash.example.com")
+                .await
+                .as_deref(),
+            Some("https://dash.example.com")
+        );
+        assert_eq!(preflight(setting, "https://evil.example").await, None);
+        assert!(cors_for(" , ").is_none());
+    }
+}
