@@ -192,6 +192,44 @@ fn what_is_not_a_message_or_receipt_is_kept_as_a_notice() {
 }
 
 #[test]
+fn account_and_number_updates_are_kept_as_notices_of_their_field() {
+    for (name, field, event) in [
+        (
+            "meta-account-update-restriction.json",
+            "account_update",
+            "ACCOUNT_RESTRICTION",
+        ),
+        (
+            "meta-account-update-restriction-lifted.json",
+            "account_update",
+            "DISABLED_UPDATE",
+        ),
+        (
+            "meta-account-update-ban.json",
+            "account_update",
+            "DISABLED_UPDATE",
+        ),
+        (
+            "meta-phone-number-quality-update.json",
+            "phone_number_quality_update",
+            "THROUGHPUT_UPGRADE",
+        ),
+    ] {
+        let items = meta_items(name);
+        assert_eq!(items.len(), 1, "{name}");
+        let InboundItem::Notice(notice) = &items[0].item else {
+            panic!("{name}: {items:?}")
+        };
+        assert_eq!(notice.kind, format!("field:{field}"), "{name}");
+        assert_eq!(
+            notice.raw["value"]["event"], event,
+            "{name}: {}",
+            notice.raw
+        );
+    }
+}
+
+#[test]
 fn several_entries_changes_and_unknown_fields() {
     let message = |id: &str| serde_json::json!({"from": "919638120888", "id": id, "timestamp": 1700000000, "type": "text", "text": {"body": id}});
     let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [

@@ -168,7 +168,8 @@ impl AppState {
                 chatledger_adapters::whatsapp::send::HttpSender::new(
                     settings.dispatch.endpoints,
                     std::time::Duration::from_secs(15),
-                ),
+                )
+                .with_missing(settings.dispatch.unable),
                 whatsapp.clone(),
                 onboarding.clone(),
             )),

@@ -194,6 +194,33 @@ async fn serve_on_postgres_is_ready_once_migrated() {
     terminate(child).await;
 }
 
+/// Three processes started at the same instant on an empty schema: each migrates and creates
+/// the read models' tables, one at a time, and all become ready.
+#[tokio::test]
+async fn three_processes_started_at_once_on_an_empty_postgres_all_become_ready() {
+    let schema = PgSchema::create().await;
+    let url = format!("{}?options=-csearch_path%3D{}", schema.url, schema.name);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let started = futures_util::future::join_all(dirs.iter().map(|dir| {
+        let mut command = chatledger(dir.path());
+        command.env("DATABASE_URL", &url);
+        start(command)
+    }))
+    .await;
+    for (child, base) in started {
+        let mut ready = get(&format!("{base}/api/health/ready")).await;
+        for _ in 0..200 {
+            if ready.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ready = get(&format!("{base}/api/health/ready")).await;
+        }
+        assert_eq!(ready.0, 200, "{}", ready.1);
+        terminate(child).await;
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_database_file_ends_serve_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -1005,5 +1032,180 @@ async fn secrets_rotate_needs_the_new_key_and_says_what_it_did() {
     assert!(
         stdout.contains("resealed the secrets of 0 credential(s) under key k-"),
         "{stdout}"
+    );
+}
+
+/// A provider's API as the example channels reach it: records each request (path, the
+/// `apikey` header, the body) and answers as the Cloud API does.
+async fn fake_cloud_api() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            let key = request
+                .headers()
+                .get("apikey")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let to = body["to"].clone();
+            record.lock().unwrap().push((path, key, body));
+            axum::Json(serde_json::json!({"messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": "wamid.sent.1"}]}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// The example configuration with the README's environment: `serve` says each channel can
+/// send (and that its phone number id is still a placeholder), and a reply reaches the
+/// provider.
+#[tokio::test]
+async fn the_example_configuration_sends_a_reply() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    let (provider, seen) = fake_cloud_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = chatledger(dir.path());
+    command
+        .env("CHATLEDGER_CONFIG_DIR", config)
+        .env("PINBOT_WEBHOOK_SECRET", "example-webhook-secret")
+        .env("WA_API_KEY_1", "example-api-key")
+        .env("ADMIN_TOKEN", "example-admin-token-0123456789")
+        .env("PINBOT_API_BASE_URL", &provider);
+    let (child, log) = startup_log(command).await;
+    let placeholders: Vec<&str> = log
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("placeholder"))
+        })
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        placeholders,
+        ["9099039188", "8000247247", "9726724247", "9586924247"],
+        "{log:?}"
+    );
+    let base = format!("http://{}", listening(&log));
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+        .header("content-type", "application/json")
+        .header("x-webhook-secret", "example-webhook-secret")
+        // Written now: a reply goes only inside the 24-hour window.
+        .body(
+            text_message(1, 1).replace(
+                "1763800000",
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    .to_string(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let graphql = |query: &'static str, variables: Value| {
+        client
+            .post(format!("{base}/graphql"))
+            .bearer_auth("example-admin-token-0123456789")
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+    };
+    let mut chat_id = Value::Null;
+    for _ in 0..100 {
+        let answer: Value = graphql("{ chats { nodes { chatId } } }", Value::Null)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chat_id = answer["data"]["chats"]["nodes"][0]["chatId"].clone();
+        if chat_id.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(chat_id.is_string(), "the message opened a chat");
+    let sent: Value = graphql(
+        "mutation($c: ID!) { sendReply(chatId: $c, text: \"On our way\") { messageId } }",
+        serde_json::json!({"c": chat_id}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(sent["errors"].is_null(), "{sent}");
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let (path, key, body) = &requests[0];
+    assert_eq!(path, "/PLACEHOLDER-pinbot-id-of-9099039188/messages");
+    assert_eq!(key, "example-api-key");
+    assert_eq!(body["text"]["body"], "On our way");
+    terminate(child).await;
+}
+
+/// `config check` passes the example and names each problem of a broken file by its line,
+/// exit code 1.
+#[tokio::test]
+async fn config_check_names_the_broken_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    let good = chatledger(dir.path())
+        .args(["--config-dir", example, "config", "check"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("4 channels, no problems"));
+
+    let broken = dir.path().join("config");
+    std::fs::create_dir(&broken).unwrap();
+    let channels = std::fs::read_to_string(format!("{example}/channels.yaml"))
+        .unwrap()
+        .replacen("provider: pinbot", "provider: carrier-pigeon", 1);
+    std::fs::write(broken.join("channels.yaml"), &channels).unwrap();
+    let line = channels
+        .lines()
+        .position(|l| l.contains("carrier-pigeon"))
+        .unwrap()
+        + 1;
+    let failed = chatledger(dir.path())
+        .args(["--config-dir", broken.to_str().unwrap(), "config", "check"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let said = String::from_utf8(failed.stdout).unwrap();
+    assert!(
+        said.contains(&format!("channels.yaml:{line}:")) && said.contains("carrier-pigeon"),
+        "{said}"
     );
 }

@@ -123,6 +123,13 @@ pub struct ChannelsConfigured {
     pub source: String,
 }
 
+/// The one form a stakeholder's name is kept and compared in: trimmed and lowercased.
+/// Names from outside (the transaction system's `customer_type`, a filter, a configuration
+/// file) match whatever their case and surrounding spaces.
+pub fn stakeholder_name(given: &str) -> String {
+    given.trim().to_lowercase()
+}
+
 /// The stream of notices about one channel.
 pub fn channel_stream(key: &str) -> String {
     format!("channel-{key}")

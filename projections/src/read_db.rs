@@ -577,6 +577,24 @@ impl ReadTx {
         }
     }
 
+    /// Serialises changes to the read models' tables (creating a projector's tables and
+    /// views) with every other process on the same database and schema, until commit: two
+    /// processes started at once would otherwise both create them, and one would fail. On
+    /// SQLite the transaction already holds the database's write lock.
+    pub async fn lock_table_changes(&mut self) -> Result<(), DbError> {
+        match &self.kind {
+            TxKind::Sqlite(_) | TxKind::Native(_) => Ok(()),
+            TxKind::Postgres(_) | TxKind::Pipelined(_) => {
+                self.fetch_all(
+                    "SELECT pg_advisory_xact_lock(hashtext('chatledger.read-tables:' || current_schema())::bigint)",
+                    &[],
+                )
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
     /// Locks a projector's registry row until commit (on SQLite the transaction already holds
     /// the database's write lock).
     pub fn lock_suffix(&self) -> &'static str {

@@ -204,6 +204,12 @@ pub async fn register(
         tx.commit().await?;
         return Ok(existing);
     }
+    // Not there: create it, one process at a time, and look again once it is our turn.
+    tx.lock_table_changes().await?;
+    if let Some(existing) = read_registration(&mut tx, projector.name()).await? {
+        tx.commit().await?;
+        return Ok(existing);
+    }
     let registration = Registration {
         generation: 1,
         checkpoint: 0,

@@ -34,12 +34,13 @@ async fn context_changes_decide_chat_identity(backend: Backend) {
         .unwrap()
         .to_owned();
 
-    // A configured field changes: a new chat takes over, linked to the old one.
+    // A configured field changes: a new chat takes over, linked to the old one. The payload is
+    // the one agreed with the transaction system's team, stakeholder capitalised.
     let (status, answer) = server
         .transaction(
             "context_change",
             Some(TRANSACTION_TOKEN),
-            json!({"customer": "9638120888", "customer_type": "partner", "context": {"documents_status": "Approved"}}),
+            json!({"customer": "9638120888", "customer_type": "Partner", "context": {"documents_status": "Approved"}}),
         )
         .await;
     assert_eq!(status, 200, "{answer}");
@@ -65,7 +66,7 @@ async fn context_changes_decide_chat_identity(backend: Backend) {
         .transaction(
             "context_change",
             Some(TRANSACTION_TOKEN),
-            json!({"customer": "+91 96381 20888", "customer_type": "partner", "context": {"city": "Surat"}}),
+            json!({"customer": "+91 96381 20888", "customer_type": " PARTNER ", "context": {"city": "Surat"}}),
         )
         .await;
     assert_eq!(answer["status"], "recorded");
@@ -185,6 +186,36 @@ async fn bad_transaction_posts_are_refused_naming_the_field(backend: Backend) {
             "{body}: {error} should name {field}"
         );
     }
+    // An enumerated value outside its list is refused with the accepted values named.
+    let (_, error) = server
+        .transaction(
+            "context_change",
+            Some(TRANSACTION_TOKEN),
+            json!({"customer": "9638120888", "customer_type": "Martians", "context": {"a": 1}}),
+        )
+        .await;
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("partner") && message.contains("customer"),
+        "{message}"
+    );
+    for (field, value, accepted) in [
+        ("event", "Booked", "cancelled"),
+        ("ride_status", "Flying", "completed"),
+    ] {
+        let mut body = json!({"event": "created", "customer_number": "9638120888", "booking_id": "B1",
+            "ride_datetime": "2030-01-01T10:00:00+05:30", "ride_status": "confirmed"});
+        body[field] = json!(value);
+        let (status, error) = server
+            .transaction("booking", Some(TRANSACTION_TOKEN), body)
+            .await;
+        assert_eq!(status, 400, "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(field) && message.contains(accepted),
+            "{message} should name {field} and its accepted values"
+        );
+    }
     assert_eq!(
         server.store.head_position().await.unwrap(),
         head,
@@ -242,10 +273,10 @@ async fn bookings_become_rides(backend: Backend) {
     );
     assert_eq!(
         post(booking(
-            "created",
+            " Created",
             "B-3",
             "2099-02-01T08:00:00Z",
-            "confirmed"
+            "CONFIRMED "
         ))
         .await
         .0,
@@ -788,7 +819,7 @@ async fn a_reply_is_sent_and_its_receipts_show(backend: Backend) {
     let requests = server.provider.requests();
     assert_eq!(requests.len(), 1, "sent once");
     assert_eq!(
-        requests[0].path, "/pni-9099039188/messages",
+        requests[0].path, "/PLACEHOLDER-pinbot-id-of-9099039188/messages",
         "Pinbot's Cloud API path with the phone number id"
     );
     assert_eq!(

@@ -50,6 +50,8 @@ impl std::fmt::Debug for Endpoint {
 pub struct HttpSender {
     client: reqwest::Client,
     endpoints: HashMap<String, Endpoint>,
+    /// Why a channel without an endpoint has none (the setting it lacks).
+    missing: HashMap<String, String>,
 }
 
 impl HttpSender {
@@ -58,7 +60,18 @@ impl HttpSender {
             .timeout(timeout)
             .build()
             .unwrap_or_default();
-        HttpSender { client, endpoints }
+        HttpSender {
+            client,
+            endpoints,
+            missing: HashMap::new(),
+        }
+    }
+
+    /// The same sender, saying for each channel in `missing` which setting it lacks when a
+    /// message for it fails.
+    pub fn with_missing(mut self, missing: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.missing = missing.into_iter().collect();
+        self
     }
 }
 
@@ -116,7 +129,10 @@ impl MessageSender for HttpSender {
     async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError> {
         let endpoint = self.endpoints.get(channel).ok_or_else(|| SendError {
             code: None,
-            message: format!("channel {channel} has no way to send configured (its `send` section, or its token)"),
+            message: match self.missing.get(channel) {
+                Some(missing) => format!("channel {channel} cannot send: {missing}"),
+                None => format!("channel {channel} has no way to send configured"),
+            },
             transient: false,
             retry_after: None,
         })?;

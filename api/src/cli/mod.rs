@@ -114,12 +114,22 @@ enum Command {
     /// again after a fix.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// The configuration directory (`--config-dir`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Rebuild read models from the whole log into fresh tables and switch to them.
     /// A running server keeps answering from the old tables until the switch.
     Replay {
         /// Only this read model (chats, messages, customers); all when omitted.
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check channels.yaml, context/*.yaml, tags.yaml and sla.yaml: print every problem as
+    /// FILE:LINE: what is wrong, exit code 1 on any.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +269,7 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
                 .await
             }
             Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
+            Command::Config(ConfigCommand::Check) => check_config(&cli.config_dir),
             Command::Quarantine(QuarantineCommand::List { read_model }) => {
                 let (_, db) = open_for_command(cli.database_url.as_deref()).await?;
                 quarantine::list(&db, read_model.as_deref()).await
@@ -283,6 +294,33 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
             eprintln!("chatledger: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check_config(dir: &Path) -> Result<(), CliError> {
+    use std::io::Write;
+    let report = crate::config::check::check(dir);
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| CliError::Io(e.to_string());
+    for found in &report.problems {
+        writeln!(out, "{found}").map_err(io)?;
+    }
+    if report.problems.is_empty() {
+        writeln!(
+            out,
+            "{}: {} files, {} channels, no problems",
+            dir.display(),
+            report.files,
+            report.channels
+        )
+        .map_err(io)?;
+        Ok(())
+    } else {
+        Err(CliError::Config(format!(
+            "{} problems in {}",
+            report.problems.len(),
+            dir.display()
+        )))
     }
 }
 
@@ -329,6 +367,25 @@ async fn serve(
     for (channel, needed) in whatsapp.closed_channels() {
         tracing::warn!(channel, needs = %needed,
             "this channel's webhooks are refused: no secret of its authentication checks is set");
+    }
+    for channel in &whatsapp.configured.channels {
+        match settings.dispatch.unable.get(&channel.key) {
+            Some(missing) => {
+                tracing::warn!(channel = %channel.key, provider = channel.provider.as_str(), missing = %missing,
+                "this channel cannot send (replies, templates, alerts) until the missing setting is given")
+            }
+            None if channel
+                .phone_number_id
+                .as_deref()
+                .is_some_and(|id| id.contains("PLACEHOLDER")) =>
+            {
+                tracing::warn!(channel = %channel.key, provider = channel.provider.as_str(),
+                    "this channel can send, but its phone_number_id is still the example's placeholder")
+            }
+            None => {
+                tracing::info!(channel = %channel.key, provider = channel.provider.as_str(), "this channel can send")
+            }
+        }
     }
     let open = whatsapp.open_channels();
     if !open.is_empty() {
@@ -610,6 +667,11 @@ async fn add_executive(
     if name.trim().is_empty() {
         return Err(CliError::Config("--name is empty".into()));
     }
+    let stakeholders: Vec<String> = stakeholders
+        .iter()
+        .map(|s| chatledger_core::channel::stakeholder_name(s))
+        .filter(|s| !s.is_empty())
+        .collect();
     if stakeholders.is_empty() && !role.sees_everything() {
         return Err(CliError::Config(format!(
             "an {} needs at least one --stakeholder whose chats they work",

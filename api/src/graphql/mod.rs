@@ -14,6 +14,7 @@ use async_graphql::{
     Context, Enum, Error, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
     Subscription, ID,
 };
+use chatledger_core::channel::stakeholder_name;
 use chatledger_core::conversation::{
     AssignmentRule, ChatStatus as CoreChatStatus, ConversationCommand, ConversationEvent,
     ExecutiveRef, Template, AWAITING_CUSTOMER_TAG,
@@ -1133,6 +1134,7 @@ impl Query {
         let filter = filter.unwrap_or_default();
         let mut q = Conditions::default();
         if let Some(stakeholder) = &filter.stakeholder {
+            let stakeholder = &stakeholder_name(stakeholder);
             if !viewer.sees_stakeholder(stakeholder) {
                 return Err(coded(
                     format!("you do not work {stakeholder} chats"),
@@ -1287,6 +1289,7 @@ impl Query {
         number: String,
     ) -> Result<Option<Customer>, Error> {
         let viewer = viewer(ctx)?;
+        let stakeholder = stakeholder_name(&stakeholder);
         if !viewer.sees_stakeholder(&stakeholder) {
             return Err(coded(
                 format!("you do not work {stakeholder} chats"),
@@ -1956,7 +1959,7 @@ fn chats_of_type(
 
 pub struct SubscriptionRoot;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// Chats that got an assignee.
     async fn chat_assigned(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {

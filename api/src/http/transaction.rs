@@ -4,6 +4,7 @@
 //! against the JSON Schemas in `schema/http/`, and a refusal names the field at fault.
 //! Both are idempotent: the same post twice records once.
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use axum::body::Body;
@@ -14,6 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chatledger_adapters::whatsapp::signature::secret_matches;
 use chatledger_core::booking::{booking_stream, Booking, BookingChange};
+use chatledger_core::channel::stakeholder_name;
 use chatledger_core::conversation::{
     ConversationCommand, ConversationEvent, ConversationRef, CustomerKey,
 };
@@ -67,17 +69,21 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads, authenticates and validates a transaction-system post against its schema.
+/// Reads, authenticates and validates a transaction-system post against its schema. The
+/// top-level `enumerated` fields are taken in any case and with surrounding spaces, and kept
+/// in their documented (lowercase) form; a value outside the schema's list is refused with
+/// the accepted values named.
 async fn payload(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     schema: &jsonschema::Validator,
+    enumerated: &[&str],
 ) -> Result<Value, ApiError> {
     authenticate(state, headers)?;
     require_content_type(headers, "application/json")?;
     let bytes = read_body(body, headers, BODY_LIMIT).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -87,6 +93,11 @@ async fn payload(
     // Every key and string, at any depth, must be text any store can take.
     chatledger_core::validate::json("", &value, chatledger_core::validate::TEXT_MAX)
         .map_err(|r| bad(&r.field, r.problem))?;
+    for field in enumerated {
+        if let Some(Value::String(given)) = value.get_mut(*field) {
+            *given = given.trim().to_lowercase();
+        }
+    }
     if let Some(error) = schema.iter_errors(&value).next() {
         let path = error.instance_path().to_string();
         let field = if path.is_empty() {
@@ -94,6 +105,26 @@ async fn payload(
         } else {
             path.trim_start_matches('/').replace('/', ".")
         };
+        // The validator's own text shortens a long list ("… or 4 other candidates"): name
+        // every accepted value.
+        if let jsonschema::error::ValidationErrorKind::Enum { options } = error.kind() {
+            let accepted: Vec<String> = options
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(bad(
+                &field,
+                format!(
+                    "{} is not accepted; accepted (in any case): {}",
+                    error.instance(),
+                    accepted.join(", ")
+                ),
+            ));
+        }
         return Err(bad(&field, error.to_string()));
     }
     Ok(value)
@@ -148,7 +179,7 @@ async fn context_change(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = payload(&state, &headers, body, context_schema()).await?;
+    let value = payload(&state, &headers, body, context_schema(), &[]).await?;
     let change: ContextChange = serde_json::from_value(value).map_err(|e| bad("body", e))?;
     let phone = state.whatsapp.phones.any(&change.customer).ok_or_else(|| {
         bad(
@@ -156,23 +187,24 @@ async fn context_change(
             format!("{:?} is not a phone number", change.customer),
         )
     })?;
-    let channels: Vec<_> = state
-        .whatsapp
-        .configured
-        .channels
+    let stakeholder = stakeholder_name(&change.customer_type);
+    let configured = &state.whatsapp.configured.channels;
+    let channels: Vec<_> = configured
         .iter()
-        .filter(|c| c.stakeholder == change.customer_type)
+        .filter(|c| c.stakeholder == stakeholder)
         .collect();
     if channels.is_empty() {
+        let accepted: BTreeSet<&str> = configured.iter().map(|c| c.stakeholder.as_str()).collect();
         return Err(bad(
             "customer_type",
             format!(
-                "no channel serves the stakeholder {:?}",
-                change.customer_type
+                "no channel serves the stakeholder {:?}; accepted (in any case): {}",
+                change.customer_type,
+                accepted.into_iter().collect::<Vec<_>>().join(", ")
             ),
         ));
     }
-    let identity_fields = state.transaction.identity_fields(&change.customer_type);
+    let identity_fields = state.transaction.identity_fields(&stakeholder);
     let metadata = metadata("context_change", state.clock.now());
     let now = state.clock.now();
     let mut chats = Vec::new();
@@ -248,7 +280,14 @@ async fn booking(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = payload(&state, &headers, body, booking_schema()).await?;
+    let value = payload(
+        &state,
+        &headers,
+        body,
+        booking_schema(),
+        &["event", "ride_status"],
+    )
+    .await?;
     let post: BookingPost = serde_json::from_value(value.clone()).map_err(|e| bad("body", e))?;
     let booking_id = match &post.booking_id {
         Value::String(s) => s.trim().to_owned(),

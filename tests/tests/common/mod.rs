@@ -121,9 +121,6 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
     let mut configured = configured;
     for channel in &mut configured.channels {
         channel.send.base_url = Some(provider.url.clone());
-        if channel.phone_number_id.is_none() {
-            channel.phone_number_id = Some(format!("pni-{}", channel.key));
-        }
     }
     let config_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config"));
     let phones = chatledger_adapters::whatsapp::phone::PhoneNormalizer::new("IN").unwrap();

@@ -14,7 +14,8 @@ use chatledger_adapters::whatsapp::signature::{
 };
 use chatledger_core::canonical::canonical_json_string;
 use chatledger_core::channel::{
-    Channel, ChannelAuth, ChannelSend, ChannelsConfigured, Provider, CHANNELS_CONFIG_STREAM,
+    stakeholder_name, Channel, ChannelAuth, ChannelSend, ChannelsConfigured, Provider,
+    CHANNELS_CONFIG_STREAM,
 };
 use chatledger_core::conversation::EVENT_ID_NAMESPACE;
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
@@ -27,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
+
+pub mod check;
 
 /// The largest webhook body accepted unless `WEBHOOK_BODY_LIMIT` says otherwise: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -146,17 +149,11 @@ impl WhatsAppSettings {
         let mut by_key = HashMap::new();
         let mut by_phone_number_id = HashMap::new();
         let mut header_secrets = HashMap::new();
+        // Keys and phone number ids are unique: `read_channels` refuses a file that repeats one.
         for (i, channel) in configured.channels.iter().enumerate() {
-            if by_key.insert(channel.key.clone(), i).is_some() {
-                return Err(error(format!(
-                    "channel key {:?} appears twice",
-                    channel.key
-                )));
-            }
+            by_key.insert(channel.key.clone(), i);
             if let Some(id) = &channel.phone_number_id {
-                if by_phone_number_id.insert(id.clone(), i).is_some() {
-                    return Err(error(format!("phone_number_id {id:?} appears twice")));
-                }
+                by_phone_number_id.insert(id.clone(), i);
             }
             if let Some(header) = &channel.auth.secret_header {
                 if let Some(value) = env(&header.env).filter(|v| !v.is_empty()) {
@@ -423,6 +420,65 @@ struct ContextFile {
     fields: Vec<String>,
 }
 
+/// What is wrong with a tag catalog as written in `tags.yaml`.
+pub fn tag_problems(by_stakeholder: &BTreeMap<String, Vec<String>>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (stakeholder, tags) in by_stakeholder {
+        let mut seen = std::collections::HashSet::new();
+        for tag in tags {
+            let spot = || Spot::Mention(format!("{stakeholder}:"));
+            if tag.as_str() == chatledger_core::conversation::AWAITING_CUSTOMER_TAG {
+                problems.push(Problem::new(
+                    Spot::Mention(tag.clone()),
+                    format!("{stakeholder}: {tag:?} is a system tag; it cannot be in a catalog"),
+                ));
+            } else if tag.trim().is_empty() {
+                problems.push(Problem::new(
+                    spot(),
+                    format!("{stakeholder}: a tag is empty"),
+                ));
+            } else if !seen.insert(tag.trim().to_lowercase()) {
+                problems.push(Problem::new(
+                    Spot::Again(tag.clone()),
+                    format!("{stakeholder}: the tag {tag:?} appears twice"),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// What is wrong with one stakeholder's context fields as written in `context/*.yaml`.
+fn context_problems(fields: &[String]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for field in fields {
+        if field.trim().is_empty() {
+            problems.push(Problem::new(
+                Spot::Mention("fields:".into()),
+                "a field name is empty",
+            ));
+        } else if !seen.insert(field.as_str()) {
+            problems.push(Problem::new(
+                Spot::Again(field.clone()),
+                format!("the field {field:?} appears twice"),
+            ));
+        }
+    }
+    problems
+}
+
+/// Reads one `context/{stakeholder}.yaml`: its fields, or every problem found.
+pub fn read_context_file(text: &str) -> Result<Vec<String>, Vec<Problem>> {
+    let file: ContextFile = serde_yaml_ng::from_str(text).map_err(|e| vec![Problem::yaml(&e)])?;
+    let problems = context_problems(&file.fields);
+    if problems.is_empty() {
+        Ok(file.fields)
+    } else {
+        Err(problems)
+    }
+}
+
 /// The tag catalog of each stakeholder, from `config/tags.yaml`.
 #[derive(Debug, Clone, Default)]
 pub struct TagCatalog {
@@ -445,19 +501,13 @@ impl TagCatalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(error(format!("cannot be read: {e}"))),
         };
-        for (stakeholder, tags) in &by_stakeholder {
-            if let Some(tag) = tags
-                .iter()
-                .find(|t| t.as_str() == chatledger_core::conversation::AWAITING_CUSTOMER_TAG)
-            {
-                return Err(error(format!(
-                    "{stakeholder}: {tag:?} is a system tag; it cannot be in a catalog"
-                )));
-            }
-            if tags.iter().any(|t| t.trim().is_empty()) {
-                return Err(error(format!("{stakeholder}: a tag is empty")));
-            }
+        if let Some(problem) = tag_problems(&by_stakeholder).into_iter().next() {
+            return Err(error(problem.message));
         }
+        let by_stakeholder: BTreeMap<String, Vec<String>> = by_stakeholder
+            .into_iter()
+            .map(|(stakeholder, tags)| (stakeholder_name(&stakeholder), tags))
+            .collect();
         Ok(TagCatalog {
             by_stakeholder,
             source,
@@ -467,7 +517,7 @@ impl TagCatalog {
     /// The catalog of `stakeholder` (empty when none is configured).
     pub fn of(&self, stakeholder: &str) -> Vec<String> {
         self.by_stakeholder
-            .get(stakeholder)
+            .get(&stakeholder_name(stakeholder))
             .cloned()
             .unwrap_or_default()
     }
@@ -490,6 +540,8 @@ impl TagCatalog {
 #[derive(Debug)]
 pub struct DispatchSettings {
     pub endpoints: HashMap<String, Endpoint>,
+    /// Channels that cannot send, and the setting each lacks.
+    pub unable: BTreeMap<String, String>,
     pub limits: DispatchLimits,
 }
 
@@ -502,9 +554,15 @@ impl DispatchSettings {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut endpoints = HashMap::new();
+        let mut unable = BTreeMap::new();
         for channel in &channels.channels {
-            if let Some(endpoint) = endpoint(channel, env) {
-                endpoints.insert(channel.key.clone(), endpoint);
+            match endpoint(channel, env) {
+                Ok(endpoint) => {
+                    endpoints.insert(channel.key.clone(), endpoint);
+                }
+                Err(missing) => {
+                    unable.insert(channel.key.clone(), missing);
+                }
             }
         }
         let number = |name: &str, default: u64| -> Result<u64, ConfigError> {
@@ -519,6 +577,7 @@ impl DispatchSettings {
         let defaults = DispatchLimits::default();
         Ok(DispatchSettings {
             endpoints,
+            unable,
             limits: DispatchLimits {
                 rate_per_second: number(
                     "DISPATCH_RATE_PER_SECOND",
@@ -540,50 +599,68 @@ impl DispatchSettings {
     }
 }
 
-fn endpoint(channel: &Channel, env: &dyn Fn(&str) -> Option<String>) -> Option<Endpoint> {
+/// The variable that moves a provider's API elsewhere (a sandbox, a proxy, a test's fake) for
+/// every channel of that provider without a `send.base_url` of its own, and its default.
+pub fn provider_base_url(provider: Provider) -> (&'static str, &'static str) {
+    match provider {
+        Provider::Meta => ("GRAPH_API_BASE_URL", "https://graph.facebook.com/v21.0"),
+        Provider::Pinbot => ("PINBOT_API_BASE_URL", "https://partnersv1.pinbot.ai/v3"),
+        Provider::Dialog360 => ("DIALOG360_API_BASE_URL", "https://waba-v2.360dialog.io"),
+        Provider::Twilio => ("TWILIO_API_BASE_URL", "https://api.twilio.com"),
+    }
+}
+
+/// How `channel` sends, or the setting it lacks (named as an operator would fix it).
+fn endpoint(channel: &Channel, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint, String> {
     let send = &channel.send;
     let secret = |name: &str| env(name).filter(|v| !v.is_empty());
-    let base = |default: &str| {
-        send.base_url
-            .clone()
-            .unwrap_or_else(|| default.to_owned())
-            .trim_end_matches('/')
-            .to_owned()
+    let (base_env, base_default) = provider_base_url(channel.provider);
+    let base = send
+        .base_url
+        .clone()
+        .or_else(|| secret(base_env))
+        .unwrap_or_else(|| base_default.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    let required = |name: &str| {
+        secret(name).ok_or_else(|| format!("the environment variable {name} is not set"))
     };
-    let token = || secret(send.token_env.as_deref().unwrap_or("WA_API_KEY_1"));
+    let token_env = send.token_env.as_deref();
+    let phone_number_id = || {
+        channel.phone_number_id.as_ref().ok_or_else(|| {
+            "phone_number_id is not set for this channel in channels.yaml".to_owned()
+        })
+    };
     match channel.provider {
-        Provider::Meta => {
-            let graph = secret("GRAPH_API_BASE_URL")
-                .unwrap_or_else(|| "https://graph.facebook.com/v21.0".into());
-            Some(Endpoint::CloudApi {
-                url: format!(
-                    "{}/{}/messages",
-                    base(&graph),
-                    channel.phone_number_id.as_ref()?
-                ),
-                headers: vec![("Authorization".into(), format!("Bearer {}", token()?))],
-            })
-        }
-        Provider::Pinbot => Some(Endpoint::CloudApi {
-            url: format!(
-                "{}/{}/messages",
-                base("https://partnersv1.pinbot.ai/v3"),
-                channel.phone_number_id.as_ref()?
-            ),
-            headers: vec![("apikey".into(), token()?)],
+        Provider::Meta => Ok(Endpoint::CloudApi {
+            url: format!("{base}/{}/messages", phone_number_id()?),
+            headers: vec![(
+                "Authorization".into(),
+                format!("Bearer {}", required(token_env.unwrap_or("WA_API_KEY_1"))?),
+            )],
         }),
-        Provider::Dialog360 => Some(Endpoint::CloudApi {
-            url: format!("{}/messages", base("https://waba-v2.360dialog.io")),
-            headers: vec![("D360-API-KEY".into(), token()?)],
+        Provider::Pinbot => Ok(Endpoint::CloudApi {
+            url: format!("{base}/{}/messages", phone_number_id()?),
+            headers: vec![(
+                "apikey".into(),
+                required(token_env.unwrap_or("WA_API_KEY_1"))?,
+            )],
+        }),
+        Provider::Dialog360 => Ok(Endpoint::CloudApi {
+            url: format!("{base}/messages"),
+            headers: vec![(
+                "D360-API-KEY".into(),
+                required(token_env.unwrap_or("WA_API_KEY_1"))?,
+            )],
         }),
         Provider::Twilio => {
-            let sid = send.account_sid.clone()?;
-            Some(Endpoint::Twilio {
-                url: format!(
-                    "{}/2010-04-01/Accounts/{sid}/Messages.json",
-                    base("https://api.twilio.com")
-                ),
-                auth_token: secret(send.token_env.as_deref().unwrap_or("TWILIO_AUTH_TOKEN"))?,
+            let sid = send.account_sid.clone().ok_or_else(|| {
+                "send.account_sid (Twilio's account SID) is not set for this channel in channels.yaml"
+                    .to_owned()
+            })?;
+            Ok(Endpoint::Twilio {
+                url: format!("{base}/2010-04-01/Accounts/{sid}/Messages.json"),
+                auth_token: required(token_env.unwrap_or("TWILIO_AUTH_TOKEN"))?,
                 account_sid: sid,
                 from: channel.number.clone(),
             })
@@ -617,6 +694,11 @@ impl SlaSettings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => SlaPolicy::default(),
             Err(e) => return Err(error(format!("cannot be read: {e}"))),
         };
+        let mut policy = policy;
+        policy.stakeholders = std::mem::take(&mut policy.stakeholders)
+            .into_iter()
+            .map(|(stakeholder, thresholds)| (stakeholder_name(&stakeholder), thresholds))
+            .collect();
         policy.validate().map_err(error)?;
         let number = |name: &str| -> Result<Option<String>, ConfigError> {
             match env(name).filter(|v| !v.trim().is_empty()) {
@@ -679,23 +761,20 @@ impl TransactionSettings {
                     source_name: source.clone(),
                     message,
                 };
-                let stakeholder = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
+                let stakeholder = stakeholder_name(
+                    path.file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or_default(),
+                );
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| error(format!("cannot be read: {e}")))?;
-                let file: ContextFile =
-                    serde_yaml_ng::from_str(&text).map_err(|e| error(e.to_string()))?;
-                if file.fields.iter().any(|f| f.trim().is_empty()) {
-                    return Err(error("a field name is empty".into()));
-                }
+                let fields = read_context_file(&text)
+                    .map_err(|problems| error(problems[0].message.clone()))?;
                 context_fields.insert(
                     stakeholder.clone(),
                     ContextFields {
                         stakeholder,
-                        fields: file.fields,
+                        fields,
                         source,
                     },
                 );
@@ -727,7 +806,7 @@ impl TransactionSettings {
     /// The fields that decide `stakeholder`'s chat identity (none when not configured).
     pub fn identity_fields(&self, stakeholder: &str) -> Vec<String> {
         self.context_fields
-            .get(stakeholder)
+            .get(&stakeholder_name(stakeholder))
             .map(|c| c.fields.clone())
             .unwrap_or_default()
     }
@@ -750,11 +829,74 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads the text of a channels.yaml; `source` names it in the result and in errors.
+/// Reads the text of a channels.yaml; `source` names it in the result and in errors. Every
+/// problem is named (see [`read_channels`]); this joins them.
 pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, String> {
-    let file: ChannelsFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let (configured, problems) = read_channels(text, source);
+    match configured {
+        Some(configured) if problems.is_empty() => Ok(configured),
+        _ => Err(problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// Where in a configuration file a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spot {
+    /// A line (from 1), as the YAML parser reported it.
+    Line(usize),
+    /// The `n`th entry (from 0) of the list under `key`.
+    Entry { key: &'static str, n: usize },
+    /// The first line that mentions this text.
+    Mention(String),
+    /// The second line that mentions this text (a repetition).
+    Again(String),
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub spot: Spot,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(spot: Spot, message: impl Into<String>) -> Self {
+        Problem {
+            spot,
+            message: message.into(),
+        }
+    }
+
+    /// A YAML parser's error, at the line it names.
+    fn yaml(e: &serde_yaml_ng::Error) -> Self {
+        let line = e.location().map_or(1, |l| l.line());
+        Problem::new(Spot::Line(line), e.to_string())
+    }
+}
+
+/// Reads the text of a channels.yaml: the channels (when it parses), and every problem found.
+pub fn read_channels(text: &str, source: &str) -> (Option<ChannelsConfigured>, Vec<Problem>) {
+    let file: ChannelsFile = match serde_yaml_ng::from_str(text) {
+        Ok(file) => file,
+        Err(e) => return (None, vec![Problem::yaml(&e)]),
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = PhoneNormalizer::new(&file.default_country) {
+        problems.push(Problem::new(
+            Spot::Mention("default_country".into()),
+            format!("default_country: {e}"),
+        ));
+    }
     let mut channels = Vec::with_capacity(file.channels.len());
-    for entry in file.channels {
+    let mut keys = std::collections::HashSet::new();
+    let mut phone_number_ids = std::collections::HashSet::new();
+    for (n, entry) in file.channels.into_iter().enumerate() {
+        let spot = Spot::Entry { key: "channels", n };
+        let mut problem = |message: String| problems.push(Problem::new(spot.clone(), message));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if entry.key.is_empty()
             || !entry
@@ -762,19 +904,27 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!(
+            problem(format!(
                 "channel key {:?} must be letters, digits, '-' or '_'",
                 entry.key
             ));
         }
+        if !keys.insert(entry.key.clone()) {
+            problem(format!("channel key {:?} appears twice", entry.key));
+        }
+        if let Some(id) = &entry.phone_number_id {
+            if !phone_number_ids.insert(id.clone()) {
+                problem(format!("phone_number_id {id:?} appears twice"));
+            }
+        }
         if !digits(&entry.number) {
-            return Err(format!(
+            problem(format!(
                 "channel {}: number {:?} must be international digits without '+'",
                 entry.key, entry.number
             ));
         }
         if entry.stakeholder.trim().is_empty() {
-            return Err(format!("channel {}: stakeholder is empty", entry.key));
+            problem(format!("channel {}: stakeholder is empty", entry.key));
         }
         let auth = match entry.auth {
             None => default_auth(entry.provider),
@@ -784,16 +934,17 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
                 ..ChannelAuth::default()
             },
             Some(AuthEntry::Word(word)) => {
-                return Err(format!(
+                problem(format!(
                     "channel {}: auth must be `none` or a map of checks, not {word:?}",
                     entry.key
-                ))
+                ));
+                ChannelAuth::default()
             }
         };
         channels.push(Channel {
             key: entry.key,
             number: entry.number,
-            stakeholder: entry.stakeholder,
+            stakeholder: stakeholder_name(&entry.stakeholder),
             business: entry.business.unwrap_or_else(|| "default".into()),
             provider: entry.provider,
             phone_number_id: entry.phone_number_id,
@@ -801,11 +952,12 @@ pub fn parse_channels(text: &str, source: &str) -> Result<ChannelsConfigured, St
             send: entry.send,
         });
     }
-    Ok(ChannelsConfigured {
+    let configured = ChannelsConfigured {
         default_country: file.default_country,
         channels,
         source: source.to_owned(),
-    })
+    };
+    (Some(configured), problems)
 }
 
 /// What a channel without an `auth` section checks: the provider's own signature.
