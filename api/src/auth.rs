@@ -42,10 +42,17 @@ pub enum AuthError {
     Expired,
     #[error("the token is not valid")]
     Invalid,
+    /// The token was ended: logged out, or its executive deactivated, given another role or
+    /// a new password.
+    #[error("the token was ended ({0}); log in again")]
+    Ended(&'static str),
     #[error("logins are not configured: set JWT_SECRET_KEY")]
     NotConfigured,
     #[error("wrong email or password")]
     BadCredentials,
+    /// The password was right, but an admin deactivated the account.
+    #[error("this account is deactivated; an admin can reactivate it")]
+    Deactivated,
     /// A login whose input cannot be an account's (a NUL character, thousands of characters).
     #[error("{0}")]
     RefusedInput(String),
@@ -65,6 +72,21 @@ struct Claims {
     stakeholders: Vec<String>,
     iat: i64,
     exp: i64,
+    /// The token's own id, which a logout names.
+    #[serde(default)]
+    jti: String,
+    /// The executive's session generation at issue: the token stands while it is current
+    /// (see [`crate::sessions`]).
+    #[serde(default)]
+    gen: u64,
+}
+
+/// What a login token says beyond whom it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub token_id: String,
+    pub generation: u64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Token settings, from the environment.
@@ -92,8 +114,25 @@ impl AuthSettings {
         })
     }
 
-    /// The viewer an `Authorization` header names; `Err(Missing)` without one.
+    /// The viewer an `Authorization` header names; `Err(Missing)` without one. (Whether the
+    /// token still stands: see [`Self::viewer_from_token`].)
     pub fn viewer(&self, authorization: Option<&str>) -> Result<Viewer, AuthError> {
+        self.read_header(authorization).map(|(viewer, _)| viewer)
+    }
+
+    /// The viewer a bare token names. Whether the token still stands (not logged out, not
+    /// ended by a deactivation, a new role or a new password) is the sessions' to say:
+    /// requests go through [`crate::server::AppState::viewer`], which asks both.
+    pub fn viewer_from_token(&self, token: &str) -> Result<Viewer, AuthError> {
+        self.read_token(token).map(|(viewer, _)| viewer)
+    }
+
+    /// The `Authorization` header's token: whom it names, and (for a login token, not the
+    /// admin token) its facts.
+    pub fn read_header(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
         let token = authorization
             .and_then(|h| {
                 h.trim()
@@ -103,19 +142,20 @@ impl AuthSettings {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
-        self.viewer_from_token(token)
+        self.read_token(token)
     }
 
-    /// The viewer a bare token names.
-    pub fn viewer_from_token(&self, token: &str) -> Result<Viewer, AuthError> {
+    /// A bare token: whom it names, and (for a login token) its facts.
+    pub fn read_token(&self, token: &str) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
         if let Some(admin) = &self.admin_token {
             if secret_matches(admin.expose(), token) {
-                return Ok(Viewer {
+                let admin = Viewer {
                     role: Role::Admin,
                     executive_id: None,
                     name: "admin token".into(),
                     stakeholders: vec![],
-                });
+                };
+                return Ok((admin, None));
             }
         }
         let secret = self.jwt_secret.as_ref().ok_or(AuthError::Invalid)?;
@@ -131,18 +171,36 @@ impl AuthSettings {
             _ => AuthError::Invalid,
         })?;
         let claims = decoded.claims;
-        Ok(Viewer {
+        let facts = TokenFacts {
+            token_id: claims.jti,
+            generation: claims.gen,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        };
+        let viewer = Viewer {
             role: claims.role,
             executive_id: Some(claims.sub),
             name: claims.name,
             stakeholders: claims.stakeholders,
-        })
+        };
+        Ok((viewer, Some(facts)))
     }
 
-    /// A signed token for `viewer`, valid from `now` for the configured time.
+    /// A signed token for `viewer`, valid from `now` for the configured time, in session
+    /// generation 0.
     pub fn issue(
         &self,
         viewer: &Viewer,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), AuthError> {
+        self.issue_in(viewer, 0, now)
+    }
+
+    /// A signed token for `viewer` in the executive's session `generation`, valid from `now`
+    /// for the configured time.
+    pub fn issue_in(
+        &self,
+        viewer: &Viewer,
+        generation: u64,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), AuthError> {
         let secret = self.jwt_secret.as_ref().ok_or(AuthError::NotConfigured)?;
@@ -157,6 +215,8 @@ impl AuthSettings {
             stakeholders: viewer.stakeholders.clone(),
             iat: now.timestamp(),
             exp: expires.timestamp(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            gen: generation,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

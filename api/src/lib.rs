@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod executives;
 pub mod graphql;
 pub mod http;
 pub mod ingest;
@@ -32,5 +33,6 @@ pub mod login;
 pub mod onboarding;
 pub mod readiness;
 pub mod server;
+pub mod sessions;
 
 pub use server::{run, AppState, Settings};

@@ -8,7 +8,7 @@ use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_side::ReadSide;
 use tokio::net::TcpListener;
 
-use crate::auth::AuthSettings;
+use crate::auth::{AuthError, AuthSettings, TokenFacts, Viewer};
 use crate::config::{
     DispatchSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
 };
@@ -17,6 +17,7 @@ use crate::live::LiveEvents;
 use crate::login::LoginGuard;
 use crate::onboarding::{Onboarding, OnboardingSettings, Refresher, RoutingSender};
 use crate::readiness::Readiness;
+use crate::sessions::Sessions;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
 use chatledger_projections::personal::PersonalData;
@@ -138,6 +139,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Password checks and failed-login counts.
     pub logins: LoginGuard,
+    /// Which login tokens still stand.
+    pub sessions: Sessions,
 }
 
 impl AppState {
@@ -158,6 +161,7 @@ impl AppState {
             whatsapp.clone(),
         ));
         AppState {
+            sessions: Sessions::default(),
             logins: LoginGuard::new(&settings.limits),
             limits: Arc::new(settings.limits),
             personal,
@@ -192,6 +196,37 @@ impl AppState {
 }
 
 impl AppState {
+    /// Whom an `Authorization` header's token names, if it still stands (not expired, not
+    /// logged out or otherwise ended), with the token's facts (`None` for the admin token).
+    pub async fn viewer(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        let (viewer, facts) = self.auth.read_header(authorization)?;
+        self.standing(viewer, facts).await
+    }
+
+    /// The same for a bare token (a WebSocket's).
+    pub async fn viewer_from_token(
+        &self,
+        token: &str,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        let (viewer, facts) = self.auth.read_token(token)?;
+        self.standing(viewer, facts).await
+    }
+
+    async fn standing(
+        &self,
+        viewer: Viewer,
+        facts: Option<TokenFacts>,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        if facts.is_some() {
+            self.sessions.ready().await?;
+        }
+        self.sessions.standing(&viewer, facts.as_ref())?;
+        Ok((viewer, facts))
+    }
+
     /// One of our numbers by its key: configured, or registered by official onboarding.
     pub fn channel(&self, key: &str) -> Option<chatledger_core::channel::Channel> {
         self.whatsapp
@@ -253,6 +288,11 @@ impl AppState {
                         .run(tail_.clone(), stop.clone()),
                 )
             }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "sessions",
+            Box::new(move || Box::pin(state.sessions.clone().run(tail_.clone(), stop.clone()))),
         );
         let (state, stop) = (self.clone(), shutdown.clone());
         spawn(

@@ -551,6 +551,70 @@ async fn an_executive_added_on_the_command_line_can_log_in() {
     );
     let other = preflight("https://evil.example.com").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // Deactivated on the command line, while the server runs: her token stops working and she
+    // cannot log in.
+    let deactivated = chatledger(dir.path())
+        .args([
+            "executive",
+            "deactivate",
+            "--email",
+            "asha@oneway.cab",
+            "--reason",
+            "left the team",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        deactivated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deactivated.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&deactivated.stdout).contains("deactivated Asha <asha@oneway.cab>")
+    );
+    let mut refused = Value::Null;
+    for _ in 0..50 {
+        refused = client
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"query": "{ me { name } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        if refused["errors"].is_array() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deactivated"),
+        "{refused}"
+    );
+    let response = login("a long enough password").await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.text().await.unwrap().contains("deactivated"));
+    let again = chatledger(dir.path())
+        .args([
+            "executive",
+            "deactivate",
+            "--email",
+            "asha@oneway.cab",
+            "--reason",
+            "twice",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already deactivated"));
     terminate(server).await;
 }
 

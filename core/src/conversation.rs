@@ -172,6 +172,9 @@ pub enum AssignmentRule {
     /// The assignee went offline; the chat went to the next online executive (or back to
     /// waiting when nobody is online).
     AssigneeWentOffline,
+    /// The assignee was deactivated or no longer works the chat's stakeholder; the chat went
+    /// to the next online executive (or back to waiting).
+    AssigneeLeft,
     /// A lead chose.
     Manual,
 }

@@ -46,8 +46,9 @@ impl Role {
 
 impl std::str::FromStr for Role {
     type Err = String;
+    /// In any case, with surrounding spaces.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
+        match s.trim().to_lowercase().as_str() {
             "executive" => Ok(Role::Executive),
             "lead" => Ok(Role::Lead),
             "admin" => Ok(Role::Admin),
@@ -123,6 +124,249 @@ impl ExecutiveStatusChanged {
     }
 }
 
+/// What an admin changed about an executive, one event type each, all on `executive-{id}`.
+/// Each says when; who did it is in the event's metadata.
+pub trait ExecutiveChange: Serialize {
+    const EVENT_TYPE: &'static str;
+
+    /// `id` must be new for each change (the caller draws it).
+    fn to_new_event(&self, id: Uuid, metadata: Metadata) -> NewEvent {
+        NewEvent::new(
+            id,
+            Self::EVENT_TYPE,
+            serde_json::to_value(self).unwrap_or_default(),
+            metadata,
+        )
+    }
+}
+
+/// The executive may no longer log in; their tokens stop working and their chats are handed
+/// on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveDeactivated {
+    pub executive_id: Uuid,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A deactivated executive may log in again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveReactivated {
+    pub executive_id: Uuid,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The executive's role and stakeholders are now these; tokens issued before say otherwise
+/// and stop working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveRoleChanged {
+    pub executive_id: Uuid,
+    pub role: Role,
+    pub stakeholders: Vec<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The executive's name is now this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveRenamed {
+    pub executive_id: Uuid,
+    pub name: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The executive's password was set anew (kept only as an argon2 hash); tokens issued before
+/// stop working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutivePasswordReset {
+    pub executive_id: Uuid,
+    pub password_hash: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The executive logged out: the token with this id stops working (the others do not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveLoggedOut {
+    pub executive_id: Uuid,
+    pub token_id: String,
+    /// When the token would have expired anyway: it need not be remembered after.
+    pub token_expires_at: chrono::DateTime<chrono::Utc>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ExecutiveChange for ExecutiveDeactivated {
+    const EVENT_TYPE: &'static str = "ExecutiveDeactivated";
+}
+impl ExecutiveChange for ExecutiveReactivated {
+    const EVENT_TYPE: &'static str = "ExecutiveReactivated";
+}
+impl ExecutiveChange for ExecutiveRoleChanged {
+    const EVENT_TYPE: &'static str = "ExecutiveRoleChanged";
+}
+impl ExecutiveChange for ExecutiveRenamed {
+    const EVENT_TYPE: &'static str = "ExecutiveRenamed";
+}
+impl ExecutiveChange for ExecutivePasswordReset {
+    const EVENT_TYPE: &'static str = "ExecutivePasswordReset";
+}
+impl ExecutiveChange for ExecutiveLoggedOut {
+    const EVENT_TYPE: &'static str = "ExecutiveLoggedOut";
+}
+
+/// Any event of an executive's stream, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutiveEvent {
+    Registered(ExecutiveRegistered),
+    StatusChanged(ExecutiveStatusChanged),
+    Deactivated(ExecutiveDeactivated),
+    Reactivated(ExecutiveReactivated),
+    RoleChanged(ExecutiveRoleChanged),
+    Renamed(ExecutiveRenamed),
+    PasswordReset(ExecutivePasswordReset),
+    LoggedOut(ExecutiveLoggedOut),
+}
+
+impl ExecutiveEvent {
+    /// Every event type of an executive's stream.
+    pub const TYPES: [&'static str; 8] = [
+        ExecutiveRegistered::EVENT_TYPE,
+        ExecutiveStatusChanged::EVENT_TYPE,
+        ExecutiveDeactivated::EVENT_TYPE,
+        ExecutiveReactivated::EVENT_TYPE,
+        ExecutiveRoleChanged::EVENT_TYPE,
+        ExecutiveRenamed::EVENT_TYPE,
+        ExecutivePasswordReset::EVENT_TYPE,
+        ExecutiveLoggedOut::EVENT_TYPE,
+    ];
+
+    /// Whether `event_type` is one of an executive's.
+    pub fn is_one(event_type: &str) -> bool {
+        Self::TYPES.contains(&event_type)
+    }
+
+    /// The event, when `event_type` is an executive's: `None` for other types, an error for
+    /// data that does not read as its type.
+    pub fn decode(
+        event_type: &str,
+        data: &serde_json::Value,
+    ) -> Option<Result<Self, serde_json::Error>> {
+        fn read<T: serde::de::DeserializeOwned>(
+            data: &serde_json::Value,
+            wrap: fn(T) -> ExecutiveEvent,
+        ) -> Option<Result<ExecutiveEvent, serde_json::Error>> {
+            Some(T::deserialize(data).map(wrap))
+        }
+        match event_type {
+            ExecutiveRegistered::EVENT_TYPE => read(data, ExecutiveEvent::Registered),
+            ExecutiveStatusChanged::EVENT_TYPE => read(data, ExecutiveEvent::StatusChanged),
+            ExecutiveDeactivated::EVENT_TYPE => read(data, ExecutiveEvent::Deactivated),
+            ExecutiveReactivated::EVENT_TYPE => read(data, ExecutiveEvent::Reactivated),
+            ExecutiveRoleChanged::EVENT_TYPE => read(data, ExecutiveEvent::RoleChanged),
+            ExecutiveRenamed::EVENT_TYPE => read(data, ExecutiveEvent::Renamed),
+            ExecutivePasswordReset::EVENT_TYPE => read(data, ExecutiveEvent::PasswordReset),
+            ExecutiveLoggedOut::EVENT_TYPE => read(data, ExecutiveEvent::LoggedOut),
+            _ => None,
+        }
+    }
+
+    /// The executive it is about.
+    pub fn executive_id(&self) -> Uuid {
+        match self {
+            ExecutiveEvent::Registered(e) => e.executive_id,
+            ExecutiveEvent::StatusChanged(e) => e.executive_id,
+            ExecutiveEvent::Deactivated(e) => e.executive_id,
+            ExecutiveEvent::Reactivated(e) => e.executive_id,
+            ExecutiveEvent::RoleChanged(e) => e.executive_id,
+            ExecutiveEvent::Renamed(e) => e.executive_id,
+            ExecutiveEvent::PasswordReset(e) => e.executive_id,
+            ExecutiveEvent::LoggedOut(e) => e.executive_id,
+        }
+    }
+
+    /// Whether every token issued before this event stops working: what a token says (role,
+    /// stakeholders) or what it proves (the password, the right to log in) changed.
+    pub fn ends_sessions(&self) -> bool {
+        matches!(
+            self,
+            ExecutiveEvent::Deactivated(_)
+                | ExecutiveEvent::RoleChanged(_)
+                | ExecutiveEvent::PasswordReset(_)
+        )
+    }
+}
+
+/// An executive as their stream tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutiveState {
+    pub executive_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub stakeholders: Vec<String>,
+    pub password_hash: String,
+    pub active: bool,
+    pub online: bool,
+    /// How many times every token was ended ([`ExecutiveEvent::ends_sessions`]): a token
+    /// carries the number at its issue and stands only while it is still the same.
+    pub session_generation: u64,
+}
+
+impl ExecutiveState {
+    /// Folds an executive's stream, in order; `None` before it is registered.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a ExecutiveEvent>) -> Option<Self> {
+        let mut state: Option<ExecutiveState> = None;
+        for event in events {
+            ExecutiveState::apply(&mut state, event);
+        }
+        state
+    }
+
+    /// Folds one event into `state`.
+    pub fn apply(state: &mut Option<Self>, event: &ExecutiveEvent) {
+        if let ExecutiveEvent::Registered(r) = event {
+            if state.is_none() {
+                *state = Some(ExecutiveState {
+                    executive_id: r.executive_id,
+                    email: r.email.clone(),
+                    name: r.name.clone(),
+                    role: r.role,
+                    stakeholders: r.stakeholders.clone(),
+                    password_hash: r.password_hash.clone(),
+                    active: true,
+                    online: false,
+                    session_generation: 0,
+                });
+            }
+            return;
+        }
+        let Some(s) = state.as_mut() else { return };
+        if event.ends_sessions() {
+            s.session_generation += 1;
+        }
+        match event {
+            ExecutiveEvent::Registered(_) | ExecutiveEvent::LoggedOut(_) => {}
+            ExecutiveEvent::StatusChanged(e) => s.online = e.online,
+            ExecutiveEvent::Deactivated(_) => {
+                s.active = false;
+                s.online = false;
+            }
+            ExecutiveEvent::Reactivated(_) => s.active = true,
+            ExecutiveEvent::RoleChanged(e) => {
+                s.role = e.role;
+                s.stakeholders = e.stakeholders.clone();
+            }
+            ExecutiveEvent::Renamed(e) => s.name = e.name.clone(),
+            ExecutiveEvent::PasswordReset(e) => s.password_hash = e.password_hash.clone(),
+        }
+    }
+
+    /// Whether this executive is assigned chats of `stakeholder` when online.
+    pub fn works(&self, stakeholder: &str) -> bool {
+        self.active
+            && matches!(self.role, Role::Executive | Role::Lead)
+            && self.stakeholders.iter().any(|s| s == stakeholder)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,8 +384,78 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_folds_to_who_the_executive_is_now() {
+        let id = executive_id("asha@example.com");
+        let at = chrono::Utc::now();
+        let registered = ExecutiveEvent::Registered(ExecutiveRegistered {
+            executive_id: id,
+            email: "asha@example.com".into(),
+            name: "Asha".into(),
+            role: Role::Executive,
+            stakeholders: vec!["partner".into()],
+            password_hash: "h1".into(),
+        });
+        let events = [
+            registered,
+            ExecutiveEvent::StatusChanged(ExecutiveStatusChanged {
+                executive_id: id,
+                online: true,
+                at,
+            }),
+            ExecutiveEvent::Renamed(ExecutiveRenamed {
+                executive_id: id,
+                name: "Asha K".into(),
+                at,
+            }),
+            ExecutiveEvent::RoleChanged(ExecutiveRoleChanged {
+                executive_id: id,
+                role: Role::Lead,
+                stakeholders: vec!["customer".into()],
+                at,
+            }),
+            ExecutiveEvent::Deactivated(ExecutiveDeactivated {
+                executive_id: id,
+                reason: "left".into(),
+                at,
+            }),
+        ];
+        let state = ExecutiveState::fold(&events).unwrap();
+        assert_eq!(state.name, "Asha K");
+        assert_eq!(state.role, Role::Lead);
+        assert!(!state.active && !state.online);
+        assert_eq!(
+            state.session_generation, 2,
+            "the role change and the deactivation"
+        );
+        assert!(!state.works("customer"), "deactivated");
+        let events: Vec<_> = events
+            .into_iter()
+            .chain([ExecutiveEvent::Reactivated(ExecutiveReactivated {
+                executive_id: id,
+                at,
+            })])
+            .collect();
+        let state = ExecutiveState::fold(&events).unwrap();
+        assert!(state.works("customer") && !state.works("partner"));
+        assert_eq!(state.session_generation, 2, "reactivating ends nothing");
+        assert!(
+            ExecutiveState::fold(&events[1..]).is_none(),
+            "not registered"
+        );
+    }
+
+    #[test]
+    fn every_type_decodes() {
+        for event_type in ExecutiveEvent::TYPES {
+            assert!(ExecutiveEvent::decode(event_type, &serde_json::json!({})).is_some());
+        }
+        assert!(ExecutiveEvent::decode("MessageReceived", &serde_json::json!({})).is_none());
+    }
+
+    #[test]
     fn roles() {
         assert_eq!("auditor".parse::<Role>().unwrap(), Role::Auditor);
+        assert_eq!(" Lead ".parse::<Role>().unwrap(), Role::Lead);
         assert!(!Role::Auditor.may_change() && Role::Auditor.sees_everything());
         assert!(Role::Executive.may_change() && !Role::Executive.sees_everything());
         assert!("boss".parse::<Role>().is_err());

@@ -501,6 +501,11 @@ impl Narrator {
                     executive.name,
                     names(candidates)
                 ),
+                AssignmentRule::AssigneeLeft => format!(
+                    "assigned to {} because the assignee no longer works these chats; candidates: {}",
+                    executive.name,
+                    names(candidates)
+                ),
                 AssignmentRule::Manual => format!(
                     "assigned to {} by {}",
                     executive.name,
@@ -525,6 +530,11 @@ impl Narrator {
                     }
                     AssignmentRule::AssigneeWentOffline => format!(
                         "{to}: {} went offline; candidates: {}",
+                        previous.name,
+                        names(candidates)
+                    ),
+                    AssignmentRule::AssigneeLeft => format!(
+                        "{to}: {} no longer works these chats (deactivated, or moved); candidates: {}",
                         previous.name,
                         names(candidates)
                     ),

@@ -1,6 +1,7 @@
 //! The assignment reactor: new chats go round robin to the online executives of their
 //! stakeholder; with nobody online a chat waits and is assigned, oldest first, when someone
-//! comes online; an executive going offline hands their open chats on the same way.
+//! comes online; an executive going offline (or deactivated, or moved to other stakeholders)
+//! hands their open chats on the same way.
 //!
 //! The reactor decides *whom*; the conversation decider records it (`Assign`), checked
 //! against the chat's real state. Each decision names its cause (the event that made the
@@ -18,7 +19,7 @@ use std::time::Duration;
 use chatledger_core::conversation::{
     AssignmentRule, ConversationCommand, ConversationEvent, DecodedEvent, ExecutiveRef,
 };
-use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged, Role};
+use chatledger_core::executive::{ExecutiveEvent, ExecutiveState};
 use chatledger_core::{EventStore, Metadata, RecordedEvent};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -34,12 +35,25 @@ const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 struct Member {
-    name: String,
-    role: Role,
-    stakeholders: Vec<String>,
-    online: bool,
+    state: ExecutiveState,
     /// The event that took them offline, while they are.
     offline_since: Option<Uuid>,
+    /// The last event that changed what they work (deactivation, role or stakeholders).
+    changed_by: Uuid,
+}
+
+impl Member {
+    /// Why this member may not keep a chat of `stakeholder`, if they may not: the rule and
+    /// the event that made it so.
+    fn must_hand_on(&self, stakeholder: &str) -> Option<(AssignmentRule, Uuid)> {
+        if !self.state.works(stakeholder) {
+            Some((AssignmentRule::AssigneeLeft, self.changed_by))
+        } else if !self.state.online {
+            Some((AssignmentRule::AssigneeWentOffline, self.offline_since?))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,31 +82,36 @@ impl Roster {
     /// Folds one event of the log.
     pub fn apply(&mut self, event: &DecodedEvent) {
         match event.event_type.as_str() {
-            ExecutiveRegistered::EVENT_TYPE => {
-                if let Ok(registered) =
-                    serde_json::from_value::<ExecutiveRegistered>(event.data.clone())
-                {
-                    self.members.insert(
-                        registered.executive_id,
-                        Member {
-                            name: registered.name,
-                            role: registered.role,
-                            stakeholders: registered.stakeholders,
-                            online: false,
-                            offline_since: None,
-                        },
-                    );
-                }
-            }
-            ExecutiveStatusChanged::EVENT_TYPE => {
-                if let Ok(changed) =
-                    serde_json::from_value::<ExecutiveStatusChanged>(event.data.clone())
-                {
-                    if let Some(member) = self.members.get_mut(&changed.executive_id) {
-                        member.online = changed.online;
-                        member.offline_since = (!changed.online).then_some(event.event_id);
+            t if ExecutiveEvent::is_one(t) => {
+                let Some(Ok(change)) = ExecutiveEvent::decode(t, &event.data) else {
+                    return;
+                };
+                let id = change.executive_id();
+                let previous = self.members.remove(&id);
+                let mut state = previous.as_ref().map(|m| m.state.clone());
+                ExecutiveState::apply(&mut state, &change);
+                let Some(state) = state else { return };
+                let (offline_since, changed_by) =
+                    previous.map_or((None, event.event_id), |m| (m.offline_since, m.changed_by));
+                let offline_since = match &change {
+                    ExecutiveEvent::StatusChanged(c) => (!c.online).then_some(event.event_id),
+                    ExecutiveEvent::Deactivated(_) => Some(event.event_id),
+                    _ => offline_since,
+                };
+                let changed_by = match &change {
+                    ExecutiveEvent::Deactivated(_) | ExecutiveEvent::RoleChanged(_) => {
+                        event.event_id
                     }
-                }
+                    _ => changed_by,
+                };
+                self.members.insert(
+                    id,
+                    Member {
+                        state,
+                        offline_since,
+                        changed_by,
+                    },
+                );
             }
             _ => {
                 if let Ok(Some(conversation)) = event.conversation() {
@@ -182,14 +201,11 @@ impl Roster {
             .members
             .iter()
             .filter(|(id, m)| {
-                m.online
-                    && matches!(m.role, Role::Executive | Role::Lead)
-                    && m.stakeholders.iter().any(|s| s == stakeholder)
-                    && Some(**id) != excluding
+                m.state.online && m.state.works(stakeholder) && Some(**id) != excluding
             })
             .map(|(id, m)| ExecutiveRef {
                 id: *id,
-                name: m.name.clone(),
+                name: m.state.name.clone(),
             })
             .collect();
         let start = self
@@ -221,19 +237,24 @@ impl Roster {
         waiting.into_iter().map(|(_, id)| id).collect()
     }
 
-    fn held_by_offline(&self) -> Vec<(Uuid, Uuid, Uuid)> {
-        let mut held: Vec<(u64, Uuid, Uuid, Uuid)> = self
+    /// Chats whose assignee may not keep them (offline, deactivated, or no longer working
+    /// their stakeholder), oldest first: (chat, assignee, rule, cause).
+    fn held_by_absent(&self) -> Vec<(Uuid, Uuid, AssignmentRule, Uuid)> {
+        let mut held: Vec<(u64, Uuid, Uuid, AssignmentRule, Uuid)> = self
             .chats
             .iter()
             .filter_map(|(chat_id, chat)| {
                 let assignee = chat.assignee?;
-                let cause = self.members.get(&assignee).and_then(|m| m.offline_since)?;
-                Some((chat.position, *chat_id, assignee, cause))
+                let (rule, cause) = self
+                    .members
+                    .get(&assignee)?
+                    .must_hand_on(&chat.stakeholder)?;
+                Some((chat.position, *chat_id, assignee, rule, cause))
             })
             .collect();
-        held.sort();
+        held.sort_by_key(|(position, chat, ..)| (*position, *chat));
         held.into_iter()
-            .map(|(_, chat, executive, cause)| (chat, executive, cause))
+            .map(|(_, chat, executive, rule, cause)| (chat, executive, rule, cause))
             .collect()
     }
 }
@@ -289,27 +310,21 @@ impl Assigner {
     async fn react(&mut self, event: &RecordedEvent) {
         match event.event_type.as_str() {
             "ChatOpened" => self.assign_waiting(None).await,
-            ExecutiveStatusChanged::EVENT_TYPE => self.settle().await,
+            t if ExecutiveEvent::is_one(t) => self.settle().await,
             _ => {}
         }
     }
 
-    /// Hands on the chats of executives who went offline, then assigns waiting chats.
+    /// Hands on the chats of executives who went offline, were deactivated or moved, then
+    /// assigns waiting chats.
     async fn settle(&mut self) {
-        for (chat_id, executive, cause) in self.roster.held_by_offline() {
+        for (chat_id, executive, rule, cause) in self.roster.held_by_absent() {
             let Some(chat) = self.roster.chats.get(&chat_id) else {
                 continue;
             };
             let candidates = self.roster.rotation(&chat.stakeholder, Some(executive));
             let chosen = candidates.first().cloned();
-            self.decide(
-                chat_id,
-                chosen,
-                AssignmentRule::AssigneeWentOffline,
-                candidates,
-                cause,
-            )
-            .await;
+            self.decide(chat_id, chosen, rule, candidates, cause).await;
         }
         self.assign_waiting(None).await;
     }

@@ -17,7 +17,6 @@ use chatledger_core::credential::{
     BusinessEvent, Credential, CredentialEvent, CredentialStatus, IntegrationKind,
 };
 use chatledger_core::{Position, RecordedEvent};
-use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::read_db::ReadTx;
@@ -108,34 +107,22 @@ impl Integrations {
     }
 
     /// Folds the log, then follows it, until `shutdown` turns true.
-    pub async fn run(self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
-        let store = tail.store().clone();
-        let Some(position) = crate::reactor::fold_log(
-            store.as_ref(),
-            |e| self.apply(e),
-            &mut shutdown,
+    pub async fn run(self, tail: LogTail, shutdown: watch::Receiver<bool>) {
+        let position = self.position.clone();
+        crate::reactor::fold_and_follow(
+            tail,
             "integrations",
+            shutdown,
+            |e| self.apply(e),
+            |folded| {
+                position.send_if_modified(|p| {
+                    let moved = folded > *p;
+                    *p = (*p).max(folded);
+                    moved
+                });
+            },
         )
-        .await
-        else {
-            return;
-        };
-        self.position.send_if_modified(|p| {
-            let moved = position > *p;
-            *p = (*p).max(position);
-            moved
-        });
-        let mut follower = tail.subscribe(position);
-        loop {
-            tokio::select! {
-                next = follower.next() => match next {
-                    Some(Ok(event)) => crate::reactor::observe("integrations", &event, |e| self.apply(e)),
-                    Some(Err(e)) => tracing::warn!(error = %e, "following the log for credentials failed; it retries"),
-                    None => return,
-                },
-                _ = shutdown.changed() => return,
-            }
-        }
+        .await;
     }
 
     /// Waits until everything up to `position` is applied.

@@ -85,6 +85,35 @@ pub async fn fold_log(
     }
 }
 
+/// Keeps a view of the log current: folds the whole log into it with `apply`, calls `folded`
+/// with the position reached, then applies each new event as it comes, until `shutdown`
+/// turns true. (For views every process keeps: credentials, sessions.)
+pub async fn fold_and_follow(
+    tail: crate::tail::LogTail,
+    reactor: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    mut apply: impl FnMut(&DecodedEvent),
+    folded: impl FnOnce(Position),
+) {
+    use futures_util::StreamExt;
+    let store = tail.store().clone();
+    let Some(position) = fold_log(store.as_ref(), &mut apply, &mut shutdown, reactor).await else {
+        return;
+    };
+    folded(position);
+    let mut follower = tail.subscribe(position);
+    loop {
+        tokio::select! {
+            next = follower.next() => match next {
+                Some(Ok(event)) => observe(reactor, &event, &mut apply),
+                Some(Err(e)) => tracing::warn!(reactor, error = %e, "following the log failed; it retries"),
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Runs the reactor `start` makes until it returns; one that panics is logged and started
 /// again (from the log, as at start), after a pause that grows to a minute, until `shutdown`.
 pub async fn supervise<F, Fut>(reactor: &'static str, shutdown: watch::Receiver<bool>, start: F)

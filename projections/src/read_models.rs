@@ -8,13 +8,13 @@ use chatledger_core::booking::{Booking, BookingChange};
 use chatledger_core::conversation::{
     service_window_end, ConversationEvent, CustomerKey, DecodedEvent, InboundMessage, Media,
 };
-use chatledger_core::executive::{ExecutiveRegistered, ExecutiveStatusChanged};
+use chatledger_core::executive::ExecutiveEvent;
 use chatledger_core::history::{message_time, status_rank};
 use chatledger_core::personal::ERASED;
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
 use serde_json::Value;
 
-use crate::read_db::{time_text, ReadTx};
+use crate::read_db::{time_text, Arg, ReadTx};
 use crate::runner::{ProjectionError, Projector};
 
 /// Every read model, in the order they are built.
@@ -715,8 +715,7 @@ impl Projector for Executives {
     }
 
     fn wants(&self, event_type: &str) -> bool {
-        event_type == ExecutiveStatusChanged::EVENT_TYPE
-            || event_type == ExecutiveRegistered::EVENT_TYPE
+        ExecutiveEvent::is_one(event_type)
     }
 
     fn schema(&self, s: &str) -> Vec<String> {
@@ -743,47 +742,60 @@ impl Projector for Executives {
         s: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
-        let unreadable = |e: serde_json::Error| ProjectionError::Event {
+        let Some(decoded) = ExecutiveEvent::decode(&event.event_type, &event.data) else {
+            return Ok(());
+        };
+        let change = decoded.map_err(|e| ProjectionError::Event {
             position: event.position,
             reason: e.to_string(),
-        };
-        if event.event_type == ExecutiveStatusChanged::EVENT_TYPE {
-            let changed: ExecutiveStatusChanged =
-                serde_json::from_value(event.data.clone()).map_err(unreadable)?;
-            tx.execute(
-                &format!("UPDATE executives{s} SET online = $2 WHERE executive_id = $1"),
-                &[
-                    changed.executive_id.to_string().into(),
-                    i64::from(changed.online).into(),
+        })?;
+        let id = change.executive_id().to_string();
+        // (statement, its values after the executive's id)
+        let (sql, values): (String, Vec<Arg>) = match change {
+            ExecutiveEvent::Registered(registered) => (
+                format!(
+                    "INSERT INTO executives{s} (executive_id, email, name, role, stakeholders, password_hash, position)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (executive_id) DO NOTHING"
+                ),
+                vec![
+                    registered.email.to_lowercase().into(),
+                    registered.name.into(),
+                    registered.role.as_str().into(),
+                    serde_json::to_string(&registered.stakeholders).unwrap_or_default().into(),
+                    registered.password_hash.into(),
+                    event.position.into(),
                 ],
-            )
-            .await?;
-            return Ok(());
-        }
-        if event.event_type != ExecutiveRegistered::EVENT_TYPE {
-            return Ok(());
-        }
-        let registered: ExecutiveRegistered =
-            serde_json::from_value(event.data.clone()).map_err(|e| ProjectionError::Event {
-                position: event.position,
-                reason: e.to_string(),
-            })?;
-        tx.execute(
-            &format!(
-                "INSERT INTO executives{s} (executive_id, email, name, role, stakeholders, password_hash, position)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (executive_id) DO NOTHING"
             ),
-            &[
-                registered.executive_id.to_string().into(),
-                registered.email.to_lowercase().into(),
-                registered.name.into(),
-                registered.role.as_str().into(),
-                serde_json::to_string(&registered.stakeholders).unwrap_or_default().into(),
-                registered.password_hash.into(),
-                event.position.into(),
-            ],
-        )
-        .await?;
+            ExecutiveEvent::StatusChanged(changed) => (
+                format!("UPDATE executives{s} SET online = $2 WHERE executive_id = $1"),
+                vec![i64::from(changed.online).into()],
+            ),
+            // Whether an executive may log in is the sessions' (kept from the log by every
+            // process); here a deactivated executive is only no longer online.
+            ExecutiveEvent::Deactivated(_) => (
+                format!("UPDATE executives{s} SET online = 0 WHERE executive_id = $1"),
+                vec![],
+            ),
+            ExecutiveEvent::Reactivated(_) | ExecutiveEvent::LoggedOut(_) => return Ok(()),
+            ExecutiveEvent::RoleChanged(changed) => (
+                format!("UPDATE executives{s} SET role = $2, stakeholders = $3 WHERE executive_id = $1"),
+                vec![
+                    changed.role.as_str().into(),
+                    serde_json::to_string(&changed.stakeholders).unwrap_or_default().into(),
+                ],
+            ),
+            ExecutiveEvent::Renamed(renamed) => (
+                format!("UPDATE executives{s} SET name = $2 WHERE executive_id = $1"),
+                vec![renamed.name.into()],
+            ),
+            ExecutiveEvent::PasswordReset(reset) => (
+                format!("UPDATE executives{s} SET password_hash = $2 WHERE executive_id = $1"),
+                vec![reset.password_hash.into()],
+            ),
+        };
+        let mut args: Vec<Arg> = vec![id.into()];
+        args.extend(values);
+        tx.execute(&sql, &args).await?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_adapters::{OpenError, PostgresStore, SqliteStore, StoreLocation};
-use chatledger_core::{EventStore, ExpectedVersion, Metadata};
+use chatledger_core::EventStore;
 use chatledger_projections::personal::PersonalData;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_side::ReadSide;
@@ -18,7 +18,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+mod executive;
 mod quarantine;
+
+use executive::ExecutiveCommand;
 
 use crate::readiness::Readiness;
 use crate::server::{run, AppState, Settings};
@@ -170,24 +173,6 @@ enum SlaCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum ExecutiveCommand {
-    /// Register an executive. The password is asked for on a terminal, or read as one line
-    /// from standard input.
-    Add {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        name: String,
-        /// A stakeholder whose chats they work (repeat for several).
-        #[arg(long = "stakeholder")]
-        stakeholders: Vec<String>,
-        /// executive, lead, admin or auditor.
-        #[arg(long, default_value = "executive")]
-        role: String,
-    },
-}
-
 /// A failure that ends the command.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -228,20 +213,8 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
                 print!("{}", crate::graphql::build(None).sdl());
                 Ok(())
             }
-            Command::Executive(ExecutiveCommand::Add {
-                email,
-                name,
-                stakeholders,
-                role,
-            }) => {
-                add_executive(
-                    cli.database_url.as_deref(),
-                    &email,
-                    &name,
-                    stakeholders,
-                    &role,
-                )
-                .await
+            Command::Executive(command) => {
+                executive::run(cli.database_url.as_deref(), command).await
             }
             Command::Verify { expect } => verify(cli.database_url.as_deref(), &expect).await,
             Command::Events {
@@ -629,9 +602,7 @@ async fn forget(
     Ok(())
 }
 
-/// The shortest password accepted.
-const MIN_PASSWORD_LENGTH: usize = 10;
-
+/// A password, asked for twice on a terminal, or read as one line of standard input.
 fn read_password() -> Result<String, CliError> {
     use std::io::IsTerminal;
     let io = |e: std::io::Error| CliError::Io(format!("reading the password failed: {e}"));
@@ -646,86 +617,6 @@ fn read_password() -> Result<String, CliError> {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map_err(io)?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-    }
-}
-
-async fn add_executive(
-    database_url: Option<&str>,
-    email: &str,
-    name: &str,
-    stakeholders: Vec<String>,
-    role: &str,
-) -> Result<(), CliError> {
-    use chatledger_core::executive::{executive_id, executive_stream, ExecutiveRegistered, Role};
-    let role: Role = role.parse().map_err(CliError::Config)?;
-    let email = email.trim().to_lowercase();
-    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-        return Err(CliError::Config(format!(
-            "{email:?} is not an email address"
-        )));
-    }
-    if name.trim().is_empty() {
-        return Err(CliError::Config("--name is empty".into()));
-    }
-    let stakeholders: Vec<String> = stakeholders
-        .iter()
-        .map(|s| chatledger_core::channel::stakeholder_name(s))
-        .filter(|s| !s.is_empty())
-        .collect();
-    if stakeholders.is_empty() && !role.sees_everything() {
-        return Err(CliError::Config(format!(
-            "an {} needs at least one --stakeholder whose chats they work",
-            role.as_str()
-        )));
-    }
-    let password = read_password()?;
-    if password.chars().count() < MIN_PASSWORD_LENGTH {
-        return Err(CliError::Config(format!(
-            "the password must have at least {MIN_PASSWORD_LENGTH} characters"
-        )));
-    }
-    let password_hash = crate::auth::hash_password(&password).map_err(CliError::Io)?;
-    let (store, _) = open_for_command(database_url).await?;
-    let id = executive_id(&email);
-    let registered = ExecutiveRegistered {
-        executive_id: id,
-        email: email.clone(),
-        name: name.trim().to_owned(),
-        role,
-        stakeholders: stakeholders.clone(),
-        password_hash,
-    };
-    let stream = executive_stream(id);
-    match store
-        .append(
-            &stream,
-            ExpectedVersion::NoStream,
-            vec![registered.to_new_event(Metadata::by("cli:executive-add"))],
-        )
-        .await
-    {
-        // The event's id derives from the executive's, so registering an email again is a
-        // duplicate of the first registration.
-        Ok(result) if result.is_duplicate() => Err(CliError::Config(format!(
-            "an executive with the email {email} is already registered"
-        ))),
-        Ok(_) => {
-            println!(
-                "registered {} <{email}> as {} for {} (executive {id})",
-                registered.name,
-                role.as_str(),
-                if stakeholders.is_empty() {
-                    "all stakeholders".to_owned()
-                } else {
-                    stakeholders.join(", ")
-                }
-            );
-            Ok(())
-        }
-        Err(chatledger_core::StoreError::WrongExpectedVersion { .. }) => Err(CliError::Config(
-            format!("an executive with the email {email} is already registered"),
-        )),
-        Err(e) => Err(CliError::Io(e.to_string())),
     }
 }
 

@@ -31,7 +31,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use crate::auth::{AuthError, Viewer};
+use crate::auth::{AuthError, TokenFacts, Viewer};
 use crate::server::AppState;
 
 pub type ChatledgerSchema = Schema<Query, Mutation, SubscriptionRoot>;
@@ -298,6 +298,7 @@ async fn change_tag(
 async fn settle(state: &AppState) {
     if let Ok(head) = state.store.head_position().await {
         let _ = tokio::time::timeout(Duration::from_secs(5), state.read_side.wait_for(head)).await;
+        state.sessions.wait_for(head).await;
     }
 }
 
@@ -1007,6 +1008,13 @@ impl Executive {
     async fn online(&self) -> bool {
         self.online
     }
+    /// Whether they may log in (an admin deactivates and reactivates).
+    async fn active(&self, ctx: &Context<'_>) -> bool {
+        Uuid::parse_str(&self.id)
+            .ok()
+            .and_then(|id| state(ctx).sessions.active(id))
+            .unwrap_or(true)
+    }
     /// Chats assigned to them that are not resolved or closed.
     async fn open_chats(&self, ctx: &Context<'_>) -> Result<i32, Error> {
         let row = state(ctx)
@@ -1570,6 +1578,44 @@ fn admin<'a>(ctx: &Context<'a>, what: &str) -> Result<&'a Viewer, Error> {
     Ok(viewer)
 }
 
+/// Who made a change, for its metadata.
+fn actor(viewer: &Viewer) -> String {
+    match &viewer.executive_id {
+        Some(id) => format!("executive:{id}"),
+        None => "admin-token".to_owned(),
+    }
+}
+
+fn executive_ref(id: &ID) -> Result<Uuid, Error> {
+    Uuid::parse_str(id.as_str()).map_err(|_| {
+        coded(
+            format!("{:?} is not an executive id", id.as_str()),
+            "BAD_USER_INPUT",
+        )
+    })
+}
+
+fn executive_error(e: crate::executives::ExecutiveError) -> Error {
+    use crate::executives::ExecutiveError;
+    match e {
+        ExecutiveError::NotFound(_) => coded(e.to_string(), "NOT_FOUND"),
+        ExecutiveError::Refused(_) => coded(e.to_string(), "BAD_USER_INPUT"),
+        ExecutiveError::Store(e) => internal(e),
+    }
+}
+
+/// The executive as the read models hold them once they have applied everything recorded.
+async fn executive_now(ctx: &Context<'_>, id: Uuid) -> Result<Executive, Error> {
+    let state = state(ctx);
+    if let Ok(head) = state.store.head_position().await {
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.read_side.wait_for(head)).await;
+        state.sessions.wait_for(head).await;
+    }
+    Executive::load(ctx, &id.to_string())
+        .await?
+        .ok_or_else(|| coded("no such executive", "NOT_FOUND"))
+}
+
 pub struct Mutation;
 
 #[Object]
@@ -1766,6 +1812,146 @@ impl Mutation {
         })
     }
 
+    /// Ends the token this request came with (and no other): it is refused from then on, on
+    /// every transport.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool, Error> {
+        let viewer = viewer(ctx)?;
+        let token = ctx.data_opt::<TokenFacts>();
+        let state = state(ctx);
+        let recorded = crate::executives::log_out(state.store.as_ref(), viewer, token, Utc::now())
+            .await
+            .map_err(executive_error)?;
+        // Refused by this process from the moment the answer comes (the others follow the
+        // log within moments).
+        if let Some(position) = recorded {
+            state.sessions.wait_for(position).await;
+        }
+        Ok(true)
+    }
+
+    /// Registers an executive (admins).
+    async fn register_executive(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        name: String,
+        role: String,
+        stakeholders: Vec<String>,
+        password: String,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "register executives")?;
+        let role: Role = role
+            .parse()
+            .map_err(|e: String| coded(e, "BAD_USER_INPUT"))?;
+        let state = state(ctx);
+        let registered = crate::executives::register(
+            state.store.as_ref(),
+            &email,
+            &name,
+            role,
+            &stakeholders,
+            &password,
+            &actor(by),
+        )
+        .await
+        .map_err(executive_error)?;
+        executive_now(ctx, registered.executive_id).await
+    }
+
+    /// Stops an executive from logging in: their tokens stop working at once, on every
+    /// transport, and their open chats are handed on (admins).
+    async fn deactivate_executive(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "deactivate executives")?;
+        let id = executive_ref(&id)?;
+        let state = state(ctx);
+        crate::executives::deactivate(state.store.as_ref(), id, &reason, &actor(by), Utc::now())
+            .await
+            .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
+    /// Lets a deactivated executive log in again (admins).
+    async fn reactivate_executive(&self, ctx: &Context<'_>, id: ID) -> Result<Executive, Error> {
+        let by = admin(ctx, "reactivate executives")?;
+        let id = executive_ref(&id)?;
+        let state = state(ctx);
+        crate::executives::reactivate(state.store.as_ref(), id, &actor(by), Utc::now())
+            .await
+            .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
+    /// Gives an executive another role and stakeholders; their tokens end, and chats of
+    /// stakeholders they no longer work are handed on (admins).
+    async fn change_executive_role(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        role: String,
+        stakeholders: Vec<String>,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "change roles")?;
+        let id = executive_ref(&id)?;
+        let role: Role = role
+            .parse()
+            .map_err(|e: String| coded(e, "BAD_USER_INPUT"))?;
+        let state = state(ctx);
+        crate::executives::change_role(
+            state.store.as_ref(),
+            id,
+            role,
+            &stakeholders,
+            &actor(by),
+            Utc::now(),
+        )
+        .await
+        .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
+    /// Renames an executive (admins).
+    async fn rename_executive(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: String,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "rename executives")?;
+        let id = executive_ref(&id)?;
+        let state = state(ctx);
+        crate::executives::rename(state.store.as_ref(), id, &name, &actor(by), Utc::now())
+            .await
+            .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
+    /// Sets an executive's password anew; their tokens end (admins).
+    async fn reset_executive_password(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        password: String,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "reset passwords")?;
+        let id = executive_ref(&id)?;
+        let state = state(ctx);
+        crate::executives::reset_password(
+            state.store.as_ref(),
+            id,
+            &password,
+            &actor(by),
+            Utc::now(),
+        )
+        .await
+        .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
     /// Goes online (receives chats) or offline.
     async fn set_my_status(&self, ctx: &Context<'_>, online: bool) -> Result<Executive, Error> {
         let viewer = changer(ctx)?;
@@ -1845,7 +2031,25 @@ pub async fn login(
         return Err(AuthError::BadCredentials);
     };
     state.logins.succeeded(&attempt);
-    let executive = Executive::from_row(&row);
+    let mut executive = Executive::from_row(&row);
+    let executive_id = Uuid::parse_str(&executive.id).map_err(|_| AuthError::BadCredentials)?;
+    state.sessions.ready().await?;
+    if state.sessions.active(executive_id) == Some(false) {
+        return Err(AuthError::Deactivated);
+    }
+    // "Default OFFLINE on login": the executive goes online when they say so.
+    match crate::executives::start_offline(state.store.as_ref(), executive_id, Utc::now()).await {
+        // The dashboard reads the executive offline as soon as the login answers.
+        Ok(Some(position)) => {
+            let wait = state.read_side.wait_for(position);
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(executive = %executive_id, error = %e, "could not record the executive offline at login")
+        }
+    }
+    executive.online = false;
     let viewer = Viewer {
         role: executive
             .role
@@ -1855,7 +2059,8 @@ pub async fn login(
         name: executive.name.clone(),
         stakeholders: executive.stakeholders.clone(),
     };
-    let (token, expires_at) = state.auth.issue(&viewer, Utc::now())?;
+    let generation = state.sessions.generation(executive_id);
+    let (token, expires_at) = state.auth.issue_in(&viewer, generation, Utc::now())?;
     Ok(LoginPayload {
         token,
         expires_at,

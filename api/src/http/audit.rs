@@ -22,7 +22,7 @@ async fn head(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let viewer = state.auth.viewer(authorization).map_err(|e| {
+    let (viewer, _) = state.viewer(authorization).await.map_err(|e| {
         let code = match e {
             AuthError::Expired => "token_expired",
             _ => "unauthorized",

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{read_body, require_content_type, ApiError, ClientIp};
-use crate::auth::{AuthError, AuthSettings};
+use crate::auth::{AuthError, TokenFacts, Viewer};
 use crate::graphql::{
     login, visible_chat, visible_executive, visible_message, ChatledgerSchema, ViewerResult,
 };
@@ -53,7 +53,11 @@ async fn graphql(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let viewer: ViewerResult = state.auth.viewer(authorization(&headers));
+    let (viewer, facts): (ViewerResult, Option<TokenFacts>) =
+        match state.viewer(authorization(&headers)).await {
+            Ok((viewer, facts)) => (Ok(viewer), facts),
+            Err(e) => (Err(e), None),
+        };
     let limit = if viewer.is_ok() {
         state.limits.graphql_body
     } else {
@@ -69,6 +73,9 @@ async fn graphql(
         )
     })?;
     let mut request = request.data(viewer);
+    if let Some(facts) = facts {
+        request = request.data(facts);
+    }
     if let Some(ip) = client {
         request = request.data(crate::graphql::ClientAddress(ip));
     }
@@ -97,7 +104,10 @@ async fn graphiql() -> Html<String> {
 
 /// The token of a `graphql-transport-ws` `connection_init` payload:
 /// `{"Authorization": "Bearer …"}` or `{"token": "…"}`.
-fn connection_viewer(auth: &AuthSettings, payload: &serde_json::Value) -> ViewerResult {
+async fn connection_viewer(
+    state: &AppState,
+    payload: &serde_json::Value,
+) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
     let header = ["Authorization", "authorization"]
         .iter()
         .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
@@ -107,8 +117,28 @@ fn connection_viewer(auth: &AuthSettings, payload: &serde_json::Value) -> Viewer
                 .and_then(|v| v.as_str())
                 .map(|t| format!("Bearer {t}"))
         });
-    auth.viewer(header.as_deref())
+    state.viewer(header.as_deref()).await
 }
+
+/// Resolves when the token `signed_in` holds (once the connection has signed in) ends:
+/// logged out, or its executive deactivated, given another role or a new password.
+async fn token_ended(state: &AppState, signed_in: &SignedIn) {
+    let mut ended = state.sessions.subscribe();
+    loop {
+        if ended.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let current = signed_in.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((viewer, facts)) = current {
+            if state.sessions.standing(&viewer, facts.as_ref()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whom a live connection signed in as, once it has.
+type SignedIn = std::sync::Arc<std::sync::Mutex<Option<(Viewer, Option<TokenFacts>)>>>;
 
 async fn graphql_ws(
     State(state): State<AppState>,
@@ -116,20 +146,32 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let auth = state.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
+        .on_upgrade(move |socket| async move {
+            let signed_in = SignedIn::default();
+            let (init_state, init_signed_in) = (state.clone(), signed_in.clone());
+            let serve = GraphQLWebSocket::new(socket, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     // A bad token closes the connection at init, with the reason.
-                    let viewer = connection_viewer(&auth, &payload)
+                    let (viewer, facts) = connection_viewer(&init_state, &payload)
+                        .await
                         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    *init_signed_in.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((viewer.clone(), facts.clone()));
                     let mut data = Data::default();
                     data.insert::<ViewerResult>(Ok(viewer));
+                    if let Some(facts) = facts {
+                        data.insert(facts);
+                    }
                     Ok(data)
                 })
-                .serve()
+                .serve();
+            // A token that ends closes the connection (dropping it closes the socket).
+            tokio::select! {
+                () = serve => {}
+                () = token_ended(&state, &signed_in) => {}
+            }
         })
 }
 
@@ -147,14 +189,28 @@ async fn json_feed(
     let token = query
         .token
         .ok_or_else(|| unauthorized(AuthError::Missing))?;
-    let viewer = state.auth.viewer_from_token(&token).map_err(unauthorized)?;
-    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, viewer)))
+    let signed_in = state
+        .viewer_from_token(&token)
+        .await
+        .map_err(unauthorized)?;
+    Ok(upgrade.on_upgrade(move |socket| feed(socket, state, signed_in)))
 }
 
-async fn feed(mut socket: WebSocket, state: AppState, viewer: crate::auth::Viewer) {
+async fn feed(mut socket: WebSocket, state: AppState, signed_in: (Viewer, Option<TokenFacts>)) {
+    let viewer = signed_in.0.clone();
+    let signed_in: SignedIn = std::sync::Arc::new(std::sync::Mutex::new(Some(signed_in)));
     let mut events = Box::pin(crate::live::events(state.live.subscribe()));
+    let ended = token_ended(&state, &signed_in);
+    tokio::pin!(ended);
     loop {
         tokio::select! {
+            () = &mut ended => {
+                let _ = socket.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 4401,
+                    reason: "the token was ended; log in again".into(),
+                }))).await;
+                return;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
@@ -290,6 +346,11 @@ async fn login_http(
             error.retry_after = Some(seconds);
             Err(error)
         }
+        Err(e @ AuthError::Deactivated) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "deactivated",
+            e.to_string(),
+        )),
         Err(e) => Err(unauthorized(e)),
     }
 }
