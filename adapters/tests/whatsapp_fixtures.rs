@@ -226,6 +226,11 @@ fn account_and_number_updates_are_kept_as_notices_of_their_field() {
             "{name}: {}",
             notice.raw
         );
+        assert_eq!(
+            notice.account_id.as_deref(),
+            Some("102290129340398"),
+            "{name}: the WABA it is about"
+        );
     }
 }
 

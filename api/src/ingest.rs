@@ -19,6 +19,20 @@ pub struct Recorded {
     pub notices: usize,
     /// Items already in the log (a redelivery), recorded nothing new.
     pub duplicates: usize,
+    /// Meta's reports on business accounts among the notices (recorded now or before), for
+    /// the credentials they concern.
+    #[serde(skip)]
+    pub account_updates: Vec<AccountUpdate>,
+}
+
+/// An `account_update` notice: the account (WABA) it is about and what Meta said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountUpdate {
+    /// The notice's event id.
+    pub notice: Uuid,
+    pub account_id: String,
+    /// The change's `value`.
+    pub value: serde_json::Value,
 }
 
 /// An item of a webhook refused before anything was recorded, and why.
@@ -167,14 +181,25 @@ pub async fn record(
         let events = notices
             .into_iter()
             .map(|notice| {
-                ProviderNoticeReceived {
+                let event = ProviderNoticeReceived {
                     provider: source.provider.to_owned(),
                     kind: notice.kind,
                     errors: notice.errors,
                     raw: notice.raw,
                     received_at: source.received_at,
+                    account_id: notice.account_id,
+                };
+                let new = event.to_new_event(&stream, metadata.clone());
+                if let (true, Some(account_id)) =
+                    (event.kind == "field:account_update", &event.account_id)
+                {
+                    recorded.account_updates.push(AccountUpdate {
+                        notice: new.event_id,
+                        account_id: account_id.clone(),
+                        value: event.raw.get("value").cloned().unwrap_or_default(),
+                    });
                 }
-                .to_new_event(&stream, metadata.clone())
+                new
             })
             .collect();
         let result = store.append(&stream, ExpectedVersion::Any, events).await?;

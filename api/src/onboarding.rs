@@ -327,6 +327,81 @@ impl Onboarding {
             .await;
     }
 
+    /// Records what Meta's reports on business accounts change for the credentials of those
+    /// accounts: a restriction of messaging or a disabling suspends sends through it
+    /// (`CredentialSuspended`), its end reinstates them (`CredentialReinstated`). Each event's
+    /// id derives from the notice it was read from, so a redelivered webhook records nothing
+    /// new. An account no credential has stays the notice it is.
+    pub async fn note_account_updates(
+        &self,
+        updates: &[crate::ingest::AccountUpdate],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for update in updates {
+            let Some(standing) = chatledger_core::standing::account_standing(&update.value) else {
+                continue;
+            };
+            let businesses: Vec<String> = self
+                .integrations
+                .credentials()
+                .into_iter()
+                .filter(|(_, c)| c.waba_id.as_deref() == Some(update.account_id.as_str()))
+                .map(|(business, _)| business)
+                .collect();
+            if businesses.is_empty() {
+                tracing::info!(waba = %update.account_id,
+                    "Meta reported on an account no credential has; kept as a notice");
+            }
+            for business in businesses {
+                let event_id = Uuid::new_v5(
+                    &chatledger_core::conversation::EVENT_ID_NAMESPACE,
+                    format!("standing/{}/{business}", update.notice).as_bytes(),
+                );
+                let mut metadata = Metadata::by("meta:account_update");
+                metadata.causation_id = Some(update.notice);
+                // Decided on the stream as it stands; decided again if it moved meanwhile.
+                for _ in 0..3 {
+                    let credential = self.load(&business).await?;
+                    let Some(event) = credential.standing_change(
+                        &update.account_id,
+                        standing.clone(),
+                        update.notice,
+                        at,
+                    ) else {
+                        break;
+                    };
+                    match self
+                        .store
+                        .append(
+                            &credential_stream(&business),
+                            ExpectedVersion::from_current(credential.version),
+                            vec![event.to_new_event(event_id, metadata.clone())],
+                        )
+                        .await
+                    {
+                        Ok(result) => {
+                            match &event {
+                                CredentialEvent::CredentialSuspended { reason, .. } => {
+                                    tracing::warn!(business = %business, reason = %reason, "credential suspended by Meta")
+                                }
+                                _ => {
+                                    tracing::info!(business = %business, "credential reinstated by Meta")
+                                }
+                            }
+                            if let Some(stored) = result.stored.last() {
+                                self.settle(stored.position).await;
+                            }
+                            break;
+                        }
+                        Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records `kind` as the business's integration; `false` when it already was.
     pub async fn choose_integration(
         &self,
@@ -681,7 +756,7 @@ impl Onboarding {
         let Some(sealed) = credential
             .token
             .as_ref()
-            .filter(|_| credential.status == Some(CredentialStatus::Connected))
+            .filter(|_| credential.is_connected())
         else {
             return Ok(false);
         };
@@ -760,7 +835,7 @@ impl Onboarding {
                 return;
             }
         };
-        if credential.status != Some(CredentialStatus::Connected) {
+        if !credential.is_connected() {
             return;
         }
         let mut recorder = self.recorder(business_id, &credential, Metadata::by("sender"));
@@ -791,7 +866,7 @@ impl Onboarding {
             transient: false,
             retry_after: None,
         };
-        if credential.status != Some(CredentialStatus::Connected) {
+        if !credential.is_connected() {
             return Err(permanent(format!(
                 "business {business_id} chose the official integration but its credential is {}{}; complete Embedded Signup",
                 credential.status.map_or("missing", |s| s.as_str()),
@@ -922,6 +997,14 @@ impl MessageSender for RoutingSender {
             return self.http.send(channel, message).await;
         }
         let credential = &business.credential;
+        if let Some(reason) = credential.refuses(message.template.is_some(), Utc::now()) {
+            return Err(SendError {
+                code: None,
+                message: reason,
+                transient: false,
+                retry_after: None,
+            });
+        }
         let token = self.onboarding.token(&found.business, credential)?;
         let Some(phone_number_id) = found
             .phone_number_id

@@ -145,17 +145,25 @@ pub struct ProviderNoticeReceived {
     pub errors: Vec<ProviderError>,
     pub raw: Value,
     pub received_at: DateTime<Utc>,
+    /// The business account it is about, where the provider says (Meta's WABA id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 impl ProviderNoticeReceived {
     pub const EVENT_TYPE: &'static str = "ProviderNoticeReceived";
 
-    /// The envelope; its id is derived from the raw payload, so a redelivery is a duplicate.
+    /// The envelope; its id is derived from the raw payload (and the account it is about),
+    /// so a redelivery is a duplicate.
     pub fn to_new_event(&self, stream: &str, metadata: Metadata) -> NewEvent {
+        let account = self
+            .account_id
+            .as_deref()
+            .map_or(String::new(), |a| format!("/{a}"));
         let id = Uuid::new_v5(
             &EVENT_ID_NAMESPACE,
             format!(
-                "{}/{stream}/{}/{}",
+                "{}/{stream}/{}{account}/{}",
                 Self::EVENT_TYPE,
                 self.kind,
                 canonical_json_string(&self.raw)
@@ -182,6 +190,7 @@ mod tests {
             errors: vec![],
             raw,
             received_at: at.parse().unwrap(),
+            account_id: None,
         }
     }
 

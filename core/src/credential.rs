@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::channel::Channel;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::standing::SuspensionCause;
 
 /// The stream of a business: its integration choice and the channels onboarding gave it.
 pub fn business_stream(business_id: &str) -> String {
@@ -316,6 +317,32 @@ pub enum CredentialEvent {
         error: Option<GraphError>,
         at: DateTime<Utc>,
     },
+    /// Meta restricted or disabled the account (an `account_update` webhook): messages of
+    /// the kinds `restrictions` names are refused while it lasts.
+    CredentialSuspended {
+        waba_id: String,
+        cause: SuspensionCause,
+        /// Meta's report in words: what is restricted, and until when.
+        reason: String,
+        /// Meta's restriction types that stop messages, or `DISABLED`.
+        restrictions: Vec<String>,
+        /// When Meta said it ends (`None`: until Meta reports otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+        /// The notice (`ProviderNoticeReceived`) it was read from.
+        notice: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// Meta reported that what `cause` stopped ended: messages go out again.
+    CredentialReinstated {
+        waba_id: String,
+        cause: SuspensionCause,
+        reason: String,
+        /// The status the credential returns to.
+        status: CredentialStatus,
+        notice: Uuid,
+        at: DateTime<Utc>,
+    },
     /// The live secrets were sealed again under a new key (`chatledger secrets rotate`).
     SecretsResealed {
         token: SealedSecret,
@@ -340,6 +367,8 @@ impl CredentialEvent {
             CredentialEvent::TokenRefreshFailed { .. } => "TokenRefreshFailed",
             CredentialEvent::CredentialDisconnected { .. } => "CredentialDisconnected",
             CredentialEvent::SecretsResealed { .. } => "SecretsResealed",
+            CredentialEvent::CredentialSuspended { .. } => "CredentialSuspended",
+            CredentialEvent::CredentialReinstated { .. } => "CredentialReinstated",
         }
     }
 
@@ -362,6 +391,8 @@ impl CredentialEvent {
                 | "TokenRefreshFailed"
                 | "CredentialDisconnected"
                 | "SecretsResealed"
+                | "CredentialSuspended"
+                | "CredentialReinstated"
         ) {
             return Ok(None);
         }
@@ -437,8 +468,21 @@ pub struct Credential {
     pub refresh_failures: u32,
     pub last_refresh_failure_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// What Meta stopped, while it lasts.
+    pub suspension: Option<Suspension>,
     /// The stream's version after the last event folded in.
     pub version: Option<u64>,
+}
+
+/// A restriction or disabling Meta reported on the account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspension {
+    pub cause: SuspensionCause,
+    pub reason: String,
+    pub restrictions: Vec<String>,
+    pub until: Option<DateTime<Utc>>,
+    /// The status before it, to return to.
+    pub status_before: CredentialStatus,
 }
 
 impl Credential {
@@ -528,6 +572,12 @@ impl Credential {
                 self.refresh_failures = 0;
                 self.last_refresh_failure_at = None;
                 self.last_error = None;
+                // Meta's suspension is of the account, not of the token: it stands.
+                if let Some(suspension) = &mut self.suspension {
+                    suspension.status_before = CredentialStatus::Connected;
+                    self.status = Some(CredentialStatus::Suspended);
+                    self.last_error = Some(suspension.reason.clone());
+                }
             }
             E::TokenRefreshed {
                 token,
@@ -549,6 +599,38 @@ impl Credential {
             E::CredentialDisconnected { reason, .. } => {
                 self.status = Some(CredentialStatus::Disconnected);
                 self.last_error = Some(reason.clone());
+                // A suspension still stands, over a credential that must sign up again.
+                if let Some(suspension) = &mut self.suspension {
+                    suspension.status_before = CredentialStatus::Disconnected;
+                }
+            }
+            E::CredentialSuspended {
+                cause,
+                reason,
+                restrictions,
+                until,
+                ..
+            } => {
+                let status_before = match &self.suspension {
+                    Some(earlier) => earlier.status_before,
+                    None => self.status.unwrap_or(CredentialStatus::Pending),
+                };
+                self.suspension = Some(Suspension {
+                    cause: *cause,
+                    reason: reason.clone(),
+                    restrictions: restrictions.clone(),
+                    until: *until,
+                    status_before,
+                });
+                self.status = Some(CredentialStatus::Suspended);
+                self.last_error = Some(reason.clone());
+            }
+            E::CredentialReinstated { cause, status, .. } => {
+                if self.suspension.as_ref().is_some_and(|s| s.cause == *cause) {
+                    self.suspension = None;
+                    self.status = Some(*status);
+                    self.last_error = None;
+                }
             }
             E::SecretsResealed { token, pin, .. } => {
                 self.token = Some(token.clone());
@@ -593,6 +675,89 @@ impl Credential {
         Ok(issued)
     }
 
+    /// Whether the credential is connected: onboarded and not disconnected, whether or not
+    /// Meta suspended some kinds of messages (its token is kept fresh all the same).
+    pub fn is_connected(&self) -> bool {
+        match self.status {
+            Some(CredentialStatus::Connected) => true,
+            Some(CredentialStatus::Suspended) => self
+                .suspension
+                .as_ref()
+                .is_some_and(|s| s.status_before == CredentialStatus::Connected),
+            _ => false,
+        }
+    }
+
+    /// Why a message (a template, or not) may not go out through this credential at `now`:
+    /// Meta restricted or disabled the account. `None` when nothing stops it here.
+    pub fn refuses(&self, template: bool, now: DateTime<Utc>) -> Option<String> {
+        let suspension = self.suspension.as_ref()?;
+        crate::standing::stops(&suspension.restrictions, suspension.until, template, now).then(
+            || {
+                format!(
+                    "not sent: {}; the {} cannot go out through this account until Meta lifts it",
+                    suspension.reason,
+                    if template { "template" } else { "reply" }
+                )
+            },
+        )
+    }
+
+    /// What an `account_update` that reports `standing` changes, as the event to record:
+    /// nothing when the credential already stands so, when a restriction already ended, or
+    /// when a restriction would hide a disabling (which only its reinstatement lifts).
+    pub fn standing_change(
+        &self,
+        waba_id: &str,
+        standing: crate::standing::AccountStanding,
+        notice: Uuid,
+        at: DateTime<Utc>,
+    ) -> Option<CredentialEvent> {
+        use crate::standing::AccountStanding;
+        match standing {
+            AccountStanding::Suspended {
+                cause,
+                reason,
+                restrictions,
+                until,
+            } => {
+                if until.is_some_and(|until| until <= at) {
+                    return None;
+                }
+                if let Some(current) = &self.suspension {
+                    let same = current.cause == cause
+                        && current.restrictions == restrictions
+                        && current.until == until;
+                    let hides_disabling = current.cause == SuspensionCause::Disabled
+                        && cause == SuspensionCause::Restriction;
+                    if same || hides_disabling {
+                        return None;
+                    }
+                }
+                Some(CredentialEvent::CredentialSuspended {
+                    waba_id: waba_id.to_owned(),
+                    cause,
+                    reason,
+                    restrictions,
+                    until,
+                    notice,
+                    at,
+                })
+            }
+            AccountStanding::Lifted { cause, reason } => {
+                let current = self.suspension.as_ref().filter(|s| s.cause == cause)?;
+                Some(CredentialEvent::CredentialReinstated {
+                    waba_id: waba_id.to_owned(),
+                    cause,
+                    reason,
+                    status: current.status_before,
+                    notice,
+                    at,
+                })
+            }
+        }
+    }
+
     /// When the token should be refreshed, given the margin before expiry and the wait
     /// between failed attempts; `None` when it never expires or is not in use.
     pub fn refresh_due(
@@ -600,7 +765,7 @@ impl Credential {
         margin: chrono::Duration,
         retry_every: chrono::Duration,
     ) -> Option<DateTime<Utc>> {
-        if self.status != Some(CredentialStatus::Connected) || self.token.is_none() {
+        if !self.is_connected() || self.token.is_none() {
             return None;
         }
         use crate::time::{earlier, later};

@@ -42,6 +42,7 @@ pub mod history;
 pub mod personal;
 pub mod sender;
 pub mod sla;
+pub mod standing;
 pub mod store;
 pub mod time;
 pub mod validate;

@@ -313,6 +313,14 @@ impl Projector for Credentials {
                 "UPDATE credentials{s} SET status = 'disconnected', last_error = $2 WHERE business_id = $1",
                 vec![reason.into()],
             ),
+            E::CredentialSuspended { reason, .. } => (
+                "UPDATE credentials{s} SET status = 'suspended', last_error = $2 WHERE business_id = $1",
+                vec![reason.into()],
+            ),
+            E::CredentialReinstated { status, .. } => (
+                "UPDATE credentials{s} SET status = $2, last_error = NULL WHERE business_id = $1",
+                vec![status.as_str().into()],
+            ),
         };
         let mut all = vec![business.into()];
         all.extend(args);

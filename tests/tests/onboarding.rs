@@ -880,3 +880,166 @@ async fn secrets_rotate_reseals_the_live_token_under_the_new_key() {
     .unwrap();
     assert_eq!((again.resealed, again.already_current), (0, 1));
 }
+
+impl Server {
+    /// Meta's app-level webhook with an `account_update` change about `WABA`.
+    async fn account_update(&self, body: &Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        let response = self
+            .client
+            .post(format!("{}/api/webhooks/whatsapp", self.base))
+            .header("content-type", "application/json")
+            .header(
+                "x-hub-signature-256",
+                meta_signature(META_APP_SECRET.as_bytes(), &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../tests/fixtures/whatsapp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Meta's restriction and disabling of the business's account, as its webhooks report them:
+/// the credential is suspended with Meta's reason, the messages it stops are refused with
+/// that reason (and nothing reaches Meta), and the report of its end restores it.
+async fn meta_suspends_and_reinstates_the_account(backend: Backend) {
+    let server = start(backend).await;
+    server.choose(BUSINESS, "official").await;
+    server.onboard("code-1").await;
+    assert_eq!(
+        server.customer_writes("wamid.s.1", "hello").await.status(),
+        200
+    );
+    let chat_id = server.customer_chat().await["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Replies restricted for thirty days (Meta's restriction shape, a live expiration).
+    let until = chrono::Utc::now().timestamp() + 30 * 24 * 3600;
+    let mut restricted = fixture("meta-account-update-restriction.json");
+    restricted["entry"][0]["changes"][0]["value"]["restriction_info"] = json!([
+        {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expiration": until},
+        {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": until}
+    ]);
+    server.account_update(&restricted).await;
+    let credential = server
+        .credential_until("suspended", |c| c["status"] == "suspended")
+        .await;
+    let reason = credential["lastError"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("RESTRICTED_CUSTOMER_INITIATED_MESSAGING") && !reason.contains("ADD_PHONE"),
+        "{reason}"
+    );
+    server.reply(&chat_id, "are you there?").await;
+    let message = dispatched(&server, &chat_id, 1).await;
+    assert_eq!(message["deliveryStatus"], "failed", "{message}");
+    assert!(
+        message["error"]
+            .as_str()
+            .unwrap()
+            .contains("Meta restricted the account"),
+        "{message}"
+    );
+    assert!(
+        server.graph.calls("messages").is_empty(),
+        "nothing reached Meta"
+    );
+    // The same report again records nothing new.
+    let events = server.credential_events().await.len();
+    server.account_update(&restricted).await;
+    assert_eq!(server.credential_events().await.len(), events);
+
+    // Meta reports no restriction left: replies go out again.
+    let mut cleared = restricted.clone();
+    cleared["entry"][0]["changes"][0]["value"]["restriction_info"] = json!([]);
+    server.account_update(&cleared).await;
+    server
+        .credential_until("connected", |c| c["status"] == "connected")
+        .await;
+    server.reply(&chat_id, "back").await;
+    assert_eq!(
+        dispatched(&server, &chat_id, 2).await["deliveryStatus"],
+        "accepted"
+    );
+
+    // Disabled, as Meta publishes it, then reinstated.
+    server
+        .account_update(&fixture("meta-account-update-ban.json"))
+        .await;
+    let credential = server
+        .credential_until("suspended", |c| c["status"] == "suspended")
+        .await;
+    assert!(
+        credential["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("disabled"),
+        "{credential}"
+    );
+    server.reply(&chat_id, "hello?").await;
+    let message = dispatched(&server, &chat_id, 3).await;
+    assert_eq!(message["deliveryStatus"], "failed", "{message}");
+    assert!(
+        message["error"].as_str().unwrap().contains("disabled"),
+        "{message}"
+    );
+    server
+        .account_update(&fixture("meta-account-update-restriction-lifted.json"))
+        .await;
+    server
+        .credential_until("connected", |c| c["status"] == "connected")
+        .await;
+    server.reply(&chat_id, "hello again").await;
+    assert_eq!(
+        dispatched(&server, &chat_id, 4).await["deliveryStatus"],
+        "accepted"
+    );
+    assert_eq!(server.graph.calls("messages").len(), 2);
+
+    // Meta's published restriction example expired in 2022: kept as a notice, nothing more.
+    server
+        .account_update(&fixture("meta-account-update-restriction.json"))
+        .await;
+    let types = server.credential_events().await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(
+                |t| t.starts_with("CredentialSuspended") || t.starts_with("CredentialReinstated")
+            )
+            .count(),
+        4,
+        "{types:?}"
+    );
+    assert_eq!(server.credential().await["status"], "connected");
+    let suspended = server
+        .stream(&credential_stream(BUSINESS))
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "CredentialSuspended")
+        .unwrap();
+    assert_eq!(suspended.data["waba_id"], WABA);
+    assert_eq!(suspended.data["cause"], "restriction");
+    assert_eq!(suspended.metadata.actor, "meta:account_update");
+}
+
+#[tokio::test]
+async fn meta_suspends_and_reinstates_the_account_sqlite() {
+    meta_suspends_and_reinstates_the_account(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn meta_suspends_and_reinstates_the_account_postgres() {
+    meta_suspends_and_reinstates_the_account(Backend::Postgres).await;
+}

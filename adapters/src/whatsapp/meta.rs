@@ -31,12 +31,14 @@ pub fn parse(body: &Value, provider: &str, phones: &PhoneNormalizer) -> Vec<Rout
                         Some(value) if field == "messages" && value.is_object() => {
                             parse_value(value, provider, phones, &mut items)
                         }
-                        _ => items.push(notice(
-                            None,
-                            format!("field:{field}"),
-                            vec![],
-                            change.clone(),
-                        )),
+                        _ => {
+                            let mut about =
+                                notice(None, format!("field:{field}"), vec![], change.clone());
+                            if let InboundItem::Notice(n) = &mut about.item {
+                                n.account_id = string_field(entry, "id");
+                            }
+                            items.push(about)
+                        }
                     }
                 }
                 if changes.is_none() {
@@ -64,7 +66,12 @@ fn notice(
 ) -> Routed {
     Routed {
         phone_number_id,
-        item: InboundItem::Notice(ChannelNotice { kind, errors, raw }),
+        item: InboundItem::Notice(ChannelNotice {
+            kind,
+            errors,
+            raw,
+            account_id: None,
+        }),
     }
 }
 
@@ -87,6 +94,7 @@ fn parse_value(value: &Value, provider: &str, phones: &PhoneNormalizer, items: &
                 kind: "message_without_sender".into(),
                 errors: value_errors.clone(),
                 raw: serde_json::json!({"message": message, "contacts": contacts}),
+                account_id: None,
             }),
         };
         items.push(Routed {
@@ -106,6 +114,7 @@ fn parse_value(value: &Value, provider: &str, phones: &PhoneNormalizer, items: &
                 kind: "receipt_without_recipient".into(),
                 errors: provider_errors(status.get("errors")),
                 raw: serde_json::json!({"status": status}),
+                account_id: None,
             }),
         };
         items.push(Routed {

@@ -34,6 +34,9 @@ pub struct ChannelNotice {
     pub kind: String,
     pub errors: Vec<ProviderError>,
     pub raw: Value,
+    /// The business account it is about, where the provider says (Meta's `entry.id`, the
+    /// WhatsApp Business Account id).
+    pub account_id: Option<String>,
 }
 
 /// One normalised item of a webhook.

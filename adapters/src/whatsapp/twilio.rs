@@ -155,5 +155,6 @@ fn notice(kind: &str, errors: Vec<ProviderError>, raw: Value) -> InboundItem {
         kind: kind.into(),
         errors,
         raw,
+        account_id: None,
     })
 }

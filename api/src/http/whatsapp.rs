@@ -227,6 +227,10 @@ async fn channel_webhook(
         received_at: state.clock.now(),
     };
     let recorded = record(&state.conversations, state.store.as_ref(), &source, items).await?;
+    state
+        .onboarding
+        .note_account_updates(&recorded.account_updates, source.received_at)
+        .await?;
     tracing::info!(channel = %channel.key, messages = recorded.messages, receipts = recorded.receipts,
         notices = recorded.notices, duplicates = recorded.duplicates, "webhook recorded");
     Ok(recorded_answer(&recorded, &refused, None))
@@ -316,6 +320,10 @@ async fn app_webhook(
             },
         };
         let recorded = record(&state.conversations, state.store.as_ref(), &source, items).await?;
+        state
+            .onboarding
+            .note_account_updates(&recorded.account_updates, received_at)
+            .await?;
         total.messages += recorded.messages;
         total.receipts += recorded.receipts;
         total.notices += recorded.notices;
