@@ -354,6 +354,23 @@ pub enum CredentialEvent {
 }
 
 impl CredentialEvent {
+    /// Every stored type name of a credential stream: the one list folds read by.
+    pub const TYPES: [&'static str; 13] = [
+        "OfficialSignupStarted",
+        "OnboardingAttempted",
+        "OnboardingStepFailed",
+        "TokenIssued",
+        "AppSubscribed",
+        "NumberRegistered",
+        "CredentialConnected",
+        "TokenRefreshed",
+        "TokenRefreshFailed",
+        "CredentialDisconnected",
+        "SecretsResealed",
+        "CredentialSuspended",
+        "CredentialReinstated",
+    ];
+
     pub fn event_type(&self) -> &'static str {
         match self {
             CredentialEvent::OfficialSignupStarted { .. } => "OfficialSignupStarted",
@@ -378,22 +395,7 @@ impl CredentialEvent {
 
     /// `None` for an event type this release does not know.
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
-        if !matches!(
-            event.event_type.as_str(),
-            "OfficialSignupStarted"
-                | "OnboardingAttempted"
-                | "OnboardingStepFailed"
-                | "TokenIssued"
-                | "AppSubscribed"
-                | "NumberRegistered"
-                | "CredentialConnected"
-                | "TokenRefreshed"
-                | "TokenRefreshFailed"
-                | "CredentialDisconnected"
-                | "SecretsResealed"
-                | "CredentialSuspended"
-                | "CredentialReinstated"
-        ) {
+        if !Self::TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
         tagged(event).map(Some)
@@ -898,6 +900,52 @@ mod tests {
             at: now,
         });
         assert_eq!(credential.refresh_due(day * 7, hour), None);
+    }
+
+    #[test]
+    fn suspensions_round_trip_and_every_type_is_listed() {
+        use crate::standing::SuspensionCause;
+        let at = Utc::now();
+        let events = [
+            started(at, "acme.s1"),
+            CredentialEvent::CredentialSuspended {
+                waba_id: "1".into(),
+                cause: SuspensionCause::Restriction,
+                reason: "Meta restricted the account".into(),
+                restrictions: vec![crate::standing::CUSTOMER_INITIATED.into()],
+                until: Some(at),
+                notice: Uuid::from_u128(1),
+                at,
+            },
+            CredentialEvent::CredentialReinstated {
+                waba_id: "1".into(),
+                cause: SuspensionCause::Restriction,
+                reason: "lifted".into(),
+                status: CredentialStatus::Connected,
+                notice: Uuid::from_u128(2),
+                at,
+            },
+        ];
+        for event in events {
+            assert!(CredentialEvent::TYPES.contains(&event.event_type()));
+            let new = event.to_new_event(Uuid::new_v4(), Metadata::by("test"));
+            let recorded = RecordedEvent {
+                event_id: new.event_id,
+                stream: credential_stream("acme"),
+                version: 0,
+                position: 1,
+                event_type: new.event_type,
+                schema_version: 1,
+                data: new.data,
+                metadata: new.metadata,
+                recorded_at: at,
+                hash: crate::canonical::EventHash::GENESIS,
+            };
+            assert_eq!(
+                CredentialEvent::from_recorded(&recorded).unwrap(),
+                Some(event)
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,34 @@ pub fn status_rank(status: &str) -> i64 {
     }
 }
 
+/// The longest last-message preview a chat list shows, in characters.
+pub const PREVIEW_CHARS: usize = 200;
+
+/// What a message shows as its last-message preview: the start of its text, or its kind.
+pub fn preview(text: Option<&str>, kind: &str) -> String {
+    match text {
+        Some(text) => text.chars().take(PREVIEW_CHARS).collect(),
+        None => format!("[{kind}]"),
+    }
+}
+
+/// An outbound message's text as the dashboard shows it: its text, or the template it is.
+pub fn outbound_text(
+    text: Option<&str>,
+    template: Option<&crate::conversation::Template>,
+) -> Option<String> {
+    text.map(str::to_owned)
+        .or_else(|| template.map(|t| format!("[template {}]", t.name)))
+}
+
+/// Why a message failed to go out, as the dashboard shows it: the provider's code and text.
+pub fn dispatch_error(code: Option<i64>, error: &str) -> String {
+    match code {
+        Some(code) => format!("{code}: {error}"),
+        None => error.to_owned(),
+    }
+}
+
 /// When a customer's message was sent: by the provider's clock if it says, else when it
 /// reached us.
 pub fn message_time(message: &InboundMessage, received_at: DateTime<Utc>) -> DateTime<Utc> {
@@ -245,9 +273,7 @@ impl ChatAsOf {
                     provider_message_id: None,
                     inbound: false,
                     kind: kind.clone(),
-                    text: text
-                        .clone()
-                        .or(template.as_ref().map(|t| format!("[template {}]", t.name))),
+                    text: outbound_text(text.as_deref(), template.as_ref()),
                     media: None,
                     at: *queued_at,
                     delivery_status: Some("queued".into()),
@@ -285,10 +311,7 @@ impl ChatAsOf {
                 {
                     m.delivery_status = Some("failed".into());
                     m.rank = status_rank("failed");
-                    m.error = Some(match code {
-                        Some(code) => format!("{code}: {error}"),
-                        None => error.clone(),
-                    });
+                    m.error = Some(dispatch_error(*code, error));
                 }
             }
             ConversationEvent::ContextChanged {

@@ -2,8 +2,9 @@
 //! a threshold and records `SlaAlertRaised` or `SlaEscalated`.
 //!
 //! Its schedule is folded from the log with core's own `evolve` (the clock is in the events:
-//! `SlaClockStarted`, `SlaClockStopped`), and the policy in force is the last
-//! `SlaPolicyConfigured`; every alert names that version. Raising goes through the
+//! `SlaClockStarted`, `SlaClockStopped`), and a wait is judged by the policy in force when its
+//! clock started (the last `SlaPolicyConfigured` before it in the log, as the SLA read model
+//! reads it); every alert names that version. Raising goes through the
 //! conversation decider with the expected version, so an answer that lands in the same
 //! instant wins cleanly, and the event id derives from (chat, customer message, level), so an
 //! alert is recorded once even with two processes or after a restart. After a restart,
@@ -45,6 +46,10 @@ struct Watched {
     conversation: Conversation,
     stakeholder: String,
     customer: String,
+    /// The policy in force when the running clock started (its version and itself): a wait
+    /// is judged by it to the end, whatever is configured meanwhile (ADR 6 §5), as the SLA
+    /// read model's due times are.
+    policy: Option<(u64, SlaPolicy)>,
 }
 
 /// The reactor.
@@ -93,12 +98,9 @@ impl SlaTimers {
     fn apply(&mut self, event: &DecodedEvent) {
         if event.event_type == SLA_POLICY_EVENT {
             if let Ok(policy) = serde_json::from_value::<SlaPolicy>(event.data.clone()) {
+                // Clocks that start from now on; running ones keep the policy they started
+                // under.
                 self.policy = (event.version, policy);
-                // Every running clock's next threshold follows the new policy.
-                let running: Vec<String> = self.scheduled.keys().cloned().collect();
-                for stream in running {
-                    self.reschedule(&stream);
-                }
             }
             return;
         }
@@ -114,7 +116,8 @@ impl SlaTimers {
                 watched.customer = conversation.customer.to_string()
             }
             ConversationEvent::SlaClockStarted { stakeholder, .. } => {
-                watched.stakeholder.clone_from(stakeholder)
+                watched.stakeholder.clone_from(stakeholder);
+                watched.policy = Some(self.policy.clone());
             }
             _ => {}
         }
@@ -122,11 +125,19 @@ impl SlaTimers {
         self.reschedule(stream);
     }
 
+    /// The policy a stream's running clock is judged by: the one in force when it started.
+    fn policy_of<'a>(&'a self, watched: &'a Watched) -> &'a (u64, SlaPolicy) {
+        watched.policy.as_ref().unwrap_or(&self.policy)
+    }
+
     /// The next threshold of `stream`'s clock, if it runs.
     fn next_due(&self, stream: &str) -> Option<Due> {
         let watched = self.streams.get(stream)?;
         let clock = watched.conversation.sla.as_ref()?;
-        let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
+        let thresholds = self
+            .policy_of(watched)
+            .1
+            .for_stakeholder(&watched.stakeholder);
         let level = if !clock.alerted {
             SlaLevel::Alert
         } else if !clock.escalated {
@@ -241,7 +252,8 @@ impl SlaTimers {
     async fn raise(&self, due: &Due, now: DateTime<Utc>) -> Option<Result<Handled, CommandError>> {
         let watched = self.streams.get(&due.stream)?;
         let clock = watched.conversation.sla.clone()?;
-        let thresholds = self.policy.1.for_stakeholder(&watched.stakeholder);
+        let (policy_version, policy) = self.policy_of(watched);
+        let thresholds = policy.for_stakeholder(&watched.stakeholder);
         let threshold_seconds = match due.level {
             SlaLevel::Alert => thresholds.alert_after_seconds,
             SlaLevel::Escalation => thresholds.escalate_after_seconds,
@@ -282,7 +294,7 @@ impl SlaTimers {
             clock_started_at: clock.started_at,
             due_at: due.at,
             fired_at: now,
-            policy_version: self.policy.0,
+            policy_version: *policy_version,
             threshold_seconds,
             notification,
         };

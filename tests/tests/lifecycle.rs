@@ -1328,6 +1328,135 @@ async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_esca
     );
 }
 
+/// The SLA policy changes while a customer waits: the wait is judged by the policy in force
+/// when its clock started, on the dashboard and by the alert alike (the due time shown is the
+/// moment the alert is recorded); the next wait goes by the new one.
+async fn a_policy_change_mid_wait_keeps_the_dashboard_and_the_alert_agreed(backend: Backend) {
+    use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
+    let server = start(backend).await;
+    server
+        .partner_writes_at("919638120888", "wamid.pol.1", server.clock.now_seconds())
+        .await;
+    server
+        .wait_for_events(SLA_STREAM, &["SlaClockStarted"], 1)
+        .await;
+    let stricter = SlaPolicy {
+        alert_after_seconds: 60,
+        escalate_after_seconds: 120,
+        stakeholders: Default::default(),
+    };
+    server
+        .store
+        .append(
+            SLA_POLICY_STREAM,
+            chatledger_core::ExpectedVersion::Any,
+            vec![chatledger_core::NewEvent::new(
+                uuid::Uuid::new_v4(),
+                SLA_POLICY_EVENT,
+                serde_json::to_value(&stricter).unwrap(),
+                chatledger_core::Metadata::by("test"),
+            )],
+        )
+        .await
+        .unwrap();
+    let board =
+        "{ slaBoard(stakeholder: \"partner\") { sla { dueAt policyVersion waitingSince } } }";
+    let shown = server.query(board, json!({})).await;
+    let due_shown: chrono::DateTime<chrono::Utc> = shown["slaBoard"][0]["sla"]["dueAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let waiting: chrono::DateTime<chrono::Utc> = shown["slaBoard"][0]["sla"]["waitingSince"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        due_shown - waiting,
+        chrono::Duration::seconds(180),
+        "{shown}"
+    );
+
+    // Past the new policy's minute, before the old one's three: nothing yet.
+    server.advance(90).await;
+    assert_eq!(
+        server.sla_events(SLA_STREAM).await,
+        vec!["SlaClockStarted"],
+        "the wait keeps the policy it started under"
+    );
+    server.advance(90).await;
+    let alert = server
+        .wait_for_events(SLA_STREAM, &["SlaAlertRaised"], 1)
+        .await
+        .remove(0);
+    let due_alerted: chrono::DateTime<chrono::Utc> =
+        alert.data["due_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        chatledger_core::canonical::truncate_to_micros(due_alerted),
+        due_shown,
+        "the dashboard showed the moment the alert is recorded for"
+    );
+    assert_eq!(alert.data["threshold_seconds"], 180);
+    assert_eq!(
+        alert.data["policy_version"],
+        shown["slaBoard"][0]["sla"]["policyVersion"]
+    );
+
+    // Answered; the next wait starts under the stricter policy, on both sides.
+    let chat_id = server
+        .query(
+            "{ chats(filter: {stakeholder: \"partner\"}) { nodes { chatId } } }",
+            json!({}),
+        )
+        .await["chats"]["nodes"][0]["chatId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .query(
+            "mutation($c: ID!) { sendReply(chatId: $c, text: \"here\") { messageId } }",
+            json!({"c": chat_id}),
+        )
+        .await;
+    server
+        .wait_for_events(SLA_STREAM, &["SlaClockStopped"], 1)
+        .await;
+    server
+        .partner_writes_at("919638120888", "wamid.pol.2", server.clock.now_seconds())
+        .await;
+    server
+        .wait_for_events(SLA_STREAM, &["SlaClockStarted"], 2)
+        .await;
+    let shown = server.query(board, json!({})).await;
+    let due_shown: chrono::DateTime<chrono::Utc> = shown["slaBoard"][0]["sla"]["dueAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let waiting: chrono::DateTime<chrono::Utc> = shown["slaBoard"][0]["sla"]["waitingSince"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        due_shown - waiting,
+        chrono::Duration::seconds(60),
+        "{shown}"
+    );
+    server.advance(61).await;
+    let alerts = server
+        .wait_for_events(SLA_STREAM, &["SlaAlertRaised"], 2)
+        .await;
+    let due_alerted: chrono::DateTime<chrono::Utc> =
+        alerts[1].data["due_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        chatledger_core::canonical::truncate_to_micros(due_alerted),
+        due_shown
+    );
+    assert_eq!(alerts[1].data["threshold_seconds"], 60);
+}
+
 const CHAT_AS_SEEN: &str = "chatId stakeholder channelNumber customerNumber customerName status openedAt openedReason
     context previousChatId supersededBy assignedTo { name } tags lastIncomingMessageAt serviceWindowEndsAt resolvedAt
     rating lastMessageAt lastMessagePreview sla { dueAt alertedAt escalatedAt policyVersion waitingSince }
@@ -1481,4 +1610,5 @@ chatledger_tests::on_both_backends!(
     assignments_and_presence_are_pushed_live,
     an_unanswered_message_raises_one_alert_on_time_and_escalates,
     an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_escalation,
+    a_policy_change_mid_wait_keeps_the_dashboard_and_the_alert_agreed,
 );

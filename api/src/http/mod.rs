@@ -279,6 +279,7 @@ impl From<chatledger_projections::conversations::CommandError> for ApiError {
         match e {
             CommandError::Rejected(rejection) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())
+                    .with("reason", json!(rejection.code()))
             }
             CommandError::Store(e) => e.into(),
         }

@@ -1,0 +1,645 @@
+//! Chats: the `Chat` type, its filter and status, and the commands run on one chat.
+
+use super::*;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChatStatus {
+    Open,
+    Assigned,
+    AwaitingCustomer,
+    Resolved,
+    Closed,
+}
+
+impl ChatStatus {
+    pub(super) fn stored(self) -> &'static str {
+        match self {
+            ChatStatus::Open => "OPEN",
+            ChatStatus::Assigned => "ASSIGNED",
+            ChatStatus::AwaitingCustomer => "AWAITING_CUSTOMER",
+            ChatStatus::Resolved => "RESOLVED",
+            ChatStatus::Closed => "CLOSED",
+        }
+    }
+
+    pub(super) fn from_stored(s: &str) -> Self {
+        match s {
+            "ASSIGNED" => ChatStatus::Assigned,
+            "AWAITING_CUSTOMER" => ChatStatus::AwaitingCustomer,
+            "RESOLVED" => ChatStatus::Resolved,
+            "CLOSED" => ChatStatus::Closed,
+            _ => ChatStatus::Open,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(InputObject, Default)]
+pub struct ChatFilter {
+    pub stakeholder: Option<String>,
+    pub status: Option<ChatStatus>,
+    pub assigned_to: Option<ID>,
+    pub tag: Option<String>,
+    pub customer_number: Option<String>,
+}
+
+pub(super) const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
+     opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
+     resolved_at, rating, position, stream, last_direction, last_message_at, last_message_text";
+
+pub(super) async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
+    let row = state
+        .read_side
+        .db
+        .fetch_optional(
+            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE chat_id = $1"),
+            &[chat_id.into()],
+        )
+        .await
+        .map_err(internal)?;
+    Ok(row.as_ref().map(Chat::from_row))
+}
+
+/// A chat the viewer may change, for a mutation: NOT_FOUND when there is none they may see.
+pub(super) async fn chat_for_change(
+    ctx: &Context<'_>,
+    chat_id: &ID,
+) -> Result<(Chat, Viewer), Error> {
+    let viewer = changer(ctx)?.clone();
+    let not_found = || {
+        coded(
+            format!("there is no chat {}", chat_id.as_str()),
+            "NOT_FOUND",
+        )
+    };
+    let chat = load_chat(state(ctx), chat_id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    if !viewer.sees_stakeholder(&chat.stakeholder) {
+        return Err(not_found());
+    }
+    Ok((chat, viewer))
+}
+
+/// Runs a command on a chat's conversation for a mutation and answers with the chat after it.
+pub(super) async fn run_on_chat(
+    ctx: &Context<'_>,
+    chat: &Chat,
+    viewer: &Viewer,
+    command: ConversationCommand,
+) -> Result<Chat, Error> {
+    let state = state(ctx);
+    let actor = viewer
+        .executive_id
+        .as_deref()
+        .map_or("admin".to_owned(), |id| format!("executive:{id}"));
+    state
+        .conversations
+        .handle(&chat.stream, vec![command], &Metadata::by(actor))
+        .await
+        .map_err(command_error)?;
+    settle(state).await;
+    load_chat(state, &chat.chat_id)
+        .await?
+        .ok_or_else(|| coded(format!("there is no chat {}", chat.chat_id), "NOT_FOUND"))
+}
+
+/// A command's failure as GraphQL answers it: a rejection is the client's to fix
+/// (`BAD_USER_INPUT`), except the case clients must act on, a reply outside the 24-hour
+/// window (`OUTSIDE_SERVICE_WINDOW`: offer templates instead).
+pub(super) fn command_error(e: CommandError) -> Error {
+    match e {
+        CommandError::Rejected(rejection) => {
+            let code = match rejection.code() {
+                "OUTSIDE_SERVICE_WINDOW" => "OUTSIDE_SERVICE_WINDOW",
+                _ => "BAD_USER_INPUT",
+            };
+            coded(rejection.to_string(), code)
+        }
+        other => internal(other),
+    }
+}
+
+/// Runs a command that queues an outbound message and answers with that message.
+pub(super) async fn queue_message(
+    ctx: &Context<'_>,
+    chat: &Chat,
+    viewer: &Viewer,
+    command: ConversationCommand,
+    message_id: Uuid,
+) -> Result<Message, Error> {
+    run_on_chat(ctx, chat, viewer, command).await?;
+    let row = state(ctx)
+        .read_side
+        .db
+        .fetch_optional(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = $1"),
+            &[message_id.to_string().into()],
+        )
+        .await
+        .map_err(internal)?;
+    row.as_ref().map(Message::from_row).ok_or_else(|| {
+        coded(
+            "the message was queued but is not visible yet",
+            "UNAVAILABLE",
+        )
+    })
+}
+
+pub(super) async fn change_tag(
+    ctx: &Context<'_>,
+    chat_id: ID,
+    tag: String,
+    apply: bool,
+) -> Result<Chat, Error> {
+    let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+    let chat_uuid = Uuid::parse_str(&chat.chat_id).map_err(internal)?;
+    let (by, now) = (viewer.name.clone(), state(ctx).clock.now());
+    let command = if apply {
+        ConversationCommand::ApplyTag {
+            chat_id: chat_uuid,
+            tag,
+            catalog: state(ctx).tags.of(&chat.stakeholder),
+            by,
+            now,
+        }
+    } else {
+        ConversationCommand::RemoveTag {
+            chat_id: chat_uuid,
+            tag,
+            by,
+            now,
+        }
+    };
+    run_on_chat(ctx, &chat, &viewer, command).await
+}
+
+/// Waits (briefly) until the read models have applied everything in the log, so that a
+/// mutation's answer shows its own effect.
+pub(super) async fn settle(state: &AppState) {
+    if let Ok(head) = state.store.head_position().await {
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.read_side.wait_for(head)).await;
+        state.sessions.wait_for(head).await;
+    }
+}
+
+/// One chat, as the `chats` read model holds it.
+pub struct Chat {
+    pub(super) chat_id: String,
+    pub(super) channel_number: String,
+    pub(super) stakeholder: String,
+    pub(super) customer: String,
+    pub(super) customer_name: Option<String>,
+    pub(super) status: ChatStatus,
+    pub(super) opened_at: DateTime<Utc>,
+    pub(super) opened_reason: String,
+    pub(super) context: Value,
+    pub(super) previous_chat_id: Option<String>,
+    pub(super) superseded_by: Option<String>,
+    pub(super) assigned_to: Option<String>,
+    pub(super) last_incoming_at: Option<DateTime<Utc>>,
+    pub(super) service_window_ends_at: Option<DateTime<Utc>>,
+    pub(super) resolved_at: Option<DateTime<Utc>>,
+    pub(super) rating: Option<i64>,
+    pub(super) position: i64,
+    pub(super) stream: String,
+    pub(super) last_direction: Option<String>,
+    pub(super) last_message_at: Option<DateTime<Utc>>,
+    pub(super) last_message_preview: Option<String>,
+    /// For `chatAsOf`: what the chat held at that instant, instead of the read models.
+    pub(super) as_of: Option<Arc<AsOf>>,
+    /// Read for a whole page at once (`chats`), so that listing 50 chats is not 50 queries
+    /// per field.
+    pub(super) prefetched: Prefetched,
+}
+
+/// What a page of chats read in one query per field.
+#[derive(Default)]
+pub(super) struct Prefetched {
+    /// The tags executives applied, sorted.
+    pub(super) tags: Option<Vec<String>>,
+    /// The assignee (`Some(None)`: assigned to someone not in the read model).
+    pub(super) assignee: Option<Option<Executive>>,
+}
+
+/// A time to the microsecond, as the read models keep times, so that a chat folded from its
+/// events reads exactly as the live chat does.
+pub(super) fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// A chat as folded from its stream up to an instant.
+pub(super) struct AsOf {
+    pub(super) at: DateTime<Utc>,
+    pub(super) tags: Vec<String>,
+    /// Messages with their positions, oldest first.
+    pub(super) messages: Vec<(u64, Message)>,
+    pub(super) sla: Sla,
+}
+
+impl Chat {
+    pub(super) fn from_view(view: &ChatView, at: DateTime<Utc>) -> Self {
+        let messages = view
+            .messages
+            .iter()
+            .map(|m| (m.position, Message::from_view(m)))
+            .collect();
+        let status = match view.status {
+            CoreChatStatus::Open => ChatStatus::Open,
+            CoreChatStatus::Assigned => ChatStatus::Assigned,
+            CoreChatStatus::AwaitingCustomer => ChatStatus::AwaitingCustomer,
+            CoreChatStatus::Resolved => ChatStatus::Resolved,
+            CoreChatStatus::Closed => ChatStatus::Closed,
+        };
+        Chat {
+            chat_id: view.chat_id.to_string(),
+            channel_number: view.channel_number.clone(),
+            stakeholder: view.stakeholder.clone(),
+            customer: view.customer.clone(),
+            customer_name: view.customer_name.clone(),
+            status,
+            opened_at: micros(view.opened_at),
+            opened_reason: view.opened_reason.clone(),
+            context: view.context.clone(),
+            previous_chat_id: view.previous_chat_id.map(|id| id.to_string()),
+            superseded_by: view.superseded_by.map(|id| id.to_string()),
+            assigned_to: view.assignee.as_ref().map(|e| e.id.to_string()),
+            last_incoming_at: view.last_incoming_at.map(micros),
+            service_window_ends_at: view.service_window_ends_at.map(micros),
+            resolved_at: view.resolved_at.map(micros),
+            rating: view.rating.map(i64::from),
+            position: view.position as i64,
+            stream: view.stream.clone(),
+            last_direction: view.last_outbound.then(|| "OUTBOUND".to_owned()),
+            last_message_at: view.messages.last().map(|m| micros(m.at)),
+            last_message_preview: view.messages.last().map(|m| match &m.text {
+                Some(text) => text.chars().take(200).collect(),
+                None => format!("[{}]", m.kind),
+            }),
+            prefetched: Prefetched::default(),
+            as_of: Some(Arc::new(AsOf {
+                at,
+                tags: view.tags.iter().cloned().collect(),
+                messages,
+                sla: Sla {
+                    due_at: view.sla.next_due_at.map(micros),
+                    alerted_at: view.sla.alerted_at.map(micros),
+                    escalated_at: view.sla.escalated_at.map(micros),
+                    policy_version: view.sla.policy_version.map(|v| v as i32),
+                    waiting_since: view
+                        .sla
+                        .clock_started_at
+                        .filter(|_| view.sla.running)
+                        .map(micros),
+                },
+            })),
+        }
+    }
+
+    pub(super) fn from_row(row: &DbRow) -> Self {
+        Chat {
+            chat_id: row.text(0).unwrap_or_default(),
+            channel_number: row.text(2).unwrap_or_default(),
+            stakeholder: row.text(3).unwrap_or_default(),
+            customer: row.text(4).unwrap_or_default(),
+            customer_name: row.text(5),
+            status: ChatStatus::from_stored(&row.text(6).unwrap_or_default()),
+            opened_at: row.time(7).unwrap_or_default(),
+            opened_reason: row.text(8).unwrap_or_default(),
+            context: row.json(9).unwrap_or(Value::Object(Default::default())),
+            previous_chat_id: row.text(10),
+            superseded_by: row.text(11),
+            assigned_to: row.text(12),
+            last_incoming_at: row.time(13),
+            service_window_ends_at: row.time(14),
+            resolved_at: row.time(15),
+            rating: row.i64(16),
+            position: row.i64(17).unwrap_or_default(),
+            stream: row.text(18).unwrap_or_default(),
+            last_direction: row.text(19),
+            last_message_at: row.time(20),
+            last_message_preview: row.text(21),
+            as_of: None,
+            prefetched: Prefetched::default(),
+        }
+    }
+
+    /// Reads the tags and assignees of a whole page in one query each, for the fields the
+    /// request selects.
+    pub(super) async fn prefetch(
+        state: &AppState,
+        chats: &mut [Chat],
+        tags: bool,
+        assignees: bool,
+    ) -> Result<(), Error> {
+        if chats.is_empty() {
+            return Ok(());
+        }
+        let db = &state.read_side.db;
+        if tags {
+            let ids: Vec<Arg> = chats.iter().map(|c| c.chat_id.as_str().into()).collect();
+            let rows = db
+                .fetch_all(
+                    &format!(
+                        "SELECT chat_id, tag FROM chat_tags WHERE chat_id IN ({}) ORDER BY chat_id, tag",
+                        placeholders(ids.len())
+                    ),
+                    &ids,
+                )
+                .await
+                .map_err(internal)?;
+            let mut by_chat: HashMap<String, Vec<String>> = HashMap::new();
+            for row in &rows {
+                if let (Some(chat), Some(tag)) = (row.text(0), row.text(1)) {
+                    by_chat.entry(chat).or_default().push(tag);
+                }
+            }
+            for chat in chats.iter_mut() {
+                chat.prefetched.tags = Some(by_chat.remove(&chat.chat_id).unwrap_or_default());
+            }
+        }
+        if assignees {
+            let mut ids: Vec<&str> = chats
+                .iter()
+                .filter_map(|c| c.assigned_to.as_deref())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut found: HashMap<String, Executive> = HashMap::new();
+            if !ids.is_empty() {
+                let args: Vec<Arg> = ids.iter().map(|id| (*id).into()).collect();
+                let rows = db
+                    .fetch_all(
+                        &format!(
+                            "SELECT {EXECUTIVE_COLUMNS} FROM executives WHERE executive_id IN ({})",
+                            placeholders(args.len())
+                        ),
+                        &args,
+                    )
+                    .await
+                    .map_err(internal)?;
+                for row in &rows {
+                    let executive = Executive::from_row(row);
+                    found.insert(executive.id.clone(), executive);
+                }
+            }
+            for chat in chats.iter_mut() {
+                chat.prefetched.assignee = Some(
+                    chat.assigned_to
+                        .as_ref()
+                        .and_then(|id| found.get(id).cloned()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Chat {
+    /// The chat as the `/ws` feed shows it.
+    pub fn feed_json(&self) -> Value {
+        serde_json::json!({
+            "chat_id": self.chat_id, "stakeholder": self.stakeholder, "customer_number": self.customer,
+            "status": self.status.stored(), "assigned_to": self.assigned_to,
+        })
+    }
+}
+
+#[Object]
+impl Chat {
+    async fn chat_id(&self) -> ID {
+        ID(self.chat_id.clone())
+    }
+    async fn stakeholder(&self) -> &str {
+        &self.stakeholder
+    }
+    async fn channel_number(&self) -> &str {
+        &self.channel_number
+    }
+    /// E.164, or the business-scoped user id of a customer WhatsApp shows no number for.
+    async fn customer_number(&self) -> &str {
+        &self.customer
+    }
+    async fn customer_name(&self) -> Option<&str> {
+        self.customer_name.as_deref()
+    }
+    async fn status(&self) -> ChatStatus {
+        self.status
+    }
+    async fn opened_at(&self) -> DateTime<Utc> {
+        self.opened_at
+    }
+    async fn opened_reason(&self) -> &str {
+        &self.opened_reason
+    }
+    async fn context(&self) -> Json<Value> {
+        Json(self.context.clone())
+    }
+    async fn previous_chat_id(&self) -> Option<ID> {
+        self.previous_chat_id.clone().map(ID)
+    }
+    async fn superseded_by(&self) -> Option<ID> {
+        self.superseded_by.clone().map(ID)
+    }
+    /// The tags executives applied, then the system tag "Awaiting Customer Response" when the
+    /// last message was ours.
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<String>, Error> {
+        if let Some(as_of) = &self.as_of {
+            let mut tags = as_of.tags.clone();
+            if self.last_direction.as_deref() == Some("OUTBOUND") {
+                tags.push(AWAITING_CUSTOMER_TAG.to_owned());
+            }
+            return Ok(tags);
+        }
+        if let Some(tags) = &self.prefetched.tags {
+            let mut tags = tags.clone();
+            if self.last_direction.as_deref() == Some("OUTBOUND") {
+                tags.push(AWAITING_CUSTOMER_TAG.to_owned());
+            }
+            return Ok(tags);
+        }
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                "SELECT tag FROM chat_tags WHERE chat_id = $1 ORDER BY tag",
+                &[(&self.chat_id).into()],
+            )
+            .await
+            .map_err(internal)?;
+        let mut tags: Vec<String> = rows.iter().filter_map(|r| r.text(0)).collect();
+        if self.last_direction.as_deref() == Some("OUTBOUND") {
+            tags.push(AWAITING_CUSTOMER_TAG.to_owned());
+        }
+        Ok(tags)
+    }
+    async fn assigned_to(&self, ctx: &Context<'_>) -> Result<Option<Executive>, Error> {
+        if let Some(assignee) = &self.prefetched.assignee {
+            return Ok(assignee.clone());
+        }
+        match &self.assigned_to {
+            Some(id) => Executive::load(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+    /// The chat's messages, oldest first.
+    #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Vec<Message>, Error> {
+        let first = page_size(first, 50)?;
+        let after = cursor(after.as_deref())?.unwrap_or(0);
+        if let Some(as_of) = &self.as_of {
+            return Ok(as_of
+                .messages
+                .iter()
+                .filter(|(position, _)| *position as i64 > after)
+                .take(first as usize)
+                .map(|(_, m)| m.clone())
+                .collect());
+        }
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND position > $2 ORDER BY position LIMIT $3"),
+                &[(&self.chat_id).into(), after.into(), first.into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows.iter().map(Message::from_row).collect())
+    }
+    async fn last_incoming_message_at(&self) -> Option<DateTime<Utc>> {
+        self.last_incoming_at
+    }
+    /// Until when free-form replies are allowed (24 hours after the customer's last message).
+    async fn service_window_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.service_window_ends_at
+    }
+    async fn resolved_at(&self) -> Option<DateTime<Utc>> {
+        self.resolved_at
+    }
+    /// The chat's SLA: when the waiting customer message is next due, alerts, escalation.
+    async fn sla(&self, ctx: &Context<'_>) -> Result<Sla, Error> {
+        if let Some(as_of) = &self.as_of {
+            return Ok(as_of.sla.clone());
+        }
+        let row = state(ctx)
+            .read_side
+            .db
+            .fetch_optional(
+                "SELECT next_due_at, alerted_at, escalated_at, policy_version, running, clock_started_at FROM sla WHERE chat_id = $1",
+                &[(&self.chat_id).into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(row.map_or_else(Sla::default, |row| Sla {
+            due_at: row.time(0),
+            alerted_at: row.time(1),
+            escalated_at: row.time(2),
+            policy_version: row.i64(3).map(|v| v as i32),
+            waiting_since: row.time(5).filter(|_| row.i64(4) == Some(1)),
+        }))
+    }
+    /// The customer's rides from now on, soonest first (cancelled ones left out).
+    async fn upcoming_rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
+        Ride::load(
+            ctx,
+            "WHERE customer = $1 AND cancelled = 0 AND ride_at >= $2 ORDER BY ride_at LIMIT 20",
+            &[(&self.customer).into(), state(ctx).clock.now().into()],
+        )
+        .await
+    }
+    async fn rating(&self) -> Option<i32> {
+        self.rating.map(|r| r as i32)
+    }
+    /// When the last message either way was sent (inbound) or queued (outbound).
+    async fn last_message_at(&self) -> Option<DateTime<Utc>> {
+        self.last_message_at
+    }
+    /// The last message for lists: its first 200 characters, or its kind in brackets.
+    async fn last_message_preview(&self) -> Option<&str> {
+        self.last_message_preview.as_deref()
+    }
+    /// The chat's events, oldest first, each with who caused it and what it did and why in
+    /// words (for `chatAsOf`, up to that instant).
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEntry>, Error> {
+        let chat_id = Uuid::parse_str(&self.chat_id).map_err(internal)?;
+        let until = self.as_of.as_ref().map(|a| a.at);
+        let events = read_stream_until(state(ctx), &self.stream, until).await?;
+        let mut narrator = Narrator::default();
+        let mut entries = Vec::new();
+        for recorded in &events {
+            let Some(event) = ConversationEvent::from_recorded(recorded).map_err(internal)? else {
+                continue;
+            };
+            let summary = narrator.describe(&event);
+            let erasure = matches!(event, ConversationEvent::PersonalDataErased { .. });
+            if erasure || event_chat(&event) == Some(chat_id) {
+                entries.push(HistoryEntry {
+                    position: recorded.position as i64,
+                    at: recorded.recorded_at,
+                    event_type: recorded.event_type.clone(),
+                    actor: recorded.metadata.actor.clone(),
+                    summary,
+                    correlation_id: recorded
+                        .metadata
+                        .correlation_id
+                        .map(|id| ID(id.to_string())),
+                    causation_id: recorded.metadata.causation_id.map(|id| ID(id.to_string())),
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// One event in a chat's history.
+#[derive(SimpleObject)]
+pub struct HistoryEntry {
+    pub position: i64,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// Who caused it: an executive, a provider, the transaction system, a reactor.
+    pub actor: String,
+    /// What it did and why, in words.
+    pub summary: String,
+    pub correlation_id: Option<ID>,
+    pub causation_id: Option<ID>,
+}
+
+/// A stream's events recorded up to `until` (all of them without it).
+pub(super) async fn read_stream_until(
+    state: &AppState,
+    stream: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let mut events = Vec::new();
+    let mut version = 0;
+    loop {
+        let batch = state
+            .store
+            .read_stream(stream, version, 1_000)
+            .await
+            .map_err(internal)?;
+        let Some(last) = batch.last() else { break };
+        version = last.version + 1;
+        for event in batch {
+            if until.is_some_and(|until| event.recorded_at > until) {
+                return Ok(events);
+            }
+            events.push(event);
+        }
+    }
+    Ok(events)
+}

@@ -1,0 +1,97 @@
+//! A customer with every chat they had, their SLA and their rides.
+
+use super::*;
+
+/// A customer of one stakeholder, with every chat they had (their context history).
+pub struct Customer {
+    pub(super) number: String,
+    pub(super) stakeholder: String,
+    pub(super) name: Option<String>,
+    pub(super) context: Value,
+}
+
+#[Object]
+impl Customer {
+    async fn number(&self) -> &str {
+        &self.number
+    }
+    async fn stakeholder(&self) -> &str {
+        &self.stakeholder
+    }
+    async fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    async fn context(&self) -> Json<Value> {
+        Json(self.context.clone())
+    }
+    /// Every ride of the customer, by ride time.
+    async fn rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
+        Ride::load(
+            ctx,
+            "WHERE customer = $1 ORDER BY ride_at LIMIT 200",
+            &[(&self.number).into()],
+        )
+        .await
+    }
+    /// Oldest first.
+    async fn chats(&self, ctx: &Context<'_>) -> Result<Vec<Chat>, Error> {
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE stakeholder = $1 AND customer = $2 ORDER BY position"),
+                &[(&self.stakeholder).into(), (&self.number).into()],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows.iter().map(Chat::from_row).collect())
+    }
+}
+
+/// A chat's SLA state.
+#[derive(SimpleObject, Default, Clone)]
+pub struct Sla {
+    /// When the unanswered customer message crosses the next threshold (none when answered).
+    pub due_at: Option<DateTime<Utc>>,
+    pub alerted_at: Option<DateTime<Utc>>,
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// The SLA policy version the clock is measured against.
+    pub policy_version: Option<i32>,
+    /// Since when a customer message has been waiting for an answer.
+    pub waiting_since: Option<DateTime<Utc>>,
+}
+
+/// A ride the transaction system told us about.
+#[derive(SimpleObject)]
+pub struct Ride {
+    pub booking_id: ID,
+    pub ride_at: DateTime<Utc>,
+    /// The transaction system's status (cancelled rides keep their status, e.g. "cancelled").
+    pub status: String,
+}
+
+impl Ride {
+    pub(super) async fn load(
+        ctx: &Context<'_>,
+        condition: &str,
+        args: &[Arg],
+    ) -> Result<Vec<Ride>, Error> {
+        let rows = state(ctx)
+            .read_side
+            .db
+            .fetch_all(
+                &format!("SELECT booking_id, ride_at, status FROM rides {condition}"),
+                args,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .iter()
+            .map(|row| Ride {
+                booking_id: ID(row.text(0).unwrap_or_default()),
+                ride_at: row.time(1).unwrap_or_default(),
+                status: row.text(2).unwrap_or_default(),
+            })
+            .collect())
+    }
+}

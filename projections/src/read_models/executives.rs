@@ -1,0 +1,100 @@
+use super::*;
+
+/// `executives`: who may log in, with what role, for which stakeholders.
+pub struct Executives;
+
+#[async_trait]
+impl Projector for Executives {
+    fn name(&self) -> &'static str {
+        "executives"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["executives"]
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        ExecutiveEvent::is_one(event_type)
+    }
+
+    fn schema(&self, s: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE executives{s} (
+                    executive_id TEXT PRIMARY KEY,
+                    email TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    stakeholders TEXT NOT NULL,
+                    password_hash TEXT NOT NULL,
+                    online BIGINT NOT NULL DEFAULT 0,
+                    position BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE UNIQUE INDEX executives{s}_by_email ON executives{s} (email)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &DecodedEvent,
+    ) -> Result<(), ProjectionError> {
+        let Some(decoded) = ExecutiveEvent::decode(&event.event_type, &event.data) else {
+            return Ok(());
+        };
+        let change = decoded.map_err(|e| ProjectionError::Event {
+            position: event.position,
+            reason: e.to_string(),
+        })?;
+        let id = change.executive_id().to_string();
+        // (statement, its values after the executive's id)
+        let (sql, values): (String, Vec<Arg>) = match change {
+            ExecutiveEvent::Registered(registered) => (
+                format!(
+                    "INSERT INTO executives{s} (executive_id, email, name, role, stakeholders, password_hash, position)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (executive_id) DO NOTHING"
+                ),
+                vec![
+                    registered.email.to_lowercase().into(),
+                    registered.name.into(),
+                    registered.role.as_str().into(),
+                    serde_json::to_string(&registered.stakeholders).unwrap_or_default().into(),
+                    registered.password_hash.into(),
+                    event.position.into(),
+                ],
+            ),
+            ExecutiveEvent::StatusChanged(changed) => (
+                format!("UPDATE executives{s} SET online = $2 WHERE executive_id = $1"),
+                vec![i64::from(changed.online).into()],
+            ),
+            // Whether an executive may log in is the sessions' (kept from the log by every
+            // process); here a deactivated executive is only no longer online.
+            ExecutiveEvent::Deactivated(_) => (
+                format!("UPDATE executives{s} SET online = 0 WHERE executive_id = $1"),
+                vec![],
+            ),
+            ExecutiveEvent::Reactivated(_) | ExecutiveEvent::LoggedOut(_) => return Ok(()),
+            ExecutiveEvent::RoleChanged(changed) => (
+                format!("UPDATE executives{s} SET role = $2, stakeholders = $3 WHERE executive_id = $1"),
+                vec![
+                    changed.role.as_str().into(),
+                    serde_json::to_string(&changed.stakeholders).unwrap_or_default().into(),
+                ],
+            ),
+            ExecutiveEvent::Renamed(renamed) => (
+                format!("UPDATE executives{s} SET name = $2 WHERE executive_id = $1"),
+                vec![renamed.name.into()],
+            ),
+            ExecutiveEvent::PasswordReset(reset) => (
+                format!("UPDATE executives{s} SET password_hash = $2 WHERE executive_id = $1"),
+                vec![reset.password_hash.into()],
+            ),
+        };
+        let mut args: Vec<Arg> = vec![id.into()];
+        args.extend(values);
+        tx.execute(&sql, &args).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The read models: chats, messages, customers, executives, rides. Each is its own projector
+//! with its own checkpoint and its own file here; adding a read model is adding one more
+//! [`Projector`] to [`all`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatledger_core::booking::{Booking, BookingChange};
+use chatledger_core::conversation::{
+    service_window_end, ConversationEvent, CustomerKey, DecodedEvent, InboundMessage, Media,
+};
+use chatledger_core::executive::ExecutiveEvent;
+use chatledger_core::history::{dispatch_error, message_time, outbound_text, status_rank};
+use chatledger_core::personal::ERASED;
+use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
+use serde_json::Value;
+
+use crate::read_db::{time_text, Arg, ReadTx};
+use crate::runner::{ProjectionError, Projector};
+
+mod chats;
+mod customers;
+mod executives;
+mod messages;
+mod rides;
+mod sla;
+
+pub use {
+    chats::Chats, customers::Customers, executives::Executives, messages::Messages, rides::Rides,
+    sla::Sla,
+};
+
+/// Every read model, in the order they are built.
+pub fn all() -> Vec<Arc<dyn Projector>> {
+    vec![
+        Arc::new(Chats),
+        Arc::new(Messages),
+        Arc::new(Customers),
+        Arc::new(Executives),
+        Arc::new(Rides),
+        Arc::new(Sla::default()),
+        Arc::new(crate::credentials::Credentials),
+    ]
+}
+
+fn conversation_event(event: &DecodedEvent) -> Result<Option<&ConversationEvent>, ProjectionError> {
+    event.conversation().map_err(|e| ProjectionError::Event {
+        position: event.position,
+        reason: e.to_owned(),
+    })
+}
+
+fn customer_id(customer: &CustomerKey) -> String {
+    customer.to_string()
+}
+
+/// A short text for lists: the text, or the kind in brackets.
+fn preview(message: &InboundMessage) -> String {
+    chatledger_core::history::preview(message.text.as_deref(), &message.kind)
+}
