@@ -122,7 +122,7 @@ impl AuthSettings {
 
     /// The viewer a bare token names. Whether the token still stands (not logged out, not
     /// ended by a deactivation, a new role or a new password) is the sessions' to say:
-    /// requests go through [`crate::server::AppState::viewer`], which asks both.
+    /// requests go through [`crate::state::AppState::viewer`], which asks both.
     pub fn viewer_from_token(&self, token: &str) -> Result<Viewer, AuthError> {
         self.read_token(token).map(|(viewer, _)| viewer)
     }

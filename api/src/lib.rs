@@ -34,5 +34,7 @@ pub mod onboarding;
 pub mod readiness;
 pub mod server;
 pub mod sessions;
+pub mod settings;
+pub mod state;
 
 pub use server::{run, AppState, Settings};

@@ -24,7 +24,9 @@ mod quarantine;
 use executive::ExecutiveCommand;
 
 use crate::readiness::Readiness;
-use crate::server::{run, AppState, Settings};
+use crate::server::run;
+use crate::settings::Settings;
+use crate::state::AppState;
 
 /// chatledger: an event-sourced conversation engine for WhatsApp customer service.
 #[derive(Debug, Parser)]

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, TokenFacts, Viewer};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub type ChatledgerSchema = Schema<Query, Mutation, SubscriptionRoot>;
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::ApiError;
 use crate::auth::AuthError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/audit/head", get(head))

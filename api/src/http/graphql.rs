@@ -19,7 +19,7 @@ use crate::auth::{AuthError, TokenFacts, Viewer};
 use crate::graphql::{
     login, visible_chat, visible_executive, visible_message, ChatledgerSchema, ViewerResult,
 };
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use chatledger_core::executive::ExecutiveStatusChanged;
 use chatledger_core::RecordedEvent;

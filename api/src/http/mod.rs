@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Every route chatledger serves.
 pub fn router(state: AppState) -> Router {

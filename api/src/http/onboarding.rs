@@ -11,7 +11,7 @@ use chatledger_core::credential::StateRefusal;
 
 use super::{read_body, require_content_type, ApiError};
 use crate::onboarding::{OnboardingError, SignupResult};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A callback body is small; anything larger is not one.
 const BODY_LIMIT: usize = 16 * 1024;

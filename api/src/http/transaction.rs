@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{read_body, require_content_type, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Transaction-system payloads are small; anything bigger is a mistake.
 const BODY_LIMIT: usize = 64 * 1024;

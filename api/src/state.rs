@@ -1,0 +1,280 @@
+//! What every request handler and background task can reach, and starting the tasks that run
+//! beside the HTTP server.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chatledger_core::EventStore;
+use chatledger_projections::conversations::Conversations;
+use chatledger_projections::read_side::ReadSide;
+
+use crate::auth::{AuthError, AuthSettings, TokenFacts, Viewer};
+use crate::config::{SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings};
+use crate::limits::Limits;
+use crate::live::LiveEvents;
+use crate::login::LoginGuard;
+use crate::onboarding::{Onboarding, Refresher, RoutingSender};
+use crate::readiness::Readiness;
+use crate::sessions::Sessions;
+use chatledger_core::conversation::Template;
+use chatledger_projections::audit::{AuditHead, SealPolicy};
+use chatledger_projections::personal::PersonalData;
+use chatledger_projections::reactor::supervise;
+use chatledger_projections::tail::LogTail;
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+use crate::settings::Settings;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The log as everything reads and writes it: customers' personal data sealed on the
+    /// way in and opened on the way out.
+    pub store: Arc<dyn EventStore>,
+    /// The same log, with personal data sealed as stored and hashed (for auditors), and
+    /// `forget`.
+    pub personal: PersonalData,
+    /// `sqlite` or `postgres`, as health checks report it.
+    pub store_kind: &'static str,
+    pub readiness: Readiness,
+    pub whatsapp: Arc<WhatsAppSettings>,
+    pub conversations: Arc<Conversations>,
+    pub read_side: Arc<ReadSide>,
+    pub auth: Arc<AuthSettings>,
+    pub transaction: Arc<TransactionSettings>,
+    pub tags: Arc<TagCatalog>,
+    /// Sends through the channels' providers (the dispatcher's way out).
+    pub sender: Arc<dyn chatledger_core::sender::MessageSender>,
+    pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
+    pub rating_template: Arc<Template>,
+    pub sla: Arc<SlaSettings>,
+    /// The clock SLA timers keep (tests drive their own).
+    pub clock: Arc<dyn chatledger_projections::clock::Clock>,
+    /// New events as they commit, for subscriptions.
+    pub live: LiveEvents,
+    pub seal_policy: SealPolicy,
+    /// The running digest over the log, as far as the sealer has followed it.
+    pub audit_head: AuditHead,
+    /// Businesses' integration choice and official credentials.
+    pub onboarding: Arc<Onboarding>,
+    pub limits: Arc<Limits>,
+    /// Password checks and failed-login counts.
+    pub logins: LoginGuard,
+    /// Which login tokens still stand.
+    pub sessions: Sessions,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        store_kind: &'static str,
+        readiness: Readiness,
+        read_side: Arc<ReadSide>,
+        settings: Settings,
+    ) -> Self {
+        let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
+        let personal = PersonalData::new(store);
+        let store: Arc<dyn EventStore> = Arc::new(personal.clone());
+        let whatsapp = Arc::new(settings.whatsapp);
+        let onboarding = Arc::new(Onboarding::new(
+            store.clone(),
+            settings.onboarding,
+            whatsapp.clone(),
+        ));
+        AppState {
+            sessions: Sessions::default(),
+            logins: LoginGuard::new(&settings.limits),
+            limits: Arc::new(settings.limits),
+            personal,
+            auth: Arc::new(settings.auth),
+            transaction: Arc::new(settings.transaction),
+            tags: Arc::new(settings.tags),
+            sender: Arc::new(RoutingSender::new(
+                chatledger_adapters::whatsapp::send::HttpSender::new(
+                    settings.dispatch.endpoints,
+                    std::time::Duration::from_secs(15),
+                )
+                .with_missing(settings.dispatch.unable),
+                whatsapp.clone(),
+                onboarding.clone(),
+            )),
+            dispatch_limits: settings.dispatch.limits,
+            rating_template: Arc::new(settings.rating_template),
+            sla: Arc::new(settings.sla),
+            clock: Arc::new(chatledger_projections::clock::SystemClock),
+            whatsapp,
+            onboarding,
+            live,
+            seal_policy: settings.seal,
+            audit_head: AuditHead::default(),
+            conversations: Arc::new(Conversations::new(store.clone())),
+            store,
+            store_kind,
+            readiness,
+            read_side,
+        }
+    }
+}
+
+impl AppState {
+    /// Whom an `Authorization` header's token names, if it still stands (not expired, not
+    /// logged out or otherwise ended), with the token's facts (`None` for the admin token).
+    pub async fn viewer(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        let (viewer, facts) = self.auth.read_header(authorization)?;
+        self.standing(viewer, facts).await
+    }
+
+    /// The same for a bare token (a WebSocket's).
+    pub async fn viewer_from_token(
+        &self,
+        token: &str,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        let (viewer, facts) = self.auth.read_token(token)?;
+        self.standing(viewer, facts).await
+    }
+
+    async fn standing(
+        &self,
+        viewer: Viewer,
+        facts: Option<TokenFacts>,
+    ) -> Result<(Viewer, Option<TokenFacts>), AuthError> {
+        if facts.is_some() {
+            self.sessions.ready().await?;
+        }
+        self.sessions.standing(&viewer, facts.as_ref())?;
+        Ok((viewer, facts))
+    }
+
+    /// One of our numbers by its key: configured, or registered by official onboarding.
+    pub fn channel(&self, key: &str) -> Option<chatledger_core::channel::Channel> {
+        self.whatsapp
+            .channel(key)
+            .cloned()
+            .or_else(|| self.onboarding.integrations.channel(key))
+    }
+
+    /// One of our numbers by Meta's phone number id.
+    pub fn channel_by_phone_number_id(
+        &self,
+        id: &str,
+    ) -> Option<chatledger_core::channel::Channel> {
+        self.whatsapp
+            .channel_by_phone_number_id(id)
+            .cloned()
+            .or_else(|| self.onboarding.integrations.channel_by_phone_number_id(id))
+    }
+
+    /// Records configuration that changed since it was last recorded (channels, context
+    /// fields) and returns the streams that got a new version.
+    pub async fn record_configuration(&self) -> Result<Vec<String>, chatledger_core::StoreError> {
+        let mut recorded = Vec::new();
+        if crate::config::record_channels(self.store.as_ref(), &self.whatsapp.configured).await? {
+            recorded.push(chatledger_core::channel::CHANNELS_CONFIG_STREAM.to_owned());
+        }
+        recorded.extend(self.transaction.record(self.store.as_ref()).await?);
+        recorded.extend(self.tags.record(self.store.as_ref()).await?);
+        if self.sla.record(self.store.as_ref()).await? {
+            recorded.push(chatledger_core::sla::SLA_POLICY_STREAM.to_owned());
+        }
+        Ok(recorded)
+    }
+
+    /// Creates the read models' tables, then starts what runs beside the HTTP server: the
+    /// projectors, the live feed and the assignment reactor. They stop when `shutdown` turns true. (With PostgreSQL,
+    /// call it once the database is migrated.)
+    pub async fn start_background(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), chatledger_projections::runner::ProjectionError> {
+        self.read_side.prepare().await?;
+        let tail = LogTail::new(self.store.clone());
+        self.read_side.start(tail.clone(), shutdown.clone());
+        crate::live::spawn_feed(tail.clone(), self.live.clone(), shutdown.clone());
+        // Each reactor runs under supervision: one that stops on a panic starts again.
+        let spawn = |name: &'static str, start: Box<dyn Fn() -> BoxFuture + Send>| {
+            tokio::spawn(supervise(name, shutdown.clone(), start));
+        };
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "integrations",
+            Box::new(move || {
+                Box::pin(
+                    state
+                        .onboarding
+                        .integrations
+                        .clone()
+                        .run(tail_.clone(), stop.clone()),
+                )
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "sessions",
+            Box::new(move || Box::pin(state.sessions.clone().run(tail_.clone(), stop.clone()))),
+        );
+        let (state, stop) = (self.clone(), shutdown.clone());
+        spawn(
+            "token refresher",
+            Box::new(move || {
+                Box::pin(
+                    Refresher::new(state.onboarding.clone(), state.clock.clone()).run(stop.clone()),
+                )
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "assigner",
+            Box::new(move || {
+                let assigner = chatledger_projections::assignment::Assigner::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                );
+                Box::pin(assigner.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "dispatcher",
+            Box::new(move || {
+                let dispatcher = chatledger_projections::dispatch::Dispatcher::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.sender.clone(),
+                    state.dispatch_limits.clone(),
+                );
+                Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "SLA timers",
+            Box::new(move || {
+                let timers = chatledger_projections::sla::SlaTimers::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.clock.clone(),
+                    state.sla.notifications.clone(),
+                );
+                Box::pin(timers.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail, shutdown.clone());
+        spawn(
+            "sealer",
+            Box::new(move || {
+                // Seals cover the log as stored: hashes, not opened personal data.
+                let sealer = chatledger_projections::audit::Sealer::new(
+                    state.personal.stored(),
+                    state.clock.clone(),
+                    state.seal_policy,
+                    state.audit_head.clone(),
+                );
+                Box::pin(sealer.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        Ok(())
+    }
+}

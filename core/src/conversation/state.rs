@@ -1,0 +1,256 @@
+//! A conversation as folded from its events (the state the decider decides on).
+
+use super::*;
+
+/// A chat's lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatStatus {
+    Open,
+    Assigned,
+    AwaitingCustomer,
+    Resolved,
+    Closed,
+}
+
+/// The current chat of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chat {
+    pub chat_id: Uuid,
+    pub status: ChatStatus,
+    pub opened_at: DateTime<Utc>,
+    pub assignee: Option<ExecutiveRef>,
+    pub tags: std::collections::BTreeSet<String>,
+}
+
+/// A conversation as folded from its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    /// The latest chat, open or not.
+    pub chat: Option<Chat>,
+    pub customer: Customer,
+    pub context: Value,
+    /// Provider ids of the messages received, with their chat.
+    pub received: HashMap<String, Uuid>,
+    /// `(provider message id, status)` of every receipt recorded.
+    pub receipts: HashSet<(String, String)>,
+    /// When the customer's last message was sent (it opens the 24-hour window).
+    pub last_incoming_at: Option<DateTime<Utc>>,
+    /// Outbound messages by id: their chat, and their provider id once dispatched.
+    pub outbound: HashMap<Uuid, Outbound>,
+    /// Provider ids of dispatched messages, with their chat.
+    pub sent: HashMap<String, Uuid>,
+    /// The resolved chat whose rating request has not been answered yet.
+    pub awaiting_rating: Option<Uuid>,
+    /// The SLA clock, while a customer message waits for an answer.
+    pub sla: Option<SlaClock>,
+}
+
+/// An outbound message as the conversation knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub chat_id: Uuid,
+    pub provider_message_id: Option<String>,
+    /// Dispatched or failed: nothing more will be sent for it.
+    pub settled: bool,
+}
+
+impl Conversation {
+    /// Folds one event into the state. The same code serves live handling, rebuilds and
+    /// time travel.
+    pub fn evolve(&mut self, event: &ConversationEvent) {
+        match event {
+            ConversationEvent::ChatOpened {
+                chat_id,
+                context,
+                opened_at,
+                ..
+            } => {
+                self.awaiting_rating = None;
+                self.chat = Some(Chat {
+                    chat_id: *chat_id,
+                    status: ChatStatus::Open,
+                    opened_at: *opened_at,
+                    assignee: None,
+                    tags: Default::default(),
+                });
+                if !context.is_null() {
+                    self.context = context.clone();
+                }
+            }
+            ConversationEvent::MessageReceived {
+                chat_id,
+                message,
+                received_at,
+            } => {
+                self.received
+                    .insert(message.provider_message_id.clone(), *chat_id);
+                merge_customer(&mut self.customer, &message.customer);
+                self.last_incoming_at = Some(message.sent_at.unwrap_or(*received_at));
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    if chat.status == ChatStatus::AwaitingCustomer {
+                        chat.status = if chat.assignee.is_some() {
+                            ChatStatus::Assigned
+                        } else {
+                            ChatStatus::Open
+                        };
+                    }
+                }
+            }
+            ConversationEvent::ReplyQueued {
+                chat_id,
+                message_id,
+                ..
+            } => {
+                self.outbound.insert(
+                    *message_id,
+                    Outbound {
+                        chat_id: *chat_id,
+                        provider_message_id: None,
+                        settled: false,
+                    },
+                );
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    if matches!(chat.status, ChatStatus::Open | ChatStatus::Assigned) {
+                        chat.status = ChatStatus::AwaitingCustomer;
+                    }
+                }
+            }
+            ConversationEvent::MessageDispatched {
+                chat_id,
+                message_id,
+                provider_message_id,
+                ..
+            } => {
+                if let Some(outbound) = self.outbound.get_mut(message_id) {
+                    outbound.provider_message_id = Some(provider_message_id.clone());
+                    outbound.settled = true;
+                }
+                self.sent.insert(provider_message_id.clone(), *chat_id);
+            }
+            ConversationEvent::SlaClockStarted {
+                chat_id,
+                customer_message,
+                started_at,
+                ..
+            } => {
+                self.sla = Some(SlaClock {
+                    chat_id: *chat_id,
+                    started_at: *started_at,
+                    customer_message: customer_message.clone(),
+                    alerted: false,
+                    escalated: false,
+                });
+            }
+            ConversationEvent::SlaClockStopped { .. } => self.sla = None,
+            ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
+                let escalation = matches!(event, ConversationEvent::SlaEscalated(_));
+                if let Some(clock) = self
+                    .sla
+                    .as_mut()
+                    .filter(|c| c.customer_message == breach.customer_message)
+                {
+                    if escalation {
+                        clock.escalated = true;
+                    } else {
+                        clock.alerted = true;
+                    }
+                }
+                if let Some(notification) = &breach.notification {
+                    self.outbound.insert(
+                        notification.message_id,
+                        Outbound {
+                            chat_id: breach.chat_id,
+                            provider_message_id: None,
+                            settled: false,
+                        },
+                    );
+                }
+            }
+            ConversationEvent::ChatResolved { chat_id, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.status = ChatStatus::Resolved;
+                    self.awaiting_rating = Some(*chat_id);
+                }
+            }
+            ConversationEvent::ChatRated { chat_id, .. } => {
+                if self.awaiting_rating == Some(*chat_id) {
+                    self.awaiting_rating = None;
+                }
+            }
+            ConversationEvent::MessageDispatchFailed { message_id, .. } => {
+                if let Some(outbound) = self.outbound.get_mut(message_id) {
+                    outbound.settled = true;
+                }
+            }
+            ConversationEvent::ReceiptRecorded { receipt, .. } => {
+                self.receipts
+                    .insert((receipt.provider_message_id.clone(), receipt.status.clone()));
+            }
+            ConversationEvent::ContextChanged { context, .. } => {
+                self.context = context.clone();
+            }
+            ConversationEvent::ChatClosed { chat_id, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.status = ChatStatus::Closed;
+                }
+            }
+            ConversationEvent::ChatAssigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, Some(executive.clone())),
+            ConversationEvent::ChatReassigned {
+                chat_id, executive, ..
+            } => self.set_assignee(*chat_id, executive.clone()),
+            ConversationEvent::TagApplied { chat_id, tag, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.tags.insert(tag.clone());
+                }
+            }
+            ConversationEvent::TagRemoved { chat_id, tag, .. } => {
+                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
+                    chat.tags.remove(tag);
+                }
+            }
+            ConversationEvent::PersonalDataErased { .. } => self.customer.name = None,
+        }
+    }
+
+    pub(super) fn set_assignee(&mut self, chat_id: Uuid, executive: Option<ExecutiveRef>) {
+        if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == chat_id) {
+            chat.status = if executive.is_some() {
+                ChatStatus::Assigned
+            } else {
+                ChatStatus::Open
+            };
+            chat.assignee = executive;
+        }
+    }
+
+    /// Folds a whole history.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a ConversationEvent>) -> Self {
+        let mut state = Conversation::default();
+        for event in events {
+            state.evolve(event);
+        }
+        state
+    }
+
+    /// The chat a new customer message belongs to, if one is open.
+    pub fn open_chat(&self) -> Option<&Chat> {
+        self.chat
+            .as_ref()
+            .filter(|c| !matches!(c.status, ChatStatus::Resolved | ChatStatus::Closed))
+    }
+}
+
+/// What a later message tells of the customer: a number, a user id, a name.
+pub(super) fn merge_customer(known: &mut Customer, seen: &Customer) {
+    if seen.phone.is_some() {
+        known.phone.clone_from(&seen.phone);
+    }
+    if seen.user_id.is_some() {
+        known.user_id.clone_from(&seen.user_id);
+    }
+    if seen.name.is_some() {
+        known.name.clone_from(&seen.name);
+    }
+}
