@@ -6,13 +6,19 @@
 //!   that reads the environment and turns failures into one line and an exit code.
 //! - [`server`]: `run(listener, state, shutdown)`, the whole server, so tests start the real
 //!   thing on port 0.
+//! - [`state`]: [`AppState`], what every handler and background task reaches, and starting
+//!   the tasks beside the server; [`settings`]: everything read at start.
 //! - [`http`]: the axum router, one module per area, and [`http::ApiError`], the one place
 //!   errors become HTTP statuses and JSON bodies.
-//! - [`config`]: `config/*.yaml` and the secrets the environment holds for it.
+//! - [`config`]: `config/*.yaml` and the secrets the environment holds for it, and
+//!   `chatledger config check`.
 //! - [`ingest`]: what a webhook carried, recorded as conversation and channel events.
-//! - [`graphql`]: the GraphQL schema as a library (queries, mutations, subscriptions); the
-//!   transports live in `http`.
+//! - [`graphql`]: the GraphQL schema as a library, a file per type and root; the transports
+//!   live in `http`.
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
+//! - [`sessions`]: which login tokens still stand, kept from the log by every process.
+//! - [`executives`]: managing executives (the CLI and the GraphQL mutations both go through
+//!   it).
 //! - [`onboarding`]: official onboarding (Embedded Signup's server side), token refresh, and
 //!   routing each business's messages by its integration choice.
 //! - [`limits`]: what one client may make the server do (sizes, timeouts, connections).

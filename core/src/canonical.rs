@@ -22,78 +22,12 @@
 //! hash of a stream's first event is 32 zero bytes. The unit tests below hold a vector that
 //! another tool can check itself against.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
-use crate::event::Metadata;
-
-/// A SHA-256 digest in the hash chain, shown as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EventHash(pub [u8; 32]);
-
-impl EventHash {
-    /// The "previous hash" of a stream's first event.
-    pub const GENESIS: EventHash = EventHash([0; 32]);
-}
-
-impl fmt::Display for EventHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for EventHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventHash({self})")
-    }
-}
-
-/// A hash that is not 64 hex digits.
-#[derive(Debug, thiserror::Error)]
-#[error("not a SHA-256 hash in hex: {0:?}")]
-pub struct BadHash(String);
-
-impl FromStr for EventHash {
-    type Err = BadHash;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| BadHash(s.to_owned()))?;
-        Ok(EventHash(bytes))
-    }
-}
-
-impl Serialize for EventHash {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for EventHash {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// The fields of an event that its hash covers.
-#[derive(Debug, Clone, Copy)]
-pub struct HashedFields<'a> {
-    pub event_id: Uuid,
-    pub stream: &'a str,
-    pub version: u64,
-    pub event_type: &'a str,
-    pub schema_version: u32,
-    pub data: &'a Value,
-    pub metadata: &'a Metadata,
-    pub recorded_at: DateTime<Utc>,
-}
+pub use crate::event::HashedFields;
+pub use crate::hash::{BadHash, EventHash};
 
 /// `recorded_at` as the canonical form writes it.
 pub fn format_recorded_at(at: DateTime<Utc>) -> String {
@@ -221,7 +155,9 @@ fn write_json_string(s: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Metadata;
     use serde_json::json;
+    use uuid::Uuid;
 
     fn sample_metadata() -> Metadata {
         let mut metadata = Metadata::by("provider:meta");
@@ -522,6 +458,7 @@ mod verifier_tests {
     use super::*;
     use crate::event::{Metadata, RecordedEvent};
     use serde_json::json;
+    use uuid::Uuid;
 
     fn chain(stream: &str, n: u64, first_position: u64) -> Vec<RecordedEvent> {
         let mut previous = EventHash::GENESIS;

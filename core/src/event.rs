@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::canonical::{EventHash, HashedFields};
+use crate::hash::EventHash;
 
 /// Who and what caused an event, stored beside its data.
 ///
@@ -118,4 +118,17 @@ impl RecordedEvent {
             recorded_at: self.recorded_at,
         }
     }
+}
+
+/// The fields of an event that its hash covers.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedFields<'a> {
+    pub event_id: Uuid,
+    pub stream: &'a str,
+    pub version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub data: &'a Value,
+    pub metadata: &'a Metadata,
+    pub recorded_at: DateTime<Utc>,
 }

@@ -11,14 +11,18 @@
 //! - [`audit`]: seals over the global order and the audit that checks the log against them.
 //! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
-//! - [`conversation`]: one customer on one of our numbers: its events, its fold (`evolve`)
-//!   and its decider (`decide`).
+//! - [`hash`]: the digest of the hash chain.
+//! - [`conversation`]: one customer on one of our numbers, a file each for its values, its
+//!   events, its fold (`evolve`), its commands and its decider (`decide`).
 //! - [`credential`]: businesses' integration choice and official credentials, folded.
-//! - [`executive`]: the people who use the dashboard, their roles and registration.
-//! - [`history`]: one chat as it stood at any instant (`chatAsOf`) and its history in words.
+//! - [`executive`]: the people who use the dashboard, their roles, and every change made to
+//!   them, folded.
+//! - [`history`]: one chat as it stood at any instant (`chatAsOf`), its history in words, and
+//!   the view rules the read models share (preview, outbound text, failure text).
 //! - [`personal`]: which parts of an event are personal data, sealed per customer.
 //! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`sla`]: the SLA policy, its thresholds and levels.
+//! - [`standing`]: what Meta's account reports mean for sending (restricted, disabled).
 //! - [`store`]: the [`EventStore`] port every backend implements, with [`ExpectedVersion`]
 //!   for optimistic concurrency and [`AppendResult`] telling a caller what was stored; and
 //!   the [`KeyStore`] port beside it, for the keys that seal personal data.
@@ -38,6 +42,7 @@ pub mod conversation;
 pub mod credential;
 pub mod event;
 pub mod executive;
+pub mod hash;
 pub mod history;
 pub mod personal;
 pub mod sender;

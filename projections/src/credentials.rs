@@ -19,8 +19,8 @@ use chatledger_core::credential::{
 use chatledger_core::{Position, RecordedEvent};
 use tokio::sync::watch;
 
+use crate::projector::{ProjectionError, Projector};
 use crate::read_db::ReadTx;
-use crate::runner::{ProjectionError, Projector};
 use crate::tail::LogTail;
 
 /// One business as this process knows it.

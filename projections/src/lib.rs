@@ -19,15 +19,20 @@
 //! - [`sla`]: the SLA timer reactor, exact to the second.
 //! - [`personal`]: customers' personal data sealed in the log per conversation key, and
 //!   forgotten by destroying the key.
-//! - [`reactor`]: what every reactor does at start (fold the log into its view).
+//! - [`reactor`]: what every reactor does at start (fold the log into its view), the policy
+//!   for an event a reactor cannot fold, and the fold-then-follow loop of views every process
+//!   keeps (credentials, sessions).
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
-//! - [`read_models`]: the projectors: chats, messages, customers.
+//! - [`read_models`]: the projectors, a file each: chats, messages, customers, executives,
+//!   rides, SLA.
+//! - [`projector`]: what a read model is to the runner, and how applying an event fails.
 //! - [`quarantine`]: events a read model could not apply, set aside so that it goes on.
 //! - [`read_side`]: this process's running projectors and how far each has got.
 //! - [`tail`]: one reader of the log per process, shared by every projector and reactor.
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
-//!   SQL dialect.
+//!   SQL dialect; [`sql`]: the values its statements take and how times are written.
+//! - `registry`: each read model's live generation and checkpoint.
 
 pub mod assignment;
 pub mod audit;
@@ -37,12 +42,15 @@ pub mod credentials;
 pub mod dispatch;
 pub mod personal;
 mod pg_pipeline;
+pub mod projector;
 pub mod quarantine;
 pub mod reactor;
 pub mod read_db;
 pub mod read_models;
 pub mod read_side;
+mod registry;
 pub mod runner;
 pub mod secrets;
 pub mod sla;
+pub mod sql;
 pub mod tail;

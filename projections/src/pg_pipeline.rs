@@ -17,7 +17,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::read_db::Arg;
+use crate::sql::Arg;
 
 /// Prepared statements kept per connection before the cache starts over: every projector's,
 /// for two generations, with room to spare.

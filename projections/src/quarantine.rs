@@ -16,8 +16,9 @@ use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::{EventStore, StoreError};
 use chrono::{DateTime, Utc};
 
+use crate::projector::{apply_guarded, ProjectionError, Projector};
 use crate::read_db::{time_text, DbError, ReadDb, ReadTx};
-use crate::runner::{apply_guarded, read_registration, ProjectionError, Projector};
+use crate::registry::read_registration;
 
 /// The longest error text kept.
 const ERROR_TEXT_MAX: usize = 2_000;

@@ -46,7 +46,7 @@ pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&
     }
     if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| apply(event))) {
         tracing::error!(reactor, position = event.position, stream = %event.stream,
-            event_type = %event.event_type, panic = %crate::runner::panic_text(panic.as_ref()),
+            event_type = %event.event_type, panic = %crate::projector::panic_text(panic.as_ref()),
             "the reactor failed on this event; it goes on without it");
         count(reactor);
     }
@@ -126,7 +126,7 @@ where
         match tokio::spawn(start()).await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
-                tracing::error!(reactor, panic = %crate::runner::panic_text(e.into_panic().as_ref()),
+                tracing::error!(reactor, panic = %crate::projector::panic_text(e.into_panic().as_ref()),
                     restart_in_s = pause.as_secs(), "the reactor stopped on a panic; starting it again");
             }
             Err(_) => return,

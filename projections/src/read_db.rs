@@ -20,74 +20,7 @@ use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
 
 use crate::pg_pipeline::{PgTx, PgWriter};
 
-/// An argument of a read-model statement.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Arg {
-    Int(i64),
-    Text(String),
-    Null,
-}
-
-impl From<i64> for Arg {
-    fn from(v: i64) -> Self {
-        Arg::Int(v)
-    }
-}
-impl From<u64> for Arg {
-    fn from(v: u64) -> Self {
-        Arg::Int(v as i64)
-    }
-}
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg::Text(v.to_owned())
-    }
-}
-impl From<String> for Arg {
-    fn from(v: String) -> Self {
-        Arg::Text(v)
-    }
-}
-impl From<&String> for Arg {
-    fn from(v: &String) -> Self {
-        Arg::Text(v.clone())
-    }
-}
-impl From<DateTime<Utc>> for Arg {
-    fn from(v: DateTime<Utc>) -> Self {
-        Arg::Text(time_text(v))
-    }
-}
-impl From<&DateTime<Utc>> for Arg {
-    fn from(v: &DateTime<Utc>) -> Self {
-        Arg::Text(time_text(*v))
-    }
-}
-impl<T: Into<Arg>> From<Option<T>> for Arg {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Arg::Null, Into::into)
-    }
-}
-
-/// `$1, $2, … $n`: the parameters of an `IN (…)` list of `n` arguments.
-pub fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A time as read models store it.
-pub fn time_text(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// A stored time back.
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
+pub use crate::sql::{parse_time, placeholders, time_text, Arg};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator =
     sqlx::migrate!("../schema/migrations/sqlite-read");
@@ -302,22 +235,29 @@ fn retire_from_log(log: &Path) -> Result<(), rusqlite::Error> {
     if retired.is_empty() {
         return Ok(());
     }
+    // Their views are the only views in the log's file, and their tables are the ones named
+    // after a generation (`chats_g1`): the log's own tables never are.
+    let generations: Vec<i64> = retired.iter().flat_map(|(_, g)| [*g, g + 1]).collect();
+    let objects: Vec<(String, String)> = conn
+        .prepare("SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table')")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for (name, generation) in &retired {
-        if let Some(projector) = crate::read_models::all()
-            .into_iter()
-            .find(|p| p.name() == name)
-        {
-            for table in projector.tables() {
-                tx.execute_batch(&format!("DROP VIEW IF EXISTS {table};"))?;
-                // The live generation, and the next one an interrupted rebuild may have left.
-                for generation in [*generation, generation + 1] {
-                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}_g{generation};"))?;
-                }
-            }
+    for (kind, name) in &objects {
+        if kind == "view" {
+            tx.execute_batch(&format!("DROP VIEW IF EXISTS \"{name}\";"))?;
         }
-        tx.execute("DELETE FROM projections WHERE name = ?1", [name])?;
     }
+    for (kind, name) in &objects {
+        let of_a_generation = generations.iter().any(|g| {
+            name.strip_suffix(&format!("_g{g}"))
+                .is_some_and(|t| !t.is_empty())
+        });
+        if kind == "table" && of_a_generation {
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{name}\";"))?;
+        }
+    }
+    tx.execute("DELETE FROM projections", [])?;
     tx.commit()?;
     tracing::info!(read_models = retired.len(), "dropped the read models kept in the log's file by an earlier release; they are rebuilt in their own file");
     Ok(())

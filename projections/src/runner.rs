@@ -17,18 +17,16 @@
 //! and the views at N+1, and commits. The live runner's next batch sees the row moved and
 //! carries on in the new generation.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::{EventStore, Position, StoreError};
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::read_db::{placeholders, time_text, Arg, DbError, ReadDb, ReadTx};
+use crate::read_db::{time_text, Arg, DbError, ReadDb, ReadTx};
 use crate::tail::LogTail;
 
 /// Events applied in one transaction at most.
@@ -36,146 +34,10 @@ const BATCH: usize = 1_000;
 /// Events read from the log at once while rebuilding.
 const REBUILD_READ: usize = 5_000;
 
-/// A read model: a fold from events to rows.
-#[async_trait]
-pub trait Projector: Send + Sync + 'static {
-    /// Its name in the `projections` registry (and in `chatledger replay NAME`).
-    fn name(&self) -> &'static str;
-    /// The tables it owns, by their plain (view) names.
-    fn tables(&self) -> &'static [&'static str];
-    /// Statements creating its tables with `suffix` appended to every table and index name.
-    fn schema(&self, suffix: &str) -> Vec<String>;
-    /// Whether events of this type can change its tables; the runner skips the others without
-    /// reading them. Every type by default.
-    fn wants(&self, _event_type: &str) -> bool {
-        true
-    }
-    /// Applies one event to the tables with `suffix`. Must not read the clock or the network:
-    /// everything it needs is in the events.
-    async fn apply(
-        &self,
-        tx: &mut ReadTx,
-        suffix: &str,
-        event: &DecodedEvent,
-    ) -> Result<(), ProjectionError>;
-}
-
-/// A failed projection step.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error("read-model database: {0}")]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("event at position {position} cannot be projected: {reason}")]
-    Event { position: u64, reason: String },
-    /// The projector panicked on the event (a defect; the event is quarantined, not retried).
-    #[error("the projector panicked: {0}")]
-    Panicked(String),
-}
-
-impl ProjectionError {
-    /// Whether applying the same event again would fail the same way: the event itself is at
-    /// fault (or the code that folds it), not the database's availability.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            ProjectionError::Event { .. } | ProjectionError::Panicked(_) => true,
-            ProjectionError::Db(e) => e.refused_the_values(),
-            ProjectionError::Store(_) => false,
-        }
-    }
-}
-
-/// What a panic carried, as text.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-/// `projector.apply`, with a panic turned into [`ProjectionError::Panicked`]: one event must
-/// not take the read side down. The transaction is unusable after an error and is dropped.
-pub(crate) async fn apply_guarded(
-    projector: &dyn Projector,
-    tx: &mut ReadTx,
-    suffix: &str,
-    event: &DecodedEvent,
-) -> Result<(), ProjectionError> {
-    match std::panic::AssertUnwindSafe(projector.apply(tx, suffix, event))
-        .catch_unwind()
-        .await
-    {
-        Ok(result) => result,
-        Err(panic) => Err(ProjectionError::Panicked(panic_text(panic.as_ref()))),
-    }
-}
-
-impl From<sqlx::Error> for ProjectionError {
-    fn from(e: sqlx::Error) -> Self {
-        ProjectionError::Db(e.into())
-    }
-}
-
-/// Where a projector stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registration {
-    pub generation: i64,
-    pub checkpoint: Position,
-}
-
-impl Registration {
-    pub fn suffix(&self) -> String {
-        suffix(self.generation)
-    }
-}
-
-fn suffix(generation: i64) -> String {
-    format!("_g{generation}")
-}
-
-/// The registry rows of `names` (one statement, each row locked until commit).
-async fn read_registrations(
-    tx: &mut ReadTx,
-    names: &[&str],
-) -> Result<HashMap<String, Registration>, DbError> {
-    let sql = format!(
-        "SELECT name, generation, checkpoint FROM projections WHERE name IN ({}){}",
-        placeholders(names.len()),
-        tx.lock_suffix()
-    );
-    let args: Vec<Arg> = names.iter().map(|name| (*name).into()).collect();
-    Ok(tx
-        .fetch_all(&sql, &args)
-        .await?
-        .into_iter()
-        .filter_map(|row| {
-            let registration = Registration {
-                generation: row.i64(1).unwrap_or(1),
-                checkpoint: row.i64(2).unwrap_or(0) as u64,
-            };
-            Some((row.text(0)?, registration))
-        })
-        .collect())
-}
-
-pub(crate) async fn read_registration(
-    tx: &mut ReadTx,
-    name: &str,
-) -> Result<Option<Registration>, DbError> {
-    let sql = format!(
-        "SELECT generation, checkpoint FROM projections WHERE name = $1{}",
-        tx.lock_suffix()
-    );
-    Ok(tx
-        .fetch_optional(&sql, &[name.into()])
-        .await?
-        .map(|row| Registration {
-            generation: row.i64(0).unwrap_or(1),
-            checkpoint: row.i64(1).unwrap_or(0) as u64,
-        }))
-}
+pub(crate) use crate::projector::apply_guarded;
+pub use crate::projector::{ProjectionError, Projector};
+pub use crate::registry::Registration;
+pub(crate) use crate::registry::{read_registration, read_registrations, suffix};
 
 async fn create_views(
     tx: &mut ReadTx,

@@ -15,8 +15,8 @@ use chatledger_core::personal::ERASED;
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
 use serde_json::Value;
 
+use crate::projector::{ProjectionError, Projector};
 use crate::read_db::{time_text, Arg, ReadTx};
-use crate::runner::{ProjectionError, Projector};
 
 mod chats;
 mod customers;
