@@ -334,58 +334,19 @@ async fn bookings_become_rides(backend: Backend) {
 }
 
 impl Server {
+    /// Registers an executive and logs them in: their token.
     async fn executive(
         &self,
         email: &str,
         role: chatledger_core::executive::Role,
         stakeholders: &[&str],
     ) -> String {
-        use chatledger_core::executive::{executive_id, executive_stream, ExecutiveRegistered};
-        let id = executive_id(email);
-        let registered = ExecutiveRegistered {
-            executive_id: id,
-            email: email.into(),
-            name: email.split('@').next().unwrap().into(),
-            role,
-            stakeholders: stakeholders.iter().map(|s| s.to_string()).collect(),
-            password_hash: chatledger_api::auth::hash_password("a good long password").unwrap(),
-        };
-        self.store
-            .append(
-                &executive_stream(id),
-                chatledger_core::ExpectedVersion::NoStream,
-                vec![registered.to_new_event(chatledger_core::Metadata::by("test"))],
-            )
-            .await
-            .unwrap();
-        let head = self.store.head_position().await.unwrap();
-        tokio::time::timeout(GUARD, self.state.read_side.wait_for(head))
-            .await
-            .unwrap();
-        let response: Value = self
-            .client
-            .post(format!("{}/api/auth/login", self.base))
-            .json(&json!({"email": email, "password": "a good long password"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response["token"].as_str().unwrap().to_owned()
+        self.register(email, role, stakeholders).await;
+        self.login(email).await
     }
 
     async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
-        self.client
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(token)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.graphql(Some(token), query, variables).await
     }
 
     async fn set_online(&self, token: &str, online: bool) {
