@@ -176,6 +176,24 @@ pub async fn register(
     }
 }
 
+/// Decides one change against the executive as their stream stands (`decide` answers the
+/// event to record, or `None` when nothing would change), records it at that version, and
+/// answers the executive as they are afterwards.
+async fn change<E: ExecutiveChange>(
+    store: &dyn EventStore,
+    id: Uuid,
+    by: &str,
+    decide: impl FnOnce(&ExecutiveState) -> Result<Option<E>, ExecutiveError>,
+) -> Result<ExecutiveState, ExecutiveError> {
+    let (state, version) = load(store, id).await?;
+    let Some(change) = decide(&state)? else {
+        return Ok(state);
+    };
+    let event = change.to_new_event(Uuid::new_v4(), metadata(by));
+    record(store, id, version, vec![event]).await?;
+    Ok(load(store, id).await?.0)
+}
+
 /// Deactivates an executive: no more logins, every token ends, open chats are handed on.
 pub async fn deactivate(
     store: &dyn EventStore,
@@ -184,30 +202,24 @@ pub async fn deactivate(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<ExecutiveState, ExecutiveError> {
-    let (state, version) = load(store, id).await?;
-    if !state.active {
-        return Err(ExecutiveError::Refused(format!(
-            "{} is already deactivated",
-            state.email
-        )));
-    }
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(ExecutiveError::Refused("say why (a reason)".into()));
-    }
-    let change = ExecutiveDeactivated {
-        executive_id: id,
-        reason: reason.to_owned(),
-        at,
-    };
-    record(
-        store,
-        id,
-        version,
-        vec![change.to_new_event(Uuid::new_v4(), metadata(by))],
-    )
-    .await?;
-    Ok(load(store, id).await?.0)
+    change(store, id, by, |state| {
+        if !state.active {
+            return Err(ExecutiveError::Refused(format!(
+                "{} is already deactivated",
+                state.email
+            )));
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ExecutiveError::Refused("say why (a reason)".into()));
+        }
+        Ok(Some(ExecutiveDeactivated {
+            executive_id: id,
+            reason: reason.to_owned(),
+            at,
+        }))
+    })
+    .await
 }
 
 /// Lets a deactivated executive log in again (offline, as every login starts).
@@ -217,25 +229,19 @@ pub async fn reactivate(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<ExecutiveState, ExecutiveError> {
-    let (state, version) = load(store, id).await?;
-    if state.active {
-        return Err(ExecutiveError::Refused(format!(
-            "{} is active",
-            state.email
-        )));
-    }
-    let change = ExecutiveReactivated {
-        executive_id: id,
-        at,
-    };
-    record(
-        store,
-        id,
-        version,
-        vec![change.to_new_event(Uuid::new_v4(), metadata(by))],
-    )
-    .await?;
-    Ok(load(store, id).await?.0)
+    change(store, id, by, |state| {
+        if state.active {
+            return Err(ExecutiveError::Refused(format!(
+                "{} is active",
+                state.email
+            )));
+        }
+        Ok(Some(ExecutiveReactivated {
+            executive_id: id,
+            at,
+        }))
+    })
+    .await
 }
 
 /// Gives an executive another role and stakeholders; their tokens end (they say otherwise)
@@ -248,25 +254,17 @@ pub async fn change_role(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<ExecutiveState, ExecutiveError> {
-    let (state, version) = load(store, id).await?;
     let stakeholders = stakeholders_for(role, stakeholders)?;
-    if state.role == role && state.stakeholders == stakeholders {
-        return Ok(state);
-    }
-    let change = ExecutiveRoleChanged {
-        executive_id: id,
-        role,
-        stakeholders,
-        at,
-    };
-    record(
-        store,
-        id,
-        version,
-        vec![change.to_new_event(Uuid::new_v4(), metadata(by))],
-    )
-    .await?;
-    Ok(load(store, id).await?.0)
+    change(store, id, by, |state| {
+        let same = state.role == role && state.stakeholders == stakeholders;
+        Ok((!same).then_some(ExecutiveRoleChanged {
+            executive_id: id,
+            role,
+            stakeholders,
+            at,
+        }))
+    })
+    .await
 }
 
 /// Renames an executive (their tokens stand).
@@ -277,24 +275,15 @@ pub async fn rename(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<ExecutiveState, ExecutiveError> {
-    let (state, version) = load(store, id).await?;
     let name = name_for(name)?;
-    if state.name == name {
-        return Ok(state);
-    }
-    let change = ExecutiveRenamed {
-        executive_id: id,
-        name,
-        at,
-    };
-    record(
-        store,
-        id,
-        version,
-        vec![change.to_new_event(Uuid::new_v4(), metadata(by))],
-    )
-    .await?;
-    Ok(load(store, id).await?.0)
+    change(store, id, by, |state| {
+        Ok((state.name != name).then_some(ExecutiveRenamed {
+            executive_id: id,
+            name,
+            at,
+        }))
+    })
+    .await
 }
 
 /// Sets a new password; every token issued before ends.
@@ -305,20 +294,15 @@ pub async fn reset_password(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<ExecutiveState, ExecutiveError> {
-    let (_, version) = load(store, id).await?;
-    let change = ExecutivePasswordReset {
-        executive_id: id,
-        password_hash: password_hash_for(password)?,
-        at,
-    };
-    record(
-        store,
-        id,
-        version,
-        vec![change.to_new_event(Uuid::new_v4(), metadata(by))],
-    )
-    .await?;
-    Ok(load(store, id).await?.0)
+    let password_hash = password_hash_for(password)?;
+    change(store, id, by, |_| {
+        Ok(Some(ExecutivePasswordReset {
+            executive_id: id,
+            password_hash,
+            at,
+        }))
+    })
+    .await
 }
 
 /// Ends the token a request came with (and no other); the position that records it.
