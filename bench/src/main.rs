@@ -24,8 +24,8 @@ use chatledger_adapters::{PostgresStore, SqliteStore, WriterCounts};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
 use chatledger_core::conversation::{
-    AssignmentRule, ConversationEvent, ConversationRef, Customer, CustomerKey, ExecutiveRef,
-    InboundMessage, OpenReason, OutboundPurpose, Receipt, SlaBreach,
+    AssignmentRule, ConversationEvent, Customer, CustomerKey, ExecutiveRef, InboundMessage,
+    OpenReason, OutboundPurpose, Receipt, SlaBreach,
 };
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use chatledger_projections::personal::PersonalData;
@@ -574,12 +574,7 @@ fn customer_phone(i: u64) -> String {
 /// last message is an SLA alert instead, every seventh a context change.
 fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
     let phone = customer_phone(i);
-    let conversation = ConversationRef {
-        channel: CHANNEL.into(),
-        channel_number: "919099039188".into(),
-        stakeholder: "partner".into(),
-        customer: CustomerKey::Phone(phone.clone()),
-    };
+    let conversation = chatledger_tests::messages::partner_conversation(&phone);
     let stream = conversation.stream();
     let chat_id = Uuid::new_v4();
     let now = Utc::now();
@@ -588,21 +583,18 @@ fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
         received_at: now,
         message: Box::new(InboundMessage {
             provider: "pinbot".into(),
-            provider_message_id: format!("wamid.bench.{i}.{n}"),
-            kind: "text".into(),
-            text: Some(text.into()),
-            media: None,
-            details: None,
-            context: None,
-            referral: None,
             customer: Customer {
                 phone: Some(phone.clone()),
                 user_id: None,
                 name: Some(format!("Partner {i}")),
             },
             sent_at: Some(now),
-            errors: vec![],
             raw: json!({"from": phone, "id": format!("wamid.bench.{i}.{n}"), "type": "text", "text": {"body": text}}),
+            ..chatledger_tests::messages::text_message(
+                &format!("wamid.bench.{i}.{n}"),
+                &phone,
+                text,
+            )
         }),
     };
     let asha = ExecutiveRef {

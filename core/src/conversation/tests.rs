@@ -45,6 +45,17 @@ fn given(history: &[ConversationEvent], command: ConversationCommand) -> Vec<Con
         .expect("accepted")
 }
 
+/// given `history`, when `command`, then it is refused: why.
+fn then_rejects(
+    history: &[ConversationEvent],
+    command: ConversationCommand,
+) -> ConversationRejection {
+    match Conversation::fold(history).decide(command) {
+        Ok(events) => panic!("expected a refusal, the decision was {events:?}"),
+        Err(rejection) => rejection,
+    }
+}
+
 fn receive(id: &str, chat: u128, now: &str) -> ConversationCommand {
     ConversationCommand::ReceiveMessage {
         conversation: ConversationRef {
@@ -274,9 +285,7 @@ fn assignment_then_reassignment_then_back_to_waiting() {
 #[test]
 fn only_the_open_chat_can_be_assigned() {
     let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
-    let err = Conversation::fold(&history)
-        .decide(assign(9, Some(exec(10, "Asha")), 1))
-        .unwrap_err();
+    let err = then_rejects(&history, assign(9, Some(exec(10, "Asha")), 1));
     assert_eq!(err, ConversationRejection::ChatNotOpen(Uuid::from_u128(9)));
 }
 
@@ -372,9 +381,7 @@ fn replies_only_within_24_hours_of_the_customers_last_message() {
         matches!(&queued[..], [ConversationEvent::ReplyQueued { kind, .. }, ConversationEvent::SlaClockStopped { reason: SlaStop::Answered, .. }]
         if kind == "text")
     );
-    let late = Conversation::fold(&history)
-        .decide(reply(1, 51, "2026-11-23T10:00:00Z"))
-        .unwrap_err();
+    let late = then_rejects(&history, reply(1, 51, "2026-11-23T10:00:00Z"));
     assert!(
         matches!(late, ConversationRejection::OutsideServiceWindow(Some(_))),
         "{late}"
@@ -583,9 +590,7 @@ fn the_sla_clock_runs_from_the_first_unanswered_message_until_an_answer() {
 
 #[test]
 fn a_message_without_an_id_is_refused() {
-    let err = Conversation::default()
-        .decide(receive("", 1, "2026-11-22T10:00:00Z"))
-        .unwrap_err();
+    let err = then_rejects(&[], receive("", 1, "2026-11-22T10:00:00Z"));
     assert_eq!(err, ConversationRejection::MissingMessageId);
 }
 
