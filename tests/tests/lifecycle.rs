@@ -90,6 +90,7 @@ async fn context_changes_decide_chat_identity(backend: Backend) {
         .await;
     assert_eq!(again["status"], "unchanged");
     assert_eq!(server.store.head_position().await.unwrap(), head);
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn a_context_before_the_first_chat_becomes_its_context(backend: Backend) {
@@ -475,6 +476,7 @@ async fn two_online_executives_get_alternating_chats(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(db.dump_table("chats").await.unwrap(), live);
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn waiting_chats_go_oldest_first_to_whoever_comes_online(backend: Backend) {
@@ -582,6 +584,7 @@ async fn leads_assign_by_hand(backend: Backend) {
             {"name": "ravi", "online": true, "openChats": 1},
         ])
     );
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn executives_tag_chats_from_the_catalog(backend: Backend) {
@@ -710,6 +713,7 @@ async fn executives_tag_chats_from_the_catalog(backend: Backend) {
         vec!["TagApplied", "TagRemoved"],
         "refused tags record nothing"
     );
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 /// Polls `query` until `done` holds for its data.
@@ -811,6 +815,7 @@ async fn a_reply_is_sent_and_its_receipts_show(backend: Backend) {
     }
     let read = server.query(CHAT_MESSAGES, json!({"c": chat_id})).await;
     assert_eq!(read["chat"]["messages"][1]["deliveryStatus"], "read");
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn outside_the_window_only_templates_go(backend: Backend) {
@@ -864,6 +869,7 @@ async fn outside_the_window_only_templates_go(backend: Backend) {
         body["template"]["components"][0]["parameters"][0]["text"],
         "Ravi"
     );
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn transient_failures_are_retried_and_permanent_ones_are_not(backend: Backend) {
@@ -934,6 +940,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not(backend: Back
         .unwrap();
     assert_eq!(failure.data["code"], 131047);
     assert_eq!(failure.data["permanent"], true);
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn resolve_ask_for_a_rating_and_record_it(backend: Backend) {
@@ -1002,6 +1009,7 @@ async fn resolve_ask_for_a_rating_and_record_it(backend: Backend) {
         data["chat"],
         json!({"openedReason": "AfterResolution", "previousChatId": chat_id})
     );
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn assignments_and_presence_are_pushed_live(backend: Backend) {
@@ -1229,6 +1237,7 @@ async fn an_unanswered_message_raises_one_alert_on_time_and_escalates(backend: B
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].body["to"], SHIFT_LEAD.trim_start_matches('+'));
     assert_eq!(requests[1].body["template"]["name"], "sla_escalation");
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_escalation(
@@ -1416,6 +1425,30 @@ async fn a_policy_change_mid_wait_keeps_the_dashboard_and_the_alert_agreed(backe
         due_shown
     );
     assert_eq!(alerts[1].data["threshold_seconds"], 60);
+    server.the_fold_agrees_with_the_read_models().await;
+}
+
+impl Server {
+    /// Every chat as the dashboard reads it now (the read models) and as `chatAsOf` folds it
+    /// from the log at this instant: the same answer.
+    async fn the_fold_agrees_with_the_read_models(&self) {
+        let chats = self
+            .query("{ chats(first: 200) { nodes { chatId } } }", json!({}))
+            .await;
+        let live = format!("query($c: ID!) {{ chat(chatId: $c) {{ {CHAT_AS_SEEN} }} }}");
+        let folded = format!(
+            "query($c: ID!, $at: DateTime!) {{ chatAsOf(chatId: $c, at: $at) {{ {CHAT_AS_SEEN} }} }}"
+        );
+        let nodes = chats["chats"]["nodes"].as_array().unwrap().clone();
+        assert!(!nodes.is_empty());
+        for chat in nodes {
+            let id = chat["chatId"].clone();
+            let seen = self.query(&live, json!({"c": id})).await;
+            let at = chrono::Utc::now().to_rfc3339();
+            let as_of = self.query(&folded, json!({"c": id, "at": at})).await;
+            assert_eq!(as_of["chatAsOf"], seen["chat"], "chat {id}");
+        }
+    }
 }
 
 const CHAT_AS_SEEN: &str = "chatId stakeholder channelNumber customerNumber customerName status openedAt openedReason
