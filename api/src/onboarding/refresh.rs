@@ -1,0 +1,181 @@
+//! Keeping tokens fresh: renewal, refusal, and the reactor that renews ahead of expiry.
+
+use super::*;
+
+impl Onboarding {
+    /// Renews the business's token (`fb_exchange_token`, then `debug_token` for its expiry)
+    /// and records the outcome; after the configured failures, disconnects the credential.
+    /// `Ok(false)`: nothing to do, or another process did it first.
+    pub async fn refresh(
+        &self,
+        business_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, OnboardingError> {
+        let (keyring, app) = self.ready()?;
+        let credential = self.load(business_id).await?;
+        let Some(sealed) = credential
+            .token
+            .as_ref()
+            .filter(|_| credential.is_connected())
+        else {
+            return Ok(false);
+        };
+        let token = keyring
+            .open(sealed, &token_context(business_id))
+            .map_err(|e| OnboardingError::Unavailable(e.to_string()))?;
+        let renewed = async {
+            let token = Secret::new(self.graph.extend_token(app, token.expose()).await?);
+            let info = self.graph.debug_token(app, token.expose()).await?;
+            if !info.is_valid {
+                return Err(GraphError::local(
+                    "debug_token says the renewed token is not valid",
+                ));
+            }
+            Ok((token, info.expires_at))
+        }
+        .await;
+        let mut recorder = self.recorder(
+            business_id,
+            &credential,
+            Metadata::by("reactor:token-refresher"),
+        );
+        let outcome = match renewed {
+            Ok((token, expires_at)) => {
+                tracing::info!(business = %business_id, "token renewed");
+                recorder
+                    .record(CredentialEvent::TokenRefreshed {
+                        token: keyring.seal(&token, &token_context(business_id)),
+                        expires_at,
+                        at: now,
+                    })
+                    .await
+            }
+            Err(error) => {
+                let attempt = credential.refresh_failures + 1;
+                tracing::warn!(business = %business_id, attempt, error = %error, "token renewal failed");
+                let failed = recorder
+                    .record(CredentialEvent::TokenRefreshFailed {
+                        attempt,
+                        error: error.clone(),
+                        at: now,
+                    })
+                    .await;
+                match failed {
+                    Ok(()) if attempt >= self.settings.refresh.max_attempts => {
+                        recorder
+                            .record(CredentialEvent::CredentialDisconnected {
+                                reason: format!(
+                                    "the token could not be renewed in {attempt} attempts (last: {error}); re-run Embedded Signup"
+                                ),
+                                error: Some(error),
+                                at: now,
+                            })
+                            .await
+                    }
+                    other => other,
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                self.settle(recorder.position).await;
+                Ok(true)
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => Ok(false),
+            Err(e) => Err(OnboardingError::Store(e)),
+        }
+    }
+
+    /// Meta refused the business's token on a send: the credential needs a new signup.
+    pub async fn token_refused(&self, business_id: &str, error: GraphError, now: DateTime<Utc>) {
+        let credential = match self.load(business_id).await {
+            Ok(credential) => credential,
+            Err(e) => {
+                tracing::error!(business = %business_id, error = %e, "cannot read the credential to mark it");
+                return;
+            }
+        };
+        if !credential.is_connected() {
+            return;
+        }
+        let mut recorder = self.recorder(business_id, &credential, Metadata::by("sender"));
+        let event = CredentialEvent::CredentialDisconnected {
+            reason: format!(
+                "Meta refused the token when sending ({error}); re-run Embedded Signup to re-authorise"
+            ),
+            error: Some(error),
+            at: now,
+        };
+        match recorder.record(event).await {
+            Ok(()) => {
+                tracing::warn!(business = %business_id, "credential disconnected: the token was refused");
+                self.settle(recorder.position).await;
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(e) => {
+                tracing::error!(business = %business_id, error = %e, "recording a refused token failed")
+            }
+        }
+    }
+}
+
+/// The reactor that renews tokens `margin` before they expire.
+pub struct Refresher {
+    onboarding: Arc<Onboarding>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Refresher {
+    pub fn new(onboarding: Arc<Onboarding>, clock: Arc<dyn Clock>) -> Self {
+        Refresher { onboarding, clock }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let policy = self.onboarding.settings.refresh;
+        let mut changes = self.onboarding.integrations.subscribe();
+        // Businesses whose renewal could not even be tried, and when to look again.
+        let mut held: HashMap<String, DateTime<Utc>> = HashMap::new();
+        loop {
+            let next = self
+                .onboarding
+                .integrations
+                .credentials()
+                .into_iter()
+                .filter_map(|(business, credential)| {
+                    let due = credential.refresh_due(policy.margin, policy.retry_every)?;
+                    let due = held.get(&business).map_or(due, |h| due.max(*h));
+                    Some((due, business))
+                })
+                .min();
+            let wake = async {
+                match &next {
+                    Some((due, _)) => self.clock.sleep_until(*due).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wake => {
+                    let Some((_, business)) = next else { continue };
+                    let now = self.clock.now();
+                    match self.onboarding.refresh(&business, now).await {
+                        Ok(true) => {
+                            held.remove(&business);
+                        }
+                        // Another process renewed it, or this view is behind the log: look
+                        // again once the view has caught up, not in a tight loop.
+                        Ok(false) => {
+                            held.insert(business, chatledger_core::time::later(now, policy.retry_every));
+                        }
+                        Err(e) => {
+                            tracing::error!(business = %business, error = %e, "token renewal could not be tried");
+                            held.insert(business, chatledger_core::time::later(now, policy.retry_every));
+                        }
+                    }
+                }
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
