@@ -6,6 +6,7 @@
 //! change, executives see only their stakeholders' chats.
 
 mod chat;
+mod commands;
 mod credential;
 mod customer;
 mod executive;
@@ -17,6 +18,7 @@ mod query;
 mod subscription;
 
 pub use chat::*;
+use commands::*;
 pub use credential::*;
 pub use customer::*;
 pub use executive::*;
