@@ -114,21 +114,11 @@ impl AuthSettings {
         })
     }
 
-    /// The viewer an `Authorization` header names; `Err(Missing)` without one. (Whether the
-    /// token still stands: see [`Self::viewer_from_token`].)
-    pub fn viewer(&self, authorization: Option<&str>) -> Result<Viewer, AuthError> {
-        self.read_header(authorization).map(|(viewer, _)| viewer)
-    }
-
-    /// The viewer a bare token names. Whether the token still stands (not logged out, not
-    /// ended by a deactivation, a new role or a new password) is the sessions' to say:
-    /// requests go through [`crate::state::AppState::viewer`], which asks both.
-    pub fn viewer_from_token(&self, token: &str) -> Result<Viewer, AuthError> {
-        self.read_token(token).map(|(viewer, _)| viewer)
-    }
-
-    /// The `Authorization` header's token: whom it names, and (for a login token, not the
-    /// admin token) its facts.
+    /// The `Authorization` header's token (`Err(Missing)` without one): whom it names, and
+    /// (for a login token, not the admin token) its facts. Whether the token still stands
+    /// (not logged out, not ended by a deactivation, a new role or a new password) is the
+    /// sessions' to say: requests go through [`crate::state::AppState::viewer`], which asks
+    /// both.
     pub fn read_header(
         &self,
         authorization: Option<&str>,
@@ -275,20 +265,25 @@ mod tests {
         }
     }
 
+    /// Whom a header names, by the signature and expiry alone.
+    fn viewer(auth: &AuthSettings, header: Option<&str>) -> Result<Viewer, AuthError> {
+        auth.read_header(header).map(|(viewer, _)| viewer)
+    }
+
     #[test]
     fn tokens_round_trip_and_expire() {
         let auth = settings("3600");
         let (token, expires) = auth.issue(&asha(), Utc::now()).unwrap();
         assert!(expires > Utc::now());
         assert_eq!(
-            auth.viewer(Some(&format!("Bearer {token}"))).unwrap(),
+            viewer(&auth, Some(&format!("Bearer {token}"))).unwrap(),
             asha()
         );
         let (old, _) = auth
             .issue(&asha(), Utc::now() - chrono::Duration::hours(2))
             .unwrap();
         assert_eq!(
-            auth.viewer(Some(&format!("Bearer {old}"))),
+            viewer(&auth, Some(&format!("Bearer {old}"))),
             Err(AuthError::Expired)
         );
     }
@@ -310,19 +305,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            auth.viewer(Some(&format!("Bearer {forged}"))),
+            viewer(&auth, Some(&format!("Bearer {forged}"))),
             Err(AuthError::Invalid)
         );
         let mut tampered = token.clone();
         tampered.push('x');
         assert_eq!(
-            auth.viewer(Some(&format!("Bearer {tampered}"))),
+            viewer(&auth, Some(&format!("Bearer {tampered}"))),
             Err(AuthError::Invalid)
         );
-        assert_eq!(auth.viewer(None), Err(AuthError::Missing));
-        assert_eq!(auth.viewer(Some("Basic abc")), Err(AuthError::Missing));
+        assert_eq!(viewer(&auth, None), Err(AuthError::Missing));
+        assert_eq!(viewer(&auth, Some("Basic abc")), Err(AuthError::Missing));
         assert_eq!(
-            auth.viewer(Some("Bearer admin-token")).unwrap().role,
+            viewer(&auth, Some("Bearer admin-token")).unwrap().role,
             Role::Admin
         );
     }

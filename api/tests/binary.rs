@@ -61,6 +61,20 @@ async fn get(url: &str) -> (u16, Value) {
     (status, response.json().await.expect("a JSON body"))
 }
 
+/// Readiness, once it says ready (polled every 100 ms, `tries` times at most).
+async fn ready_within(base: &str, tries: usize) -> (u16, Value) {
+    let mut ready = get(&format!("{base}/api/health/ready")).await;
+    for _ in 0..tries {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = get(&format!("{base}/api/health/ready")).await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    ready
+}
+
 async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let pid = child.id().expect("still running").to_string();
     let killed = Command::new("kill")
@@ -177,15 +191,7 @@ async fn serve_on_postgres_is_ready_once_migrated() {
         format!("{}?options=-csearch_path%3D{}", schema.url, schema.name),
     );
     let (child, base) = start(command).await;
-    let mut ready = get(&format!("{base}/api/health/ready")).await;
-    for _ in 0..100 {
-        if ready.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ready = get(&format!("{base}/api/health/ready")).await;
-    }
-    assert_eq!(ready.0, 200, "{}", ready.1);
+    let ready = ready_within(&base, 100).await;
     assert_eq!(ready.1["store"], "postgres");
     assert!(
         !dir.path().join("chatledger.db").exists(),
@@ -208,15 +214,7 @@ async fn three_processes_started_at_once_on_an_empty_postgres_all_become_ready()
     }))
     .await;
     for (child, base) in started {
-        let mut ready = get(&format!("{base}/api/health/ready")).await;
-        for _ in 0..200 {
-            if ready.0 == 200 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            ready = get(&format!("{base}/api/health/ready")).await;
-        }
-        assert_eq!(ready.0, 200, "{}", ready.1);
+        ready_within(&base, 200).await;
         terminate(child).await;
     }
 }
