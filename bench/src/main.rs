@@ -616,10 +616,11 @@ fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
                 ..Customer::default()
             },
             errors: vec![],
+            callback: None,
             raw: json!({"id": format!("wamid.out.{i}"), "status": status}),
         }),
     };
-    let last = if i % 5 == 0 {
+    let last = if i.is_multiple_of(5) {
         ConversationEvent::SlaAlertRaised(SlaBreach {
             chat_id,
             customer_message: format!("wamid.bench.{i}.1"),
@@ -630,7 +631,7 @@ fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
             threshold_seconds: 180,
             notification: None,
         })
-    } else if i % 7 == 0 {
+    } else if i.is_multiple_of(7) {
         let mut changes = serde_json::Map::new();
         changes.insert("documents_status".into(), json!("Approved"));
         ConversationEvent::ContextChanged {

@@ -64,6 +64,7 @@ fn receipt(customer: &str, id: &str, status: &str) -> ConversationCommand {
                 vec![]
             },
             raw: json!({"id": id, "status": status}),
+            callback: None,
         }),
         now: Utc::now(),
     }

@@ -266,6 +266,7 @@ fn parse_status(status: &Value, provider: &str, phones: &PhoneNormalizer) -> Opt
             name: None,
         },
         errors: provider_errors(status.get("errors")),
+        callback: string_field(status, "biz_opaque_callback_data"),
         raw: serde_json::json!({"status": status}),
     })
 }

@@ -80,6 +80,8 @@ pub fn parse(params: &[(String, String)], phones: &PhoneNormalizer) -> InboundIt
             at: None,
             recipient,
             errors,
+            // Twilio echoes nothing of ours on a status callback.
+            callback: None,
             raw,
         }));
     }

@@ -60,6 +60,14 @@ pub enum ConversationCommand {
         level: crate::sla::SlaLevel,
         breach: SlaBreach,
     },
+    /// Record that the dispatcher is about to make its `attempt`-th try at a queued message.
+    /// Records nothing when the message is settled or that try is already recorded (by
+    /// another process): the caller sends only when the try was recorded by this command.
+    RecordDispatchAttempt {
+        message_id: Uuid,
+        attempt: u32,
+        now: DateTime<Utc>,
+    },
     /// Record the dispatcher's outcome for a queued message.
     RecordDispatch {
         message_id: Uuid,

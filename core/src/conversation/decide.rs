@@ -90,17 +90,40 @@ impl Conversation {
                 }
                 // Receipts are about messages we sent. One for a message this conversation has
                 // no record of is still a fact, and is recorded as such.
-                let chat_id = self
+                let mut events = Vec::new();
+                let mut chat_id = self
                     .sent
                     .get(&receipt.provider_message_id)
                     .or_else(|| self.received.get(&receipt.provider_message_id))
                     .copied();
-                Ok(vec![ConversationEvent::ReceiptRecorded {
+                // A receipt that names one of our messages by the value we gave the provider
+                // to echo, while we have no outcome for it (its sender stopped between
+                // sending and recording, or the receipt came first): the provider accepted it.
+                if chat_id.is_none() {
+                    if let Some((message_id, outbound)) = receipt
+                        .callback
+                        .as_deref()
+                        .and_then(|c| Uuid::parse_str(c).ok())
+                        .and_then(|id| Some((id, self.outbound.get(&id)?)))
+                        .filter(|(_, outbound)| !outbound.settled)
+                    {
+                        chat_id = Some(outbound.chat_id);
+                        events.push(ConversationEvent::MessageDispatched {
+                            chat_id: outbound.chat_id,
+                            message_id,
+                            provider_message_id: receipt.provider_message_id.clone(),
+                            attempts: outbound.attempts,
+                            dispatched_at: now,
+                        });
+                    }
+                }
+                events.push(ConversationEvent::ReceiptRecorded {
                     chat_id,
                     known_message: chat_id.is_some(),
                     received_at: now,
                     receipt,
-                }])
+                });
+                Ok(events)
             }
             ConversationCommand::ChangeContext {
                 conversation,
@@ -204,6 +227,25 @@ impl Conversation {
                     }
                     _ => vec![],
                 })
+            }
+            ConversationCommand::RecordDispatchAttempt {
+                message_id,
+                attempt,
+                now,
+            } => {
+                let outbound = self
+                    .outbound
+                    .get(&message_id)
+                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
+                if outbound.settled || attempt <= outbound.attempts {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ConversationEvent::DispatchAttempted {
+                    chat_id: outbound.chat_id,
+                    message_id,
+                    attempt,
+                    attempted_at: now,
+                }])
             }
             ConversationCommand::RecordDispatch {
                 message_id,

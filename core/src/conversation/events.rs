@@ -95,6 +95,15 @@ pub enum ConversationEvent {
         by: String,
         queued_at: DateTime<Utc>,
     },
+    /// The dispatcher is about to send a queued message (its `attempt`-th try): recorded
+    /// before the provider is called, so that a process taking over after a crash knows the
+    /// outcome of this try is unknown and does not send it again blindly.
+    DispatchAttempted {
+        chat_id: Uuid,
+        message_id: Uuid,
+        attempt: u32,
+        attempted_at: DateTime<Utc>,
+    },
     /// The provider accepted a queued message.
     MessageDispatched {
         chat_id: Uuid,
@@ -181,7 +190,7 @@ pub enum ConversationEvent {
 impl ConversationEvent {
     /// Every stored type name of a conversation stream: the one list folds read by (a test
     /// checks it against every variant's [`Self::event_type`] and round trip).
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 20] = [
         "ChatOpened",
         "MessageReceived",
         "ReceiptRecorded",
@@ -201,6 +210,7 @@ impl ConversationEvent {
         "MessageDispatched",
         "MessageDispatchFailed",
         "PersonalDataErased",
+        "DispatchAttempted",
     ];
 
     /// The stored type name.
@@ -221,6 +231,7 @@ impl ConversationEvent {
             ConversationEvent::SlaAlertRaised(_) => "SlaAlertRaised",
             ConversationEvent::SlaEscalated(_) => "SlaEscalated",
             ConversationEvent::ChatRated { .. } => "ChatRated",
+            ConversationEvent::DispatchAttempted { .. } => "DispatchAttempted",
             ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
@@ -290,6 +301,12 @@ impl ConversationEvent {
             ConversationEvent::SlaEscalated(b) => {
                 format!("SlaEscalated/{stream}/{}/{}", b.chat_id, b.customer_message)
             }
+            // One record per try: a second process deciding the same try finds it recorded.
+            ConversationEvent::DispatchAttempted {
+                message_id,
+                attempt,
+                ..
+            } => format!("DispatchAttempted/{stream}/{message_id}/{attempt}"),
             // One outcome per queued message.
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {

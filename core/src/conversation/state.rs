@@ -52,6 +52,8 @@ pub struct Outbound {
     pub provider_message_id: Option<String>,
     /// Dispatched or failed: nothing more will be sent for it.
     pub settled: bool,
+    /// Tries recorded so far.
+    pub attempts: u32,
 }
 
 impl Conversation {
@@ -107,6 +109,7 @@ impl Conversation {
                         chat_id: *chat_id,
                         provider_message_id: None,
                         settled: false,
+                        attempts: 0,
                     },
                 );
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
@@ -126,6 +129,15 @@ impl Conversation {
                     outbound.settled = true;
                 }
                 self.sent.insert(provider_message_id.clone(), *chat_id);
+            }
+            ConversationEvent::DispatchAttempted {
+                message_id,
+                attempt,
+                ..
+            } => {
+                if let Some(outbound) = self.outbound.get_mut(message_id) {
+                    outbound.attempts = outbound.attempts.max(*attempt);
+                }
             }
             ConversationEvent::SlaClockStarted {
                 chat_id,
@@ -162,6 +174,7 @@ impl Conversation {
                             chat_id: breach.chat_id,
                             provider_message_id: None,
                             settled: false,
+                            attempts: 0,
                         },
                     );
                 }

@@ -34,6 +34,7 @@ fn receipt(id: &str, status: &str) -> Receipt {
         at: None,
         recipient: Customer::default(),
         errors: vec![],
+        callback: None,
         raw: json!({"id": id, "status": status}),
     }
 }
@@ -446,6 +447,99 @@ fn a_dispatch_outcome_is_recorded_once_and_receipts_find_the_message() {
     );
 }
 
+fn attempt(message: u128, attempt: u32) -> ConversationCommand {
+    ConversationCommand::RecordDispatchAttempt {
+        message_id: Uuid::from_u128(message),
+        attempt,
+        now: at("2026-11-22T10:01:01Z"),
+    }
+}
+
+#[test]
+fn each_try_is_recorded_once_and_none_after_the_outcome() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let queued = given(&history, reply(1, 50, "2026-11-22T10:01:00Z"));
+    let history: Vec<_> = history.into_iter().chain(queued).collect();
+    let first = given(&history, attempt(50, 1));
+    assert!(matches!(
+        &first[..],
+        [ConversationEvent::DispatchAttempted { attempt: 1, .. }]
+    ));
+    let history: Vec<_> = history.into_iter().chain(first).collect();
+    assert!(
+        given(&history, attempt(50, 1)).is_empty(),
+        "a try another process recorded is not recorded (nor sent) again"
+    );
+    assert_eq!(given(&history, attempt(50, 2)).len(), 1, "a next try is");
+    let sent = given(
+        &history,
+        ConversationCommand::RecordDispatch {
+            message_id: Uuid::from_u128(50),
+            outcome: DispatchOutcome::Sent {
+                provider_message_id: "wamid.out".into(),
+            },
+            attempts: 1,
+            now: at("2026-11-22T10:01:02Z"),
+        },
+    );
+    let history: Vec<_> = history.into_iter().chain(sent).collect();
+    assert!(
+        given(&history, attempt(50, 2)).is_empty(),
+        "nothing is tried once the outcome is known"
+    );
+    assert_eq!(
+        then_rejects(&history, attempt(99, 1)).code(),
+        "UNKNOWN_MESSAGE"
+    );
+}
+
+#[test]
+fn a_receipt_echoing_our_id_settles_a_try_whose_outcome_was_never_recorded() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let queued = given(&history, reply(1, 50, "2026-11-22T10:01:00Z"));
+    let history: Vec<_> = history.into_iter().chain(queued).collect();
+    let tried = given(&history, attempt(50, 1));
+    let history: Vec<_> = history.into_iter().chain(tried).collect();
+    // The sender stopped after the provider accepted it; the provider's receipt names it.
+    let mut echoed = receipt("wamid.out", "sent");
+    echoed.callback = Some(Uuid::from_u128(50).to_string());
+    let recorded = given(
+        &history,
+        ConversationCommand::RecordReceipt {
+            receipt: Box::new(echoed.clone()),
+            now: at("2026-11-22T10:01:05Z"),
+        },
+    );
+    assert!(
+        matches!(&recorded[..], [
+            ConversationEvent::MessageDispatched { message_id, provider_message_id, attempts: 1, .. },
+            ConversationEvent::ReceiptRecorded { known_message: true, chat_id: Some(c), .. },
+        ] if *message_id == Uuid::from_u128(50) && provider_message_id == "wamid.out" && *c == Uuid::from_u128(1)),
+        "{recorded:?}"
+    );
+    let history: Vec<_> = history.into_iter().chain(recorded).collect();
+    assert!(
+        given(&history, attempt(50, 2)).is_empty(),
+        "settled: never sent again"
+    );
+    // A later receipt of the same message finds it by the provider's id, as usual.
+    let mut delivered = echoed;
+    delivered.status = "delivered".into();
+    assert!(matches!(
+        &given(
+            &history,
+            ConversationCommand::RecordReceipt {
+                receipt: Box::new(delivered),
+                now: at("2026-11-22T10:01:09Z")
+            }
+        )[..],
+        [ConversationEvent::ReceiptRecorded {
+            known_message: true,
+            ..
+        }]
+    ));
+}
+
 fn resolve(chat: u128, now: &str) -> ConversationCommand {
     ConversationCommand::Resolve {
         chat_id: Uuid::from_u128(chat),
@@ -732,6 +826,12 @@ fn one_of_each() -> Vec<ConversationEvent> {
             rating: 5,
             provider_message_id: "wamid.9".into(),
             rated_at: t,
+        },
+        E::DispatchAttempted {
+            chat_id,
+            message_id: Uuid::from_u128(7),
+            attempt: 1,
+            attempted_at: t,
         },
         E::MessageDispatched {
             chat_id,

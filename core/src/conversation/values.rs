@@ -127,6 +127,10 @@ pub struct Receipt {
     pub recipient: Customer,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProviderError>,
+    /// What we gave the provider to echo back with the message's receipts (Meta's
+    /// `biz_opaque_callback_data`: our message id), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
     /// The provider's original JSON for this receipt (or its form fields).
     pub raw: Value,
 }

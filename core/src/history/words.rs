@@ -194,6 +194,9 @@ impl Narrator {
                 }
                 _ => format!("{by} queued a {kind} reply"),
             },
+            E::DispatchAttempted { attempt, .. } => {
+                format!("sending the message to the provider (attempt {attempt})")
+            }
             E::MessageDispatched {
                 provider_message_id,
                 attempts,
