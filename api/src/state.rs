@@ -62,6 +62,9 @@ pub struct AppState {
     pub logins: LoginGuard,
     /// Which login tokens still stand.
     pub sessions: Sessions,
+    /// Which partitions of the streams this process's reactors act on: all of them unless
+    /// `serve` shares the work with other processes on PostgreSQL.
+    pub ownership: chatledger_projections::ownership::Ownership,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
         ));
         AppState {
             sessions: Sessions::default(),
+            ownership: chatledger_projections::ownership::Ownership::local(),
             logins: LoginGuard::new(&settings.limits),
             limits: Arc::new(settings.limits),
             personal,
@@ -220,7 +224,9 @@ impl AppState {
             "token refresher",
             Box::new(move || {
                 Box::pin(
-                    Refresher::new(state.onboarding.clone(), state.clock.clone()).run(stop.clone()),
+                    Refresher::new(state.onboarding.clone(), state.clock.clone())
+                        .owned_by(state.ownership.clone())
+                        .run(stop.clone()),
                 )
             }),
         );
@@ -231,7 +237,8 @@ impl AppState {
                 let assigner = chatledger_projections::assignment::Assigner::new(
                     state.store.clone(),
                     state.conversations.clone(),
-                );
+                )
+                .owned_by(state.ownership.clone());
                 Box::pin(assigner.run(tail_.clone(), stop.clone()))
             }),
         );
@@ -244,7 +251,8 @@ impl AppState {
                     state.conversations.clone(),
                     state.sender.clone(),
                     state.dispatch_limits.clone(),
-                );
+                )
+                .owned_by(state.ownership.clone());
                 Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
             }),
         );
@@ -257,7 +265,8 @@ impl AppState {
                     state.conversations.clone(),
                     state.clock.clone(),
                     state.sla.notifications.clone(),
-                );
+                )
+                .owned_by(state.ownership.clone());
                 Box::pin(timers.run(tail_.clone(), stop.clone()))
             }),
         );
@@ -271,7 +280,8 @@ impl AppState {
                     state.clock.clone(),
                     state.seal_policy,
                     state.audit_head.clone(),
-                );
+                )
+                .owned_by(state.ownership.clone());
                 Box::pin(sealer.run(tail_.clone(), stop.clone()))
             }),
         );

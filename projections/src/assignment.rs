@@ -20,13 +20,14 @@ use chatledger_core::conversation::{
     AssignmentRule, ConversationCommand, ConversationEvent, DecodedEvent, ExecutiveRef,
 };
 use chatledger_core::executive::{ExecutiveEvent, ExecutiveState};
-use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chatledger_core::{EventStore, Metadata, Position, RecordedEvent};
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
+use crate::ownership::Ownership;
 use crate::tail::LogTail;
 
 /// How often waiting chats and chats held by offline executives are looked at again, in
@@ -264,6 +265,9 @@ pub struct Assigner {
     store: Arc<dyn EventStore>,
     conversations: Arc<Conversations>,
     roster: Roster,
+    ownership: Ownership,
+    /// How far this reactor's view of the log has got.
+    seen: Position,
 }
 
 impl Assigner {
@@ -272,7 +276,16 @@ impl Assigner {
             store,
             conversations,
             roster: Roster::default(),
+            ownership: Ownership::local(),
+            seen: 0,
         }
+    }
+
+    /// Assigns only the chats whose streams this process owns (default: all). Chats of a
+    /// partition taken over are assigned at the next settling round.
+    pub fn owned_by(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Runs until `shutdown` turns true.
@@ -288,6 +301,7 @@ impl Assigner {
         else {
             return;
         };
+        self.seen = position;
         self.settle().await;
         let mut follower = tail.subscribe(position);
         let mut settle = tokio::time::interval(SETTLE_EVERY);
@@ -295,6 +309,7 @@ impl Assigner {
             tokio::select! {
                 next = follower.next() => match next {
                     Some(Ok(event)) => {
+                        self.seen = self.seen.max(event.position);
                         crate::reactor::observe("assigner", &event, |e| self.roster.apply(e));
                         self.react(&event).await;
                     }
@@ -363,6 +378,10 @@ impl Assigner {
             return;
         };
         let stream = chat.stream.clone();
+        // Held until the decision is recorded: the partition is not handed on meanwhile.
+        let Some(_held) = self.ownership.hold(&stream, self.seen).await else {
+            return;
+        };
         let command = ConversationCommand::Assign {
             chat_id,
             executive,

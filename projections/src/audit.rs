@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::ownership::{Ownership, SINGLETON};
 use crate::tail::LogTail;
 
 /// When to seal.
@@ -71,6 +72,7 @@ pub struct Sealer {
     clock: Arc<dyn Clock>,
     policy: SealPolicy,
     head: AuditHead,
+    ownership: Ownership,
 }
 
 impl Sealer {
@@ -85,7 +87,15 @@ impl Sealer {
             clock,
             policy,
             head,
+            ownership: Ownership::local(),
         }
+    }
+
+    /// Seals only while this process owns the sealer's partition (default: always); the
+    /// others follow the log and keep their audit head all the same.
+    pub fn owned_by(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Follows the log and seals until `shutdown` turns true.
@@ -188,6 +198,13 @@ impl Sealer {
     /// Records a seal of `running`. Another process that sealed first wins; its seal comes
     /// through the log like any event.
     async fn seal(&self, running: &RunningDigest, sealed: Sealed) -> Result<Sealed, StoreError> {
+        let Some(_held) = self
+            .ownership
+            .hold_partition(SINGLETON, running.position)
+            .await
+        else {
+            return Ok(sealed);
+        };
         let seal = LogSealed::of(running, self.clock.now());
         let event = seal.to_new_event(Metadata::by("sealer"));
         match self

@@ -1,17 +1,27 @@
-//! The dispatcher reactor: sends queued messages (`ReplyQueued`) through the channel's
-//! provider and records the outcome (`MessageDispatched` / `MessageDispatchFailed`).
+//! The dispatcher reactor: sends queued messages (`ReplyQueued`, SLA notifications) through
+//! the channel's provider and records the outcome (`MessageDispatched` /
+//! `MessageDispatchFailed`).
 //!
 //! - **Nothing queued is lost**: what is pending is folded from the log at start (queued,
 //!   no outcome yet), so a restart picks up where the last run stopped.
+//! - **Only its own partitions**: with several processes on one database, a message is sent
+//!   only by the process that owns its stream's partition ([`crate::ownership`]), and only
+//!   while it holds it.
+//! - **Each try recorded before it is made** (`DispatchAttempted`, its id derived from the
+//!   message and the try's number): the record is the fence, so two processes that both think
+//!   they own a stream cannot both make try N. A try found in the log with no outcome, made by
+//!   another process or by this one before a restart, is *unknown*: the provider may have
+//!   accepted it. It is not sent again blindly: a receipt that echoes our message id
+//!   (`biz_opaque_callback_data`) settles it as sent; only when none comes within
+//!   `unknown_grace` is it sent again (ADR 14 says what that guarantees).
 //! - **Retries**: transient failures (5xx, 429, timeouts, rate-limit codes) are retried
 //!   with exponential backoff and jitter, honouring `Retry-After`, up to a bound; permanent
 //!   ones are recorded at once and never retried.
-//! - **Limits**: per channel, at most `rate_per_second` sends; per recipient, at least
-//!   `recipient_interval` between two messages.
-//! - **One outcome per message**: the outcome event's id derives from the message, so a
-//!   second process recording the same outcome writes nothing. A process that dies between
-//!   the provider's acceptance and the outcome's commit sends that message again on restart;
-//!   the window is the length of one append.
+//! - **Limits**: per channel, at most `rate_per_second` sends from this process; per
+//!   recipient, at least `recipient_interval` between two messages (a recipient's stream has
+//!   one owner, so that one holds across processes).
+//! - **One outcome per message**: the outcome event's id derives from the message; an outcome
+//!   that could not be written is written again later, never sent again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +31,7 @@ use chatledger_core::conversation::{
     ConversationCommand, ConversationEvent, DecodedEvent, DispatchOutcome,
 };
 use chatledger_core::sender::{MessageSender, OutboundMessage};
-use chatledger_core::{EventStore, Metadata};
+use chatledger_core::{EventStore, Metadata, Position};
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -29,6 +39,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
+use crate::ownership::{Ownership, ROUND};
 use crate::tail::LogTail;
 
 /// Limits the dispatcher keeps.
@@ -43,6 +54,8 @@ pub struct DispatchLimits {
     /// The first retry's delay; each next one doubles, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a try with no recorded outcome waits for a receipt before it is made again.
+    pub unknown_grace: Duration,
 }
 
 impl Default for DispatchLimits {
@@ -53,6 +66,7 @@ impl Default for DispatchLimits {
             max_attempts: 6,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            unknown_grace: Duration::from_secs(120),
         }
     }
 }
@@ -62,8 +76,30 @@ struct Pending {
     stream: String,
     channel: String,
     message: OutboundMessage,
+    /// Tries recorded in the log.
     attempts: u32,
+    /// The last try this dispatcher made itself (0: none).
+    tried_here: u32,
+    /// The last try recorded has no outcome and was not made here: the provider may have it.
+    unknown: bool,
+    /// An outcome known here but not yet written.
+    unwritten: Option<DispatchOutcome>,
     due: Instant,
+}
+
+impl Pending {
+    fn new(stream: &str, channel: String, message: OutboundMessage) -> Self {
+        Pending {
+            stream: stream.to_owned(),
+            channel,
+            message,
+            attempts: 0,
+            tried_here: 0,
+            unknown: false,
+            unwritten: None,
+            due: Instant::now(),
+        }
+    }
 }
 
 /// The reactor.
@@ -77,6 +113,9 @@ pub struct Dispatcher {
     pending: BTreeMap<Uuid, Pending>,
     last_send: HashMap<String, Instant>,
     last_to: HashMap<String, Instant>,
+    ownership: Ownership,
+    /// How far this dispatcher's view of the log has got.
+    seen: Position,
 }
 
 impl Dispatcher {
@@ -95,7 +134,15 @@ impl Dispatcher {
             pending: BTreeMap::new(),
             last_send: HashMap::new(),
             last_to: HashMap::new(),
+            ownership: Ownership::local(),
+            seen: 0,
         }
+    }
+
+    /// Sends only what this process owns (default: everything).
+    pub fn owned_by(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     fn apply(&mut self, event: &DecodedEvent) {
@@ -121,18 +168,16 @@ impl Dispatcher {
                     .unwrap_or_default();
                 self.pending.insert(
                     *message_id,
-                    Pending {
-                        stream: event.stream.clone(),
+                    Pending::new(
+                        &event.stream,
                         channel,
-                        message: OutboundMessage {
+                        OutboundMessage {
                             message_id: message_id.to_string(),
                             to: to.to_string(),
                             text: text.clone(),
                             template: template.clone(),
                         },
-                        attempts: 0,
-                        due: Instant::now(),
-                    },
+                    ),
                 );
             }
             // SLA alerts notify our own people through the conversation's channel.
@@ -145,19 +190,33 @@ impl Dispatcher {
                         .unwrap_or_default();
                     self.pending.insert(
                         notification.message_id,
-                        Pending {
-                            stream: event.stream.clone(),
+                        Pending::new(
+                            &event.stream,
                             channel,
-                            message: OutboundMessage {
+                            OutboundMessage {
                                 message_id: notification.message_id.to_string(),
                                 to: notification.to.clone(),
                                 text: None,
                                 template: Some(notification.template.clone()),
                             },
-                            attempts: 0,
-                            due: Instant::now(),
-                        },
+                        ),
                     );
+                }
+            }
+            ConversationEvent::DispatchAttempted {
+                message_id,
+                attempt,
+                ..
+            } => {
+                let grace = self.limits.unknown_grace;
+                if let Some(p) = self.pending.get_mut(message_id) {
+                    p.attempts = p.attempts.max(*attempt);
+                    if *attempt > p.tried_here {
+                        // Not ours (another process, or this one before a restart): its
+                        // outcome is unknown until a receipt or the grace says otherwise.
+                        p.unknown = true;
+                        p.due = Instant::now() + grace;
+                    }
                 }
             }
             ConversationEvent::MessageDispatched { message_id, .. }
@@ -187,6 +246,7 @@ impl Dispatcher {
                 "dispatching messages queued before the start"
             );
         }
+        self.seen = position;
         let mut follower = tail.subscribe(position);
         loop {
             let next_due = self.pending.values().map(|p| p.due).min();
@@ -198,7 +258,10 @@ impl Dispatcher {
             };
             tokio::select! {
                 next = follower.next() => match next {
-                    Some(Ok(event)) => crate::reactor::observe("dispatcher", &event, |e| self.apply(e)),
+                    Some(Ok(event)) => {
+                        self.seen = self.seen.max(event.position);
+                        crate::reactor::observe("dispatcher", &event, |e| self.apply(e));
+                    }
                     Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
                     None => return,
                 },
@@ -221,6 +284,22 @@ impl Dispatcher {
             let Some(pending) = self.pending.get(&message_id).cloned() else {
                 continue;
             };
+            // Held until the outcome is written: the partition is not handed on meanwhile.
+            let Some(_held) = self.ownership.hold(&pending.stream, self.seen).await else {
+                // Not ours (now): look again when ownership may have changed.
+                self.postpone(&message_id, Instant::now() + ROUND);
+                continue;
+            };
+            if let Some(outcome) = pending.unwritten.clone() {
+                self.record(&pending, message_id, outcome, pending.attempts)
+                    .await;
+                continue;
+            }
+            if pending.unknown {
+                tracing::warn!(message.id = %message_id, attempt = pending.attempts,
+                    grace_s = self.limits.unknown_grace.as_secs(),
+                    "no outcome and no receipt for an earlier try; sending again");
+            }
             // Pace per channel and per recipient: if either is too soon, come back later.
             let channel_gap =
                 Duration::from_secs_f64(1.0 / f64::from(self.limits.rate_per_second.max(1)));
@@ -236,31 +315,28 @@ impl Dispatcher {
             .flatten()
             .max();
             if let Some(ready_at) = ready_at.filter(|t| *t > Instant::now()) {
-                if let Some(p) = self.pending.get_mut(&message_id) {
-                    p.due = ready_at;
-                }
+                self.postpone(&message_id, ready_at);
+                continue;
+            }
+            let attempt = pending.attempts + 1;
+            if !self.record_attempt(&pending, message_id, attempt).await {
                 continue;
             }
             let sent_at = Instant::now();
             self.last_send.insert(pending.channel.clone(), sent_at);
             self.last_to.insert(pending.message.to.clone(), sent_at);
-            let attempts = pending.attempts + 1;
             let outcome = match self.sender.send(&pending.channel, &pending.message).await {
                 Ok(sent) => Some(DispatchOutcome::Sent {
                     provider_message_id: sent.provider_message_id,
                 }),
-                Err(e) if e.transient && attempts < self.limits.max_attempts => {
+                Err(e) if e.transient && attempt < self.limits.max_attempts => {
                     // A provider's `Retry-After` is honoured up to the longest backoff of our own.
-                    let delay = e.retry_after.map_or_else(
-                        || self.backoff(attempts),
-                        |d| d.min(self.limits.max_backoff),
-                    );
-                    tracing::warn!(message.id = %message_id, attempts, error = %e, retry_in_ms = delay.as_millis() as u64,
+                    let delay = e
+                        .retry_after
+                        .map_or_else(|| self.backoff(attempt), |d| d.min(self.limits.max_backoff));
+                    tracing::warn!(message.id = %message_id, attempts = attempt, error = %e, retry_in_ms = delay.as_millis() as u64,
                         "sending failed; retrying");
-                    if let Some(p) = self.pending.get_mut(&message_id) {
-                        p.attempts = attempts;
-                        p.due = Instant::now() + delay;
-                    }
+                    self.postpone(&message_id, Instant::now() + delay);
                     None
                 }
                 Err(e) => Some(DispatchOutcome::Failed {
@@ -270,7 +346,62 @@ impl Dispatcher {
                 }),
             };
             if let Some(outcome) = outcome {
-                self.record(&pending, message_id, outcome, attempts).await;
+                self.record(&pending, message_id, outcome, attempt).await;
+            }
+        }
+    }
+
+    fn postpone(&mut self, message_id: &Uuid, until: Instant) {
+        if let Some(p) = self.pending.get_mut(message_id) {
+            p.due = until;
+        }
+    }
+
+    /// Records try `attempt` before it is made. True when this dispatcher may make it; false
+    /// when it was recorded by someone else first (then it is unknown here) or could not be
+    /// recorded (then it is tried again later).
+    async fn record_attempt(&mut self, pending: &Pending, message_id: Uuid, attempt: u32) -> bool {
+        let command = ConversationCommand::RecordDispatchAttempt {
+            message_id,
+            attempt,
+            now: Utc::now(),
+        };
+        let result = self
+            .conversations
+            .handle(
+                &pending.stream,
+                vec![command],
+                &Metadata::by("reactor:dispatcher"),
+            )
+            .await;
+        match result {
+            Ok(handled) if !handled.recorded.is_empty() => {
+                if let Some(p) = self.pending.get_mut(&message_id) {
+                    p.attempts = attempt;
+                    p.tried_here = attempt;
+                    p.unknown = false;
+                }
+                true
+            }
+            Ok(_) => {
+                // Settled or tried by another process meanwhile: its events are on their way.
+                let grace = self.limits.unknown_grace;
+                if let Some(p) = self.pending.get_mut(&message_id) {
+                    p.attempts = p.attempts.max(attempt);
+                    p.unknown = true;
+                    p.due = Instant::now() + grace;
+                }
+                false
+            }
+            Err(CommandError::Rejected(rejection)) => {
+                tracing::error!(message.id = %message_id, reason = %rejection, "a queued message cannot be sent; dropping it");
+                self.pending.remove(&message_id);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(message.id = %message_id, error = %e, "recording a try failed; nothing sent, trying again shortly");
+                self.postpone(&message_id, Instant::now() + Duration::from_secs(1));
+                false
             }
         }
     }
@@ -293,6 +424,7 @@ impl Dispatcher {
         outcome: DispatchOutcome,
         attempts: u32,
     ) {
+        let outcome_kept = outcome.clone();
         let command = ConversationCommand::RecordDispatch {
             message_id,
             outcome,
@@ -312,11 +444,13 @@ impl Dispatcher {
                 self.pending.remove(&message_id);
             }
             Err(e) => {
-                // The outcome could not be written: keep it pending and write it later
-                // rather than lose it (the message may then be sent again).
-                tracing::error!(message.id = %message_id, error = %e, "recording a dispatch outcome failed");
+                // The outcome could not be written: keep it and write it later; the message
+                // is not sent again.
+                tracing::error!(message.id = %message_id, error = %e, "recording a dispatch outcome failed; writing it again shortly");
                 if let Some(p) = self.pending.get_mut(&message_id) {
-                    p.due = Instant::now() + Duration::from_secs(5);
+                    p.unwritten = Some(outcome_kept);
+                    p.attempts = attempts;
+                    p.due = Instant::now() + Duration::from_secs(1);
                 }
             }
         }

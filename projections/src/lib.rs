@@ -15,6 +15,9 @@
 //! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
 //!   rotation.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
+//! - [`ownership`]: which partitions of the streams this process acts on: all of them on
+//!   SQLite, a fair share held by PostgreSQL advisory locks when several processes share one
+//!   database.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
 //! - [`sla`]: the SLA timer reactor, exact to the second.
 //! - [`personal`]: customers' personal data sealed in the log per conversation key, and
@@ -40,6 +43,7 @@ pub mod clock;
 pub mod conversations;
 pub mod credentials;
 pub mod dispatch;
+pub mod ownership;
 pub mod personal;
 mod pg_pipeline;
 pub mod projector;
@@ -48,7 +52,7 @@ pub mod reactor;
 pub mod read_db;
 pub mod read_models;
 pub mod read_side;
-mod registry;
+pub mod registry;
 pub mod runner;
 pub mod secrets;
 pub mod sla;

@@ -27,6 +27,14 @@ pub fn unfoldable() -> BTreeMap<&'static str, u64> {
     UNFOLDABLE.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// How far each reactor of this process has followed the log (the last position it folded).
+static PROGRESS: Mutex<BTreeMap<&'static str, Position>> = Mutex::new(BTreeMap::new());
+
+/// How far each reactor of this process has followed the log, for readiness.
+pub fn progress() -> BTreeMap<&'static str, Position> {
+    PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 fn count(reactor: &'static str) {
     *UNFOLDABLE
         .lock()
@@ -37,6 +45,11 @@ fn count(reactor: &'static str) {
 
 /// Folds `event` into a reactor's view with `apply`, by the policy above.
 pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&DecodedEvent)) {
+    {
+        let mut progress = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = progress.entry(reactor).or_default();
+        *seen = (*seen).max(event.position);
+    }
     if let Err(e) = event.conversation() {
         tracing::error!(reactor, position = event.position, stream = %event.stream,
             event_type = %event.event_type, error = %e,

@@ -64,3 +64,20 @@ pub(crate) async fn read_registration(
             checkpoint: row.i64(1).unwrap_or(0) as u64,
         }))
 }
+
+/// Every read model's checkpoint as recorded (the live generation's), by name: what
+/// `chatledger cluster` reports beside the log's head.
+pub async fn checkpoints(
+    db: &crate::read_db::ReadDb,
+) -> Result<std::collections::BTreeMap<String, Position>, sqlx::Error> {
+    let rows = db
+        .fetch_all(
+            "SELECT name, checkpoint FROM projections ORDER BY name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.text(0)?, row.i64(1).unwrap_or(0) as Position)))
+        .collect())
+}

@@ -9,7 +9,8 @@
 //! instant wins cleanly, and the event id derives from (chat, customer message, level), so an
 //! alert is recorded once even with two processes or after a restart. After a restart,
 //! overdue alerts fire at once, recording both the time they were due and the time they
-//! fired.
+//! fired. With several processes, a clock is acted on only by the process that owns its
+//! stream's partition ([`crate::ownership`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use chatledger_core::conversation::{
     Template,
 };
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
-use chatledger_core::{EventStore, Metadata, RecordedEvent};
+use chatledger_core::{EventStore, Metadata, Position, RecordedEvent};
 use chrono::{DateTime, Utc};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::conversations::{CommandError, Conversations, Handled};
+use crate::ownership::{Ownership, ROUND};
 use crate::tail::LogTail;
 
 /// Who is told, with which template.
@@ -64,6 +66,9 @@ pub struct SlaTimers {
     queue: BTreeSet<(DateTime<Utc>, String)>,
     /// Each running clock's place in `queue`.
     scheduled: HashMap<String, DateTime<Utc>>,
+    ownership: Ownership,
+    /// How far this reactor's view of the log has got.
+    seen: Position,
 }
 
 /// Crossings recorded at once; more wait for the next round.
@@ -92,7 +97,15 @@ impl SlaTimers {
             streams: HashMap::new(),
             queue: BTreeSet::new(),
             scheduled: HashMap::new(),
+            ownership: Ownership::local(),
+            seen: 0,
         }
+    }
+
+    /// Acts only on what this process owns (default: everything).
+    pub fn owned_by(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     fn apply(&mut self, event: &DecodedEvent) {
@@ -167,16 +180,20 @@ impl SlaTimers {
         }
     }
 
-    /// When the earliest threshold falls due.
+    /// When the earliest threshold this process owns falls due.
     fn next_wake(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(at, _)| *at)
+        self.queue
+            .iter()
+            .find(|(_, stream)| self.ownership.owns(stream))
+            .map(|(at, _)| *at)
     }
 
-    /// The thresholds due by `now`, earliest first.
+    /// The thresholds this process owns that are due by `now`, earliest first.
     fn due_by(&self, now: DateTime<Utc>) -> Vec<Due> {
         self.queue
             .iter()
             .take_while(|(at, _)| *at <= now)
+            .filter(|(_, stream)| self.ownership.owns(stream))
             .filter_map(|(_, stream)| self.next_due(stream))
             .collect()
     }
@@ -194,10 +211,15 @@ impl SlaTimers {
         else {
             return;
         };
+        self.seen = position;
+        // Shared ownership changes under the reactor: look again every round.
+        let shared = self.ownership.is_shared();
         let mut follower = tail.subscribe(position);
         loop {
-            self.fire_due().await;
-            let next = self.next_wake();
+            let stuck = self.fire_due().await;
+            // What could not be raised now (not ready to act on, or the log refused) is tried
+            // again after a round, not in a tight loop.
+            let next = if stuck { None } else { self.next_wake() };
             let clock = self.clock.clone();
             let wake = async move {
                 match next {
@@ -208,9 +230,11 @@ impl SlaTimers {
             tokio::select! {
                 event = follower.next() => match event {
                     Some(Ok(event)) => {
+                        self.seen = self.seen.max(event.position);
                         crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
                         // Take in everything already read before looking at the clock again.
                         while let Some(Some(Ok(event))) = follower.next().now_or_never() {
+                            self.seen = self.seen.max(event.position);
                             crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
                         }
                     }
@@ -218,6 +242,7 @@ impl SlaTimers {
                     None => return,
                 },
                 () = wake => {}
+                () = tokio::time::sleep(ROUND), if shared || stuck => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -225,13 +250,13 @@ impl SlaTimers {
 
     /// Raises everything due by now (an alert and, after a long outage, its escalation too).
     /// Crossings of different conversations are recorded concurrently, so one slow append
-    /// does not make every other alert late.
-    async fn fire_due(&mut self) {
+    /// does not make every other alert late. True when something due could not be raised.
+    async fn fire_due(&mut self) -> bool {
         loop {
             let now = self.clock.now();
             let due = self.due_by(now);
             if due.is_empty() {
-                return;
+                return false;
             }
             let mut progressed = false;
             for chunk in due.chunks(MAX_CONCURRENT_RAISES) {
@@ -243,13 +268,15 @@ impl SlaTimers {
                 }
             }
             if !progressed {
-                return;
+                return true;
             }
         }
     }
 
     /// Records one crossing. `None` when there is nothing to raise any more.
     async fn raise(&self, due: &Due, now: DateTime<Utc>) -> Option<Result<Handled, CommandError>> {
+        // Held until the alert is recorded: the partition is not handed on meanwhile.
+        let _held = self.ownership.hold(&due.stream, self.seen).await?;
         let watched = self.streams.get(&due.stream)?;
         let clock = watched.conversation.sla.clone()?;
         let (policy_version, policy) = self.policy_of(watched);

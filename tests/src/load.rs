@@ -63,7 +63,7 @@ async fn run_task(store: Arc<dyn EventStore>, plan: &LoadPlan, task: usize) -> V
         if plan.shared_streams > 0 && round % 3 == 2 {
             let k = (task + round) % plan.shared_streams;
             let stream = format!("load-shared-{k}");
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 store
                     .append(&stream, ExpectedVersion::Any, events)
                     .await

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chatledger_adapters::{OpenError, PostgresStore, SqliteStore, StoreLocation};
 use chatledger_core::EventStore;
+use chatledger_projections::ownership::{self, Ownership};
 use chatledger_projections::personal::PersonalData;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_side::ReadSide;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+mod cluster;
 mod config;
 mod executive;
 mod forget;
@@ -28,6 +30,7 @@ mod secrets;
 mod serve;
 mod sla;
 
+use cluster::cluster;
 use config::check_config;
 use executive::ExecutiveCommand;
 use forget::forget;
@@ -136,6 +139,9 @@ enum Command {
     /// The configuration directory (`--config-dir`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Which processes share this database's work and which partitions of the streams each
+    /// owns, the partitions nobody owns, and each read model's checkpoint and lag (JSON).
+    Cluster,
     /// Rebuild read models from the whole log into fresh tables and switch to them.
     /// A running server keeps answering from the old tables until the switch.
     Replay {
@@ -257,6 +263,7 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
                 )
                 .await
             }
+            Command::Cluster => cluster(cli.database_url.as_deref()).await,
             Command::Replay { name } => replay(cli.database_url.as_deref(), name.as_deref()).await,
             Command::Config(ConfigCommand::Check) => check_config(&cli.config_dir),
             Command::Quarantine(QuarantineCommand::List { read_model }) => {

@@ -80,8 +80,11 @@ pub(super) async fn serve(
     tracing::info!(store = %location.describe(), "opening the event store");
     let (fatal_tx, fatal_rx) = oneshot::channel::<CliError>();
     let (stop_background, background_stopped) = watch::channel(false);
+    // Held until the process ends: on SQLite this is the only process.
+    let mut _sole_process = None;
     let state = match location {
         StoreLocation::Sqlite(path) => {
+            _sole_process = Some(sole_process(&path)?);
             let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await?);
             let read_side = Arc::new(ReadSide::new(read_db_sqlite(&path).await?));
             let state = AppState::new(store, "sqlite", Readiness::ready(), read_side, settings);
@@ -98,10 +101,17 @@ pub(super) async fn serve(
                 .map_err(|e| CliError::Config(e.to_string()))?;
             let read_side = Arc::new(ReadSide::new(read_db));
             let readiness = Readiness::waiting(format!("connecting to {}", store.location()));
-            let state = AppState::new(store.clone(), "postgres", readiness, read_side, settings);
+            let mut state =
+                AppState::new(store.clone(), "postgres", readiness, read_side, settings);
+            // Other processes may share this database: the reactors act only on this
+            // process's share of the streams, which the ownership keeper holds.
+            let ownership_connection = ownership::connection_config(&url, None)
+                .map_err(|e| CliError::Config(format!("DATABASE_URL: {e}")))?;
+            state.ownership = Ownership::shared();
             tokio::spawn(prepare_postgres(
                 store,
                 state.clone(),
+                ownership_connection,
                 background_stopped,
                 fatal_tx,
             ));
@@ -140,6 +150,7 @@ pub(super) async fn serve(
 pub(super) async fn prepare_postgres(
     store: Arc<PostgresStore>,
     state: AppState,
+    ownership_connection: ownership::ConnectionConfig,
     shutdown: watch::Receiver<bool>,
     fatal: oneshot::Sender<CliError>,
 ) {
@@ -153,6 +164,12 @@ pub(super) async fn prepare_postgres(
                     let _ = fatal.send(e);
                     return;
                 }
+                tokio::spawn(state.ownership.clone().run(
+                    ownership_connection,
+                    state.store.clone(),
+                    ownership::ROUND,
+                    shutdown.clone(),
+                ));
                 if let Err(e) = state.start_background(shutdown).await {
                     let _ = fatal.send(CliError::Io(format!(
                         "preparing the read models failed: {e}"
@@ -178,6 +195,32 @@ pub(super) async fn prepare_postgres(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Claims the SQLite file for this process, or says that another process serves it. The
+/// claim is a lock on `<file>.lock`, which the operating system lets go when the process ends
+/// however it ends.
+fn sole_process(path: &Path) -> Result<std::fs::File, CliError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| CliError::Io(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::Config(format!(
+            "another chatledger process is serving {}: one process per SQLite file (several processes need PostgreSQL)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(CliError::Io(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 

@@ -60,6 +60,10 @@ impl DispatchSettings {
                     defaults.first_backoff.as_millis() as u64,
                 )?),
                 max_backoff: defaults.max_backoff,
+                unknown_grace: Duration::from_secs(number(
+                    "DISPATCH_UNKNOWN_GRACE_SECONDS",
+                    defaults.unknown_grace.as_secs(),
+                )?),
             },
         })
     }

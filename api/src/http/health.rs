@@ -53,8 +53,22 @@ async fn ready(State(state): State<AppState>) -> Response {
                     "read models are {lag} positions behind the log (catching up)"
                 ));
             }
+            // Each reactor's view of the log, and which partitions of the streams this process
+            // acts on (all of them, unless it shares the work with others on PostgreSQL).
+            let reactors: serde_json::Map<String, serde_json::Value> =
+                chatledger_projections::reactor::progress()
+                    .into_iter()
+                    .map(|(name, position)| {
+                        (
+                            name.to_owned(),
+                            json!({"position": position, "lag": head.saturating_sub(position)}),
+                        )
+                    })
+                    .collect();
+            let ownership = state.ownership.status();
             let mut body = json!({"status": "ready", "store": state.store_kind, "head_position": head,
-                "projections": checkpoints, "projection_lag": lag});
+                "projections": checkpoints, "projection_lag": lag, "reactors": reactors,
+                "ownership": ownership});
             // Events set aside keep the process serving (every other chat is current), but it
             // does not call itself ready: someone must look (ADR 10).
             let mut degraded = Vec::new();
@@ -79,6 +93,9 @@ async fn ready(State(state): State<AppState>) -> Response {
                     "{total} event(s) passed over by reactors (see the error log)"
                 ));
                 body["reactors_passed_over"] = json!(unfoldable);
+            }
+            if let Some(problem) = &ownership.problem {
+                degraded.push(format!("this process acts on no chat: {problem}"));
             }
             if !degraded.is_empty() {
                 body["status"] = json!("degraded");

@@ -25,9 +25,10 @@ use chatledger_core::credential::{
     StateRefusal,
 };
 use chatledger_core::sender::{MessageSender, OutboundMessage, SendError, Sent};
-use chatledger_core::{EventStore, ExpectedVersion, Metadata, StoreError};
+use chatledger_core::{EventStore, ExpectedVersion, Metadata, Position, StoreError};
 use chatledger_projections::clock::Clock;
 use chatledger_projections::credentials::Integrations;
+use chatledger_projections::ownership::Ownership;
 use chatledger_projections::secrets::{Keyring, Secret, SecretsError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;

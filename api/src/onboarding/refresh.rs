@@ -123,11 +123,23 @@ impl Onboarding {
 pub struct Refresher {
     onboarding: Arc<Onboarding>,
     clock: Arc<dyn Clock>,
+    ownership: Ownership,
 }
 
 impl Refresher {
     pub fn new(onboarding: Arc<Onboarding>, clock: Arc<dyn Clock>) -> Self {
-        Refresher { onboarding, clock }
+        Refresher {
+            onboarding,
+            clock,
+            ownership: Ownership::local(),
+        }
+    }
+
+    /// Renews only the tokens of businesses whose credential stream this process owns
+    /// (default: all), so that a token is exchanged with Meta once, not once per process.
+    pub fn owned_by(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Runs until `shutdown` turns true.
@@ -136,12 +148,15 @@ impl Refresher {
         let mut changes = self.onboarding.integrations.subscribe();
         // Businesses whose renewal could not even be tried, and when to look again.
         let mut held: HashMap<String, DateTime<Utc>> = HashMap::new();
+        // Shared ownership changes under the reactor: look again every round.
+        let shared = self.ownership.is_shared();
         loop {
             let next = self
                 .onboarding
                 .integrations
                 .credentials()
                 .into_iter()
+                .filter(|(business, _)| self.ownership.owns(&credential_stream(business)))
                 .filter_map(|(business, credential)| {
                     let due = credential.refresh_due(policy.margin, policy.retry_every)?;
                     let due = held.get(&business).map_or(due, |h| due.max(*h));
@@ -157,6 +172,11 @@ impl Refresher {
             tokio::select! {
                 () = wake => {
                     let Some((_, business)) = next else { continue };
+                    // Held until the renewal is recorded; the view may lag the log, which the
+                    // renewal's expected version takes care of.
+                    let Some(_held) = self.ownership.hold(&credential_stream(&business), Position::MAX).await else {
+                        continue;
+                    };
                     let now = self.clock.now();
                     match self.onboarding.refresh(&business, now).await {
                         Ok(true) => {
@@ -174,6 +194,7 @@ impl Refresher {
                     }
                 }
                 changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(chatledger_projections::ownership::ROUND), if shared => {}
                 _ = shutdown.changed() => return,
             }
         }
