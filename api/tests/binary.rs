@@ -179,18 +179,28 @@ async fn migrate_applies_the_schema_and_is_repeatable() {
 
 /// SIGKILL in the middle of a flood of webhooks, then a restart: the read models the
 /// restarted server builds equal a fresh replay of the same log, table by table, and every
-/// acknowledged message is in them.
-async fn killed_mid_flood(postgres: bool) {
+/// acknowledged message is in them. With two processes on one database, the flood goes to
+/// both and the first is killed; the other goes on taking webhooks.
+async fn killed_mid_flood(postgres: bool, processes: usize) {
     let dir = tempfile::tempdir().unwrap();
     let db = CrashDb::new(postgres, dir.path()).await;
-    let (mut server, base) = start(crash_server(dir.path(), &db)).await;
-    wait_caught_up(&base).await;
+    let mut servers = Vec::new();
+    for _ in 0..processes {
+        let (server, base) = start(crash_server(dir.path(), &db)).await;
+        wait_caught_up(&base).await;
+        servers.push((server, base));
+    }
+    let bases: Vec<String> = servers.iter().map(|(_, base)| base.clone()).collect();
 
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let client = reqwest::Client::new();
     let mut flood = Vec::new();
     for task in 0..8 {
-        let (client, base, acknowledged) = (client.clone(), base.clone(), acknowledged.clone());
+        let (client, base, acknowledged) = (
+            client.clone(),
+            bases[task % bases.len()].clone(),
+            acknowledged.clone(),
+        );
         flood.push(tokio::spawn(async move {
             for n in 0..200 {
                 let customer = task * 10 + n % 10;
@@ -217,15 +227,19 @@ async fn killed_mid_flood(postgres: bool) {
     while acknowledged.lock().unwrap().len() < 150 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.kill().await.unwrap();
+    let (mut killed, _) = servers.remove(0);
+    killed.kill().await.unwrap();
     for task in flood {
         task.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
     let (server, base) = start(crash_server(dir.path(), &db)).await;
-    wait_caught_up(&base).await;
-    terminate(server).await;
+    servers.push((server, base));
+    for (server, base) in servers {
+        wait_caught_up(&base).await;
+        terminate(server).await;
+    }
     let live = db.read_models().await;
     let messages = &live.iter().find(|(t, _)| t == "messages").unwrap().1;
     for wamid in &acknowledged {
@@ -261,12 +275,17 @@ async fn killed_mid_flood(postgres: bool) {
 
 #[tokio::test]
 async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_sqlite() {
-    killed_mid_flood(false).await;
+    killed_mid_flood(false, 1).await;
 }
 
 #[tokio::test]
 async fn a_server_killed_mid_flood_recovers_to_what_a_replay_builds_postgres() {
-    killed_mid_flood(true).await;
+    killed_mid_flood(true, 1).await;
+}
+
+#[tokio::test]
+async fn one_of_two_servers_killed_mid_flood_recovers_to_what_a_replay_builds_postgres() {
+    killed_mid_flood(true, 2).await;
 }
 
 /// `chatledger executive add` (password on stdin), then a login over HTTP against the same

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
 use chatledger_core::conversation::{
-    ConversationCommand, ConversationRef, CustomerKey, InboundMessage,
+    ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage, Receipt,
 };
 use chatledger_core::sender::{MessageSender, OutboundMessage};
 use chatledger_core::Metadata;
@@ -212,4 +212,147 @@ async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
     );
 }
 
-chatledger_tests::on_both_backends!(a_message_queued_before_a_restart_is_sent_once);
+/// A try recorded with no outcome (its process died between recording it and recording what
+/// the provider said) is not sent again blindly: a receipt that echoes our id settles it as
+/// sent; without one, it goes again once the grace is over, as try 2, and only once.
+async fn a_try_with_no_outcome_waits_for_its_receipt_before_it_goes_again(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let provider = FakeProvider::start().await;
+    let conversations = Arc::new(Conversations::new(store.clone()));
+    let conversation = ConversationRef {
+        channel: "c".into(),
+        channel_number: "919099039188".into(),
+        stakeholder: "partner".into(),
+        customer: CustomerKey::Phone("+919638120888".into()),
+    };
+    let stream = conversation.stream();
+    let chat_id = Uuid::new_v4();
+    let (with_receipt, without) = (Uuid::new_v4(), Uuid::new_v4());
+    let incoming = InboundMessage {
+        sent_at: Some(Utc::now()),
+        ..chatledger_tests::messages::text_message("wamid.in", "+919638120888", "hi")
+    };
+    let mut commands = vec![ConversationCommand::ReceiveMessage {
+        conversation,
+        message: Box::new(incoming),
+        new_chat_id: chat_id,
+        now: Utc::now(),
+    }];
+    for message_id in [with_receipt, without] {
+        commands.push(ConversationCommand::SendReply {
+            chat_id,
+            message_id,
+            text: format!("reply {message_id}"),
+            by: "asha".into(),
+            now: Utc::now(),
+        });
+        // Made by a process that died before it heard the answer.
+        commands.push(ConversationCommand::RecordDispatchAttempt {
+            message_id,
+            attempt: 1,
+            now: Utc::now(),
+        });
+    }
+    conversations
+        .handle(&stream, commands, &Metadata::by("test"))
+        .await
+        .unwrap();
+
+    let endpoint = Endpoint::CloudApi {
+        url: format!("{}/123/messages", provider.url),
+        headers: vec![("apikey".into(), "k".into())],
+    };
+    let sender = Arc::new(HttpSender::new(
+        HashMap::from([("c".to_owned(), endpoint)]),
+        Duration::from_secs(5),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limits = DispatchLimits {
+        unknown_grace: Duration::from_secs(1),
+        recipient_interval: Duration::ZERO,
+        ..DispatchLimits::default()
+    };
+    let dispatcher = Dispatcher::new(store.clone(), conversations.clone(), sender, limits);
+    tokio::spawn(dispatcher.run(LogTail::new(store.clone()), stopped));
+
+    // The provider's receipt for the first, echoing our id, reaches us within the grace.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(provider.requests().is_empty(), "nothing is sent blindly");
+    let receipt = Receipt {
+        provider: "meta".into(),
+        provider_message_id: "wamid.before-the-crash".into(),
+        status: "sent".into(),
+        at: None,
+        recipient: Customer {
+            phone: Some("+919638120888".into()),
+            ..Customer::default()
+        },
+        errors: vec![],
+        callback: Some(with_receipt.to_string()),
+        raw: json!({"id": "wamid.before-the-crash", "status": "sent"}),
+    };
+    conversations
+        .handle(
+            &stream,
+            vec![ConversationCommand::RecordReceipt {
+                receipt: Box::new(receipt),
+                now: Utc::now(),
+            }],
+            &Metadata::by("test"),
+        )
+        .await
+        .unwrap();
+
+    let both_settled = async {
+        loop {
+            let events = store.read_stream(&stream, 0, 100).await.unwrap();
+            let settled: Vec<_> = events
+                .iter()
+                .filter(|e| e.event_type == "MessageDispatched")
+                .map(|e| e.data.clone())
+                .collect();
+            if settled.len() == 2 {
+                return settled;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let settled = tokio::time::timeout(Duration::from_secs(30), both_settled)
+        .await
+        .expect("both are settled");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.send_replace(true);
+
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 1, "only the one nobody heard of goes again");
+    assert_eq!(
+        requests[0].body["biz_opaque_callback_data"],
+        without.to_string()
+    );
+    let outcome = |id: Uuid| {
+        settled
+            .iter()
+            .find(|d| d["message_id"] == id.to_string())
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        outcome(with_receipt)["provider_message_id"],
+        "wamid.before-the-crash"
+    );
+    assert_eq!(outcome(without)["provider_message_id"], "wamid.fake.1");
+    assert_eq!(outcome(without)["attempts"], 2, "sent as the second try");
+    let tries = store
+        .read_stream(&stream, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "DispatchAttempted")
+        .count();
+    assert_eq!(tries, 3, "two before the crash, one after it");
+}
+
+chatledger_tests::on_both_backends!(
+    a_message_queued_before_a_restart_is_sent_once,
+    a_try_with_no_outcome_waits_for_its_receipt_before_it_goes_again,
+);
