@@ -124,12 +124,13 @@ pub(super) async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::Io(e.to_string()))?;
+    let signalled = shutdown_signal();
     tracing::info!(address = %bound, "listening");
 
     let (fatal_seen_tx, fatal_seen_rx) = oneshot::channel();
     let shutdown = async move {
         tokio::select! {
-            () = shutdown_signal() => tracing::info!("shutting down: finishing requests in flight"),
+            () = signalled => tracing::info!("shutting down: finishing requests in flight"),
             Ok(fatal) = fatal_rx => { let _ = fatal_seen_tx.send(fatal); }
         }
     };
@@ -236,25 +237,33 @@ pub(super) async fn record_configuration(state: &AppState) -> Result<(), CliErro
     Ok(())
 }
 
-pub(super) async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that comes right after "listening" is not lost to the
+/// default action (which would end the process without a graceful stop).
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {}
+                () = wait(interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
