@@ -18,13 +18,16 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use chatledger_projections::reactor::Keeping;
+use chatledger_projections::snapshots::Snapshots;
+
 use crate::auth::{AuthError, TokenFacts, Viewer};
 
 /// How long a check waits for the view to be folded at start before saying so.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// One executive, as far as tokens are concerned.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Gate {
     active: bool,
     generation: u64,
@@ -101,13 +104,32 @@ impl Sessions {
         }
     }
 
-    /// Folds the log, then follows it, until `shutdown` turns true.
+    /// Folds the log (after its last snapshot in `snapshots`, if given), then follows it,
+    /// until `shutdown` turns true.
     pub async fn run(
         self,
         tail: chatledger_projections::tail::LogTail,
         shutdown: watch::Receiver<bool>,
+        snapshots: Option<Snapshots>,
     ) {
         let ready = self.ready.clone();
+        let keeping = snapshots.map(|snapshots| Keeping {
+            snapshots,
+            format: 1,
+            take: Box::new(|| {
+                let gates = self.gates.read().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_value(&*gates).unwrap_or_default()
+            }),
+            put: Box::new(
+                |kept| match serde_json::from_value::<HashMap<Uuid, Gate>>(kept) {
+                    Ok(gates) => {
+                        *self.gates.write().unwrap_or_else(|e| e.into_inner()) = gates;
+                        true
+                    }
+                    Err(_) => false,
+                },
+            ),
+        });
         chatledger_projections::reactor::fold_and_follow(
             tail,
             "sessions",
@@ -116,6 +138,7 @@ impl Sessions {
             |_| {
                 ready.send_replace(true);
             },
+            keeping,
         )
         .await;
     }

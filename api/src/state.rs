@@ -24,6 +24,7 @@ use chatledger_projections::tail::LogTail;
 
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 use crate::settings::Settings;
+use chatledger_projections::snapshots::Snapshots;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -205,19 +206,23 @@ impl AppState {
         spawn(
             "integrations",
             Box::new(move || {
-                Box::pin(
-                    state
-                        .onboarding
-                        .integrations
-                        .clone()
-                        .run(tail_.clone(), stop.clone()),
-                )
+                Box::pin(state.onboarding.integrations.clone().run(
+                    tail_.clone(),
+                    stop.clone(),
+                    Some(Snapshots::new(state.read_side.db.clone())),
+                ))
             }),
         );
         let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
         spawn(
             "sessions",
-            Box::new(move || Box::pin(state.sessions.clone().run(tail_.clone(), stop.clone()))),
+            Box::new(move || {
+                Box::pin(state.sessions.clone().run(
+                    tail_.clone(),
+                    stop.clone(),
+                    Some(Snapshots::new(state.read_side.db.clone())),
+                ))
+            }),
         );
         let (state, stop) = (self.clone(), shutdown.clone());
         spawn(
@@ -238,7 +243,8 @@ impl AppState {
                     state.store.clone(),
                     state.conversations.clone(),
                 )
-                .owned_by(state.ownership.clone());
+                .owned_by(state.ownership.clone())
+                .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(assigner.run(tail_.clone(), stop.clone()))
             }),
         );
@@ -252,7 +258,8 @@ impl AppState {
                     state.sender.clone(),
                     state.dispatch_limits.clone(),
                 )
-                .owned_by(state.ownership.clone());
+                .owned_by(state.ownership.clone())
+                .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
             }),
         );
@@ -266,7 +273,8 @@ impl AppState {
                     state.clock.clone(),
                     state.sla.notifications.clone(),
                 )
-                .owned_by(state.ownership.clone());
+                .owned_by(state.ownership.clone())
+                .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(timers.run(tail_.clone(), stop.clone()))
             }),
         );

@@ -294,14 +294,16 @@ impl ExecutiveEvent {
     }
 }
 
-/// An executive as their stream tells it.
-#[derive(Debug, Clone, PartialEq)]
+/// An executive as their stream tells it. Serialized for reactors' snapshots, without the
+/// password hash (which stays in the log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutiveState {
     pub executive_id: Uuid,
     pub email: String,
     pub name: String,
     pub role: Role,
     pub stakeholders: Vec<String>,
+    #[serde(skip)]
     pub password_hash: String,
     pub active: bool,
     pub online: bool,

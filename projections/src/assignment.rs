@@ -28,13 +28,19 @@ use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::Ownership;
+use crate::snapshots::{Schedule, Snapshots};
 use crate::tail::LogTail;
+
+/// The shape of [`Roster`] as kept; a release that changes it (or what the fold means)
+/// counts it up.
+const SNAPSHOT_FORMAT: u32 = 1;
+const NAME: &str = "assigner";
 
 /// How often waiting chats and chats held by offline executives are looked at again, in
 /// case a decision failed (the store was unavailable, say).
 const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Member {
     state: ExecutiveState,
     /// The event that took them offline, while they are.
@@ -57,7 +63,7 @@ impl Member {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct OpenChat {
     stream: String,
     stakeholder: String,
@@ -68,8 +74,8 @@ struct OpenChat {
     waiting_since: Uuid,
 }
 
-/// Executives and open chats, as the reactor needs them.
-#[derive(Debug, Default)]
+/// Executives and open chats, as the reactor needs them; kept as the assigner's snapshot.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Roster {
     members: BTreeMap<Uuid, Member>,
     chats: HashMap<Uuid, OpenChat>,
@@ -268,6 +274,7 @@ pub struct Assigner {
     ownership: Ownership,
     /// How far this reactor's view of the log has got.
     seen: Position,
+    snapshots: Option<Snapshots>,
 }
 
 impl Assigner {
@@ -278,7 +285,48 @@ impl Assigner {
             roster: Roster::default(),
             ownership: Ownership::local(),
             seen: 0,
+            snapshots: None,
         }
+    }
+
+    /// Starts from the last snapshot in `snapshots` and keeps new ones there.
+    pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Takes the roster back from the last snapshot; the position it covers (0: none).
+    async fn restore(&mut self) -> Position {
+        let Some(snapshots) = &self.snapshots else {
+            return 0;
+        };
+        let Some((position, roster)) = snapshots
+            .load::<Roster>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
+            .await
+        else {
+            return 0;
+        };
+        self.roster = roster;
+        tracing::info!(
+            position,
+            open = self.roster.chats.len(),
+            "the assigner starts from its snapshot"
+        );
+        position
+    }
+
+    /// Keeps the roster as it stands, if a snapshot is due (or `now`).
+    async fn keep(&self, schedule: &mut Schedule, now: bool) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !(schedule.due(self.seen) || now && self.seen > 0) {
+            return;
+        }
+        snapshots
+            .save(NAME, SNAPSHOT_FORMAT, self.seen, &self.roster)
+            .await;
+        schedule.kept(self.seen);
     }
 
     /// Assigns only the chats whose streams this process owns (default: all). Chats of a
@@ -291,17 +339,21 @@ impl Assigner {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
+        let from = self.restore().await;
         let Some(position) = crate::reactor::fold_log(
             store.as_ref(),
+            from,
             |e| self.roster.apply(e),
             &mut shutdown,
-            "assigner",
+            NAME,
         )
         .await
         else {
             return;
         };
         self.seen = position;
+        let mut schedule = Schedule::from(from);
+        self.keep(&mut schedule, false).await;
         self.settle().await;
         let mut follower = tail.subscribe(position);
         let mut settle = tokio::time::interval(SETTLE_EVERY);
@@ -310,14 +362,18 @@ impl Assigner {
                 next = follower.next() => match next {
                     Some(Ok(event)) => {
                         self.seen = self.seen.max(event.position);
-                        crate::reactor::observe("assigner", &event, |e| self.roster.apply(e));
+                        crate::reactor::observe(NAME, &event, |e| self.roster.apply(e));
                         self.react(&event).await;
+                        self.keep(&mut schedule, false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the assigner's read failed; it retries"),
                     None => return,
                 },
                 _ = settle.tick() => self.settle().await,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.keep(&mut schedule, true).await;
+                    return;
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use crate::read_db::ReadTx;
 use crate::tail::LogTail;
 
 /// One business as this process knows it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Business {
     pub integration: Option<IntegrationKind>,
     /// Channels official onboarding registered.
@@ -33,7 +33,7 @@ pub struct Business {
     version: Option<u64>,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct View {
     businesses: HashMap<String, Business>,
 }
@@ -106,9 +106,31 @@ impl Integrations {
         });
     }
 
-    /// Folds the log, then follows it, until `shutdown` turns true.
-    pub async fn run(self, tail: LogTail, shutdown: watch::Receiver<bool>) {
+    /// Folds the log (after its last snapshot in `snapshots`, if given), then follows it,
+    /// until `shutdown` turns true.
+    pub async fn run(
+        self,
+        tail: LogTail,
+        shutdown: watch::Receiver<bool>,
+        snapshots: Option<crate::snapshots::Snapshots>,
+    ) {
         let position = self.position.clone();
+        let keeping = snapshots.map(|snapshots| crate::reactor::Keeping {
+            snapshots,
+            format: 1,
+            take: Box::new(|| {
+                let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_value(&*view).unwrap_or_default()
+            }),
+            put: Box::new(|kept| match serde_json::from_value::<View>(kept) {
+                Ok(view) => {
+                    *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+                    self.changes.send_modify(|n| *n += 1);
+                    true
+                }
+                Err(_) => false,
+            }),
+        });
         crate::reactor::fold_and_follow(
             tail,
             "integrations",
@@ -121,6 +143,7 @@ impl Integrations {
                     moved
                 });
             },
+            keeping,
         )
         .await;
     }

@@ -20,10 +20,14 @@
 //! - **Limits**: per channel, at most `rate_per_second` sends from this process; per
 //!   recipient, at least `recipient_interval` between two messages (a recipient's stream has
 //!   one owner, so that one holds across processes).
+//! - **Starts from where it was**: the streams with pending messages and the channels are
+//!   kept as a snapshot ([`crate::snapshots`]); at start the dispatcher reads those streams up
+//!   to the snapshot's position and folds only the log after it. The messages' text is not in
+//!   the snapshot: it comes from the log, where `forget` can erase it.
 //! - **One outcome per message**: the outcome event's id derives from the message; an outcome
 //!   that could not be written is written again later, never sent again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +44,7 @@ use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
+use crate::snapshots::{Schedule, Snapshots};
 use crate::tail::LogTail;
 
 /// Limits the dispatcher keeps.
@@ -102,6 +107,18 @@ impl Pending {
     }
 }
 
+/// What the dispatcher keeps between runs: the channel of each stream, and which streams have
+/// messages waiting to be sent.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    channels: HashMap<String, String>,
+    pending_streams: BTreeSet<String>,
+}
+
+/// The shape of [`Kept`]; a release that changes it (or what the fold means) counts it up.
+const SNAPSHOT_FORMAT: u32 = 1;
+const NAME: &str = "dispatcher";
+
 /// The reactor.
 pub struct Dispatcher {
     store: Arc<dyn EventStore>,
@@ -116,6 +133,7 @@ pub struct Dispatcher {
     ownership: Ownership,
     /// How far this dispatcher's view of the log has got.
     seen: Position,
+    snapshots: Option<Snapshots>,
 }
 
 impl Dispatcher {
@@ -136,7 +154,68 @@ impl Dispatcher {
             last_to: HashMap::new(),
             ownership: Ownership::local(),
             seen: 0,
+            snapshots: None,
         }
+    }
+
+    /// Starts from the last snapshot in `snapshots` and keeps new ones there.
+    pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Takes the view back from the last snapshot; the position it covers (0: none).
+    async fn restore(&mut self) -> Position {
+        let Some(snapshots) = &self.snapshots else {
+            return 0;
+        };
+        let Some((position, kept)) = snapshots
+            .load::<Kept>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
+            .await
+        else {
+            return 0;
+        };
+        self.channels = kept.channels;
+        // The pending messages themselves come from their streams, as they stood then.
+        for stream in &kept.pending_streams {
+            match self.store.read_stream(stream, 0, usize::MAX).await {
+                Ok(events) => {
+                    for event in events.into_iter().filter(|e| e.position <= position) {
+                        crate::reactor::observe(NAME, &DecodedEvent::new(event), |e| self.apply(e));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "cannot read a stream the snapshot names; folding the whole log");
+                    self.channels.clear();
+                    self.pending.clear();
+                    return 0;
+                }
+            }
+        }
+        tracing::info!(
+            position,
+            pending = self.pending.len(),
+            "the dispatcher starts from its snapshot"
+        );
+        position
+    }
+
+    /// Keeps the view as it stands, if a snapshot is due (or `now`).
+    async fn keep(&self, schedule: &mut Schedule, now: bool) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !(schedule.due(self.seen) || now && self.seen > 0) {
+            return;
+        }
+        let kept = Kept {
+            channels: self.channels.clone(),
+            pending_streams: self.pending.values().map(|p| p.stream.clone()).collect(),
+        };
+        snapshots
+            .save(NAME, SNAPSHOT_FORMAT, self.seen, &kept)
+            .await;
+        schedule.kept(self.seen);
     }
 
     /// Sends only what this process owns (default: everything).
@@ -230,13 +309,10 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
-        let Some(position) = crate::reactor::fold_log(
-            store.as_ref(),
-            |e| self.apply(e),
-            &mut shutdown,
-            "dispatcher",
-        )
-        .await
+        let from = self.restore().await;
+        let Some(position) =
+            crate::reactor::fold_log(store.as_ref(), from, |e| self.apply(e), &mut shutdown, NAME)
+                .await
         else {
             return;
         };
@@ -247,6 +323,8 @@ impl Dispatcher {
             );
         }
         self.seen = position;
+        let mut schedule = Schedule::from(from);
+        self.keep(&mut schedule, false).await;
         let mut follower = tail.subscribe(position);
         loop {
             let next_due = self.pending.values().map(|p| p.due).min();
@@ -260,13 +338,17 @@ impl Dispatcher {
                 next = follower.next() => match next {
                     Some(Ok(event)) => {
                         self.seen = self.seen.max(event.position);
-                        crate::reactor::observe("dispatcher", &event, |e| self.apply(e));
+                        crate::reactor::observe(NAME, &event, |e| self.apply(e));
+                        self.keep(&mut schedule, false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
                     None => return,
                 },
                 () = wake => self.send_due().await,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.keep(&mut schedule, true).await;
+                    return;
+                }
             }
         }
     }

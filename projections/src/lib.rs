@@ -25,6 +25,8 @@
 //! - [`reactor`]: what every reactor does at start (fold the log into its view), the policy
 //!   for an event a reactor cannot fold, and the fold-then-follow loop of views every process
 //!   keeps (credentials, sessions).
+//! - [`snapshots`]: reactors' views kept between runs, so that a reactor starts from where it
+//!   was instead of folding the whole log.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
 //! - [`read_models`]: the projectors, a file each: chats, messages, customers, executives,
@@ -56,5 +58,6 @@ pub mod registry;
 pub mod runner;
 pub mod secrets;
 pub mod sla;
+pub mod snapshots;
 pub mod sql;
 pub mod tail;

@@ -65,15 +65,17 @@ pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&
     }
 }
 
-/// Folds every event of the log, in order, into `apply` (by [`observe`]), retrying reads that
-/// fail. Returns the position reached, or `None` when `shutdown` came first.
+/// Folds every event of the log after `from` (0: all of it), in order, into `apply` (by
+/// [`observe`]), retrying reads that fail. Returns the position reached, or `None` when
+/// `shutdown` came first.
 pub async fn fold_log(
     store: &dyn EventStore,
+    from: Position,
     mut apply: impl FnMut(&DecodedEvent),
     shutdown: &mut watch::Receiver<bool>,
     reactor: &'static str,
 ) -> Option<Position> {
-    let mut position = 0;
+    let mut position = from;
     loop {
         // A long log takes a while: a process told to stop stops between batches.
         if *shutdown.borrow() {
@@ -98,31 +100,104 @@ pub async fn fold_log(
     }
 }
 
-/// Keeps a view of the log current: folds the whole log into it with `apply`, calls `folded`
-/// with the position reached, then applies each new event as it comes, until `shutdown`
-/// turns true. (For views every process keeps: credentials, sessions.)
+/// How a view every process keeps is kept between runs ([`crate::snapshots`]).
+pub struct Keeping<'a> {
+    pub snapshots: crate::snapshots::Snapshots,
+    /// The view's shape; a release that changes it (or what the fold means) counts it up.
+    pub format: u32,
+    /// The view as it stands.
+    pub take: Box<dyn Fn() -> serde_json::Value + Send + Sync + 'a>,
+    /// Puts a kept view back; false when it does not read (the log is then folded whole).
+    pub put: Box<dyn Fn(serde_json::Value) -> bool + Send + Sync + 'a>,
+}
+
+impl Keeping<'_> {
+    /// Puts the last snapshot back; the position it covers (0: none).
+    async fn restore(&self, reactor: &'static str, log: &dyn EventStore) -> Position {
+        let Some((position, view)) = self
+            .snapshots
+            .load::<serde_json::Value>(reactor, self.format, log)
+            .await
+        else {
+            return 0;
+        };
+        if (self.put)(view) {
+            tracing::info!(reactor, position, "the view starts from its snapshot");
+            position
+        } else {
+            tracing::warn!(
+                reactor,
+                position,
+                "the view's snapshot does not read; folding the whole log"
+            );
+            0
+        }
+    }
+
+    async fn keep(
+        &self,
+        reactor: &'static str,
+        schedule: &mut crate::snapshots::Schedule,
+        position: Position,
+        now: bool,
+    ) {
+        if schedule.due(position) || now && position > 0 {
+            self.snapshots
+                .save(reactor, self.format, position, &(self.take)())
+                .await;
+            schedule.kept(position);
+        }
+    }
+}
+
+/// Keeps a view of the log current: starts from its snapshot if `keeping` says where (else
+/// folds the whole log) with `apply`, calls `folded` with the position reached, then applies
+/// each new event as it comes, keeping snapshots as it goes, until `shutdown` turns true.
+/// (For views every process keeps: credentials, sessions.)
 pub async fn fold_and_follow(
     tail: crate::tail::LogTail,
     reactor: &'static str,
     mut shutdown: watch::Receiver<bool>,
     mut apply: impl FnMut(&DecodedEvent),
     folded: impl FnOnce(Position),
+    keeping: Option<Keeping<'_>>,
 ) {
     use futures_util::StreamExt;
     let store = tail.store().clone();
-    let Some(position) = fold_log(store.as_ref(), &mut apply, &mut shutdown, reactor).await else {
+    let from = match &keeping {
+        Some(keeping) => keeping.restore(reactor, store.as_ref()).await,
+        None => 0,
+    };
+    let Some(mut position) =
+        fold_log(store.as_ref(), from, &mut apply, &mut shutdown, reactor).await
+    else {
         return;
     };
     folded(position);
+    let mut schedule = crate::snapshots::Schedule::from(from);
+    if let Some(keeping) = &keeping {
+        keeping.keep(reactor, &mut schedule, position, false).await;
+    }
     let mut follower = tail.subscribe(position);
     loop {
         tokio::select! {
             next = follower.next() => match next {
-                Some(Ok(event)) => observe(reactor, &event, &mut apply),
+                Some(Ok(event)) => {
+                    position = position.max(event.position);
+                    observe(reactor, &event, &mut apply);
+                    if let Some(keeping) = &keeping {
+                        keeping.keep(reactor, &mut schedule, position, false).await;
+                    }
+                }
                 Some(Err(e)) => tracing::warn!(reactor, error = %e, "following the log failed; it retries"),
                 None => return,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                if let Some(keeping) = &keeping {
+                    keeping.keep(reactor, &mut schedule, position, true).await;
+                }
+                return;
+            }
         }
     }
 }

@@ -10,9 +10,11 @@
 //! alert is recorded once even with two processes or after a restart. After a restart,
 //! overdue alerts fire at once, recording both the time they were due and the time they
 //! fired. With several processes, a clock is acted on only by the process that owns its
-//! stream's partition ([`crate::ownership`]).
+//! stream's partition ([`crate::ownership`]). It starts from its last snapshot
+//! ([`crate::snapshots`]: each stream's running clock, stakeholder, customer and policy) and
+//! folds only the log after it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chatledger_core::conversation::{
@@ -29,6 +31,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::conversations::{CommandError, Conversations, Handled};
 use crate::ownership::{Ownership, ROUND};
+use crate::snapshots::{Schedule, Snapshots};
 use crate::tail::LogTail;
 
 /// Who is told, with which template.
@@ -54,6 +57,28 @@ struct Watched {
     policy: Option<(u64, SlaPolicy)>,
 }
 
+/// What the timers keep between runs: of each stream, only what they read.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    /// The policy in force, by version, and every policy a running clock is judged by.
+    policy: u64,
+    policies: BTreeMap<u64, SlaPolicy>,
+    streams: HashMap<String, KeptStream>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptStream {
+    customer: String,
+    stakeholder: String,
+    /// The version of the policy its running clock started under.
+    policy: Option<u64>,
+    clock: Option<chatledger_core::conversation::SlaClock>,
+}
+
+/// The shape of [`Kept`]; a release that changes it (or what the fold means) counts it up.
+const SNAPSHOT_FORMAT: u32 = 1;
+const NAME: &str = "SLA timers";
+
 /// The reactor.
 pub struct SlaTimers {
     store: Arc<dyn EventStore>,
@@ -69,6 +94,7 @@ pub struct SlaTimers {
     ownership: Ownership,
     /// How far this reactor's view of the log has got.
     seen: Position,
+    snapshots: Option<Snapshots>,
 }
 
 /// Crossings recorded at once; more wait for the next round.
@@ -99,7 +125,90 @@ impl SlaTimers {
             scheduled: HashMap::new(),
             ownership: Ownership::local(),
             seen: 0,
+            snapshots: None,
         }
+    }
+
+    /// Starts from the last snapshot in `snapshots` and keeps new ones there.
+    pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Takes the view back from the last snapshot; the position it covers (0: none).
+    async fn restore(&mut self) -> Position {
+        let Some(snapshots) = &self.snapshots else {
+            return 0;
+        };
+        let Some((position, kept)) = snapshots
+            .load::<Kept>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
+            .await
+        else {
+            return 0;
+        };
+        let policy_of = |version: u64| {
+            kept.policies
+                .get(&version)
+                .map(|policy| (version, policy.clone()))
+        };
+        self.policy = policy_of(kept.policy).unwrap_or((0, SlaPolicy::default()));
+        for (stream, watched) in kept.streams {
+            self.streams.insert(
+                stream.clone(),
+                Watched {
+                    conversation: Conversation {
+                        sla: watched.clock,
+                        ..Conversation::default()
+                    },
+                    stakeholder: watched.stakeholder,
+                    customer: watched.customer,
+                    policy: watched.policy.and_then(policy_of),
+                },
+            );
+            self.reschedule(&stream);
+        }
+        tracing::info!(
+            position,
+            running = self.queue.len(),
+            "the SLA timers start from their snapshot"
+        );
+        position
+    }
+
+    /// Keeps the view as it stands, if a snapshot is due (or `now`).
+    async fn keep(&self, schedule: &mut Schedule, now: bool) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !(schedule.due(self.seen) || now && self.seen > 0) {
+            return;
+        }
+        let mut policies = BTreeMap::from([self.policy.clone()]);
+        let streams = self
+            .streams
+            .iter()
+            .map(|(stream, watched)| {
+                if let Some((version, policy)) = &watched.policy {
+                    policies.insert(*version, policy.clone());
+                }
+                let kept = KeptStream {
+                    customer: watched.customer.clone(),
+                    stakeholder: watched.stakeholder.clone(),
+                    policy: watched.policy.as_ref().map(|(version, _)| *version),
+                    clock: watched.conversation.sla.clone(),
+                };
+                (stream.clone(), kept)
+            })
+            .collect();
+        let kept = Kept {
+            policy: self.policy.0,
+            policies,
+            streams,
+        };
+        snapshots
+            .save(NAME, SNAPSHOT_FORMAT, self.seen, &kept)
+            .await;
+        schedule.kept(self.seen);
     }
 
     /// Acts only on what this process owns (default: everything).
@@ -201,17 +310,16 @@ impl SlaTimers {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, tail: LogTail, mut shutdown: watch::Receiver<bool>) {
         let store = self.store.clone();
-        let Some(position) = crate::reactor::fold_log(
-            store.as_ref(),
-            |e| self.apply(e),
-            &mut shutdown,
-            "SLA timers",
-        )
-        .await
+        let from = self.restore().await;
+        let Some(position) =
+            crate::reactor::fold_log(store.as_ref(), from, |e| self.apply(e), &mut shutdown, NAME)
+                .await
         else {
             return;
         };
         self.seen = position;
+        let mut schedule = Schedule::from(from);
+        self.keep(&mut schedule, false).await;
         // Shared ownership changes under the reactor: look again every round.
         let shared = self.ownership.is_shared();
         let mut follower = tail.subscribe(position);
@@ -231,19 +339,23 @@ impl SlaTimers {
                 event = follower.next() => match event {
                     Some(Ok(event)) => {
                         self.seen = self.seen.max(event.position);
-                        crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
+                        crate::reactor::observe(NAME, &event, |e| self.apply(e));
                         // Take in everything already read before looking at the clock again.
                         while let Some(Some(Ok(event))) = follower.next().now_or_never() {
                             self.seen = self.seen.max(event.position);
-                            crate::reactor::observe("SLA timers", &event, |e| self.apply(e));
+                            crate::reactor::observe(NAME, &event, |e| self.apply(e));
                         }
+                        self.keep(&mut schedule, false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the SLA timers' read failed; they retry"),
                     None => return,
                 },
                 () = wake => {}
                 () = tokio::time::sleep(ROUND), if shared || stuck => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.keep(&mut schedule, true).await;
+                    return;
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ pub async fn rotate_secrets(
     let (_never, mut shutdown) = watch::channel(false);
     chatledger_projections::reactor::fold_log(
         store.as_ref(),
+        0,
         |e| integrations.apply(e),
         &mut shutdown,
         "secrets rotate",

@@ -240,7 +240,7 @@ pub enum SlaStop {
 
 /// The SLA clock of the open chat: running from the first customer message with no reply
 /// after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaClock {
     pub chat_id: Uuid,
     pub started_at: DateTime<Utc>,

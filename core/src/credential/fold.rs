@@ -16,7 +16,7 @@ pub enum StateRefusal {
 }
 
 /// A `state` issued for a signup, as the fold keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedState {
     pub sha256: String,
     pub stakeholder: String,
@@ -25,7 +25,7 @@ pub struct IssuedState {
 }
 
 /// The onboarding attempt under way.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub attempt_id: Uuid,
     pub state_sha256: String,
@@ -36,8 +36,9 @@ pub struct Attempt {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A credential folded from its stream.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A credential folded from its stream (serialized for snapshots of the views that keep it:
+/// its token and PIN only ever in their sealed form).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Credential {
     pub business_id: String,
     /// `None` before anything was recorded.
@@ -66,7 +67,7 @@ pub struct Credential {
 }
 
 /// A restriction or disabling Meta reported on the account.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suspension {
     pub cause: SuspensionCause,
     pub reason: String,
