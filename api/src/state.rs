@@ -66,6 +66,8 @@ pub struct AppState {
     /// Which partitions of the streams this process's reactors act on: all of them unless
     /// `serve` shares the work with other processes on PostgreSQL.
     pub ownership: chatledger_projections::ownership::Ownership,
+    /// The reactors [`AppState::start_background`] started, for [`AppState::stopped`].
+    reactors: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
         AppState {
             sessions: Sessions::default(),
             ownership: chatledger_projections::ownership::Ownership::local(),
+            reactors: Arc::default(),
             logins: LoginGuard::new(&settings.limits),
             limits: Arc::new(settings.limits),
             personal,
@@ -200,7 +203,11 @@ impl AppState {
         crate::live::spawn_feed(tail.clone(), self.live.clone(), shutdown.clone());
         // Each reactor runs under supervision: one that stops on a panic starts again.
         let spawn = |name: &'static str, start: Box<dyn Fn() -> BoxFuture + Send>| {
-            tokio::spawn(supervise(name, shutdown.clone(), start));
+            let reactor = tokio::spawn(supervise(name, shutdown.clone(), start));
+            self.reactors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(reactor);
         };
         let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
         spawn(
@@ -294,5 +301,19 @@ impl AppState {
             }),
         );
         Ok(())
+    }
+
+    /// Waits, up to `limit`, for the reactors to stop once their shutdown was signalled: they
+    /// keep their snapshots as they stop, which a process that exits at once would cut short.
+    pub async fn stopped(&self, limit: std::time::Duration) {
+        let reactors =
+            std::mem::take(&mut *self.reactors.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = futures_util::future::join_all(reactors);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                limit_s = limit.as_secs(),
+                "the reactors did not stop in time; their next start folds more of the log"
+            );
+        }
     }
 }

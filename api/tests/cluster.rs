@@ -444,25 +444,25 @@ fn each_sent_once(sends: &Sends, received: &BTreeMap<String, usize>) {
     assert_eq!(alerts.len(), sends.alerts.len(), "an alert raised twice");
 }
 
-/// Two processes, then a third that joins while replies are going out: 40 replies spread
+/// Two processes, then a third that joins while replies are going out: 100 replies spread
 /// over the processes and an alert and escalation for each of 20 unanswered customers, each
 /// sent once.
 #[tokio::test]
 async fn replies_and_alerts_over_two_then_three_processes_are_each_sent_once() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let installation = Installation::new((8, 10), Duration::from_millis(30)).await;
+    let installation = Installation::new((15, 18), Duration::from_millis(30)).await;
     let (a, base_a) = installation.start().await;
     let (b, base_b) = installation.start().await;
     shared_out(&[base_a.clone(), base_b.clone()]).await;
 
-    let chats = customers_write(&[base_a.clone(), base_b.clone()], 60).await;
-    // The first 20 replies over two processes; a third process joins under load; the next
-    // 20 go over all three. The last 20 customers wait past their alert and escalation.
-    for (i, chat) in chats[..20].iter().enumerate() {
+    let chats = customers_write(&[base_a.clone(), base_b.clone()], 120).await;
+    // The first 50 replies over two processes; a third process joins under load; the next
+    // 50 go over all three. The last 20 customers wait past their alert and escalation.
+    for (i, chat) in chats[..50].iter().enumerate() {
         reply([&base_a, &base_b][i % 2], chat).await;
     }
     let (c, base_c) = installation.start().await;
-    for (i, chat) in chats[20..40].iter().enumerate() {
+    for (i, chat) in chats[50..100].iter().enumerate() {
         reply([&base_a, &base_b, &base_c][i % 3], chat).await;
     }
     let bases = [base_a, base_b, base_c];
@@ -477,7 +477,7 @@ async fn replies_and_alerts_over_two_then_three_processes_are_each_sent_once() {
     let received = installation.provider.received();
     each_sent_once(&sends, &received);
     let replies = sends.intended.len() - sends.alerts.len();
-    assert_eq!(replies, 40, "{sends:?}");
+    assert_eq!(replies, 100, "{sends:?}");
     let unanswered: BTreeSet<&String> = sends.alerts.iter().map(|(s, ..)| s).collect();
     assert!(unanswered.len() >= 20, "{:?}", sends.alerts);
     for (stream, ..) in &sends.alerts {
@@ -504,12 +504,12 @@ async fn a_process_killed_mid_send_is_replaced_and_nothing_is_sent_twice() {
     let (b, base_b) = installation.start().await;
     shared_out(&[base_a.clone(), base_b.clone()]).await;
 
-    let chats = customers_write(&[base_a.clone(), base_b.clone()], 40).await;
+    let chats = customers_write(&[base_a.clone(), base_b.clone()], 100).await;
     for (i, chat) in chats.iter().enumerate() {
         reply([&base_a, &base_b][i % 2], chat).await;
     }
     let started = Instant::now();
-    while installation.provider.received().len() < 8 {
+    while installation.provider.received().len() < 20 {
         assert!(started.elapsed() < SETTLE_GUARD, "nothing was sent");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -531,7 +531,7 @@ async fn a_process_killed_mid_send_is_replaced_and_nothing_is_sent_twice() {
     let sends = settled(&installation, 0).await;
     let received = installation.provider.received();
     each_sent_once(&sends, &received);
-    assert_eq!(sends.intended.len(), 40);
+    assert_eq!(sends.intended.len(), 100);
     terminate(b).await;
 }
 

@@ -35,6 +35,13 @@ pub fn progress() -> BTreeMap<&'static str, Position> {
     PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// `reactor`'s view covers the log up to `position`.
+fn advanced(reactor: &'static str, position: Position) {
+    let mut progress = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = progress.entry(reactor).or_default();
+    *seen = (*seen).max(position);
+}
+
 fn count(reactor: &'static str) {
     *UNFOLDABLE
         .lock()
@@ -45,11 +52,7 @@ fn count(reactor: &'static str) {
 
 /// Folds `event` into a reactor's view with `apply`, by the policy above.
 pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&DecodedEvent)) {
-    {
-        let mut progress = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = progress.entry(reactor).or_default();
-        *seen = (*seen).max(event.position);
-    }
+    advanced(reactor, event.position);
     if let Err(e) = event.conversation() {
         tracing::error!(reactor, position = event.position, stream = %event.stream,
             event_type = %event.event_type, error = %e,
@@ -82,7 +85,10 @@ pub async fn fold_log(
             return None;
         }
         match store.read_all(position, 5_000).await {
-            Ok(batch) if batch.is_empty() => return Some(position),
+            Ok(batch) if batch.is_empty() => {
+                advanced(reactor, position);
+                return Some(position);
+            }
             Ok(batch) => {
                 position = batch.last().map_or(position, |e| e.position);
                 for event in batch {

@@ -134,8 +134,9 @@ pub(super) async fn serve(
             Ok(fatal) = fatal_rx => { let _ = fatal_seen_tx.send(fatal); }
         }
     };
-    let served = run(listener, state, shutdown).await;
+    let served = run(listener, state.clone(), shutdown).await;
     stop_background.send_replace(true);
+    state.stopped(Duration::from_secs(15)).await;
     served.map_err(|e| CliError::Io(format!("the server failed: {e}")))?;
     match fatal_seen_rx.await {
         Ok(fatal) => Err(fatal),
