@@ -349,36 +349,39 @@ async fn reply(base: &str, chat: &str) {
     assert!(sent["errors"].is_null(), "{sent}");
 }
 
-/// Each process's partitions, from readiness, once every process is ready.
-async fn owned(bases: &[String]) -> Vec<BTreeSet<u64>> {
+/// Each process's partitions and the processes it counts, from readiness, once every process
+/// is ready.
+async fn owned(bases: &[String]) -> Vec<(u64, BTreeSet<u64>)> {
     let mut shares = Vec::new();
     for base in bases {
         let (status, body) = get(&format!("{base}/api/health/ready")).await;
         if status != 200 {
             return Vec::new();
         }
-        shares.push(
-            body["ownership"]["owned"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_u64().unwrap())
-                .collect(),
-        );
+        let owned = body["ownership"]["owned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        shares.push((body["ownership"]["members"].as_u64().unwrap(), owned));
     }
     shares
 }
 
-/// Waits until the processes at `bases` share all 64 partitions, each owning some and no two
-/// the same; returns how long that took.
+/// Waits until the processes at `bases` count each other and share all 64 partitions fairly:
+/// each owns some and at most its share, no two the same; returns how long that took.
 async fn shared_out(bases: &[String]) -> Duration {
     let started = Instant::now();
+    let fair = 64usize.div_ceil(bases.len());
     loop {
         let shares = owned(bases).await;
-        let total: usize = shares.iter().map(BTreeSet::len).sum();
-        let union: BTreeSet<u64> = shares.iter().flatten().copied().collect();
+        let total: usize = shares.iter().map(|(_, s)| s.len()).sum();
+        let union: BTreeSet<u64> = shares.iter().flat_map(|(_, s)| s).copied().collect();
         if shares.len() == bases.len()
-            && shares.iter().all(|s| !s.is_empty())
+            && shares.iter().all(|(members, s)| {
+                *members == bases.len() as u64 && !s.is_empty() && s.len() <= fair
+            })
             && total == 64
             && union.len() == 64
         {
@@ -466,12 +469,8 @@ async fn replies_and_alerts_over_two_then_three_processes_are_each_sent_once() {
         reply([&base_a, &base_b, &base_c][i % 3], chat).await;
     }
     let bases = [base_a, base_b, base_c];
+    // Each takes a fair share (at most 22 of 64), the newcomer too.
     shared_out(&bases).await;
-    let shares = owned(&bases).await;
-    assert!(
-        shares.iter().all(|s| s.len() <= 22),
-        "at most a fair share each: {shares:?}"
-    );
 
     let sends = settled(&installation, 40).await;
     let received = installation.provider.received();
@@ -592,6 +591,22 @@ async fn cluster_shows_who_owns_what() {
         report["read_models"]["chats"]["checkpoint"].is_u64(),
         "{report}"
     );
+    // Readiness says the same of each process, with how far each reactor has got.
+    let (_, ready) = get(&format!("{base_a}/api/health/ready")).await;
+    assert_eq!(ready["ownership"]["mode"], "postgres", "{ready}");
+    assert_eq!(ready["ownership"]["members"], 2, "{ready}");
+    for reactor in [
+        "dispatcher",
+        "SLA timers",
+        "assigner",
+        "integrations",
+        "sessions",
+    ] {
+        assert!(
+            ready["reactors"][reactor]["lag"].is_u64(),
+            "{reactor} in {ready}"
+        );
+    }
     for child in [a, b] {
         terminate(child).await;
     }
