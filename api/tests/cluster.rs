@@ -194,6 +194,15 @@ impl Installation {
 
     /// Every conversation event in the log, as stored (message ids are not personal data).
     async fn log(&self) -> Vec<(String, ConversationEvent)> {
+        self.log_with_actors()
+            .await
+            .into_iter()
+            .map(|(stream, _, event)| (stream, event))
+            .collect()
+    }
+
+    /// The same, with who recorded each event.
+    async fn log_with_actors(&self) -> Vec<(String, String, ConversationEvent)> {
         let store = &self.store;
         let mut events = Vec::new();
         let mut from = 0;
@@ -202,9 +211,9 @@ impl Installation {
             let Some(last) = batch.last() else { break };
             from = last.position;
             for event in batch {
-                let stream = event.stream.clone();
+                let (stream, actor) = (event.stream.clone(), event.metadata.actor.clone());
                 if let Ok(Some(conversation)) = DecodedEvent::new(event).conversation() {
-                    events.push((stream, conversation.clone()));
+                    events.push((stream, actor, conversation.clone()));
                 }
             }
         }
@@ -531,6 +540,21 @@ async fn a_process_killed_mid_send_is_replaced_and_nothing_is_sent_twice() {
     let received = installation.provider.received();
     each_sent_once(&sends, &received);
     assert_eq!(sends.intended.len(), 100);
+    // How the tries the killed process left without an outcome ended: settled by the
+    // provider's receipt (as are sends whose receipt beat the sender's own record), or, when
+    // the request never reached the provider, sent again after the grace.
+    let log = installation.log_with_actors().await;
+    let by_receipt = log
+        .iter()
+        .filter(|(_, actor, event)| {
+            matches!(event, ConversationEvent::MessageDispatched { .. })
+                && actor != "reactor:dispatcher"
+        })
+        .count();
+    let tried_again = sends.tries.values().filter(|tries| **tries > 1).count();
+    println!(
+        "outcomes recorded from the provider's receipt: {by_receipt}; messages sent again after the grace: {tried_again}"
+    );
     terminate(b).await;
 }
 
