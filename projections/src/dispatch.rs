@@ -15,8 +15,9 @@
 //!   (`biz_opaque_callback_data`) settles it as sent; only when none comes within
 //!   `unknown_grace` is it sent again (ADR 14 says what that guarantees).
 //! - **Retries**: transient failures (5xx, 429, timeouts, rate-limit codes) are retried
-//!   with exponential backoff and jitter, honouring `Retry-After`, up to a bound; permanent
-//!   ones are recorded at once and never retried.
+//!   with exponential backoff and jitter, honouring `Retry-After`, up to a bound, each recorded
+//!   with when the next try is due (`DispatchRetrying`: a process taking the message over goes
+//!   on then); permanent ones are recorded at once and never retried.
 //! - **Limits**: per channel, at most `rate_per_second` sends from this process; per
 //!   recipient, at least `recipient_interval` between two messages (a recipient's stream has
 //!   one owner, so that one holds across processes).
@@ -298,6 +299,22 @@ impl Dispatcher {
                     }
                 }
             }
+            ConversationEvent::DispatchRetrying {
+                message_id,
+                attempt,
+                retry_at,
+                ..
+            } => {
+                if let Some(p) = self.pending.get_mut(message_id) {
+                    if *attempt >= p.attempts {
+                        // The latest try failed and said when to go on: not unknown.
+                        p.attempts = *attempt;
+                        p.unknown = false;
+                        let wait = (*retry_at - Utc::now()).to_std().unwrap_or_default();
+                        p.due = Instant::now() + wait;
+                    }
+                }
+            }
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {
                 self.pending.remove(message_id);
@@ -419,6 +436,14 @@ impl Dispatcher {
                     tracing::warn!(message.id = %message_id, attempts = attempt, error = %e, retry_in_ms = delay.as_millis() as u64,
                         "sending failed; retrying");
                     self.postpone(&message_id, Instant::now() + delay);
+                    let retrying = DispatchOutcome::Retrying {
+                        code: e.code,
+                        error: e.message,
+                        retry_at: Utc::now()
+                            + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    };
+                    self.record_retrying(&pending, message_id, retrying, attempt)
+                        .await;
                     None
                 }
                 Err(e) => Some(DispatchOutcome::Failed {
@@ -485,6 +510,35 @@ impl Dispatcher {
                 self.postpone(&message_id, Instant::now() + Duration::from_secs(1));
                 false
             }
+        }
+    }
+
+    /// Records that try `attempt` failed and when the next is due, so that a process taking
+    /// the message over goes on then instead of waiting out the grace. Not recorded: the next
+    /// owner waits the grace, nothing worse.
+    async fn record_retrying(
+        &self,
+        pending: &Pending,
+        message_id: Uuid,
+        outcome: DispatchOutcome,
+        attempt: u32,
+    ) {
+        let command = ConversationCommand::RecordDispatch {
+            message_id,
+            outcome,
+            attempts: attempt,
+            now: Utc::now(),
+        };
+        if let Err(e) = self
+            .conversations
+            .handle(
+                &pending.stream,
+                vec![command],
+                &Metadata::by("reactor:dispatcher"),
+            )
+            .await
+        {
+            tracing::warn!(message.id = %message_id, error = %e, "recording a failed try failed");
         }
     }
 

@@ -352,7 +352,98 @@ async fn a_try_with_no_outcome_waits_for_its_receipt_before_it_goes_again(backen
     assert_eq!(tries, 3, "two before the crash, one after it");
 }
 
+/// A try that failed in another process and said when to go on is made again then, not after
+/// the grace an unknown try waits: its outcome is known.
+async fn a_try_that_failed_elsewhere_goes_again_when_it_said(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let provider = FakeProvider::start().await;
+    let conversations = Arc::new(Conversations::new(store.clone()));
+    let conversation = ConversationRef {
+        channel: "c".into(),
+        channel_number: "919099039188".into(),
+        stakeholder: "partner".into(),
+        customer: CustomerKey::Phone("+919638120888".into()),
+    };
+    let stream = conversation.stream();
+    let chat_id = Uuid::new_v4();
+    let message_id = Uuid::new_v4();
+    let incoming = InboundMessage {
+        sent_at: Some(Utc::now()),
+        ..chatledger_tests::messages::text_message("wamid.in", "+919638120888", "hi")
+    };
+    // Another process tried, the provider was busy, and it gave way before the next try.
+    let commands = vec![
+        ConversationCommand::ReceiveMessage {
+            conversation,
+            message: Box::new(incoming),
+            new_chat_id: chat_id,
+            now: Utc::now(),
+        },
+        ConversationCommand::SendReply {
+            chat_id,
+            message_id,
+            text: "after a busy provider".into(),
+            by: "asha".into(),
+            now: Utc::now(),
+        },
+        ConversationCommand::RecordDispatchAttempt {
+            message_id,
+            attempt: 1,
+            now: Utc::now(),
+        },
+        ConversationCommand::RecordDispatch {
+            message_id,
+            outcome: chatledger_core::conversation::DispatchOutcome::Retrying {
+                code: Some(130429),
+                error: "Rate limit hit".into(),
+                retry_at: Utc::now() + chrono::Duration::milliseconds(300),
+            },
+            attempts: 1,
+            now: Utc::now(),
+        },
+    ];
+    conversations
+        .handle(&stream, commands, &Metadata::by("test"))
+        .await
+        .unwrap();
+    let sender = Arc::new(HttpSender::new(
+        HashMap::from([(
+            "c".to_owned(),
+            Endpoint::CloudApi {
+                url: format!("{}/123/messages", provider.url),
+                headers: vec![("apikey".into(), "k".into())],
+            },
+        )]),
+        Duration::from_secs(5),
+    ));
+    let limits = DispatchLimits {
+        unknown_grace: Duration::from_secs(3_600),
+        recipient_interval: Duration::ZERO,
+        ..DispatchLimits::default()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let dispatcher = Dispatcher::new(store.clone(), conversations.clone(), sender, limits);
+    tokio::spawn(dispatcher.run(LogTail::new(store.clone()), stopped));
+    let dispatched = async {
+        loop {
+            let events = store.read_stream(&stream, 0, 100).await.unwrap();
+            if let Some(e) = events.iter().find(|e| e.event_type == "MessageDispatched") {
+                return e.data.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // A guard against hanging: the grace alone would be an hour.
+    let dispatched = tokio::time::timeout(Duration::from_secs(60), dispatched)
+        .await
+        .expect("sent when the failed try said, not after the grace");
+    stop.send_replace(true);
+    assert_eq!(dispatched["attempts"], 2);
+    assert_eq!(provider.requests().len(), 1);
+}
+
 chatledger_tests::on_both_backends!(
     a_message_queued_before_a_restart_is_sent_once,
     a_try_with_no_outcome_waits_for_its_receipt_before_it_goes_again,
+    a_try_that_failed_elsewhere_goes_again_when_it_said,
 );

@@ -112,6 +112,12 @@ pub enum DispatchOutcome {
         error: String,
         permanent: bool,
     },
+    /// This try failed, and the message is tried again at `retry_at`.
+    Retrying {
+        code: Option<i64>,
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
 }
 
 /// A command the conversation refuses.

@@ -261,6 +261,7 @@ impl Conversation {
                     return Ok(vec![]);
                 }
                 let chat_id = outbound.chat_id;
+                let latest = outbound.attempts;
                 Ok(vec![match outcome {
                     DispatchOutcome::Sent {
                         provider_message_id,
@@ -283,6 +284,20 @@ impl Conversation {
                         permanent,
                         attempts,
                         failed_at: now,
+                    },
+                    // Only the latest try's failure says when to go on.
+                    DispatchOutcome::Retrying { .. } if attempts < latest => return Ok(vec![]),
+                    DispatchOutcome::Retrying {
+                        code,
+                        error,
+                        retry_at,
+                    } => ConversationEvent::DispatchRetrying {
+                        chat_id,
+                        message_id,
+                        attempt: attempts,
+                        code,
+                        error,
+                        retry_at,
                     },
                 }])
             }

@@ -104,6 +104,18 @@ pub enum ConversationEvent {
         attempt: u32,
         attempted_at: DateTime<Utc>,
     },
+    /// A try failed in a way worth trying again (the provider busy, a timeout): the next try
+    /// is due at `retry_at`. Recorded so that a process taking the message over knows the
+    /// try's outcome and when to go on, instead of waiting for a receipt that cannot come.
+    DispatchRetrying {
+        chat_id: Uuid,
+        message_id: Uuid,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i64>,
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
     /// The provider accepted a queued message.
     MessageDispatched {
         chat_id: Uuid,
@@ -190,7 +202,7 @@ pub enum ConversationEvent {
 impl ConversationEvent {
     /// Every stored type name of a conversation stream: the one list folds read by (a test
     /// checks it against every variant's [`Self::event_type`] and round trip).
-    pub const TYPES: [&'static str; 20] = [
+    pub const TYPES: [&'static str; 21] = [
         "ChatOpened",
         "MessageReceived",
         "ReceiptRecorded",
@@ -211,6 +223,7 @@ impl ConversationEvent {
         "MessageDispatchFailed",
         "PersonalDataErased",
         "DispatchAttempted",
+        "DispatchRetrying",
     ];
 
     /// The stored type name.
@@ -232,6 +245,7 @@ impl ConversationEvent {
             ConversationEvent::SlaEscalated(_) => "SlaEscalated",
             ConversationEvent::ChatRated { .. } => "ChatRated",
             ConversationEvent::DispatchAttempted { .. } => "DispatchAttempted",
+            ConversationEvent::DispatchRetrying { .. } => "DispatchRetrying",
             ConversationEvent::MessageDispatched { .. } => "MessageDispatched",
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
@@ -307,6 +321,12 @@ impl ConversationEvent {
                 attempt,
                 ..
             } => format!("DispatchAttempted/{stream}/{message_id}/{attempt}"),
+            // One failure per try.
+            ConversationEvent::DispatchRetrying {
+                message_id,
+                attempt,
+                ..
+            } => format!("DispatchRetrying/{stream}/{message_id}/{attempt}"),
             // One outcome per queued message.
             ConversationEvent::MessageDispatched { message_id, .. }
             | ConversationEvent::MessageDispatchFailed { message_id, .. } => {

@@ -139,6 +139,9 @@ impl Conversation {
                     outbound.attempts = outbound.attempts.max(*attempt);
                 }
             }
+            // When the next try is due is the dispatcher's business; the conversation's state
+            // does not change.
+            ConversationEvent::DispatchRetrying { .. } => {}
             ConversationEvent::SlaClockStarted {
                 chat_id,
                 customer_message,

@@ -494,6 +494,50 @@ fn each_try_is_recorded_once_and_none_after_the_outcome() {
 }
 
 #[test]
+fn a_try_that_will_be_made_again_says_when_and_only_for_the_latest_try() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let queued = given(&history, reply(1, 50, "2026-11-22T10:01:00Z"));
+    let history: Vec<_> = history.into_iter().chain(queued).collect();
+    let tried: Vec<_> = [attempt(50, 1), attempt(50, 2)]
+        .into_iter()
+        .scan(history, |history, command| {
+            let events = given(history, command);
+            history.extend(events);
+            Some(history.clone())
+        })
+        .last()
+        .unwrap();
+    let retrying = |attempts: u32| ConversationCommand::RecordDispatch {
+        message_id: Uuid::from_u128(50),
+        outcome: DispatchOutcome::Retrying {
+            code: Some(130429),
+            error: "Rate limit hit".into(),
+            retry_at: at("2026-11-22T10:02:00Z"),
+        },
+        attempts,
+        now: at("2026-11-22T10:01:30Z"),
+    };
+    assert!(
+        given(&tried, retrying(1)).is_empty(),
+        "a failure of an older try says nothing once a newer one was made"
+    );
+    let recorded = given(&tried, retrying(2));
+    assert!(matches!(
+        &recorded[..],
+        [ConversationEvent::DispatchRetrying {
+            attempt: 2,
+            code: Some(130429),
+            ..
+        }]
+    ));
+    assert!(
+        !Conversation::fold(&[tried.clone(), recorded].concat()).outbound[&Uuid::from_u128(50)]
+            .settled,
+        "still to be sent"
+    );
+}
+
+#[test]
 fn a_receipt_echoing_our_id_settles_a_try_whose_outcome_was_never_recorded() {
     let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
     let queued = given(&history, reply(1, 50, "2026-11-22T10:01:00Z"));
@@ -832,6 +876,14 @@ fn one_of_each() -> Vec<ConversationEvent> {
             message_id: Uuid::from_u128(7),
             attempt: 1,
             attempted_at: t,
+        },
+        E::DispatchRetrying {
+            chat_id,
+            message_id: Uuid::from_u128(7),
+            attempt: 1,
+            code: Some(130429),
+            error: "Rate limit hit".into(),
+            retry_at: t,
         },
         E::MessageDispatched {
             chat_id,

@@ -313,6 +313,7 @@ pub fn event_chat(event: &ConversationEvent) -> Option<Uuid> {
         | E::ChatReassigned { chat_id, .. }
         | E::ReplyQueued { chat_id, .. }
         | E::DispatchAttempted { chat_id, .. }
+        | E::DispatchRetrying { chat_id, .. }
         | E::MessageDispatched { chat_id, .. }
         | E::MessageDispatchFailed { chat_id, .. }
         | E::ChatResolved { chat_id, .. }

@@ -197,6 +197,19 @@ impl Narrator {
             E::DispatchAttempted { attempt, .. } => {
                 format!("sending the message to the provider (attempt {attempt})")
             }
+            E::DispatchRetrying {
+                attempt,
+                code,
+                error,
+                retry_at,
+                ..
+            } => {
+                let code = code.map(|c| format!("error {c}: ")).unwrap_or_default();
+                format!(
+                    "attempt {attempt} failed ({code}{error}); trying again at {}",
+                    retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }
             E::MessageDispatched {
                 provider_message_id,
                 attempts,
