@@ -22,9 +22,9 @@
 //! - [`sla`]: the SLA timer reactor, exact to the second.
 //! - [`personal`]: customers' personal data sealed in the log per conversation key, and
 //!   forgotten by destroying the key.
-//! - [`reactor`]: what every reactor does at start (fold the log into its view), the policy
-//!   for an event a reactor cannot fold, and the fold-then-follow loop of views every process
-//!   keeps (credentials, sessions).
+//! - [`reactor`]: what every reactor does at start (fold the log after its snapshot into its
+//!   view), how far each has got, the policy for an event a reactor cannot fold, and the
+//!   fold-then-follow loop of views every process keeps (credentials, sessions).
 //! - [`snapshots`]: reactors' views kept between runs, so that a reactor starts from where it
 //!   was instead of folding the whole log.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
@@ -37,7 +37,7 @@
 //! - [`tail`]: one reader of the log per process, shared by every projector and reactor.
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
 //!   SQL dialect; [`sql`]: the values its statements take and how times are written.
-//! - `registry`: each read model's live generation and checkpoint.
+//! - [`registry`]: each read model's live generation and checkpoint.
 
 pub mod assignment;
 pub mod audit;

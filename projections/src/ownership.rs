@@ -14,7 +14,7 @@
 //!   leaves hands its partitions on.
 //! - **Death**: a process whose session ends (exit, kill -9, a cut connection) loses its locks
 //!   in PostgreSQL at once; the others take its partitions at their next round
-//!   ([`Ownership::round`]: every second by default).
+//!   ([`ROUND`]: every second).
 //! - **No work across a hand-over**: a reactor acts on a stream only while it holds that
 //!   partition ([`Ownership::hold`]); a partition is given back only once no reactor holds it.
 //!   A partition is taken with the log's head at that moment, and a reactor acts on it only

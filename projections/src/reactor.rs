@@ -1,5 +1,6 @@
-//! What every reactor shares: folding the log into its view at start, and the one policy for
-//! an event a reactor cannot fold.
+//! What every reactor shares: folding the log into its view at start (after its snapshot,
+//! [`crate::snapshots`]), how far each has got ([`progress`], for readiness), and the one
+//! policy for an event a reactor cannot fold.
 //!
 //! # An event a reactor cannot fold
 //!
