@@ -1,15 +1,15 @@
 //! The SLA timer reactor: wakes at the exact moment an unanswered customer message crosses
 //! a threshold and records `SlaAlertRaised` or `SlaEscalated`.
 //!
-//! Its schedule is folded from the log with core's own `evolve` (the clock is in the events:
-//! `SlaClockStarted`, `SlaClockStopped`), and a wait is judged by the policy in force when its
-//! clock started (the last `SlaPolicyConfigured` before it in the log, as the SLA read model
-//! reads it); every alert names that version. Raising goes through the
-//! conversation decider with the expected version, so an answer that lands in the same
-//! instant wins cleanly, and the event id derives from (chat, customer message, level), so an
-//! alert is recorded once even with two processes or after a restart. After a restart,
-//! overdue alerts fire at once, recording both the time they were due and the time they
-//! fired. With several processes, a clock is acted on only by the process that owns its
+//! Its schedule is folded from the log with core's one rule for the clock (`SlaClock::evolve`;
+//! the clock is in the events: `SlaClockStarted`, `SlaClockStopped`), keeping only the clock of
+//! each stream, and a wait is judged by the policy in force when its clock started (the last
+//! `SlaPolicyConfigured` before it in the log, as the SLA read model reads it); every alert
+//! names that version. Raising goes through the conversation decider with the expected
+//! version, so an answer that lands in the same instant wins cleanly, and the event id derives
+//! from (chat, customer message, level), so an alert is recorded once even with two processes
+//! or after a restart. After a restart, overdue alerts fire at once, recording both the time
+//! they were due and the time they fired. With several processes, a clock is acted on only by the process that owns its
 //! stream's partition ([`crate::ownership`]). It starts from its last snapshot
 //! ([`crate::snapshots`]: each stream's running clock, stakeholder, customer and policy) and
 //! folds only the log after it.
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chatledger_core::conversation::{
-    Conversation, ConversationCommand, ConversationEvent, DecodedEvent, Notification, SlaBreach,
+    ConversationCommand, ConversationEvent, DecodedEvent, Notification, SlaBreach, SlaClock,
     Template,
 };
 use chatledger_core::sla::{SlaLevel, SlaPolicy, SLA_POLICY_EVENT};
@@ -48,7 +48,8 @@ pub struct SlaNotifications {
 
 #[derive(Default)]
 struct Watched {
-    conversation: Conversation,
+    /// The running clock, folded by core's rule ([`SlaClock::evolve`]).
+    clock: Option<SlaClock>,
     stakeholder: String,
     customer: String,
     /// The policy in force when the running clock started (its version and itself): a wait
@@ -72,7 +73,7 @@ struct KeptStream {
     stakeholder: String,
     /// The version of the policy its running clock started under.
     policy: Option<u64>,
-    clock: Option<chatledger_core::conversation::SlaClock>,
+    clock: Option<SlaClock>,
 }
 
 /// The shape of [`Kept`]; a release that changes it (or what the fold means) counts it up.
@@ -156,10 +157,7 @@ impl SlaTimers {
             self.streams.insert(
                 stream.clone(),
                 Watched {
-                    conversation: Conversation {
-                        sla: watched.clock,
-                        ..Conversation::default()
-                    },
+                    clock: watched.clock,
                     stakeholder: watched.stakeholder,
                     customer: watched.customer,
                     policy: watched.policy.and_then(policy_of),
@@ -195,7 +193,7 @@ impl SlaTimers {
                     customer: watched.customer.clone(),
                     stakeholder: watched.stakeholder.clone(),
                     policy: watched.policy.as_ref().map(|(version, _)| *version),
-                    clock: watched.conversation.sla.clone(),
+                    clock: watched.clock.clone(),
                 };
                 (stream.clone(), kept)
             })
@@ -243,7 +241,7 @@ impl SlaTimers {
             }
             _ => {}
         }
-        watched.conversation.evolve(event);
+        SlaClock::evolve(&mut watched.clock, event);
         self.reschedule(stream);
     }
 
@@ -255,7 +253,7 @@ impl SlaTimers {
     /// The next threshold of `stream`'s clock, if it runs.
     fn next_due(&self, stream: &str) -> Option<Due> {
         let watched = self.streams.get(stream)?;
-        let clock = watched.conversation.sla.as_ref()?;
+        let clock = watched.clock.as_ref()?;
         let thresholds = self
             .policy_of(watched)
             .1
@@ -390,7 +388,7 @@ impl SlaTimers {
         // Held until the alert is recorded: the partition is not handed on meanwhile.
         let _held = self.ownership.hold(&due.stream, self.seen).await?;
         let watched = self.streams.get(&due.stream)?;
-        let clock = watched.conversation.sla.clone()?;
+        let clock = watched.clock.clone()?;
         let (policy_version, policy) = self.policy_of(watched);
         let thresholds = policy.for_stakeholder(&watched.stakeholder);
         let threshold_seconds = match due.level {

@@ -56,6 +56,45 @@ pub struct Outbound {
     pub attempts: u32,
 }
 
+impl SlaClock {
+    /// Folds one event into a conversation's SLA clock: when it starts, stops, and which
+    /// thresholds it has crossed. The one rule for it, for the conversation's fold and for the
+    /// SLA timers (which keep only the clock).
+    pub fn evolve(clock: &mut Option<SlaClock>, event: &ConversationEvent) {
+        match event {
+            ConversationEvent::SlaClockStarted {
+                chat_id,
+                customer_message,
+                started_at,
+                ..
+            } => {
+                *clock = Some(SlaClock {
+                    chat_id: *chat_id,
+                    started_at: *started_at,
+                    customer_message: customer_message.clone(),
+                    alerted: false,
+                    escalated: false,
+                });
+            }
+            ConversationEvent::SlaClockStopped { .. } => *clock = None,
+            ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
+                let escalation = matches!(event, ConversationEvent::SlaEscalated(_));
+                if let Some(clock) = clock
+                    .as_mut()
+                    .filter(|c| c.customer_message == breach.customer_message)
+                {
+                    if escalation {
+                        clock.escalated = true;
+                    } else {
+                        clock.alerted = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Conversation {
     /// Folds one event into the state. The same code serves live handling, rebuilds and
     /// time travel.
@@ -142,34 +181,10 @@ impl Conversation {
             // When the next try is due is the dispatcher's business; the conversation's state
             // does not change.
             ConversationEvent::DispatchRetrying { .. } => {}
-            ConversationEvent::SlaClockStarted {
-                chat_id,
-                customer_message,
-                started_at,
-                ..
-            } => {
-                self.sla = Some(SlaClock {
-                    chat_id: *chat_id,
-                    started_at: *started_at,
-                    customer_message: customer_message.clone(),
-                    alerted: false,
-                    escalated: false,
-                });
-            }
-            ConversationEvent::SlaClockStopped { .. } => self.sla = None,
+            ConversationEvent::SlaClockStarted { .. }
+            | ConversationEvent::SlaClockStopped { .. } => SlaClock::evolve(&mut self.sla, event),
             ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
-                let escalation = matches!(event, ConversationEvent::SlaEscalated(_));
-                if let Some(clock) = self
-                    .sla
-                    .as_mut()
-                    .filter(|c| c.customer_message == breach.customer_message)
-                {
-                    if escalation {
-                        clock.escalated = true;
-                    } else {
-                        clock.alerted = true;
-                    }
-                }
+                SlaClock::evolve(&mut self.sla, event);
                 if let Some(notification) = &breach.notification {
                     self.outbound.insert(
                         notification.message_id,
