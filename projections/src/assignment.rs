@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::Ownership;
-use crate::snapshots::{Schedule, Snapshots};
+use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
 
 /// The shape of [`Roster`] as kept; a release that changes it (or what the fold means)
@@ -274,7 +274,7 @@ pub struct Assigner {
     ownership: Ownership,
     /// How far this reactor's view of the log has got.
     seen: Position,
-    snapshots: Option<Snapshots>,
+    memory: Option<Remembered>,
 }
 
 impl Assigner {
@@ -285,25 +285,22 @@ impl Assigner {
             roster: Roster::default(),
             ownership: Ownership::local(),
             seen: 0,
-            snapshots: None,
+            memory: None,
         }
     }
 
     /// Starts from the last snapshot in `snapshots` and keeps new ones there.
     pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
-        self.snapshots = Some(snapshots);
+        self.memory = Some(Remembered::new(snapshots, NAME, SNAPSHOT_FORMAT));
         self
     }
 
     /// Takes the roster back from the last snapshot; the position it covers (0: none).
     async fn restore(&mut self) -> Position {
-        let Some(snapshots) = &self.snapshots else {
+        let Some(memory) = self.memory.as_mut() else {
             return 0;
         };
-        let Some((position, roster)) = snapshots
-            .load::<Roster>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
-            .await
-        else {
+        let Some((position, roster)) = memory.restore::<Roster>(self.store.as_ref()).await else {
             return 0;
         };
         self.roster = roster;
@@ -315,18 +312,12 @@ impl Assigner {
         position
     }
 
-    /// Keeps the roster as it stands, if a snapshot is due (or `now`).
-    async fn keep(&self, schedule: &mut Schedule, now: bool) {
-        let Some(snapshots) = &self.snapshots else {
+    /// Keeps the view as it stands, if a snapshot is due (or `now`, as it stops).
+    async fn keep(&mut self, now: bool) {
+        let Some(memory) = self.memory.as_mut() else {
             return;
         };
-        if !(schedule.due(self.seen) || now && self.seen > 0) {
-            return;
-        }
-        snapshots
-            .save(NAME, SNAPSHOT_FORMAT, self.seen, &self.roster)
-            .await;
-        schedule.kept(self.seen);
+        memory.keep(self.seen, now, || &self.roster).await;
     }
 
     /// Assigns only the chats whose streams this process owns (default: all). Chats of a
@@ -352,8 +343,7 @@ impl Assigner {
             return;
         };
         self.seen = position;
-        let mut schedule = Schedule::from(from);
-        self.keep(&mut schedule, false).await;
+        self.keep(false).await;
         self.settle().await;
         let mut follower = tail.subscribe(position);
         let mut settle = tokio::time::interval(SETTLE_EVERY);
@@ -364,14 +354,14 @@ impl Assigner {
                         self.seen = self.seen.max(event.position);
                         crate::reactor::observe(NAME, &event, |e| self.roster.apply(e));
                         self.react(&event).await;
-                        self.keep(&mut schedule, false).await;
+                        self.keep(false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the assigner's read failed; it retries"),
                     None => return,
                 },
                 _ = settle.tick() => self.settle().await,
                 _ = shutdown.changed() => {
-                    self.keep(&mut schedule, true).await;
+                    self.keep(true).await;
                     return;
                 }
             }

@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
-use crate::snapshots::{Schedule, Snapshots};
+use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
 
 /// Limits the dispatcher keeps.
@@ -134,7 +134,7 @@ pub struct Dispatcher {
     ownership: Ownership,
     /// How far this dispatcher's view of the log has got.
     seen: Position,
-    snapshots: Option<Snapshots>,
+    memory: Option<Remembered>,
 }
 
 impl Dispatcher {
@@ -155,25 +155,22 @@ impl Dispatcher {
             last_to: HashMap::new(),
             ownership: Ownership::local(),
             seen: 0,
-            snapshots: None,
+            memory: None,
         }
     }
 
     /// Starts from the last snapshot in `snapshots` and keeps new ones there.
     pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
-        self.snapshots = Some(snapshots);
+        self.memory = Some(Remembered::new(snapshots, NAME, SNAPSHOT_FORMAT));
         self
     }
 
     /// Takes the view back from the last snapshot; the position it covers (0: none).
     async fn restore(&mut self) -> Position {
-        let Some(snapshots) = &self.snapshots else {
+        let Some(memory) = self.memory.as_mut() else {
             return 0;
         };
-        let Some((position, kept)) = snapshots
-            .load::<Kept>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
-            .await
-        else {
+        let Some((position, kept)) = memory.restore::<Kept>(self.store.as_ref()).await else {
             return 0;
         };
         self.channels = kept.channels;
@@ -201,22 +198,17 @@ impl Dispatcher {
         position
     }
 
-    /// Keeps the view as it stands, if a snapshot is due (or `now`).
-    async fn keep(&self, schedule: &mut Schedule, now: bool) {
-        let Some(snapshots) = &self.snapshots else {
+    /// Keeps the view as it stands, if a snapshot is due (or `now`, as it stops).
+    async fn keep(&mut self, now: bool) {
+        let Some(memory) = self.memory.as_mut() else {
             return;
         };
-        if !(schedule.due(self.seen) || now && self.seen > 0) {
-            return;
-        }
-        let kept = Kept {
-            channels: self.channels.clone(),
-            pending_streams: self.pending.values().map(|p| p.stream.clone()).collect(),
-        };
-        snapshots
-            .save(NAME, SNAPSHOT_FORMAT, self.seen, &kept)
+        memory
+            .keep(self.seen, now, || Kept {
+                channels: self.channels.clone(),
+                pending_streams: self.pending.values().map(|p| p.stream.clone()).collect(),
+            })
             .await;
-        schedule.kept(self.seen);
     }
 
     /// Sends only what this process owns (default: everything).
@@ -340,8 +332,7 @@ impl Dispatcher {
             );
         }
         self.seen = position;
-        let mut schedule = Schedule::from(from);
-        self.keep(&mut schedule, false).await;
+        self.keep(false).await;
         let mut follower = tail.subscribe(position);
         loop {
             let next_due = self.pending.values().map(|p| p.due).min();
@@ -356,14 +347,14 @@ impl Dispatcher {
                     Some(Ok(event)) => {
                         self.seen = self.seen.max(event.position);
                         crate::reactor::observe(NAME, &event, |e| self.apply(e));
-                        self.keep(&mut schedule, false).await;
+                        self.keep(false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
                     None => return,
                 },
                 () = wake => self.send_due().await,
                 _ = shutdown.changed() => {
-                    self.keep(&mut schedule, true).await;
+                    self.keep(true).await;
                     return;
                 }
             }

@@ -118,45 +118,6 @@ pub struct Keeping<'a> {
     pub put: Box<dyn Fn(serde_json::Value) -> bool + Send + Sync + 'a>,
 }
 
-impl Keeping<'_> {
-    /// Puts the last snapshot back; the position it covers (0: none).
-    async fn restore(&self, reactor: &'static str, log: &dyn EventStore) -> Position {
-        let Some((position, view)) = self
-            .snapshots
-            .load::<serde_json::Value>(reactor, self.format, log)
-            .await
-        else {
-            return 0;
-        };
-        if (self.put)(view) {
-            tracing::info!(reactor, position, "the view starts from its snapshot");
-            position
-        } else {
-            tracing::warn!(
-                reactor,
-                position,
-                "the view's snapshot does not read; folding the whole log"
-            );
-            0
-        }
-    }
-
-    async fn keep(
-        &self,
-        reactor: &'static str,
-        schedule: &mut crate::snapshots::Schedule,
-        position: Position,
-        now: bool,
-    ) {
-        if schedule.due(position) || now && position > 0 {
-            self.snapshots
-                .save(reactor, self.format, position, &(self.take)())
-                .await;
-            schedule.kept(position);
-        }
-    }
-}
-
 /// Keeps a view of the log current: starts from its snapshot if `keeping` says where (else
 /// folds the whole log) with `apply`, calls `folded` with the position reached, then applies
 /// each new event as it comes, keeping snapshots as it goes, until `shutdown` turns true.
@@ -171,20 +132,36 @@ pub async fn fold_and_follow(
 ) {
     use futures_util::StreamExt;
     let store = tail.store().clone();
-    let from = match &keeping {
-        Some(keeping) => keeping.restore(reactor, store.as_ref()).await,
-        None => 0,
-    };
+    let mut memory = keeping
+        .as_ref()
+        .map(|k| crate::snapshots::Remembered::new(k.snapshots.clone(), reactor, k.format));
+    let mut from = 0;
+    if let (Some(memory), Some(keeping)) = (memory.as_mut(), keeping.as_ref()) {
+        if let Some((position, view)) = memory.restore::<serde_json::Value>(store.as_ref()).await {
+            if (keeping.put)(view) {
+                tracing::info!(reactor, position, "the view starts from its snapshot");
+                from = position;
+            } else {
+                tracing::warn!(
+                    reactor,
+                    position,
+                    "the view's snapshot does not read; folding the whole log"
+                );
+            }
+        }
+    }
     let Some(mut position) =
         fold_log(store.as_ref(), from, &mut apply, &mut shutdown, reactor).await
     else {
         return;
     };
     folded(position);
-    let mut schedule = crate::snapshots::Schedule::from(from);
-    if let Some(keeping) = &keeping {
-        keeping.keep(reactor, &mut schedule, position, false).await;
-    }
+    let mut keep = async |position: Position, now: bool| {
+        if let (Some(memory), Some(keeping)) = (memory.as_mut(), keeping.as_ref()) {
+            memory.keep(position, now, || (keeping.take)()).await;
+        }
+    };
+    keep(position, false).await;
     let mut follower = tail.subscribe(position);
     loop {
         tokio::select! {
@@ -192,17 +169,13 @@ pub async fn fold_and_follow(
                 Some(Ok(event)) => {
                     position = position.max(event.position);
                     observe(reactor, &event, &mut apply);
-                    if let Some(keeping) = &keeping {
-                        keeping.keep(reactor, &mut schedule, position, false).await;
-                    }
+                    keep(position, false).await;
                 }
                 Some(Err(e)) => tracing::warn!(reactor, error = %e, "following the log failed; it retries"),
                 None => return,
             },
             _ = shutdown.changed() => {
-                if let Some(keeping) = &keeping {
-                    keeping.keep(reactor, &mut schedule, position, true).await;
-                }
+                keep(position, true).await;
                 return;
             }
         }

@@ -154,3 +154,50 @@ impl Schedule {
         *self = Schedule::from(position);
     }
 }
+
+/// One reactor's snapshots: where they are kept, under which name and format, and when the
+/// next is due. What every remembering reactor does with them, written once.
+#[derive(Debug)]
+pub struct Remembered {
+    snapshots: Snapshots,
+    reactor: &'static str,
+    format: u32,
+    schedule: Schedule,
+}
+
+impl Remembered {
+    pub fn new(snapshots: Snapshots, reactor: &'static str, format: u32) -> Self {
+        Remembered {
+            snapshots,
+            reactor,
+            format,
+            schedule: Schedule::from(0),
+        }
+    }
+
+    /// The last snapshot (the position it covers and the view); the next is counted from it.
+    pub async fn restore<V: DeserializeOwned>(
+        &mut self,
+        log: &dyn EventStore,
+    ) -> Option<(Position, V)> {
+        let (position, view) = self.snapshots.load(self.reactor, self.format, log).await?;
+        self.schedule = Schedule::from(position);
+        Some((position, view))
+    }
+
+    /// Keeps the view `take` gives, as it stands at `position`, if a snapshot is due (or
+    /// `now`, as the reactor stops).
+    pub async fn keep<V: Serialize>(
+        &mut self,
+        position: Position,
+        now: bool,
+        take: impl FnOnce() -> V,
+    ) {
+        if self.schedule.due(position) || now && position > 0 {
+            self.snapshots
+                .save(self.reactor, self.format, position, &take())
+                .await;
+            self.schedule.kept(position);
+        }
+    }
+}

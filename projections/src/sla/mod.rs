@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::conversations::{CommandError, Conversations, Handled};
 use crate::ownership::{Ownership, ROUND};
-use crate::snapshots::{Schedule, Snapshots};
+use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
 
 mod what_if;
@@ -98,7 +98,7 @@ pub struct SlaTimers {
     ownership: Ownership,
     /// How far this reactor's view of the log has got.
     seen: Position,
-    snapshots: Option<Snapshots>,
+    memory: Option<Remembered>,
 }
 
 /// Crossings recorded at once; more wait for the next round.
@@ -129,25 +129,22 @@ impl SlaTimers {
             scheduled: HashMap::new(),
             ownership: Ownership::local(),
             seen: 0,
-            snapshots: None,
+            memory: None,
         }
     }
 
     /// Starts from the last snapshot in `snapshots` and keeps new ones there.
     pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
-        self.snapshots = Some(snapshots);
+        self.memory = Some(Remembered::new(snapshots, NAME, SNAPSHOT_FORMAT));
         self
     }
 
     /// Takes the view back from the last snapshot; the position it covers (0: none).
     async fn restore(&mut self) -> Position {
-        let Some(snapshots) = &self.snapshots else {
+        let Some(memory) = self.memory.as_mut() else {
             return 0;
         };
-        let Some((position, kept)) = snapshots
-            .load::<Kept>(NAME, SNAPSHOT_FORMAT, self.store.as_ref())
-            .await
-        else {
+        let Some((position, kept)) = memory.restore::<Kept>(self.store.as_ref()).await else {
             return 0;
         };
         let policy_of = |version: u64| {
@@ -176,40 +173,14 @@ impl SlaTimers {
         position
     }
 
-    /// Keeps the view as it stands, if a snapshot is due (or `now`).
-    async fn keep(&self, schedule: &mut Schedule, now: bool) {
-        let Some(snapshots) = &self.snapshots else {
+    /// Keeps the view as it stands, if a snapshot is due (or `now`, as it stops).
+    async fn keep(&mut self, now: bool) {
+        let Some(memory) = self.memory.as_mut() else {
             return;
         };
-        if !(schedule.due(self.seen) || now && self.seen > 0) {
-            return;
-        }
-        let mut policies = BTreeMap::from([self.policy.clone()]);
-        let streams = self
-            .streams
-            .iter()
-            .map(|(stream, watched)| {
-                if let Some((version, policy)) = &watched.policy {
-                    policies.insert(*version, policy.clone());
-                }
-                let kept = KeptStream {
-                    customer: watched.customer.clone(),
-                    stakeholder: watched.stakeholder.clone(),
-                    policy: watched.policy.as_ref().map(|(version, _)| *version),
-                    clock: watched.clock.clone(),
-                };
-                (stream.clone(), kept)
-            })
-            .collect();
-        let kept = Kept {
-            policy: self.policy.0,
-            policies,
-            streams,
-        };
-        snapshots
-            .save(NAME, SNAPSHOT_FORMAT, self.seen, &kept)
+        memory
+            .keep(self.seen, now, || kept_view(&self.policy, &self.streams))
             .await;
-        schedule.kept(self.seen);
     }
 
     /// Acts only on what this process owns (default: everything).
@@ -319,8 +290,7 @@ impl SlaTimers {
             return;
         };
         self.seen = position;
-        let mut schedule = Schedule::from(from);
-        self.keep(&mut schedule, false).await;
+        self.keep(false).await;
         // Shared ownership changes under the reactor: look again every round.
         let shared = self.ownership.is_shared();
         let mut follower = tail.subscribe(position);
@@ -346,7 +316,7 @@ impl SlaTimers {
                             self.seen = self.seen.max(event.position);
                             crate::reactor::observe(NAME, &event, |e| self.apply(e));
                         }
-                        self.keep(&mut schedule, false).await;
+                        self.keep(false).await;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the SLA timers' read failed; they retry"),
                     None => return,
@@ -354,7 +324,7 @@ impl SlaTimers {
                 () = wake => {}
                 () = tokio::time::sleep(ROUND), if shared || stuck => {}
                 _ = shutdown.changed() => {
-                    self.keep(&mut schedule, true).await;
+                    self.keep(true).await;
                     return;
                 }
             }
@@ -484,5 +454,31 @@ impl SlaTimers {
         for event in events {
             self.apply(&DecodedEvent::new(event));
         }
+    }
+}
+
+/// What the timers keep of their view: each stream's clock, stakeholder, customer and the
+/// version of its policy, and every policy a clock is judged by once.
+fn kept_view(policy: &(u64, SlaPolicy), streams: &HashMap<String, Watched>) -> Kept {
+    let mut policies = BTreeMap::from([policy.clone()]);
+    let streams = streams
+        .iter()
+        .map(|(stream, watched)| {
+            if let Some((version, policy)) = &watched.policy {
+                policies.insert(*version, policy.clone());
+            }
+            let kept = KeptStream {
+                customer: watched.customer.clone(),
+                stakeholder: watched.stakeholder.clone(),
+                policy: watched.policy.as_ref().map(|(version, _)| *version),
+                clock: watched.clock.clone(),
+            };
+            (stream.clone(), kept)
+        })
+        .collect();
+    Kept {
+        policy: policy.0,
+        policies,
+        streams,
     }
 }
