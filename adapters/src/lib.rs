@@ -11,6 +11,8 @@
 //! - `follow`: following the log live, woken on commit, for both stores.
 //! - `rows`: stored rows back into events; database errors into store errors.
 //! - `keys`: how both stores keep the keys that seal personal data (`subject_keys`).
+//! - [`media`]: the object store media is kept in (filesystem or S3), download links, and
+//!   fetching inbound attachments from providers.
 //! - [`whatsapp`]: provider payloads into normalised messages and receipts, signatures,
 //!   phone numbers.
 //! - [`StoreLocation`]: which store a `DATABASE_URL` names.
@@ -18,6 +20,7 @@
 mod append;
 mod follow;
 mod keys;
+pub mod media;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

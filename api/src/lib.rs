@@ -17,6 +17,7 @@
 //!   live in `http`.
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
 //! - [`sessions`]: which login tokens still stand, kept from the log by every process.
+//! - [`forget`]: forgetting a customer: keys destroyed, their conversations' files deleted.
 //! - [`executives`]: managing executives (the CLI and the GraphQL mutations both go through
 //!   it).
 //! - [`onboarding`]: official onboarding (Embedded Signup's server side), token refresh, and
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod executives;
+pub mod forget;
 pub mod graphql;
 pub mod http;
 pub mod ingest;

@@ -2,7 +2,7 @@
 
 use crate::auth::AuthSettings;
 use crate::config::{
-    DispatchSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
+    DispatchSettings, MediaSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
 };
 use crate::limits::Limits;
 use crate::onboarding::OnboardingSettings;
@@ -26,6 +26,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Official onboarding: the app, the secrets key, the Graph API or BSP, token refresh.
     pub onboarding: OnboardingSettings,
+    /// The object store, each channel's media API, how the media reactor tries.
+    pub media: MediaSettings,
 }
 
 /// The seal policy from the environment: every 1,000 events or 60 seconds by default.
@@ -61,10 +63,12 @@ pub fn rating_template(env: &dyn Fn(&str) -> Option<String>) -> Template {
 }
 
 impl Settings {
-    /// Reads `config_dir` and the environment (through `env`).
+    /// Reads `config_dir` and the environment (through `env`); media is kept in `data_dir`
+    /// unless `MEDIA_STORE_URL` says otherwise.
     pub fn load(
         config_dir: &std::path::Path,
         env: &dyn Fn(&str) -> Option<String>,
+        data_dir: &std::path::Path,
     ) -> Result<Self, String> {
         let whatsapp = WhatsAppSettings::load(&config_dir.join("channels.yaml"), env)
             .map_err(|e| e.to_string())?;
@@ -72,7 +76,10 @@ impl Settings {
             DispatchSettings::new(&whatsapp.configured, env).map_err(|e| e.to_string())?;
         let sla =
             SlaSettings::load(config_dir, env, &whatsapp.phones).map_err(|e| e.to_string())?;
+        let media =
+            MediaSettings::load(&whatsapp.configured, env, data_dir).map_err(|e| e.to_string())?;
         Ok(Settings {
+            media,
             auth: AuthSettings::from_env(env)?,
             whatsapp,
             transaction: TransactionSettings::load(config_dir, env).map_err(|e| e.to_string())?,

@@ -46,6 +46,10 @@ pub struct AppState {
     pub tags: Arc<TagCatalog>,
     /// Sends through the channels' providers (the dispatcher's way out).
     pub sender: Arc<dyn chatledger_core::sender::MessageSender>,
+    /// Where media is kept, and how the media reactor tries.
+    pub media: Arc<crate::config::MediaSettings>,
+    /// Fetches inbound attachments from the channels' providers into the store.
+    pub fetcher: Arc<dyn chatledger_core::media::MediaFetcher>,
     pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
     pub rating_template: Arc<Template>,
     pub sla: Arc<SlaSettings>,
@@ -87,6 +91,20 @@ impl AppState {
             settings.onboarding,
             whatsapp.clone(),
         ));
+        let router = Arc::new(RoutingSender::new(
+            chatledger_adapters::whatsapp::send::HttpSender::new(
+                settings.dispatch.endpoints,
+                std::time::Duration::from_secs(15),
+            )
+            .with_missing(settings.dispatch.unable)
+            .with_media(
+                settings.media.store.clone(),
+                whatsapp.public_base_url.clone(),
+            ),
+            whatsapp.clone(),
+            onboarding.clone(),
+            settings.media.apis.clone(),
+        ));
         AppState {
             sessions: Sessions::default(),
             ownership: chatledger_projections::ownership::Ownership::local(),
@@ -97,15 +115,13 @@ impl AppState {
             auth: Arc::new(settings.auth),
             transaction: Arc::new(settings.transaction),
             tags: Arc::new(settings.tags),
-            sender: Arc::new(RoutingSender::new(
-                chatledger_adapters::whatsapp::send::HttpSender::new(
-                    settings.dispatch.endpoints,
-                    std::time::Duration::from_secs(15),
-                )
-                .with_missing(settings.dispatch.unable),
-                whatsapp.clone(),
-                onboarding.clone(),
+            sender: router.clone(),
+            fetcher: Arc::new(chatledger_adapters::media::HttpMediaFetcher::new(
+                settings.media.store.clone(),
+                router,
+                std::time::Duration::from_secs(60),
             )),
+            media: Arc::new(settings.media),
             dispatch_limits: settings.dispatch.limits,
             rating_template: Arc::new(settings.rating_template),
             sla: Arc::new(settings.sla),
@@ -268,6 +284,21 @@ impl AppState {
                 .owned_by(state.ownership.clone())
                 .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "media",
+            Box::new(move || {
+                let reactor = chatledger_projections::media::MediaReactor::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.fetcher.clone(),
+                    state.media.limits.clone(),
+                )
+                .owned_by(state.ownership.clone())
+                .remembered_in(Snapshots::new(state.read_side.db.clone()));
+                Box::pin(reactor.run(tail_.clone(), stop.clone()))
             }),
         );
         let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());

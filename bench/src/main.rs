@@ -698,6 +698,7 @@ fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
             kind: "text".into(),
             text: Some("It goes out today.".into()),
             template: None,
+            media: None,
             purpose: OutboundPurpose::Reply,
             by: asha.name.clone(),
             queued_at: now,
@@ -934,7 +935,7 @@ async fn start_server(db: &Db, alert_after: u64) -> Result<Running, String> {
         "ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
         _ => None,
     };
-    let settings = Settings::load(config.path(), &env)?;
+    let settings = Settings::load(config.path(), &env, config.path())?;
     let (store, read) = db.open().await?;
     let state = AppState::new(
         store,

@@ -90,6 +90,21 @@ pub struct ChannelSend {
     /// Twilio's account SID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_sid: Option<String>,
+    /// How attachments reach the provider (default: `upload` for Meta's shape; Twilio takes
+    /// only links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaDelivery>,
+}
+
+/// How an attachment we send reaches the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaDelivery {
+    /// A link it fetches (presigned on S3; chatledger's own signed route on the filesystem,
+    /// which needs `PUBLIC_BASE_URL`).
+    Link,
+    /// Uploaded to the provider's media endpoint first, then sent by its id.
+    Upload,
 }
 
 /// One of our WhatsApp numbers.

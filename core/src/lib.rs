@@ -19,6 +19,8 @@
 //!   them, folded.
 //! - [`history`]: one chat as it stood at any instant (`chatAsOf`), its history in words, and
 //!   the view rules the read models share (preview, outbound text, failure text).
+//! - [`media`]: attachments: where their bytes are kept, WhatsApp's limits, what a file's
+//!   bytes say it is, and the port that fetches inbound attachments.
 //! - [`personal`]: which parts of an event are personal data, sealed per customer.
 //! - [`sender`]: the outbound port, sending through a channel's provider.
 //! - [`sla`]: the SLA policy, its thresholds and levels.
@@ -44,6 +46,7 @@ pub mod event;
 pub mod executive;
 pub mod hash;
 pub mod history;
+pub mod media;
 pub mod personal;
 pub mod sender;
 pub mod sla;

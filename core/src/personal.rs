@@ -27,7 +27,8 @@ pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
             "/raw",
         ],
         "ReceiptRecorded" => &["/recipient/name", "/raw"],
-        "ReplyQueued" => &["/text", "/template/params"],
+        "ReplyQueued" => &["/text", "/template/params", "/media/filename"],
+        "MediaStored" => &["/filename"],
         _ => &[],
     }
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::Template;
+use crate::media::StoredMedia;
 
 /// A message to send, as the dispatcher hands it to a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +15,12 @@ pub struct OutboundMessage {
     pub message_id: String,
     /// The recipient: E.164, or a business-scoped user id.
     pub to: String,
+    /// The text; with `media`, its caption.
     pub text: Option<String>,
     pub template: Option<Template>,
+    /// An attachment kept in the object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<StoredMedia>,
 }
 
 /// The provider accepted the message.

@@ -231,6 +231,7 @@ impl Dispatcher {
                 to,
                 text,
                 template,
+                media,
                 ..
             } => {
                 let channel = self
@@ -248,6 +249,7 @@ impl Dispatcher {
                             to: to.to_string(),
                             text: text.clone(),
                             template: template.clone(),
+                            media: media.clone(),
                         },
                     ),
                 );
@@ -270,6 +272,7 @@ impl Dispatcher {
                                 to: notification.to.clone(),
                                 text: None,
                                 template: Some(notification.template.clone()),
+                                media: None,
                             },
                         ),
                     );

@@ -15,6 +15,8 @@
 //! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
 //!   rotation.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
+//! - [`media`]: the reactor that fetches inbound attachments into the object store and
+//!   records the outcome.
 //! - [`ownership`]: which partitions of the streams this process acts on: all of them on
 //!   SQLite, a fair share held by PostgreSQL advisory locks when several processes share one
 //!   database.
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod conversations;
 pub mod credentials;
 pub mod dispatch;
+pub mod media;
 pub mod ownership;
 pub mod personal;
 mod pg_pipeline;

@@ -160,11 +160,13 @@ async fn webhook_fixtures_show_in_graphql(backend: Backend) {
             json!({"s": stream}),
         )
         .await;
+    // The media reactor's outcome for the voice note comes in its own time (tests/media.rs).
     let types: Vec<&str> = in_stream["data"]["events"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["type"].as_str().unwrap())
+        .filter(|t| !t.starts_with("Media"))
         .collect();
     assert_eq!(
         types,

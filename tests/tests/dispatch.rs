@@ -28,11 +28,13 @@ fn message() -> OutboundMessage {
         to: "+919638120888".into(),
         text: Some("hello".into()),
         template: None,
+        media: None,
     }
 }
 
 fn cloud(provider: &FakeProvider) -> HttpSender {
     let endpoint = Endpoint::CloudApi {
+        media: chatledger_core::channel::MediaDelivery::Upload,
         url: format!("{}/v21.0/123/messages", provider.url),
         headers: vec![("Authorization".into(), "Bearer test-token".into())],
     };
@@ -167,6 +169,7 @@ async fn a_message_queued_before_a_restart_is_sent_once(backend: Backend) {
 
     let start = || {
         let endpoint = Endpoint::CloudApi {
+            media: chatledger_core::channel::MediaDelivery::Upload,
             url: format!("{}/123/messages", provider.url),
             headers: vec![("apikey".into(), "k".into())],
         };
@@ -259,6 +262,7 @@ async fn a_try_with_no_outcome_waits_for_its_receipt_before_it_goes_again(backen
         .unwrap();
 
     let endpoint = Endpoint::CloudApi {
+        media: chatledger_core::channel::MediaDelivery::Upload,
         url: format!("{}/123/messages", provider.url),
         headers: vec![("apikey".into(), "k".into())],
     };
@@ -410,6 +414,7 @@ async fn a_try_that_failed_elsewhere_goes_again_when_it_said(backend: Backend) {
         HashMap::from([(
             "c".to_owned(),
             Endpoint::CloudApi {
+                media: chatledger_core::channel::MediaDelivery::Upload,
                 url: format!("{}/123/messages", provider.url),
                 headers: vec![("apikey".into(), "k".into())],
             },

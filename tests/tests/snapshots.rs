@@ -186,6 +186,7 @@ async fn the_dispatcher_starts_from_its_snapshot(backend: Backend) {
         HashMap::from([(
             "9099039188".to_owned(),
             Endpoint::CloudApi {
+                media: chatledger_core::channel::MediaDelivery::Upload,
                 url: format!("{}/123/messages", provider.url),
                 headers: vec![("apikey".into(), "k".into())],
             },

@@ -1,4 +1,5 @@
-//! `chatledger forget`: a customer's personal data erased by destroying their keys.
+//! `chatledger forget`: a customer's personal data erased by destroying their keys, and
+//! their conversations' files deleted from the object store.
 
 use super::*;
 
@@ -15,19 +16,26 @@ pub(super) async fn forget(
         Some(phone) => chatledger_core::conversation::CustomerKey::Phone(phone),
         None => chatledger_core::conversation::CustomerKey::UserId(customer.trim().to_owned()),
     };
+    let location = StoreLocation::from_database_url(database_url)?;
+    let media = crate::config::open_store(&env, &super::serve::data_dir(&location))
+        .map_err(|e| CliError::Config(e.to_string()))?;
     let (store, _) = open_personal(database_url).await?;
-    let erased = store
-        .forget(&key, by, chrono::Utc::now())
+    let forgotten = crate::forget::forget_customer(&store, &media, &key, by, chrono::Utc::now())
         .await
-        .map_err(|e| CliError::Io(e.to_string()))?;
-    if erased.is_empty() {
+        .map_err(CliError::Io)?;
+    if forgotten.erased.is_empty() {
         println!("nothing to erase: no conversation of {key} holds sealed personal data");
     } else {
         println!(
             "erased the personal data of {key} in {} conversation(s): {}",
-            erased.len(),
-            erased.join(", ")
+            forgotten.erased.len(),
+            forgotten.erased.join(", ")
         );
     }
+    println!(
+        "deleted {} file(s) of {key} from the object store ({})",
+        forgotten.files,
+        media.describe()
+    );
     Ok(())
 }

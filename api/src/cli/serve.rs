@@ -23,8 +23,13 @@ pub(super) async fn serve(
 ) -> Result<(), CliError> {
     let location = StoreLocation::from_database_url(database_url)?;
     let address = listen_address(listen)?;
-    let settings =
-        Settings::load(config_dir, &|name| std::env::var(name).ok()).map_err(CliError::Config)?;
+    let settings = Settings::load(
+        config_dir,
+        &|name| std::env::var(name).ok(),
+        &data_dir(&location),
+    )
+    .map_err(CliError::Config)?;
+    tracing::info!(store = %settings.media.store.describe(), "media is kept in this object store");
     let whatsapp = &settings.whatsapp;
     tracing::info!(channels = whatsapp.configured.channels.len(), source = %whatsapp.configured.source, "channels configured");
     for (channel, needed) in whatsapp.closed_channels() {
@@ -144,6 +149,18 @@ pub(super) async fn serve(
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// Where media is kept unless `MEDIA_STORE_URL` says otherwise: beside the SQLite file (in
+/// the working directory with PostgreSQL).
+pub(super) fn data_dir(location: &StoreLocation) -> PathBuf {
+    match location {
+        StoreLocation::Sqlite(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        StoreLocation::Postgres(_) => PathBuf::from("."),
     }
 }
 

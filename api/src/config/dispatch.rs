@@ -99,6 +99,7 @@ pub(super) fn endpoint(
         secret(name).ok_or_else(|| format!("the environment variable {name} is not set"))
     };
     let token_env = send.token_env.as_deref();
+    let media = send.media.unwrap_or(MediaDelivery::Upload);
     let phone_number_id = || {
         channel.phone_number_id.as_ref().ok_or_else(|| {
             "phone_number_id is not set for this channel in channels.yaml".to_owned()
@@ -106,6 +107,7 @@ pub(super) fn endpoint(
     };
     match channel.provider {
         Provider::Meta => Ok(Endpoint::CloudApi {
+            media,
             url: format!("{base}/{}/messages", phone_number_id()?),
             headers: vec![(
                 "Authorization".into(),
@@ -113,6 +115,7 @@ pub(super) fn endpoint(
             )],
         }),
         Provider::Pinbot => Ok(Endpoint::CloudApi {
+            media,
             url: format!("{base}/{}/messages", phone_number_id()?),
             headers: vec![(
                 "apikey".into(),
@@ -120,6 +123,7 @@ pub(super) fn endpoint(
             )],
         }),
         Provider::Dialog360 => Ok(Endpoint::CloudApi {
+            media,
             url: format!("{base}/messages"),
             headers: vec![(
                 "D360-API-KEY".into(),

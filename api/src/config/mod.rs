@@ -14,8 +14,8 @@ use chatledger_adapters::whatsapp::signature::{
 };
 use chatledger_core::canonical::canonical_json_string;
 use chatledger_core::channel::{
-    stakeholder_name, Channel, ChannelAuth, ChannelSend, ChannelsConfigured, Provider,
-    CHANNELS_CONFIG_STREAM,
+    stakeholder_name, Channel, ChannelAuth, ChannelSend, ChannelsConfigured, MediaDelivery,
+    Provider, CHANNELS_CONFIG_STREAM,
 };
 use chatledger_core::conversation::EVENT_ID_NAMESPACE;
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
@@ -33,12 +33,14 @@ mod channels;
 pub mod check;
 mod context;
 mod dispatch;
+mod media;
 mod sla;
 mod tags;
 
 pub use channels::*;
 pub use context::*;
 pub use dispatch::*;
+pub use media::*;
 pub use sla::*;
 pub use tags::*;
 

@@ -392,7 +392,7 @@ impl Chat {
             )
             .await
             .map_err(internal)?;
-        Ok(rows.iter().map(Message::from_row).collect())
+        with_files(ctx, rows.iter().map(Message::from_row).collect()).await
     }
     async fn last_incoming_message_at(&self) -> Option<DateTime<Utc>> {
         self.last_incoming_at

@@ -80,12 +80,13 @@ pub(super) async fn queue_message(
         )
         .await
         .map_err(internal)?;
-    row.as_ref().map(Message::from_row).ok_or_else(|| {
+    let message = row.as_ref().map(Message::from_row).ok_or_else(|| {
         coded(
             "the message was queued but is not visible yet",
             "UNAVAILABLE",
         )
-    })
+    })?;
+    Ok(with_files(ctx, vec![message]).await?.remove(0))
 }
 
 pub(super) async fn change_tag(

@@ -1,10 +1,39 @@
 //! Messages of a chat and their media.
 
+use async_graphql::ComplexObject;
+use chatledger_adapters::media::Link;
+use chatledger_core::media::{MediaFile, MediaStatus as CoreMediaStatus};
+use chatledger_projections::read_models::{file_from_row, MEDIA_COLUMNS};
+
 use super::*;
 
-pub(super) const MESSAGE_COLUMNS: &str = "message_id, provider_message_id, direction, kind, text, media, at, delivery_status, error, position";
+pub(super) const MESSAGE_COLUMNS: &str = "message_id, provider_message_id, direction, kind, text, media, at, delivery_status, error, position, chat_id";
 
+/// Where an attachment stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MediaStatus {
+    /// Being fetched from the provider (or tried again after a failure).
+    Pending,
+    /// Kept in the object store: `downloadUrl` opens it.
+    Stored,
+    /// Given up: `failureReason` says why.
+    Failed,
+}
+
+impl From<CoreMediaStatus> for MediaStatus {
+    fn from(status: CoreMediaStatus) -> Self {
+        match status {
+            CoreMediaStatus::Pending => MediaStatus::Pending,
+            CoreMediaStatus::Stored => MediaStatus::Stored,
+            CoreMediaStatus::Failed => MediaStatus::Failed,
+        }
+    }
+}
+
+/// An attachment: as the provider described it (`url` is the provider's own link), and as
+/// chatledger keeps it.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
 pub struct Media {
     pub id: Option<String>,
     pub url: Option<String>,
@@ -14,6 +43,64 @@ pub struct Media {
     pub filename: Option<String>,
     pub voice: bool,
     pub animated: bool,
+    /// The size of the file kept, in bytes.
+    pub size: Option<i64>,
+    pub status: MediaStatus,
+    /// Why the last try at fetching it failed (while it is tried again, or since it was
+    /// given up).
+    pub failure_reason: Option<String>,
+    /// Its key in the object store, for [`Media::download_url`].
+    #[graphql(skip)]
+    pub key: Option<String>,
+}
+
+#[ComplexObject]
+impl Media {
+    /// A short-lived link to the file kept (`MEDIA_LINK_TTL_SECONDS`): presigned by the S3
+    /// service, or chatledger's own signed route on the filesystem store. Only messages of
+    /// chats the viewer may see carry one.
+    async fn download_url(&self, ctx: &Context<'_>) -> Result<Option<String>, Error> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let media = &state(ctx).media;
+        let link = media
+            .store
+            .link(key, media.link_ttl, self.mime_type.as_deref())
+            .await
+            .map_err(internal)?;
+        Ok(Some(match link {
+            Link::Presigned(url) => url,
+            Link::Route(token) => format!("/api/media/{token}"),
+        }))
+    }
+}
+
+impl Media {
+    /// The provider's description of an attachment, with where `file` stands.
+    fn new(
+        described: Option<chatledger_core::conversation::Media>,
+        file: Option<&MediaFile>,
+    ) -> Self {
+        let m = described.unwrap_or_default();
+        let stored = file.and_then(|f| f.stored.as_ref());
+        Media {
+            id: m.id,
+            url: m.url,
+            mime_type: m.mime_type.or_else(|| stored.map(|s| s.mime.clone())),
+            sha256: m.sha256.or_else(|| stored.map(|s| s.sha256.clone())),
+            caption: m.caption,
+            filename: m
+                .filename
+                .or_else(|| stored.and_then(|s| s.filename.clone())),
+            voice: m.voice,
+            animated: m.animated,
+            size: stored.map(|s| s.size as i64),
+            status: file.map_or(MediaStatus::Pending, |f| f.status.into()),
+            failure_reason: file.and_then(|f| f.failure.clone()),
+            key: stored.map(|s| s.key.clone()),
+        }
+    }
 }
 
 /// A message in either direction.
@@ -26,16 +113,22 @@ pub struct Message {
     /// reaction, order, system, unsupported, template, …
     pub kind: String,
     pub text: Option<String>,
+    /// Its (first) attachment.
     pub media: Option<Media>,
+    /// Every attachment, in order (Twilio carries up to 10 on one message).
+    pub attachments: Vec<Media>,
     pub at: DateTime<Utc>,
     /// sent, delivered, read or failed; never moves backwards.
     pub delivery_status: Option<String>,
     pub error: Option<String>,
+    /// How `message_media` names it: the chat, and the provider's id inbound, ours outbound.
+    #[graphql(skip)]
+    pub media_name: (String, String),
 }
 
 impl Message {
     pub(super) fn from_view(m: &MessageView) -> Self {
-        Message {
+        let mut message = Message {
             message_id: ID(m.message_id.to_string()),
             provider_message_id: m.provider_message_id.clone(),
             direction: if m.inbound {
@@ -45,46 +138,132 @@ impl Message {
             },
             kind: m.kind.clone(),
             text: m.text.clone(),
-            media: m.media.clone().map(Media::from),
+            media: None,
+            attachments: vec![],
             at: micros(m.at),
             delivery_status: m.delivery_status.clone(),
             error: m.error.clone(),
-        }
+            media_name: Default::default(),
+        };
+        message.set_files(m.media.clone(), &m.files);
+        message
     }
 
     pub(super) fn from_row(row: &DbRow) -> Self {
         let media = row
             .json(5)
             .and_then(|m| serde_json::from_value::<chatledger_core::conversation::Media>(m).ok());
+        let outbound = row.text(2).as_deref() == Some("OUTBOUND");
+        let message_id = row.text(0).unwrap_or_default();
+        let provider_message_id = row.text(1);
         Message {
-            message_id: ID(row.text(0).unwrap_or_default()),
-            provider_message_id: row.text(1),
-            direction: if row.text(2).as_deref() == Some("OUTBOUND") {
+            media_name: (
+                row.text(10).unwrap_or_default(),
+                if outbound {
+                    message_id.clone()
+                } else {
+                    provider_message_id.clone().unwrap_or_default()
+                },
+            ),
+            message_id: ID(message_id),
+            provider_message_id,
+            direction: if outbound {
                 Direction::Outbound
             } else {
                 Direction::Inbound
             },
             kind: row.text(3).unwrap_or_default(),
             text: row.text(4),
-            media: media.map(Media::from),
+            // Until the files are read: the provider's description only.
+            media: media.map(|m| Media::new(Some(m), None)),
+            attachments: vec![],
             at: row.time(6).unwrap_or_default(),
             delivery_status: row.text(7),
             error: row.text(8),
         }
     }
-}
 
-impl From<chatledger_core::conversation::Media> for Media {
-    fn from(m: chatledger_core::conversation::Media) -> Self {
-        Media {
-            id: m.id,
-            url: m.url,
-            mime_type: m.mime_type,
-            sha256: m.sha256,
-            caption: m.caption,
-            filename: m.filename,
-            voice: m.voice,
-            animated: m.animated,
+    /// Sets the message's media from the provider's description and its files.
+    fn set_files(
+        &mut self,
+        described: Option<chatledger_core::conversation::Media>,
+        files: &[MediaFile],
+    ) {
+        let first = files.iter().find(|f| f.index == 0);
+        if described.is_none() && files.is_empty() {
+            return;
+        }
+        self.media = Some(Media::new(described.clone(), first));
+        self.attachments = files
+            .iter()
+            .map(|f| {
+                Media::new(
+                    if f.index == 0 {
+                        described.clone()
+                    } else {
+                        None
+                    },
+                    Some(f),
+                )
+            })
+            .collect();
+        if self.attachments.is_empty() {
+            self.attachments = self.media.iter().cloned().collect();
         }
     }
+}
+
+/// Reads the files of `messages` (where each stands in the object store) and sets their
+/// media from them.
+pub(super) async fn with_files(
+    ctx: &Context<'_>,
+    mut messages: Vec<Message>,
+) -> Result<Vec<Message>, Error> {
+    let names: Vec<Arg> = messages
+        .iter()
+        .filter(|m| m.media.is_some())
+        .map(|m| m.media_name.1.as_str().into())
+        .collect();
+    if names.is_empty() {
+        return Ok(messages);
+    }
+    let rows = state(ctx)
+        .read_side
+        .db
+        .fetch_all(
+            &format!(
+                "SELECT {MEDIA_COLUMNS}, chat_id FROM message_media WHERE message IN ({}) ORDER BY idx",
+                placeholders(names.len())
+            ),
+            &names,
+        )
+        .await
+        .map_err(internal)?;
+    // By chat and message: a provider id is the provider's, unique only where it says.
+    let mut files: HashMap<(String, String), Vec<MediaFile>> = HashMap::new();
+    for row in &rows {
+        let (message, file) = file_from_row(row);
+        let chat = row.text(9).unwrap_or_default();
+        files.entry((chat, message)).or_default().push(file);
+    }
+    for message in &mut messages {
+        let Some(found) = files.get(&message.media_name) else {
+            continue;
+        };
+        let described = message
+            .media
+            .take()
+            .map(|m| chatledger_core::conversation::Media {
+                id: m.id,
+                url: m.url,
+                mime_type: m.mime_type,
+                sha256: m.sha256,
+                caption: m.caption,
+                filename: m.filename,
+                voice: m.voice,
+                animated: m.animated,
+            });
+        message.set_files(described, found);
+    }
+    Ok(messages)
 }

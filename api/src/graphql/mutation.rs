@@ -84,6 +84,46 @@ impl Mutation {
         queue_message(ctx, &chat, &viewer, command, message_id).await
     }
 
+    /// Queues an attachment uploaded with `POST /api/media` (its `mediaRef`), with an
+    /// optional caption: like text, only within 24 hours of the customer's last message.
+    async fn send_media(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        media_ref: ID,
+        caption: Option<String>,
+    ) -> Result<Message, Error> {
+        let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+        let media = &state(ctx).media;
+        let upload = media
+            .store
+            .open_upload_ref(media_ref.as_str())
+            .map_err(|e| {
+                coded(
+                    format!("mediaRef: {e} (upload the file again with POST /api/media)"),
+                    "BAD_USER_INPUT",
+                )
+            })?;
+        // Kept with the conversation from now on: forgetting its customer deletes it too.
+        let key = chatledger_core::media::object_key(&chat.stream, &upload.sha256);
+        media.store.copy(&upload.key, &key).await.map_err(|e| {
+            coded(
+                format!("mediaRef: the upload cannot be read from the object store ({e}); upload it again"),
+                "BAD_USER_INPUT",
+            )
+        })?;
+        let message_id = Uuid::new_v4();
+        let command = ConversationCommand::SendMedia {
+            chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
+            message_id,
+            media: chatledger_core::media::StoredMedia { key, ..upload },
+            caption,
+            by: viewer.name.clone(),
+            now: state(ctx).clock.now(),
+        };
+        queue_message(ctx, &chat, &viewer, command, message_id).await
+    }
+
     /// Queues a WhatsApp template message (allowed at any time).
     async fn send_template(
         &self,

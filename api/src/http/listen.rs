@@ -90,9 +90,14 @@ pub async fn serve(
             async move {
                 request.extensions_mut().insert(ConnectInfo(remote));
                 let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
-                let request = request.map(|body| {
-                    axum::body::Body::new(Deadline::new(body, body_timeout, read.clone()))
-                });
+                // A file an executive uploads may take longer than a webhook.
+                let timeout = if request.uri().path() == "/api/media" {
+                    body_timeout.max(super::media::UPLOAD_BODY_TIMEOUT)
+                } else {
+                    body_timeout
+                };
+                let request = request
+                    .map(|body| axum::body::Body::new(Deadline::new(body, timeout, read.clone())));
                 let mut response = router.oneshot(request).await?;
                 if !read.load(Ordering::Acquire) {
                     // Answered before the body was read (too large, too slow, refused

@@ -4,6 +4,7 @@ mod audit;
 mod graphql;
 mod health;
 pub mod listen;
+mod media;
 mod onboarding;
 mod transaction;
 mod whatsapp;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::routes())
         .merge(transaction::routes())
         .merge(onboarding::routes())
+        .merge(media::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))

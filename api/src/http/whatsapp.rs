@@ -211,6 +211,7 @@ async fn channel_webhook(
         &channel.key,
         &channel.auth,
     )?;
+    archive(&state, &channel.key, &bytes).await;
     let payload = parse_json_object(&bytes)?;
     let items = meta::parse(&payload, channel.provider.as_str(), &state.whatsapp.phones)
         .into_iter()
@@ -256,6 +257,7 @@ async fn app_webhook(
         APP_CHANNEL_KEY,
         &app_auth,
     )?;
+    archive(&state, APP_CHANNEL_KEY, &bytes).await;
     let payload = parse_json_object(&bytes)?;
     let routed = meta::parse(&payload, Provider::Meta.as_str(), &state.whatsapp.phones)
         .into_iter()
@@ -375,6 +377,7 @@ async fn twilio_webhook(
         &channel.key,
         &channel.auth,
     )?;
+    archive(&state, &channel.key, &bytes).await;
     let item = twilio::parse(&params, &state.whatsapp.phones);
     let (items, _) = screened(&state, &channel.key, vec![((), item)])?;
     let items = items.into_iter().map(|(_, item)| item).collect();
@@ -395,4 +398,26 @@ async fn twilio_webhook(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
     )
         .into_response())
+}
+
+/// Keeps an authenticated webhook's raw body in the object store, one object per request
+/// (`webhooks/{channel}/{date}/{sha256}`: a redelivery is the same object), when
+/// `ARCHIVE_WEBHOOKS=true`. The log is the record; an archive that fails is logged, and the
+/// request goes on.
+async fn archive(state: &AppState, channel: &str, body: &[u8]) {
+    if !state.media.archive_webhooks {
+        return;
+    }
+    let folder = format!(
+        "webhooks/{channel}/{}",
+        state.clock.now().format("%Y-%m-%d")
+    );
+    if let Err(e) = state
+        .media
+        .store
+        .put_addressed(&folder, body.to_vec())
+        .await
+    {
+        tracing::warn!(channel, error = %e, "archiving a webhook's body failed; it is recorded in the log all the same");
+    }
 }

@@ -16,14 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatledger_adapters::media::{MediaApi, MediaApis};
 use chatledger_adapters::whatsapp::graph::{ApiProvider, App, GraphApi};
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
-use chatledger_core::channel::{Channel, ChannelAuth, Provider};
+use chatledger_core::channel::{Channel, ChannelAuth, MediaDelivery, Provider};
 use chatledger_core::credential::{
     business_stream, credential_stream, valid_business_id, BusinessEvent, Credential,
     CredentialEvent, CredentialStatus, GraphError, IntegrationKind, OnboardingStep, SealedSecret,
     StateRefusal,
 };
+use chatledger_core::media::MediaError;
 use chatledger_core::sender::{MessageSender, OutboundMessage, SendError, Sent};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, Position, StoreError};
 use chatledger_projections::clock::Clock;

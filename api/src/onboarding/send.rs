@@ -41,11 +41,36 @@ impl Onboarding {
     }
 }
 
-/// Sends each message the way its business chose.
+/// Sends each message the way its business chose, and fetches each channel's media the same
+/// way (the configured gateway, or the Cloud API with the business's own token).
 pub struct RoutingSender {
     http: HttpSender,
     whatsapp: Arc<WhatsAppSettings>,
     onboarding: Arc<Onboarding>,
+    /// Each configured channel's media API.
+    media_apis: HashMap<String, MediaApi>,
+}
+
+/// The way one channel's traffic goes now.
+enum Route {
+    /// Through the channel's configured provider.
+    Configured,
+    /// The Cloud API with the business's own token.
+    Official {
+        business: String,
+        token: Secret,
+        phone_number_id: String,
+        channel: Box<Channel>,
+    },
+}
+
+fn permanent(message: String) -> SendError {
+    SendError {
+        code: None,
+        message,
+        transient: false,
+        retry_after: None,
+    }
 }
 
 impl RoutingSender {
@@ -53,18 +78,19 @@ impl RoutingSender {
         http: HttpSender,
         whatsapp: Arc<WhatsAppSettings>,
         onboarding: Arc<Onboarding>,
+        media_apis: HashMap<String, MediaApi>,
     ) -> Self {
         RoutingSender {
             http,
             whatsapp,
             onboarding,
+            media_apis,
         }
     }
-}
 
-#[async_trait]
-impl MessageSender for RoutingSender {
-    async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError> {
+    /// How `channel`'s traffic goes; `template` says whether it is a template (which a
+    /// restricted credential may still send).
+    fn route(&self, channel: &str, template: bool) -> Result<Route, SendError> {
         let integrations = &self.onboarding.integrations;
         let Some(found) = self
             .whatsapp
@@ -72,7 +98,7 @@ impl MessageSender for RoutingSender {
             .cloned()
             .or_else(|| integrations.channel(channel))
         else {
-            return self.http.send(channel, message).await;
+            return Ok(Route::Configured);
         };
         let business = integrations.business(&found.business);
         let onboarded = business.channels.iter().any(|c| c.key == channel)
@@ -82,16 +108,11 @@ impl MessageSender for RoutingSender {
             None => onboarded,
         };
         if !official {
-            return self.http.send(channel, message).await;
+            return Ok(Route::Configured);
         }
         let credential = &business.credential;
-        if let Some(reason) = credential.refuses(message.template.is_some(), Utc::now()) {
-            return Err(SendError {
-                code: None,
-                message: reason,
-                transient: false,
-                retry_after: None,
-            });
+        if let Some(reason) = credential.refuses(template, Utc::now()) {
+            return Err(permanent(reason));
         }
         let token = self.onboarding.token(&found.business, credential)?;
         let Some(phone_number_id) = found
@@ -99,22 +120,46 @@ impl MessageSender for RoutingSender {
             .clone()
             .or_else(|| credential.phone_number_id.clone())
         else {
-            return Err(SendError {
-                code: None,
-                message: format!("channel {channel} has no phone_number_id for the Cloud API"),
-                transient: false,
-                retry_after: None,
-            });
+            return Err(permanent(format!(
+                "channel {channel} has no phone_number_id for the Cloud API"
+            )));
         };
-        let provider = &self.onboarding.settings.provider;
+        Ok(Route::Official {
+            business: found.business.clone(),
+            token,
+            phone_number_id,
+            channel: Box::new(found),
+        })
+    }
+
+    /// The auth headers of the Cloud API with `token`.
+    fn official_headers(&self, token: &Secret) -> Vec<(String, String)> {
         let mut headers = vec![(
             "Authorization".to_owned(),
             format!("Bearer {}", token.expose()),
         )];
-        headers.extend(provider.header.clone());
+        headers.extend(self.onboarding.settings.provider.header.clone());
+        headers
+    }
+}
+
+#[async_trait]
+impl MessageSender for RoutingSender {
+    async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError> {
+        let Route::Official {
+            business,
+            token,
+            phone_number_id,
+            channel: found,
+        } = self.route(channel, message.template.is_some())?
+        else {
+            return self.http.send(channel, message).await;
+        };
+        let provider = &self.onboarding.settings.provider;
         let endpoint = Endpoint::CloudApi {
             url: format!("{}/{phone_number_id}/messages", provider.base_url),
-            headers,
+            headers: self.official_headers(&token),
+            media: found.send.media.unwrap_or(MediaDelivery::Upload),
         };
         let sent = self.http.send_to(&endpoint, message).await;
         if let Err(e) = &sent {
@@ -128,10 +173,32 @@ impl MessageSender for RoutingSender {
                     fbtrace_id: None,
                 };
                 self.onboarding
-                    .token_refused(&found.business, error, Utc::now())
+                    .token_refused(&business, error, Utc::now())
                     .await;
             }
         }
         sent
+    }
+}
+
+#[async_trait]
+impl MediaApis for RoutingSender {
+    async fn media_api(&self, channel: &str) -> Result<MediaApi, MediaError> {
+        match self.route(channel, false) {
+            Ok(Route::Official { token, .. }) => {
+                let provider = &self.onboarding.settings.provider;
+                Ok(MediaApi::CloudApi {
+                    base: provider.base_url.clone(),
+                    headers: self.official_headers(&token),
+                    own_download_host: provider.name == "360dialog",
+                })
+            }
+            Ok(Route::Configured) => self.media_apis.media_api(channel).await.map_err(|_| {
+                MediaError::permanent(format!(
+                    "channel {channel} cannot fetch media: the token its provider needs is not set"
+                ))
+            }),
+            Err(e) => Err(MediaError::permanent(e.message)),
+        }
     }
 }

@@ -37,6 +37,26 @@ pub enum ConversationCommand {
         by: String,
         now: DateTime<Utc>,
     },
+    /// Queue an attachment (an executive's upload) on the open chat, with an optional
+    /// caption: only within 24 hours of the customer's last message, as for text.
+    SendMedia {
+        chat_id: Uuid,
+        message_id: Uuid,
+        media: StoredMedia,
+        caption: Option<String>,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Record what fetching an inbound attachment came to: stored, or the `attempt`-th try
+    /// failed (tried again at `retry_at` when the error is retryable and one is given).
+    RecordMedia {
+        message: String,
+        index: u32,
+        attempt: u32,
+        outcome: Result<StoredMedia, MediaError>,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    },
     /// Queue a template message on the open chat (allowed at any time).
     SendTemplate {
         chat_id: Uuid,
@@ -140,6 +160,8 @@ pub enum ConversationRejection {
     EmptyReply,
     #[error("there is no queued message {0}")]
     UnknownMessage(Uuid),
+    #[error("there is no received message {0:?}")]
+    UnknownInboundMessage(String),
 }
 
 impl ConversationRejection {
@@ -153,6 +175,7 @@ impl ConversationRejection {
             ConversationRejection::OutsideServiceWindow(_) => "OUTSIDE_SERVICE_WINDOW",
             ConversationRejection::EmptyReply => "EMPTY_REPLY",
             ConversationRejection::UnknownMessage(_) => "UNKNOWN_MESSAGE",
+            ConversationRejection::UnknownInboundMessage(_) => "UNKNOWN_MESSAGE",
         }
     }
 }

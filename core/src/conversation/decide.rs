@@ -150,14 +150,84 @@ impl Conversation {
                 let mut events = self.queue(
                     chat_id,
                     message_id,
-                    Some(text),
-                    None,
+                    Outgoing::text(text),
                     OutboundPurpose::Reply,
                     by,
                     now,
                 );
                 events.extend(self.stop_clock(SlaStop::Answered, now));
                 Ok(events)
+            }
+            ConversationCommand::SendMedia {
+                chat_id,
+                message_id,
+                media,
+                caption,
+                by,
+                now,
+            } => {
+                self.the_open_chat(chat_id)?;
+                if !self.within_service_window(now) {
+                    let closed = self.last_incoming_at.map(service_window_end);
+                    return Err(ConversationRejection::OutsideServiceWindow(closed));
+                }
+                let outgoing = Outgoing {
+                    text: caption.filter(|c| !c.trim().is_empty()),
+                    template: None,
+                    media: Some(media),
+                };
+                let mut events = self.queue(
+                    chat_id,
+                    message_id,
+                    outgoing,
+                    OutboundPurpose::Reply,
+                    by,
+                    now,
+                );
+                events.extend(self.stop_clock(SlaStop::Answered, now));
+                Ok(events)
+            }
+            ConversationCommand::RecordMedia {
+                message,
+                index,
+                attempt,
+                outcome,
+                retry_at,
+                now,
+            } => {
+                let chat_id = *self
+                    .received
+                    .get(&message)
+                    .ok_or_else(|| ConversationRejection::UnknownInboundMessage(message.clone()))?;
+                let progress = self
+                    .media
+                    .get(&(message.clone(), index))
+                    .copied()
+                    .unwrap_or_default();
+                if progress.settled {
+                    return Ok(vec![]);
+                }
+                Ok(vec![match outcome {
+                    Ok(media) => ConversationEvent::MediaStored {
+                        chat_id,
+                        message,
+                        index,
+                        media,
+                        stored_at: now,
+                    },
+                    Err(_) if attempt <= progress.attempts => return Ok(vec![]),
+                    Err(error) => ConversationEvent::MediaFetchFailed {
+                        chat_id,
+                        message,
+                        index,
+                        attempt,
+                        code: error.code,
+                        reason: error.reason,
+                        retryable: error.retryable,
+                        retry_at: retry_at.filter(|_| error.retryable),
+                        failed_at: now,
+                    },
+                }])
             }
             ConversationCommand::SendTemplate {
                 chat_id,
@@ -170,8 +240,7 @@ impl Conversation {
                 let mut events = self.queue(
                     chat_id,
                     message_id,
-                    None,
-                    Some(template),
+                    Outgoing::template(template),
                     OutboundPurpose::Reply,
                     by,
                     now,
@@ -204,8 +273,11 @@ impl Conversation {
                 events.extend(self.queue(
                     chat_id,
                     rating_message_id,
-                    text,
-                    template,
+                    Outgoing {
+                        text,
+                        template,
+                        media: None,
+                    },
                     OutboundPurpose::RatingRequest,
                     by,
                     now,
@@ -391,13 +463,11 @@ impl Conversation {
             .is_some_and(|at| now < service_window_end(at))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn queue(
         &self,
         chat_id: Uuid,
         message_id: Uuid,
-        text: Option<String>,
-        template: Option<Template>,
+        outgoing: Outgoing,
         purpose: OutboundPurpose,
         by: String,
         now: DateTime<Utc>,
@@ -409,17 +479,19 @@ impl Conversation {
             .customer
             .key()
             .unwrap_or_else(|| CustomerKey::Phone(String::new()));
+        let kind = match (&outgoing.template, &outgoing.media) {
+            (Some(_), _) => "template".to_owned(),
+            (None, Some(media)) => crate::media::kind_of_mime(Some(&media.mime)).to_owned(),
+            (None, None) => "text".to_owned(),
+        };
         vec![ConversationEvent::ReplyQueued {
             chat_id,
             message_id,
             to,
-            kind: if template.is_some() {
-                "template".into()
-            } else {
-                "text".into()
-            },
-            text,
-            template,
+            kind,
+            text: outgoing.text,
+            template: outgoing.template,
+            media: outgoing.media,
             purpose,
             by,
             queued_at: now,
@@ -522,5 +594,30 @@ pub(super) fn rating_in(message: &InboundMessage) -> Option<u8> {
     match text.parse::<u8>() {
         Ok(n @ 1..=5) => Some(n),
         _ => None,
+    }
+}
+
+/// What an outbound message carries: text, a template, or an attachment with its caption.
+pub(super) struct Outgoing {
+    text: Option<String>,
+    template: Option<Template>,
+    media: Option<StoredMedia>,
+}
+
+impl Outgoing {
+    fn text(text: String) -> Self {
+        Outgoing {
+            text: Some(text),
+            template: None,
+            media: None,
+        }
+    }
+
+    fn template(template: Template) -> Self {
+        Outgoing {
+            text: None,
+            template: Some(template),
+            media: None,
+        }
     }
 }

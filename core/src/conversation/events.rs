@@ -91,6 +91,10 @@ pub enum ConversationEvent {
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template: Option<Template>,
+        /// An attachment (an executive's upload, kept in the conversation's folder); `text`
+        /// is then its caption.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<StoredMedia>,
         purpose: OutboundPurpose,
         by: String,
         queued_at: DateTime<Utc>,
@@ -188,6 +192,32 @@ pub enum ConversationEvent {
         superseded_by: Uuid,
         closed_at: DateTime<Utc>,
     },
+    /// An inbound attachment was fetched from its provider and kept in the object store.
+    MediaStored {
+        chat_id: Uuid,
+        /// The provider's id of the message it came with.
+        message: String,
+        /// Which attachment of the message (0: the first).
+        index: u32,
+        #[serde(flatten)]
+        media: StoredMedia,
+        stored_at: DateTime<Utc>,
+    },
+    /// A try at fetching an inbound attachment failed; `retryable` when it is tried again
+    /// (at `retry_at`), else it is given up, with the provider's reason.
+    MediaFetchFailed {
+        chat_id: Uuid,
+        message: String,
+        index: u32,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i64>,
+        reason: String,
+        retryable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at: Option<DateTime<Utc>>,
+        failed_at: DateTime<Utc>,
+    },
     /// The customer asked to be forgotten: the key their messages were sealed with is
     /// destroyed, and read models show "[erased]" where their text and name were.
     PersonalDataErased {
@@ -202,7 +232,7 @@ pub enum ConversationEvent {
 impl ConversationEvent {
     /// Every stored type name of a conversation stream: the one list folds read by (a test
     /// checks it against every variant's [`Self::event_type`] and round trip).
-    pub const TYPES: [&'static str; 21] = [
+    pub const TYPES: [&'static str; 23] = [
         "ChatOpened",
         "MessageReceived",
         "ReceiptRecorded",
@@ -224,6 +254,8 @@ impl ConversationEvent {
         "PersonalDataErased",
         "DispatchAttempted",
         "DispatchRetrying",
+        "MediaStored",
+        "MediaFetchFailed",
     ];
 
     /// The stored type name.
@@ -250,6 +282,8 @@ impl ConversationEvent {
             ConversationEvent::MessageDispatchFailed { .. } => "MessageDispatchFailed",
             ConversationEvent::TagRemoved { .. } => "TagRemoved",
             ConversationEvent::PersonalDataErased { .. } => "PersonalDataErased",
+            ConversationEvent::MediaStored { .. } => "MediaStored",
+            ConversationEvent::MediaFetchFailed { .. } => "MediaFetchFailed",
         }
     }
 
@@ -352,6 +386,17 @@ impl ConversationEvent {
             ConversationEvent::PersonalDataErased { key_id, .. } => {
                 format!("PersonalDataErased/{stream}/{key_id}")
             }
+            // One record of each attachment kept, however many processes fetched it.
+            ConversationEvent::MediaStored { message, index, .. } => {
+                format!("MediaStored/{stream}/{message}/{index}")
+            }
+            // One failure per try.
+            ConversationEvent::MediaFetchFailed {
+                message,
+                index,
+                attempt,
+                ..
+            } => format!("MediaFetchFailed/{stream}/{message}/{index}/{attempt}"),
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
     }

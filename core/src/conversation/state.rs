@@ -43,6 +43,17 @@ pub struct Conversation {
     pub awaiting_rating: Option<Uuid>,
     /// The SLA clock, while a customer message waits for an answer.
     pub sla: Option<SlaClock>,
+    /// Inbound attachments with a recorded outcome, by message provider id and index.
+    pub media: HashMap<(String, u32), MediaProgress>,
+}
+
+/// How far fetching one inbound attachment has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaProgress {
+    /// Stored, or given up: nothing more is recorded for it.
+    pub settled: bool,
+    /// Failed tries recorded so far.
+    pub attempts: u32,
 }
 
 /// An outbound message as the conversation knows it.
@@ -242,6 +253,23 @@ impl Conversation {
                 }
             }
             ConversationEvent::PersonalDataErased { .. } => self.customer.name = None,
+            ConversationEvent::MediaStored { message, index, .. } => {
+                self.media
+                    .entry((message.clone(), *index))
+                    .or_default()
+                    .settled = true;
+            }
+            ConversationEvent::MediaFetchFailed {
+                message,
+                index,
+                attempt,
+                retryable,
+                ..
+            } => {
+                let progress = self.media.entry((message.clone(), *index)).or_default();
+                progress.attempts = progress.attempts.max(*attempt);
+                progress.settled |= !retryable;
+            }
         }
     }
 

@@ -839,9 +839,40 @@ fn one_of_each() -> Vec<ConversationEvent> {
             kind: "text".into(),
             text: Some("on it".into()),
             template: None,
+            media: None,
             purpose: OutboundPurpose::Reply,
             by: "asha".into(),
             queued_at: t,
+        },
+        E::ReplyQueued {
+            chat_id,
+            message_id: Uuid::from_u128(9),
+            to: CustomerKey::UserId("IN.1".into()),
+            kind: "document".into(),
+            text: Some("your invoice".into()),
+            template: None,
+            media: Some(stored_pdf()),
+            purpose: OutboundPurpose::Reply,
+            by: "asha".into(),
+            queued_at: t,
+        },
+        E::MediaStored {
+            chat_id,
+            message: "wamid.1".into(),
+            index: 0,
+            media: stored_pdf(),
+            stored_at: t,
+        },
+        E::MediaFetchFailed {
+            chat_id,
+            message: "wamid.1".into(),
+            index: 1,
+            attempt: 2,
+            code: Some(131052),
+            reason: "Media download error".into(),
+            retryable: true,
+            retry_at: Some(t),
+            failed_at: t,
         },
         E::ChatResolved {
             chat_id,
@@ -982,4 +1013,131 @@ fn events_round_trip_through_the_envelope_with_stable_ids() {
         events[1].to_new_event("s", Metadata::default()).data["text"],
         "hi"
     );
+}
+
+fn stored_pdf() -> crate::media::StoredMedia {
+    crate::media::StoredMedia {
+        key: format!("conversation-partner-+919638120888/{}", "ab".repeat(32)),
+        sha256: "ab".repeat(32),
+        size: 1234,
+        mime: "application/pdf".into(),
+        filename: Some("invoice.pdf".into()),
+    }
+}
+
+fn record_media(
+    message: &str,
+    index: u32,
+    attempt: u32,
+    outcome: Result<crate::media::StoredMedia, MediaError>,
+) -> ConversationCommand {
+    ConversationCommand::RecordMedia {
+        message: message.into(),
+        index,
+        attempt,
+        outcome,
+        retry_at: Some(at("2026-11-22T10:01:00Z")),
+        now: at("2026-11-22T10:00:30Z"),
+    }
+}
+
+#[test]
+fn an_attachment_is_stored_once_and_each_failed_try_recorded_once() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let outage = || Err(MediaError::transient("HTTP 503"));
+    let gone = || {
+        Err(MediaError {
+            code: Some(131052),
+            reason: "media not found".into(),
+            retryable: false,
+        })
+    };
+    // (what was recorded before, the command, what it records)
+    let cases: Vec<(Vec<ConversationEvent>, ConversationCommand, Vec<&str>)> = vec![
+        (
+            vec![],
+            record_media("wamid.1", 0, 1, outage()),
+            vec!["MediaFetchFailed"],
+        ),
+        (
+            vec![],
+            record_media("wamid.1", 0, 1, Ok(stored_pdf())),
+            vec!["MediaStored"],
+        ),
+        (
+            given(&history, record_media("wamid.1", 0, 1, outage())),
+            record_media("wamid.1", 0, 1, outage()),
+            vec![],
+        ),
+        (
+            given(&history, record_media("wamid.1", 0, 1, outage())),
+            record_media("wamid.1", 0, 2, Ok(stored_pdf())),
+            vec!["MediaStored"],
+        ),
+        (
+            given(&history, record_media("wamid.1", 0, 1, Ok(stored_pdf()))),
+            record_media("wamid.1", 0, 2, Ok(stored_pdf())),
+            vec![],
+        ),
+        (
+            given(&history, record_media("wamid.1", 0, 1, gone())),
+            record_media("wamid.1", 0, 2, Ok(stored_pdf())),
+            vec![],
+        ),
+        // Each attachment of a message on its own.
+        (
+            given(&history, record_media("wamid.1", 0, 1, Ok(stored_pdf()))),
+            record_media("wamid.1", 1, 1, Ok(stored_pdf())),
+            vec!["MediaStored"],
+        ),
+    ];
+    for (before, command, expected) in cases {
+        let mut all = history.clone();
+        all.extend(before);
+        let decided: Vec<&str> = given(&all, command.clone())
+            .iter()
+            .map(|e| e.event_type())
+            .collect();
+        assert_eq!(decided, expected, "{command:?}");
+    }
+    let failed = given(&history, record_media("wamid.1", 0, 1, gone()));
+    assert!(
+        matches!(
+            &failed[0],
+            ConversationEvent::MediaFetchFailed {
+                retry_at: None,
+                retryable: false,
+                code: Some(131052),
+                ..
+            }
+        ),
+        "a failure given up says so and names no retry: {failed:?}"
+    );
+    assert_eq!(
+        then_rejects(&history, record_media("wamid.9", 0, 1, Ok(stored_pdf()))),
+        ConversationRejection::UnknownInboundMessage("wamid.9".into())
+    );
+}
+
+#[test]
+fn attachments_go_out_like_text_only_inside_the_window() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let send = |now: &str| ConversationCommand::SendMedia {
+        chat_id: Uuid::from_u128(1),
+        message_id: Uuid::from_u128(50),
+        media: stored_pdf(),
+        caption: Some("your invoice".into()),
+        by: "asha".into(),
+        now: at(now),
+    };
+    let queued = given(&history, send("2026-11-22T11:00:00Z"));
+    assert!(
+        matches!(&queued[0], ConversationEvent::ReplyQueued { kind, text, media: Some(m), .. }
+            if kind == "document" && text.as_deref() == Some("your invoice") && m.mime == "application/pdf"),
+        "{queued:?}"
+    );
+    assert!(matches!(
+        then_rejects(&history, send("2026-11-23T10:00:01Z")),
+        ConversationRejection::OutsideServiceWindow(Some(_))
+    ));
 }

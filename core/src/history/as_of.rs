@@ -12,6 +12,8 @@ pub struct MessageView {
     pub kind: String,
     pub text: Option<String>,
     pub media: Option<Media>,
+    /// Its attachments and where each stands (fetched, kept, failed).
+    pub files: Vec<MediaFile>,
     pub at: DateTime<Utc>,
     pub delivery_status: Option<String>,
     pub error: Option<String>,
@@ -59,6 +61,18 @@ pub struct ChatView {
     pub sla: SlaView,
     /// The position of the event that opened it.
     pub position: u64,
+}
+
+impl ChatView {
+    /// Attachment `index` of the inbound message with provider id `message`.
+    fn file(&mut self, message: &str, index: u32) -> Option<&mut MediaFile> {
+        self.messages
+            .iter_mut()
+            .find(|m| m.inbound && m.provider_message_id.as_deref() == Some(message))?
+            .files
+            .iter_mut()
+            .find(|f| f.index == index)
+    }
 }
 
 /// Folds a conversation stream, event by event, into one chat.
@@ -187,6 +201,10 @@ impl ChatAsOf {
                     kind: message.kind.clone(),
                     text: message.text.clone(),
                     media: message.media.clone(),
+                    files: crate::media::sources(message)
+                        .iter()
+                        .map(|source| MediaFile::pending(source.index))
+                        .collect(),
                     at,
                     delivery_status: best.map(|b| b.0.clone()),
                     error: best.and_then(|b| b.2.clone()),
@@ -199,6 +217,7 @@ impl ChatAsOf {
                 kind,
                 text,
                 template,
+                media,
                 queued_at,
                 ..
             } => {
@@ -209,13 +228,41 @@ impl ChatAsOf {
                     inbound: false,
                     kind: kind.clone(),
                     text: outbound_text(text.as_deref(), template.as_ref()),
-                    media: None,
+                    media: media
+                        .as_ref()
+                        .map(|m| crate::media::described(m, text.clone())),
+                    files: media
+                        .iter()
+                        .map(|m| MediaFile::stored(0, m.clone()))
+                        .collect(),
                     at: *queued_at,
                     delivery_status: Some("queued".into()),
                     error: None,
                     position: recorded.position,
                     rank: status_rank("queued"),
                 });
+            }
+            ConversationEvent::MediaStored {
+                message,
+                index,
+                media,
+                ..
+            } => {
+                if let Some(file) = view.file(message, *index) {
+                    *file = MediaFile::stored(*index, media.clone());
+                }
+            }
+            ConversationEvent::MediaFetchFailed {
+                message,
+                index,
+                code,
+                reason,
+                retryable,
+                ..
+            } => {
+                if let Some(file) = view.file(message, *index) {
+                    file.failed(*code, reason, *retryable);
+                }
             }
             ConversationEvent::MessageDispatched {
                 message_id,
@@ -322,7 +369,9 @@ pub fn event_chat(event: &ConversationEvent) -> Option<Uuid> {
         | E::SlaClockStopped { chat_id, .. }
         | E::TagApplied { chat_id, .. }
         | E::TagRemoved { chat_id, .. }
-        | E::ChatClosed { chat_id, .. } => Some(*chat_id),
+        | E::ChatClosed { chat_id, .. }
+        | E::MediaStored { chat_id, .. }
+        | E::MediaFetchFailed { chat_id, .. } => Some(*chat_id),
         E::SlaAlertRaised(breach) | E::SlaEscalated(breach) => Some(breach.chat_id),
         E::ReceiptRecorded { chat_id, .. } | E::ContextChanged { chat_id, .. } => *chat_id,
         E::PersonalDataErased { .. } => None,

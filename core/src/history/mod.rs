@@ -18,6 +18,7 @@ use crate::conversation::{
     Media, OpenReason, OutboundPurpose, SlaStop,
 };
 use crate::event::RecordedEvent;
+use crate::media::MediaFile;
 use crate::sla::{SlaLevel, SlaPolicy};
 
 mod as_of;

@@ -194,6 +194,25 @@ impl Narrator {
                 }
                 _ => format!("{by} queued a {kind} reply"),
             },
+            E::MediaStored { index, media, .. } => format!(
+                "attachment {} fetched from the provider and kept ({}, {} bytes)",
+                index + 1,
+                media.mime,
+                media.size
+            ),
+            E::MediaFetchFailed {
+                index,
+                attempt,
+                code,
+                reason,
+                retryable,
+                ..
+            } => format!(
+                "fetching attachment {} failed (try {attempt}): {}{}",
+                index + 1,
+                crate::media::failure_text(*code, reason),
+                if *retryable { "; it is tried again" } else { "; given up" }
+            ),
             E::DispatchAttempted { attempt, .. } => {
                 format!("sending the message to the provider (attempt {attempt})")
             }

@@ -109,16 +109,21 @@ impl Projector for Messages {
                 kind,
                 text,
                 template,
+                media,
                 queued_at,
                 ..
             }) => {
+                let described = media.as_ref().map(|m| {
+                    serde_json::to_string(&chatledger_core::media::described(m, text.clone()))
+                        .unwrap_or_default()
+                });
                 let text = text
                     .clone()
                     .or(template.as_ref().map(|t| format!("[template {}]", t.name)));
                 tx.execute(
                     &format!(
-                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, at, delivery_status, status_rank, position)
-                         VALUES ($1, $2, $3, 'OUTBOUND', $4, $5, $6, 'queued', $7, $8)
+                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, at, delivery_status, status_rank, position, media)
+                         VALUES ($1, $2, $3, 'OUTBOUND', $4, $5, $6, 'queued', $7, $8, $9)
                          ON CONFLICT (message_id) DO NOTHING"
                     ),
                     &[
@@ -130,6 +135,7 @@ impl Projector for Messages {
                         queued_at.into(),
                         status_rank("queued").into(),
                         event.position.into(),
+                        described.into(),
                     ],
                 )
                 .await?;

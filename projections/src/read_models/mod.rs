@@ -1,4 +1,4 @@
-//! The read models: chats, messages, customers, executives, rides. Each is its own projector
+//! The read models: chats, messages and their media, customers, executives, rides. Each is its own projector
 //! with its own checkpoint and its own file here; adding a read model is adding one more
 //! [`Projector`] to [`all`].
 
@@ -21,12 +21,18 @@ use crate::read_db::{time_text, Arg, ReadTx};
 mod chats;
 mod customers;
 mod executives;
+mod media;
 mod messages;
 mod rides;
 mod sla;
 
 pub use {
-    chats::Chats, customers::Customers, executives::Executives, messages::Messages, rides::Rides,
+    chats::Chats,
+    customers::Customers,
+    executives::Executives,
+    media::{file_from_row, MessageMedia, MEDIA_COLUMNS},
+    messages::Messages,
+    rides::Rides,
     sla::Sla,
 };
 
@@ -35,6 +41,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(Chats),
         Arc::new(Messages),
+        Arc::new(MessageMedia),
         Arc::new(Customers),
         Arc::new(Executives),
         Arc::new(Rides),

@@ -51,6 +51,8 @@ pub struct Server {
     pub clock: Arc<chatledger_projections::clock::ManualClock>,
     /// The fake Graph API official onboarding and official sends talk to.
     pub graph: graph::FakeGraph,
+    /// The filesystem object store's folder (unless the test chose S3).
+    pub media_dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
 
@@ -72,6 +74,15 @@ pub fn channels_yaml() -> String {
     stakeholder: customer
     provider: meta
     phone_number_id: "277321005464405"
+  - key: meta-links
+    number: "15550953878"
+    stakeholder: customer
+    provider: meta
+    phone_number_id: "277321005464406"
+    auth:
+      secret_header: { name: X-Webhook-Secret, env: PINBOT_WEBHOOK_SECRET }
+    send:
+      media: link
 "#
 }
 
@@ -123,8 +134,12 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
         channel.send.base_url = Some(provider.url.clone());
     }
     let config_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config"));
+    let media_dir = tempfile::tempdir().unwrap();
+    let media = chatledger_api::config::MediaSettings::load(&configured, &lookup, media_dir.path())
+        .unwrap();
     let phones = chatledger_adapters::whatsapp::phone::PhoneNormalizer::new("IN").unwrap();
     let settings = Settings {
+        media,
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
         seal: chatledger_api::server::seal_policy(&lookup).unwrap(),
@@ -175,6 +190,7 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
         provider,
         clock,
         graph,
+        media_dir,
         _stop: stop,
     }
 }
@@ -386,50 +402,243 @@ pub struct ProviderRequest {
 
 /// A local HTTP server that speaks the Cloud API's `POST …/messages` wire format: it records
 /// each request and answers from a script (status and JSON body), or with a success.
+///
+/// It also serves media as the providers document it: Meta's `GET /{media-id}` (Bearer)
+/// answering `{url, mime_type, sha256, file_size}` (`file_size` a string) with a link on
+/// another host (`localhost`) that works for 5 minutes and only with the same Bearer;
+/// Twilio's media URLs (Basic auth) redirecting to a CDN on another host; and
+/// `POST …/media` uploads answering `{id}`.
 #[derive(Clone)]
 pub struct FakeProvider {
     pub url: String,
     requests: Arc<std::sync::Mutex<Vec<ProviderRequest>>>,
     script: Arc<std::sync::Mutex<std::collections::VecDeque<(u16, serde_json::Value)>>>,
+    files: Arc<std::sync::Mutex<std::collections::HashMap<String, FakeFile>>>,
+    /// The next media requests that answer 503.
+    outage: Arc<std::sync::atomic::AtomicUsize>,
+    /// The next media links handed out that have already expired.
+    expired_links: Arc<std::sync::atomic::AtomicUsize>,
+    /// Media requests to hold for this many milliseconds before answering.
+    media_delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A file the fake provider serves.
+#[derive(Clone)]
+pub struct FakeFile {
+    pub mime: String,
+    pub bytes: Vec<u8>,
+    /// Served the Twilio way (Basic auth, a redirect to the CDN) rather than Meta's.
+    pub twilio: bool,
+}
+
+/// The Basic auth Twilio media URLs need in the tests: the fixture's account and token.
+pub fn twilio_basic() -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("acctid:{TWILIO_TOKEN}"))
+    )
 }
 
 impl FakeProvider {
     pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let provider = FakeProvider {
-            url: String::new(),
+            url,
             requests: Default::default(),
             script: Default::default(),
+            files: Default::default(),
+            outage: Default::default(),
+            expired_links: Default::default(),
+            media_delay_ms: Default::default(),
         };
         let handler_state = provider.clone();
         let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
             let state = handler_state.clone();
             async move {
+                use axum::response::IntoResponse;
                 let path = request.uri().path().to_owned();
-                let headers = request
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                let method = request.method().clone();
+                let headers: std::collections::HashMap<String, String> = request
                     .headers()
                     .iter()
                     .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
                     .collect();
-                let bytes = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+                let bytes = axum::body::to_bytes(request.into_body(), 1 << 28).await.unwrap_or_default();
                 let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
                 let to = body["to"].clone();
                 let n = {
                     let mut requests = state.requests.lock().unwrap();
-                                        let raw = String::from_utf8_lossy(&bytes).into_owned();
-                    requests.push(ProviderRequest { path, headers, body, raw });
+                    let raw = String::from_utf8_lossy(&bytes).into_owned();
+                    requests.push(ProviderRequest { path: path.clone(), headers: headers.clone(), body, raw });
                     requests.len()
                 };
+                if method == axum::http::Method::GET {
+                    return state.media(&path, &query, &headers).await;
+                }
+                if path.ends_with("/media") {
+                    return axum::Json(serde_json::json!({"id": format!("fake-media-{n}")})).into_response();
+                }
                 let (status, answer) = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
                     (200, serde_json::json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                         "messages": [{"id": format!("wamid.fake.{n}")}]}))
                 });
-                (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(answer))
+                (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeProvider { url, ..provider }
+        provider
+    }
+
+    /// Serves `bytes` as the media `id` (Meta's way) or at the path `id` (Twilio's way).
+    pub fn serve_file(&self, id: &str, mime: &str, bytes: Vec<u8>, twilio: bool) {
+        self.files.lock().unwrap().insert(
+            id.to_owned(),
+            FakeFile {
+                mime: mime.to_owned(),
+                bytes,
+                twilio,
+            },
+        );
+    }
+
+    /// The next `n` media requests answer 503.
+    pub fn media_outage(&self, n: usize) {
+        self.outage.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next `n` media links handed out have expired already.
+    pub fn expire_next_links(&self, n: usize) {
+        self.expired_links
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Holds each media request this long before answering.
+    pub fn delay_media(&self, delay: std::time::Duration) {
+        self.media_delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// The same server under another host name (what Meta's lookaside and Twilio's CDN are).
+    pub fn other_host(&self) -> String {
+        self.url.replace("127.0.0.1", "localhost")
+    }
+
+    async fn media(
+        &self,
+        path: &str,
+        query: &str,
+        headers: &std::collections::HashMap<String, String>,
+    ) -> axum::response::Response {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        use std::sync::atomic::Ordering;
+        let delay = self.media_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        let take = |counter: &std::sync::atomic::AtomicUsize| {
+            counter
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if take(&self.outage) {
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": {"message": "Service temporarily unavailable", "code": 2}}))).into_response();
+        }
+        // Each provider's own header: Meta's Bearer, Pinbot's `apikey`, 360dialog's key.
+        let bearer = format!("Bearer {PROVIDER_API_KEY}");
+        let authorization = headers.get("authorization").cloned().unwrap_or_default();
+        let authorization = if headers.get("apikey").map(String::as_str) == Some(PROVIDER_API_KEY)
+            || headers.get("d360-api-key").map(String::as_str) == Some(PROVIDER_API_KEY)
+        {
+            bearer.clone()
+        } else {
+            authorization
+        };
+        let meta_error = |status: StatusCode, code: i64, message: &str| {
+            (status, axum::Json(serde_json::json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AfakeTrace"}}))).into_response()
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let file = |name: &str| self.files.lock().unwrap().get(name).cloned();
+        match segments.as_slice() {
+            ["lookaside", id] => {
+                if authorization != bearer {
+                    return meta_error(
+                        StatusCode::UNAUTHORIZED,
+                        190,
+                        "the media link needs the same access token",
+                    );
+                }
+                let expires: i64 = query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("expires="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if chrono::Utc::now().timestamp() > expires {
+                    return meta_error(StatusCode::FORBIDDEN, 131052, "URL signature expired");
+                }
+                match file(id) {
+                    Some(f) => ([("content-type", f.mime)], f.bytes).into_response(),
+                    None => meta_error(StatusCode::NOT_FOUND, 131052, "Media download error"),
+                }
+            }
+            ["cdn", name] => match file(name) {
+                Some(f) => ([("content-type", f.mime)], f.bytes).into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            },
+            [.., last] => match file(last) {
+                Some(f) if f.twilio => {
+                    if authorization != twilio_basic() {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            axum::Json(
+                                serde_json::json!({"code": 20003, "message": "Authenticate"}),
+                            ),
+                        )
+                            .into_response();
+                    }
+                    (
+                        StatusCode::FOUND,
+                        [("location", format!("{}/cdn/{last}", self.other_host()))],
+                    )
+                        .into_response()
+                }
+                Some(f) => {
+                    if authorization != bearer {
+                        return meta_error(
+                            StatusCode::UNAUTHORIZED,
+                            190,
+                            "Invalid OAuth access token",
+                        );
+                    }
+                    let expires = if take(&self.expired_links) {
+                        chrono::Utc::now().timestamp() - 1
+                    } else {
+                        chrono::Utc::now().timestamp() + 300
+                    };
+                    use sha2::Digest;
+                    axum::Json(serde_json::json!({
+                        "messaging_product": "whatsapp",
+                        "url": format!("{}/lookaside/{last}?expires={expires}", self.other_host()),
+                        "mime_type": f.mime,
+                        "sha256": hex::encode(sha2::Sha256::digest(&f.bytes)),
+                        "file_size": f.bytes.len().to_string(),
+                        "id": last,
+                    }))
+                    .into_response()
+                }
+                None => meta_error(
+                    StatusCode::NOT_FOUND,
+                    100,
+                    "Unsupported get request. Object does not exist",
+                ),
+            },
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
     }
 
     /// The next answer (then the next, …); after the script, successes.
