@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod media;
+
 use chatledger_adapters::{PostgresStore, SqliteStore, WriterCounts};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
@@ -59,12 +61,18 @@ struct Args {
     /// Seconds of each ingest run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Inbound 100 KB images in each media throughput run.
+    #[arg(long, default_value_t = 1_000)]
+    media_images: usize,
+    /// The size of the large document streamed through the server, in MB.
+    #[arg(long, default_value_t = 100)]
+    media_document_mb: usize,
     /// Where the figures are written as JSON.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
-    /// Run only these measurements (comma-separated: append, replay, ingest, fixed-rate);
+    /// Run only these measurements (comma-separated: append, replay, ingest, fixed-rate, media);
     /// `replay` includes the chat-list query, `fixed-rate` the projection lag and SLA precision.
-    #[arg(long, value_delimiter = ',', value_parser = ["append", "replay", "ingest", "fixed-rate"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["append", "replay", "ingest", "fixed-rate", "media"])]
     only: Vec<String>,
 }
 
@@ -286,6 +294,80 @@ async fn bench(args: Args) -> Result<(), String> {
             json!(engine / ceiling),
             format!("{:.0}%", 100.0 * engine / ceiling),
             ">= 70%",
+        );
+    }
+
+    // Media: inbound images fetched and kept per second (filesystem, then S3 when an S3
+    // server answers at CHATLEDGER_BENCH_S3_ENDPOINT), and memory while a 100 MB document
+    // streams through.
+    if runs("media") {
+        let db = Db::fresh(server).await?;
+        let per_s = media::throughput(&db, &[], args.media_images).await?;
+        db.drop_database().await;
+        figures.add(
+            "media: 100 KB images fetched+kept/s (filesystem)",
+            json!(per_s),
+            format!("{per_s:.0}"),
+            "",
+        );
+        let endpoint = std::env::var("CHATLEDGER_BENCH_S3_ENDPOINT")
+            .unwrap_or_else(|_| "http://127.0.0.1:8333".into());
+        if reqwest::get(&endpoint).await.is_ok() {
+            let db = Db::fresh(server).await?;
+            let env = [
+                (
+                    "MEDIA_STORE_URL",
+                    format!("s3://media/bench-{}", Uuid::new_v4().simple()),
+                ),
+                ("AWS_ENDPOINT_URL", endpoint),
+                (
+                    "AWS_ACCESS_KEY_ID",
+                    std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "chatledger-test".into()),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY",
+                    std::env::var("AWS_SECRET_ACCESS_KEY")
+                        .unwrap_or_else(|_| "chatledger-test-secret".into()),
+                ),
+            ];
+            let per_s = media::throughput(&db, &env, args.media_images).await?;
+            db.drop_database().await;
+            figures.add(
+                "media: 100 KB images fetched+kept/s (S3)",
+                json!(per_s),
+                format!("{per_s:.0}"),
+                "",
+            );
+        } else {
+            println!("media on S3: skipped, no S3 server answers at {endpoint}");
+        }
+        let db = Db::fresh(server).await?;
+        let (ready, peak_before, peak, took) =
+            media::large_document(&db, args.media_document_mb).await?;
+        db.drop_database().await;
+        figures.add(
+            "media: server RSS when ready (MB)",
+            json!(ready),
+            format!("{ready:.0}"),
+            "",
+        );
+        figures.add(
+            "media: peak RSS before the large document (MB)",
+            json!(peak_before),
+            format!("{peak_before:.0}"),
+            "",
+        );
+        figures.add(
+            "media: peak RSS after the large document (MB)",
+            json!(peak),
+            format!("{peak:.0}"),
+            "not the file",
+        );
+        figures.add(
+            "media: large document fetched+kept (s)",
+            json!(took),
+            format!("{took:.2}"),
+            "",
         );
     }
 

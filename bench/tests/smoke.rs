@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Every figure the README's table shows, by the name the bench gives it.
-const FIGURES: [&str; 16] = [
+const FIGURES: [&str; 22] = [
     "append: engine events/s",
     "append: rows per commit (engine's groups)",
     "append: raw-insert ceiling rows/s",
@@ -22,6 +22,12 @@ const FIGURES: [&str; 16] = [
     "projection lag at 1,000/s: p99 ms",
     "SLA alert delay under load: p50 ms",
     "SLA alert delay under load: p99 ms",
+    "media: 100 KB images fetched+kept/s (filesystem)",
+    "media: 100 KB images fetched+kept/s (S3)",
+    "media: server RSS when ready (MB)",
+    "media: peak RSS before the large document (MB)",
+    "media: peak RSS after the large document (MB)",
+    "media: large document fetched+kept (s)",
 ];
 
 #[test]
@@ -46,6 +52,10 @@ fn every_measurement_gives_a_figure(backend: &[&str]) {
             "1",
             "--append-events",
             "800",
+            "--media-images",
+            "40",
+            "--media-document-mb",
+            "8",
         ])
         .args(backend)
         .arg("--out")

@@ -638,6 +638,32 @@ async fn forget_deletes_the_customers_files(backend: Backend) {
         .starts_with("conversation-"));
 }
 
+async fn webhook_bodies_are_archived_when_asked(backend: Backend) {
+    let server = start_with(backend, &[("ARCHIVE_WEBHOOKS", "true")]).await;
+    let body = fixture("meta-text.json");
+    assert_eq!(server.post_meta(PARTNER, body.clone()).await.status(), 200);
+    // Refused (a wrong secret): nothing recorded, nothing archived.
+    let refused = server
+        .client
+        .post(format!("{}/api/chats/whatsapp_chat/{PARTNER}", server.base))
+        .header("content-type", "application/json")
+        .header("x-webhook-secret", "wrong")
+        .body(fixture("meta-image.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let archived = files_in(server.media_dir.path());
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let path = archived[0].to_string_lossy().into_owned();
+    assert!(path.contains(&format!("webhooks/{PARTNER}/")), "{path}");
+    assert_eq!(
+        std::fs::read(&archived[0]).unwrap(),
+        body,
+        "the body as it came"
+    );
+}
+
 chatledger_tests::on_both_backends!(
     every_inbound_fixture_ends_stored_with_a_working_link,
     an_outage_then_recovery_stores_once,
@@ -646,6 +672,7 @@ chatledger_tests::on_both_backends!(
     executives_send_files_by_upload_and_by_link,
     forget_deletes_the_customers_files,
     on_s3_files_are_kept_presigned_sent_and_forgotten,
+    webhook_bodies_are_archived_when_asked,
 );
 
 /// SeaweedFS, as `.ci/run` starts it: S3 on loopback, checking signatures and expiry.
