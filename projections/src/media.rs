@@ -26,7 +26,7 @@ use chatledger_core::conversation::{ConversationCommand, ConversationEvent, Deco
 use chatledger_core::media::{sources, MediaError, MediaFetcher, MediaSource, StoredMedia};
 use chatledger_core::{EventStore, Metadata, Position};
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -285,7 +285,7 @@ impl MediaReactor {
                 () = wake => self.start_due(&mut fetches).await,
                 Some(done) = fetches.join_next(), if !fetches.is_empty() => match done {
                     Ok(fetched) => self.record(fetched).await,
-                    Err(e) => tracing::error!(error = %e, "a media fetch stopped unexpectedly; it is tried again"),
+                    Err(e) => tracing::error!(error = %e, "a media fetch task was cancelled"),
                 },
                 _ = shutdown.changed() => {
                     self.keep(true).await;
@@ -321,7 +321,16 @@ impl MediaReactor {
                 (self.fetcher.clone(), p.channel.clone(), p.source.clone());
             let stream = key.0.clone();
             fetches.spawn(async move {
-                let outcome = fetcher.fetch(&channel, &stream, &source).await;
+                // A fetch that panics is a failed try like any other, not a stuck entry.
+                let outcome = std::panic::AssertUnwindSafe(fetcher.fetch(&channel, &stream, &source))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(MediaError::transient(format!(
+                            "the fetch failed unexpectedly: {}",
+                            crate::projector::panic_text(panic.as_ref())
+                        )))
+                    });
                 Fetched {
                     key,
                     attempt,
