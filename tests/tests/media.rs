@@ -139,6 +139,23 @@ async fn meta_fixtures_are_fetched_kept_and_served(
 }
 
 async fn every_inbound_fixture_ends_stored_with_a_working_link(backend: Backend) {
+    every_inbound_fixture_kept(backend, false).await;
+}
+
+async fn every_inbound_fixture_ends_stored_with_a_working_link_on_s3(backend: Backend) {
+    every_inbound_fixture_kept(backend, true).await;
+}
+
+/// A server on the filesystem store, or on S3.
+async fn start_on(backend: Backend, s3: bool) -> Server {
+    if s3 {
+        start_on_s3(backend, &[]).await
+    } else {
+        start(backend).await
+    }
+}
+
+async fn every_inbound_fixture_kept(backend: Backend, s3: bool) {
     let cases = [
         (
             "meta-image.json",
@@ -160,7 +177,7 @@ async fn every_inbound_fixture_ends_stored_with_a_working_link(backend: Backend)
         ),
     ];
     for (name, id, mime, bytes) in cases {
-        let server = start(backend).await;
+        let server = start_on(backend, s3).await;
         let server = meta_fixtures_are_fetched_kept_and_served(server, name, id, mime, bytes).await;
         if name == "meta-document.json" {
             let media = &settled(&server).await[0]["media"];
@@ -178,7 +195,7 @@ async fn every_inbound_fixture_ends_stored_with_a_working_link(backend: Backend)
 
     // Twilio: two attachments, relative URLs under the API's host, Basic auth there, and a
     // redirect to a CDN on another host that gets no credentials.
-    let server = start(backend).await;
+    let server = start_on(backend, s3).await;
     let (cat, dog) = (jpeg(2_000, 1), jpeg(3_000, 2));
     server
         .provider
@@ -638,6 +655,37 @@ async fn forget_deletes_the_customers_files(backend: Backend) {
         .starts_with("conversation-"));
 }
 
+async fn our_links_expire(backend: Backend) {
+    let server = start_with(backend, &[("MEDIA_LINK_TTL_SECONDS", "1")]).await;
+    server
+        .provider
+        .serve_file("65463453", "image/jpeg", jpeg(1_000, 6), false);
+    assert_eq!(
+        server
+            .post_meta(PARTNER, fixture("meta-image.json"))
+            .await
+            .status(),
+        200
+    );
+    let link = settled(&server).await[0]["media"]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let response = reqwest::get(format!("{}{link}", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "link_expired", "{body}");
+    // A fresh link from the dashboard works again.
+    let link = settled(&server).await[0]["media"]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(download(&server, &link).await.0, 200);
+}
+
 async fn webhook_bodies_are_archived_when_asked(backend: Backend) {
     let server = start_with(backend, &[("ARCHIVE_WEBHOOKS", "true")]).await;
     let body = fixture("meta-text.json");
@@ -672,6 +720,8 @@ chatledger_tests::on_both_backends!(
     executives_send_files_by_upload_and_by_link,
     forget_deletes_the_customers_files,
     on_s3_files_are_kept_presigned_sent_and_forgotten,
+    every_inbound_fixture_ends_stored_with_a_working_link_on_s3,
+    our_links_expire,
     webhook_bodies_are_archived_when_asked,
 );
 

@@ -46,7 +46,8 @@ impl LinkSigner {
 
     /// A token for `key` that works for `ttl` from now; the file is served as `mime`.
     pub fn sign(&self, key: &str, mime: &str, ttl: Duration) -> String {
-        let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+        // Milliseconds: a link meant to last a second lasts a second, not what is left of it.
+        let expires = chrono::Utc::now().timestamp_millis() + ttl.as_millis() as i64;
         self.sign_until(key, mime, expires)
     }
 
@@ -73,7 +74,7 @@ impl LinkSigner {
             return Err(LinkError::Invalid);
         };
         let expires: i64 = expires.parse().map_err(|_| LinkError::Invalid)?;
-        if chrono::Utc::now().timestamp() >= expires {
+        if chrono::Utc::now().timestamp_millis() >= expires {
             return Err(LinkError::Expired);
         }
         Ok((key.to_owned(), mime.to_owned()))
@@ -112,7 +113,7 @@ mod tests {
         let old = signer.sign_until(
             "conversation-x/abc",
             "image/jpeg",
-            chrono::Utc::now().timestamp() - 1,
+            chrono::Utc::now().timestamp_millis() - 1,
         );
         assert_eq!(signer.open(&old), Err(LinkError::Expired));
         assert_eq!(signer.open("not a token"), Err(LinkError::Invalid));
