@@ -322,15 +322,16 @@ impl MediaReactor {
             let stream = key.0.clone();
             fetches.spawn(async move {
                 // A fetch that panics is a failed try like any other, not a stuck entry.
-                let outcome = std::panic::AssertUnwindSafe(fetcher.fetch(&channel, &stream, &source))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Err(MediaError::transient(format!(
-                            "the fetch failed unexpectedly: {}",
-                            crate::projector::panic_text(panic.as_ref())
-                        )))
-                    });
+                let outcome =
+                    std::panic::AssertUnwindSafe(fetcher.fetch(&channel, &stream, &source))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(MediaError::transient(format!(
+                                "the fetch failed unexpectedly: {}",
+                                crate::projector::panic_text(panic.as_ref())
+                            )))
+                        });
                 Fetched {
                     key,
                     attempt,
