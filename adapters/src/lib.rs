@@ -11,6 +11,8 @@
 //! - `follow`: following the log live, woken on commit, for both stores.
 //! - `rows`: stored rows back into events; database errors into store errors.
 //! - `keys`: how both stores keep the keys that seal personal data (`subject_keys`).
+//! - [`genesys`]: Genesys Cloud Open Messaging over HTTP: tokens per tenant, customers'
+//!   messages to agents, the webhook signature.
 //! - [`media`]: the object store media is kept in (filesystem or S3), download links, and
 //!   fetching inbound attachments from providers.
 //! - [`whatsapp`]: provider payloads into normalised messages and receipts, signatures,
@@ -19,6 +21,7 @@
 
 mod append;
 mod follow;
+pub mod genesys;
 mod keys;
 pub mod media;
 pub mod postgres;

@@ -2,7 +2,8 @@
 
 use crate::auth::AuthSettings;
 use crate::config::{
-    DispatchSettings, MediaSettings, SlaSettings, TagCatalog, TransactionSettings, WhatsAppSettings,
+    DispatchSettings, GenesysSettings, MediaSettings, SlaSettings, TagCatalog, TransactionSettings,
+    WhatsAppSettings,
 };
 use crate::limits::Limits;
 use crate::onboarding::OnboardingSettings;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub onboarding: OnboardingSettings,
     /// The object store, each channel's media API, how the media reactor tries.
     pub media: MediaSettings,
+    /// Businesses' Genesys Cloud integrations (`genesys.yaml`) and their secrets.
+    pub genesys: GenesysSettings,
 }
 
 /// The seal policy from the environment: every 1,000 events or 60 seconds by default.
@@ -78,7 +81,10 @@ impl Settings {
             SlaSettings::load(config_dir, env, &whatsapp.phones).map_err(|e| e.to_string())?;
         let media =
             MediaSettings::load(&whatsapp.configured, env, data_dir).map_err(|e| e.to_string())?;
+        let genesys = GenesysSettings::load(config_dir, &whatsapp.configured, env)
+            .map_err(|e| e.to_string())?;
         Ok(Settings {
+            genesys,
             media,
             auth: AuthSettings::from_env(env)?,
             whatsapp,

@@ -50,6 +50,9 @@ pub struct AppState {
     pub media: Arc<crate::config::MediaSettings>,
     /// Fetches inbound attachments from the channels' providers into the store.
     pub fetcher: Arc<dyn chatledger_core::media::MediaFetcher>,
+    /// Businesses' Genesys integrations, and Open Messaging to reach them.
+    pub genesys: Arc<crate::config::GenesysSettings>,
+    pub open_messaging: Arc<chatledger_adapters::genesys::GenesysClient>,
     pub dispatch_limits: chatledger_projections::dispatch::DispatchLimits,
     pub rating_template: Arc<Template>,
     pub sla: Arc<SlaSettings>,
@@ -121,6 +124,17 @@ impl AppState {
                 router,
                 std::time::Duration::from_secs(60),
             )),
+            open_messaging: Arc::new(
+                chatledger_adapters::genesys::GenesysClient::new(
+                    settings.genesys.tenants(),
+                    std::time::Duration::from_secs(15),
+                )
+                .with_media(
+                    settings.media.store.clone(),
+                    whatsapp.public_base_url.clone(),
+                ),
+            ),
+            genesys: Arc::new(settings.genesys),
             media: Arc::new(settings.media),
             dispatch_limits: settings.dispatch.limits,
             rating_template: Arc::new(settings.rating_template),
@@ -202,6 +216,9 @@ impl AppState {
         recorded.extend(self.tags.record(self.store.as_ref()).await?);
         if self.sla.record(self.store.as_ref()).await? {
             recorded.push(chatledger_core::sla::SLA_POLICY_STREAM.to_owned());
+        }
+        if self.genesys.record(self.store.as_ref()).await? {
+            recorded.push(chatledger_core::genesys::GENESYS_CONFIG_STREAM.to_owned());
         }
         Ok(recorded)
     }
@@ -299,6 +316,21 @@ impl AppState {
                 .owned_by(state.ownership.clone())
                 .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(reactor.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "genesys bridge",
+            Box::new(move || {
+                let bridge = chatledger_projections::bridge::Bridge::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.open_messaging.clone(),
+                    state.genesys.configured.clone(),
+                    state.genesys.limits.clone(),
+                )
+                .owned_by(state.ownership.clone());
+                Box::pin(bridge.run(tail_.clone(), stop.clone()))
             }),
         );
         let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());

@@ -11,6 +11,8 @@
 //! - [`audit`]: seals over the global order and the audit that checks the log against them.
 //! - [`booking`]: bookings as the transaction system posts them.
 //! - [`channel`]: our numbers (channels), their configuration history and notices.
+//! - [`genesys`]: the Genesys Cloud bridge: integrations as recorded configuration, how a
+//!   customer is addressed to Genesys, what an agent is shown, the Open Messaging port.
 //! - [`hash`]: the digest of the hash chain.
 //! - [`conversation`]: one customer on one of our numbers, a file each for its values, its
 //!   events, its fold (`evolve`), its commands and its decider (`decide`).
@@ -44,6 +46,7 @@ pub mod conversation;
 pub mod credential;
 pub mod event;
 pub mod executive;
+pub mod genesys;
 pub mod hash;
 pub mod history;
 pub mod media;

@@ -14,6 +14,7 @@
 //!   sending, refreshing) and as the dashboard reads them (never a token).
 //! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
 //!   rotation.
+//! - [`bridge`]: the reactor that hands customers' messages of routed channels to Genesys.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`media`]: the reactor that fetches inbound attachments into the object store and
 //!   records the outcome.
@@ -43,6 +44,7 @@
 
 pub mod assignment;
 pub mod audit;
+pub mod bridge;
 pub mod clock;
 pub mod conversations;
 pub mod credentials;

@@ -1,6 +1,7 @@
 //! The HTTP router and the one place errors become statuses and JSON bodies.
 
 mod audit;
+mod genesys;
 mod graphql;
 mod health;
 pub mod listen;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(transaction::routes())
         .merge(onboarding::routes())
         .merge(media::routes())
+        .merge(genesys::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))

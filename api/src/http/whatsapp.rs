@@ -116,7 +116,7 @@ fn authenticated(
     ))
 }
 
-fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -57,6 +57,34 @@ pub enum ConversationCommand {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     },
+    /// Record what handing a customer's message to Genesys came to (and the conversation
+    /// Genesys named, if it is new).
+    RecordForward {
+        message: String,
+        tenant: String,
+        outcome: Result<crate::genesys::Delivered, crate::genesys::BridgeError>,
+        attempts: u32,
+        now: DateTime<Utc>,
+    },
+    /// Record that what became of a Genesys agent's message (`status`) was told to Genesys,
+    /// or why Genesys would not hear it.
+    RecordReceiptForward {
+        message_id: Uuid,
+        tenant: String,
+        status: String,
+        outcome: Result<(), crate::genesys::BridgeError>,
+        now: DateTime<Utc>,
+    },
+    /// Queue a Genesys agent's reply on the open chat, under the id derived from Genesys's
+    /// message (a redelivered webhook queues nothing more); within the 24-hour window, as
+    /// for any free-form reply.
+    QueueAgentReply {
+        message_id: Uuid,
+        text: Option<String>,
+        media: Option<StoredMedia>,
+        by: String,
+        now: DateTime<Utc>,
+    },
     /// Queue a template message on the open chat (allowed at any time).
     SendTemplate {
         chat_id: Uuid,
@@ -162,6 +190,8 @@ pub enum ConversationRejection {
     UnknownMessage(Uuid),
     #[error("there is no received message {0:?}")]
     UnknownInboundMessage(String),
+    #[error("the customer has no open chat to answer in")]
+    NoOpenChat,
 }
 
 impl ConversationRejection {
@@ -176,6 +206,7 @@ impl ConversationRejection {
             ConversationRejection::EmptyReply => "EMPTY_REPLY",
             ConversationRejection::UnknownMessage(_) => "UNKNOWN_MESSAGE",
             ConversationRejection::UnknownInboundMessage(_) => "UNKNOWN_MESSAGE",
+            ConversationRejection::NoOpenChat => "NO_OPEN_CHAT",
         }
     }
 }

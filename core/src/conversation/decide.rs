@@ -187,6 +187,119 @@ impl Conversation {
                 events.extend(self.stop_clock(SlaStop::Answered, now));
                 Ok(events)
             }
+            ConversationCommand::RecordForward {
+                message,
+                tenant,
+                outcome,
+                attempts,
+                now,
+            } => {
+                let chat_id = *self
+                    .received
+                    .get(&message)
+                    .ok_or_else(|| ConversationRejection::UnknownInboundMessage(message.clone()))?;
+                if self.forwarded.contains(&message) {
+                    return Ok(vec![]);
+                }
+                Ok(match outcome {
+                    Ok(delivered) => {
+                        let mut events = vec![ConversationEvent::ForwardedToAgent {
+                            chat_id,
+                            message,
+                            tenant: tenant.clone(),
+                            genesys_message_id: delivered.id,
+                            attempts,
+                            forwarded_at: now,
+                        }];
+                        if let Some(conversation_id) = delivered
+                            .conversation_id
+                            .filter(|c| self.genesys_conversations.get(&tenant) != Some(c))
+                        {
+                            events.push(ConversationEvent::GenesysConversationMapped {
+                                chat_id,
+                                tenant,
+                                conversation_id,
+                                mapped_at: now,
+                            });
+                        }
+                        events
+                    }
+                    Err(error) => vec![ConversationEvent::ForwardToAgentFailed {
+                        chat_id,
+                        message,
+                        tenant,
+                        code: error.code,
+                        reason: error.message,
+                        attempts,
+                        failed_at: now,
+                    }],
+                })
+            }
+            ConversationCommand::RecordReceiptForward {
+                message_id,
+                tenant,
+                status,
+                outcome,
+                now,
+            } => {
+                let outbound = self
+                    .outbound
+                    .get(&message_id)
+                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
+                if self
+                    .receipts_to_agent
+                    .contains(&(message_id, status.clone()))
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ConversationEvent::ReceiptForwardedToAgent {
+                    chat_id: outbound.chat_id,
+                    message_id,
+                    tenant,
+                    status,
+                    accepted: outcome.is_ok(),
+                    reason: outcome.err().map(|e| e.to_string()),
+                    forwarded_at: now,
+                }])
+            }
+            ConversationCommand::QueueAgentReply {
+                message_id,
+                text,
+                media,
+                by,
+                now,
+            } => {
+                if self.outbound.contains_key(&message_id) {
+                    return Ok(vec![]);
+                }
+                let chat_id = self
+                    .open_chat()
+                    .map(|c| c.chat_id)
+                    .ok_or(ConversationRejection::NoOpenChat)?;
+                let text = text.filter(|t| !t.trim().is_empty());
+                if text.is_none() && media.is_none() {
+                    return Err(ConversationRejection::EmptyReply);
+                }
+                if !self.within_service_window(now) {
+                    let closed = self.last_incoming_at.map(service_window_end);
+                    return Err(ConversationRejection::OutsideServiceWindow(closed));
+                }
+                let outgoing = Outgoing {
+                    text,
+                    template: None,
+                    media,
+                };
+                let mut events = self.queue(
+                    chat_id,
+                    message_id,
+                    outgoing,
+                    OutboundPurpose::Reply,
+                    by,
+                    now,
+                );
+                events.extend(self.stop_clock(SlaStop::Answered, now));
+                Ok(events)
+            }
             ConversationCommand::RecordMedia {
                 message,
                 index,

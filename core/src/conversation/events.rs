@@ -218,6 +218,51 @@ pub enum ConversationEvent {
         retry_at: Option<DateTime<Utc>>,
         failed_at: DateTime<Utc>,
     },
+    /// A customer's message was handed to the agents of the business's Genesys integration.
+    ForwardedToAgent {
+        chat_id: Uuid,
+        /// The message's provider id.
+        message: String,
+        tenant: String,
+        /// Genesys's id for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        genesys_message_id: Option<String>,
+        attempts: u32,
+        forwarded_at: DateTime<Utc>,
+    },
+    /// Genesys refused a customer's message for good (its reason), or it could not be
+    /// delivered after every retry.
+    ForwardToAgentFailed {
+        chat_id: Uuid,
+        message: String,
+        tenant: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        reason: String,
+        attempts: u32,
+        failed_at: DateTime<Utc>,
+    },
+    /// Genesys named the conversation this customer's messages go to (the first time, or a
+    /// new one).
+    GenesysConversationMapped {
+        chat_id: Uuid,
+        tenant: String,
+        conversation_id: String,
+        mapped_at: DateTime<Utc>,
+    },
+    /// What became of a Genesys agent's message was told to Genesys (`accepted`), or Genesys
+    /// refused to hear it (its reason): either way, kept.
+    ReceiptForwardedToAgent {
+        chat_id: Uuid,
+        message_id: Uuid,
+        tenant: String,
+        /// `Delivered`, `Read` or `Failed`.
+        status: String,
+        accepted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        forwarded_at: DateTime<Utc>,
+    },
     /// The customer asked to be forgotten: the key their messages were sealed with is
     /// destroyed, and read models show "[erased]" where their text and name were.
     PersonalDataErased {
@@ -232,7 +277,7 @@ pub enum ConversationEvent {
 impl ConversationEvent {
     /// Every stored type name of a conversation stream: the one list folds read by (a test
     /// checks it against every variant's [`Self::event_type`] and round trip).
-    pub const TYPES: [&'static str; 23] = [
+    pub const TYPES: [&'static str; 27] = [
         "ChatOpened",
         "MessageReceived",
         "ReceiptRecorded",
@@ -256,6 +301,10 @@ impl ConversationEvent {
         "DispatchRetrying",
         "MediaStored",
         "MediaFetchFailed",
+        "ForwardedToAgent",
+        "ForwardToAgentFailed",
+        "GenesysConversationMapped",
+        "ReceiptForwardedToAgent",
     ];
 
     /// The stored type name.
@@ -284,6 +333,10 @@ impl ConversationEvent {
             ConversationEvent::PersonalDataErased { .. } => "PersonalDataErased",
             ConversationEvent::MediaStored { .. } => "MediaStored",
             ConversationEvent::MediaFetchFailed { .. } => "MediaFetchFailed",
+            ConversationEvent::ForwardedToAgent { .. } => "ForwardedToAgent",
+            ConversationEvent::ForwardToAgentFailed { .. } => "ForwardToAgentFailed",
+            ConversationEvent::GenesysConversationMapped { .. } => "GenesysConversationMapped",
+            ConversationEvent::ReceiptForwardedToAgent { .. } => "ReceiptForwardedToAgent",
         }
     }
 
@@ -397,6 +450,20 @@ impl ConversationEvent {
                 attempt,
                 ..
             } => format!("MediaFetchFailed/{stream}/{message}/{index}/{attempt}"),
+            // One outcome per message handed to Genesys.
+            ConversationEvent::ForwardedToAgent { message, .. }
+            | ConversationEvent::ForwardToAgentFailed { message, .. } => {
+                format!("AgentForwardOutcome/{stream}/{message}")
+            }
+            ConversationEvent::GenesysConversationMapped {
+                tenant,
+                conversation_id,
+                ..
+            } => format!("GenesysConversationMapped/{stream}/{tenant}/{conversation_id}"),
+            // One per status of an agent's message.
+            ConversationEvent::ReceiptForwardedToAgent {
+                message_id, status, ..
+            } => format!("ReceiptForwardedToAgent/{stream}/{message_id}/{status}"),
         };
         Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
     }

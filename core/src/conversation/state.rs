@@ -45,6 +45,12 @@ pub struct Conversation {
     pub sla: Option<SlaClock>,
     /// Inbound attachments with a recorded outcome, by message provider id and index.
     pub media: HashMap<(String, u32), MediaProgress>,
+    /// Messages handed to Genesys (or given up), by provider id.
+    pub forwarded: HashSet<String>,
+    /// The Genesys conversation the customer's messages go to, by tenant.
+    pub genesys_conversations: HashMap<String, String>,
+    /// `(our message id, status)` of each receipt told to Genesys.
+    pub receipts_to_agent: HashSet<(Uuid, String)>,
 }
 
 /// How far fetching one inbound attachment has got.
@@ -269,6 +275,23 @@ impl Conversation {
                 let progress = self.media.entry((message.clone(), *index)).or_default();
                 progress.attempts = progress.attempts.max(*attempt);
                 progress.settled |= !retryable;
+            }
+            ConversationEvent::ForwardedToAgent { message, .. }
+            | ConversationEvent::ForwardToAgentFailed { message, .. } => {
+                self.forwarded.insert(message.clone());
+            }
+            ConversationEvent::GenesysConversationMapped {
+                tenant,
+                conversation_id,
+                ..
+            } => {
+                self.genesys_conversations
+                    .insert(tenant.clone(), conversation_id.clone());
+            }
+            ConversationEvent::ReceiptForwardedToAgent {
+                message_id, status, ..
+            } => {
+                self.receipts_to_agent.insert((*message_id, status.clone()));
             }
         }
     }

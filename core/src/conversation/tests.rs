@@ -863,6 +863,38 @@ fn one_of_each() -> Vec<ConversationEvent> {
             media: stored_pdf(),
             stored_at: t,
         },
+        E::ForwardedToAgent {
+            chat_id,
+            message: "wamid.1".into(),
+            tenant: "onewaycab".into(),
+            genesys_message_id: Some("c327c2078ca056db130c55ce648d9fa2".into()),
+            attempts: 1,
+            forwarded_at: t,
+        },
+        E::ForwardToAgentFailed {
+            chat_id,
+            message: "wamid.2".into(),
+            tenant: "onewaycab".into(),
+            code: Some("InvalidMessageStructure".into()),
+            reason: "should have required property 'content'".into(),
+            attempts: 1,
+            failed_at: t,
+        },
+        E::GenesysConversationMapped {
+            chat_id,
+            tenant: "onewaycab".into(),
+            conversation_id: "d06cb41e-f938-4dcf-b823-c8af1a39d7e5".into(),
+            mapped_at: t,
+        },
+        E::ReceiptForwardedToAgent {
+            chat_id,
+            message_id: Uuid::from_u128(7),
+            tenant: "onewaycab".into(),
+            status: "Failed".into(),
+            accepted: false,
+            reason: Some("(RateLimited) you have reached your limit".into()),
+            forwarded_at: t,
+        },
         E::MediaFetchFailed {
             chat_id,
             message: "wamid.1".into(),
@@ -1140,4 +1172,66 @@ fn attachments_go_out_like_text_only_inside_the_window() {
         then_rejects(&history, send("2026-11-23T10:00:01Z")),
         ConversationRejection::OutsideServiceWindow(Some(_))
     ));
+}
+
+#[test]
+fn a_message_goes_to_genesys_once_and_its_conversation_is_recorded_when_new() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let forward = |message: &str, conversation: Option<&str>| ConversationCommand::RecordForward {
+        message: message.into(),
+        tenant: "onewaycab".into(),
+        outcome: Ok(crate::genesys::Delivered {
+            id: Some("g1".into()),
+            conversation_id: conversation.map(str::to_owned),
+        }),
+        attempts: 1,
+        now: at("2026-11-22T10:00:01Z"),
+    };
+    let types = |events: Vec<ConversationEvent>| -> Vec<&'static str> {
+        events.iter().map(|e| e.event_type()).collect()
+    };
+    let first = given(&history, forward("wamid.1", Some("conv-1")));
+    assert_eq!(
+        types(first.clone()),
+        ["ForwardedToAgent", "GenesysConversationMapped"]
+    );
+    let mut all = history.clone();
+    all.extend(first);
+    assert!(
+        given(&all, forward("wamid.1", Some("conv-1"))).is_empty(),
+        "once"
+    );
+    all.extend(given(&all, receive("wamid.2", 1, "2026-11-22T10:01:00Z")));
+    assert_eq!(
+        types(given(&all, forward("wamid.2", Some("conv-1")))),
+        ["ForwardedToAgent"],
+        "a conversation already known is not recorded again"
+    );
+    assert_eq!(
+        then_rejects(&all, forward("wamid.9", None)),
+        ConversationRejection::UnknownInboundMessage("wamid.9".into())
+    );
+    // An agent's reply: queued once under the id derived from Genesys's message.
+    let reply = |now: &str| ConversationCommand::QueueAgentReply {
+        message_id: Uuid::from_u128(77),
+        text: Some("Hello from the desk".into()),
+        media: None,
+        by: "genesys:Asha".into(),
+        now: at(now),
+    };
+    let queued = given(&all, reply("2026-11-22T11:00:00Z"));
+    assert_eq!(types(queued.clone()), ["ReplyQueued", "SlaClockStopped"]);
+    all.extend(queued);
+    assert!(
+        given(&all, reply("2026-11-22T11:00:05Z")).is_empty(),
+        "a redelivery queues nothing"
+    );
+    assert!(matches!(
+        then_rejects(&history, reply("2026-11-24T11:00:00Z")),
+        ConversationRejection::OutsideServiceWindow(_)
+    ));
+    assert_eq!(
+        then_rejects(&[], reply("2026-11-22T11:00:00Z")),
+        ConversationRejection::NoOpenChat
+    );
 }

@@ -371,7 +371,11 @@ pub fn event_chat(event: &ConversationEvent) -> Option<Uuid> {
         | E::TagRemoved { chat_id, .. }
         | E::ChatClosed { chat_id, .. }
         | E::MediaStored { chat_id, .. }
-        | E::MediaFetchFailed { chat_id, .. } => Some(*chat_id),
+        | E::MediaFetchFailed { chat_id, .. }
+        | E::ForwardedToAgent { chat_id, .. }
+        | E::ForwardToAgentFailed { chat_id, .. }
+        | E::GenesysConversationMapped { chat_id, .. }
+        | E::ReceiptForwardedToAgent { chat_id, .. } => Some(*chat_id),
         E::SlaAlertRaised(breach) | E::SlaEscalated(breach) => Some(breach.chat_id),
         E::ReceiptRecorded { chat_id, .. } | E::ContextChanged { chat_id, .. } => *chat_id,
         E::PersonalDataErased { .. } => None,

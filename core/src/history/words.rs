@@ -213,6 +213,46 @@ impl Narrator {
                 crate::media::failure_text(*code, reason),
                 if *retryable { "; it is tried again" } else { "; given up" }
             ),
+            E::ForwardedToAgent {
+                tenant,
+                genesys_message_id,
+                attempts,
+                ..
+            } => format!(
+                "handed to {tenant}'s agents in Genesys{} after {attempts} attempt(s)",
+                genesys_message_id
+                    .as_deref()
+                    .map(|id| format!(" (Genesys message {id})"))
+                    .unwrap_or_default()
+            ),
+            E::ForwardToAgentFailed {
+                tenant,
+                code,
+                reason,
+                attempts,
+                ..
+            } => format!(
+                "Genesys ({tenant}) did not take the message after {attempts} attempt(s): {}{reason}",
+                code.as_deref().map(|c| format!("({c}) ")).unwrap_or_default()
+            ),
+            E::GenesysConversationMapped {
+                tenant,
+                conversation_id,
+                ..
+            } => format!("the customer's messages go to Genesys conversation {conversation_id} ({tenant})"),
+            E::ReceiptForwardedToAgent {
+                tenant,
+                status,
+                accepted,
+                reason,
+                ..
+            } => match (accepted, reason) {
+                (true, _) => format!("Genesys ({tenant}) was told the agent's message is {status}"),
+                (false, reason) => format!(
+                    "Genesys ({tenant}) would not hear that the agent's message is {status}: {}",
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
+            },
             E::DispatchAttempted { attempt, .. } => {
                 format!("sending the message to the provider (attempt {attempt})")
             }

@@ -37,6 +37,7 @@ pub const META_APP_ID: &str = "1234567890";
 /// `CHATLEDGER_SECRETS_KEY` of the test servers (32 bytes of 0x2a, base64).
 pub const SECRETS_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
+pub mod genesys;
 pub mod graph;
 
 pub struct Server {
@@ -53,6 +54,7 @@ pub struct Server {
     pub graph: graph::FakeGraph,
     /// The filesystem object store's folder (unless the test chose S3).
     pub media_dir: tempfile::TempDir,
+    _genesys_dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
 
@@ -74,6 +76,14 @@ pub fn channels_yaml() -> String {
     stakeholder: customer
     provider: meta
     phone_number_id: "277321005464405"
+  - key: acme-wa
+    number: "15550953879"
+    stakeholder: customer
+    business: acme
+    provider: pinbot
+    phone_number_id: "277321005464407"
+    auth:
+      secret_header: { name: X-Webhook-Secret, env: PINBOT_WEBHOOK_SECRET }
   - key: meta-links
     number: "15550953878"
     stakeholder: customer
@@ -92,6 +102,15 @@ pub async fn start(backend: Backend) -> Server {
 
 /// A server whose environment has `overrides` (an empty value unsets the variable).
 pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server {
+    start_full(backend, overrides, None).await
+}
+
+/// A server with `overrides`, and `genesys_yaml` as its `genesys.yaml` when given.
+pub async fn start_full(
+    backend: Backend,
+    overrides: &[(&str, &str)],
+    genesys_yaml: Option<&str>,
+) -> Server {
     let (db, store) = backend.open().await;
     let graph = graph::FakeGraph::start().await;
     let configured = parse_channels(&channels_yaml(), "test channels").unwrap();
@@ -138,8 +157,16 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
     let media = chatledger_api::config::MediaSettings::load(&configured, &lookup, media_dir.path())
         .unwrap();
     let phones = chatledger_adapters::whatsapp::phone::PhoneNormalizer::new("IN").unwrap();
+    let genesys_dir = tempfile::tempdir().unwrap();
+    if let Some(yaml) = genesys_yaml {
+        std::fs::write(genesys_dir.path().join("genesys.yaml"), yaml).unwrap();
+    }
+    let genesys =
+        chatledger_api::config::GenesysSettings::load(genesys_dir.path(), &configured, &lookup)
+            .unwrap();
     let settings = Settings {
         media,
+        genesys,
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),
         rating_template: chatledger_api::server::rating_template(&lookup),
         seal: chatledger_api::server::seal_policy(&lookup).unwrap(),
@@ -191,6 +218,7 @@ pub async fn start_with(backend: Backend, overrides: &[(&str, &str)]) -> Server 
         clock,
         graph,
         media_dir,
+        _genesys_dir: genesys_dir,
         _stop: stop,
     }
 }
