@@ -393,8 +393,9 @@ impl OpenMessaging for GenesysClient {
                     || status.as_u16() == 401,
             });
         }
-        // A 200 may still say the receipt failed, with reasons.
-        if answer["status"] == "Failed" {
+        // A 200 may still say the receipt failed, with reasons; a `Failed` we sent is echoed
+        // as `Failed` (README: assumed where Genesys's documentation is silent).
+        if answer["status"] == "Failed" && receipt.status != "Failed" {
             let reasons = answer["reasons"].as_array().cloned().unwrap_or_default();
             let code = reasons
                 .first()

@@ -283,6 +283,14 @@ impl AppState {
                     state.store.clone(),
                     state.conversations.clone(),
                 )
+                .not_for(
+                    state
+                        .genesys
+                        .configured
+                        .integrations
+                        .iter()
+                        .flat_map(|i| i.channels.clone()),
+                )
                 .owned_by(state.ownership.clone())
                 .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(assigner.run(tail_.clone(), stop.clone()))

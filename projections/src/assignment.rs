@@ -83,6 +83,9 @@ pub struct Roster {
     /// that a new chat does not mean looking at every open one.
     waiting: HashMap<String, BTreeSet<(u64, Uuid)>>,
     last_assigned: HashMap<String, Uuid>,
+    /// Channels whose chats agents elsewhere handle (Genesys): never assigned here.
+    #[serde(skip)]
+    elsewhere: std::collections::HashSet<String>,
 }
 
 impl Roster {
@@ -147,6 +150,9 @@ impl Roster {
                 ..
             } => {
                 self.remove(chat_id);
+                if self.elsewhere.contains(&conversation.channel) {
+                    return;
+                }
                 self.chats.insert(
                     *chat_id,
                     OpenChat {
@@ -289,6 +295,12 @@ impl Assigner {
         }
     }
 
+    /// Leaves the chats of `channels` to agents elsewhere (channels routed to Genesys).
+    pub fn not_for(mut self, channels: impl IntoIterator<Item = String>) -> Self {
+        self.roster.elsewhere = channels.into_iter().collect();
+        self
+    }
+
     /// Starts from the last snapshot in `snapshots` and keeps new ones there.
     pub fn remembered_in(mut self, snapshots: Snapshots) -> Self {
         self.memory = Some(Remembered::new(snapshots, NAME, SNAPSHOT_FORMAT));
@@ -303,7 +315,9 @@ impl Assigner {
         let Some((position, roster)) = memory.restore::<Roster>(self.store.as_ref()).await else {
             return 0;
         };
+        let elsewhere = std::mem::take(&mut self.roster.elsewhere);
         self.roster = roster;
+        self.roster.elsewhere = elsewhere;
         tracing::info!(
             position,
             open = self.roster.chats.len(),

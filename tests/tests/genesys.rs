@@ -208,6 +208,73 @@ async fn customers_text_reaches_the_agent_once_and_the_conversation_is_mapped(ba
         mapped.data["conversation_id"],
         "conv-9586924247--919638120888"
     );
+
+    // The dashboard shows the mapping and each message's way through Genesys.
+    let data = server
+        .query(
+            "query { chats(first: 5) { nodes { channelNumber genesysConversationId
+                messages(first: 5) { providerMessageId genesys { messageId status } } } } }",
+            json!({}),
+        )
+        .await;
+    let chat = data["chats"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channelNumber"] == "919586924247")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        chat["genesysConversationId"],
+        "conv-9586924247--919638120888"
+    );
+    let first = &chat["messages"][0];
+    assert_eq!(first["genesys"]["status"], "FORWARDED");
+    assert_eq!(first["genesys"]["messageId"], "genesys-in-1");
+}
+
+async fn routed_chats_are_left_to_genesys_agents(backend: Backend) {
+    let (server, _genesys) = start_bridged(backend).await;
+    server
+        .register(
+            "lead@example.com",
+            chatledger_core::executive::Role::Executive,
+            &["srdp", "partner"],
+        )
+        .await;
+    let token = server.login("lead@example.com").await;
+    let online = server
+        .graphql(
+            Some(&token),
+            "mutation { setMyStatus(online: true) { online } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(online["data"]["setMyStatus"]["online"], true, "{online}");
+    customer_writes(
+        &server,
+        ONEWAYCAB_CHANNEL,
+        "919638120888",
+        "wamid.a.1",
+        "routed",
+    )
+    .await;
+    customer_writes(&server, PARTNER, "919638120777", "wamid.a.2", "desk").await;
+    events_of(&server, "ChatAssigned", 1).await;
+    events_of(&server, "ForwardedToAgent", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let assigned: Vec<String> = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "ChatAssigned")
+        .map(|e| e.stream)
+        .collect();
+    assert_eq!(
+        assigned,
+        ["conversation-9099039188-+919638120777"],
+        "the desk takes only its own chats"
+    );
 }
 
 async fn an_outage_then_recovery_delivers_every_message_once(backend: Backend) {
@@ -680,6 +747,45 @@ async fn receipts_go_back_to_genesys(backend: Backend) {
         "{}",
         read.data
     );
+    server.caught_up().await;
+    let data = server
+        .query(
+            "query { chats(first: 5) { nodes { messages(first: 10) { direction genesys { messageId status reason } } } } }",
+            json!({}),
+        )
+        .await;
+    let agent: Vec<Value> = data["chats"]["nodes"][0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "OUTBOUND")
+        .map(|m| m["genesys"].clone())
+        .collect();
+    assert_eq!(agent[0]["messageId"], "gen-1");
+    assert_eq!(
+        agent[0]["status"], "DELIVERED",
+        "Read was not heard: {agent:?}"
+    );
+    assert!(agent[0]["reason"].as_str().unwrap().contains("RateLimited"));
+    let told: Vec<Value> = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event_type == "ReceiptForwardedToAgent"
+                || e.event_type == "ReplyQueued"
+                || e.event_type == "MessageDispatched"
+        })
+        .map(|e| {
+            json!([
+                e.event_type,
+                e.data["message_id"],
+                e.data["status"],
+                e.data["provider_message_id"]
+            ])
+        })
+        .collect();
+    assert_eq!(agent[1]["status"], "FAILED", "{agent:?} {told:?}");
 }
 
 chatledger_tests::on_both_backends!(
@@ -690,6 +796,7 @@ chatledger_tests::on_both_backends!(
     two_tenants_stay_apart,
     media_goes_both_ways,
     receipts_go_back_to_genesys,
+    routed_chats_are_left_to_genesys_agents,
 );
 
 /// 50 sends at once need one token; once it is due for renewal, 50 more need one more.

@@ -103,6 +103,18 @@ impl Media {
     }
 }
 
+/// A message that went to or came from Genesys.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct GenesysMessage {
+    /// Genesys's id for it.
+    pub message_id: Option<String>,
+    /// A customer's message: FORWARDED or FAILED. An agent's: QUEUED, then what Genesys was
+    /// told of it (DELIVERED, READ, FAILED).
+    pub status: String,
+    /// Why Genesys refused it, or would not hear of its last status.
+    pub reason: Option<String>,
+}
+
 /// A message in either direction.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Message {
@@ -117,6 +129,8 @@ pub struct Message {
     pub media: Option<Media>,
     /// Every attachment, in order (Twilio carries up to 10 on one message).
     pub attachments: Vec<Media>,
+    /// Its way through Genesys, when its chat's channel routes to Genesys.
+    pub genesys: Option<GenesysMessage>,
     pub at: DateTime<Utc>,
     /// sent, delivered, read or failed; never moves backwards.
     pub delivery_status: Option<String>,
@@ -140,6 +154,7 @@ impl Message {
             text: m.text.clone(),
             media: None,
             attachments: vec![],
+            genesys: None,
             at: micros(m.at),
             delivery_status: m.delivery_status.clone(),
             error: m.error.clone(),
@@ -177,6 +192,7 @@ impl Message {
             // Until the files are read: the provider's description only.
             media: media.map(|m| Media::new(Some(m), None)),
             attachments: vec![],
+            genesys: None,
             at: row.time(6).unwrap_or_default(),
             delivery_status: row.text(7),
             error: row.text(8),
@@ -213,12 +229,64 @@ impl Message {
     }
 }
 
-/// Reads the files of `messages` (where each stands in the object store) and sets their
-/// media from them.
+/// Reads what is kept beside `messages`: their files (where each stands in the object
+/// store) and their way through Genesys.
 pub(super) async fn with_files(
+    ctx: &Context<'_>,
+    messages: Vec<Message>,
+) -> Result<Vec<Message>, Error> {
+    let messages = with_genesys(ctx, messages).await?;
+    with_media(ctx, messages).await
+}
+
+async fn with_genesys(
     ctx: &Context<'_>,
     mut messages: Vec<Message>,
 ) -> Result<Vec<Message>, Error> {
+    let chats: Vec<Arg> = messages
+        .iter()
+        .map(|m| m.media_name.0.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(Arg::from)
+        .collect();
+    if chats.is_empty() {
+        return Ok(messages);
+    }
+    let rows = state(ctx)
+        .read_side
+        .db
+        .fetch_all(
+            &format!(
+                "SELECT chat_id, message, genesys_message_id, status, reason FROM genesys_messages WHERE chat_id IN ({})",
+                placeholders(chats.len())
+            ),
+            &chats,
+        )
+        .await
+        .map_err(internal)?;
+    let mut found: HashMap<(String, String), GenesysMessage> = HashMap::new();
+    for row in &rows {
+        found.insert(
+            (
+                row.text(0).unwrap_or_default(),
+                row.text(1).unwrap_or_default(),
+            ),
+            GenesysMessage {
+                message_id: row.text(2),
+                status: row.text(3).unwrap_or_default(),
+                reason: row.text(4),
+            },
+        );
+    }
+    for message in &mut messages {
+        message.genesys = found.remove(&message.media_name);
+    }
+    Ok(messages)
+}
+
+/// Sets the media of `messages` from their files.
+async fn with_media(ctx: &Context<'_>, mut messages: Vec<Message>) -> Result<Vec<Message>, Error> {
     let names: Vec<Arg> = messages
         .iter()
         .filter(|m| m.media.is_some())

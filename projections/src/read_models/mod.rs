@@ -21,6 +21,7 @@ use crate::read_db::{time_text, Arg, ReadTx};
 mod chats;
 mod customers;
 mod executives;
+mod genesys;
 mod media;
 mod messages;
 mod rides;
@@ -30,6 +31,7 @@ pub use {
     chats::Chats,
     customers::Customers,
     executives::Executives,
+    genesys::Genesys,
     media::{file_from_row, MessageMedia, MEDIA_COLUMNS},
     messages::Messages,
     rides::Rides,
@@ -46,6 +48,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Executives),
         Arc::new(Rides),
         Arc::new(Sla::default()),
+        Arc::new(Genesys),
         Arc::new(crate::credentials::Credentials),
     ]
 }

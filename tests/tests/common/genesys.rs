@@ -218,7 +218,9 @@ impl FakeGenesys {
                 .into_response()
             }
             "receipt" => {
-                let status = if take(&self.failed_receipts) {
+                // Refused with reasons (a 200 that says Failed), or echoed as sent.
+                let refused = take(&self.failed_receipts);
+                let status = if refused {
                     "Failed"
                 } else {
                     body["status"].as_str().unwrap_or("Delivered")
@@ -229,10 +231,11 @@ impl FakeGenesys {
                 .unwrap();
                 answer["id"] = body["id"].clone();
                 answer["status"] = json!(status);
-                if status == "Failed" {
-                    answer["reasons"] =
-                        json!([{"code": "RateLimited", "message": "you have reached your limit"}]);
-                }
+                answer["reasons"] = if refused {
+                    json!([{"code": "RateLimited", "message": "you have reached your limit"}])
+                } else {
+                    body["reasons"].clone()
+                };
                 axum::Json(answer).into_response()
             }
             _ => axum::Json(json!({})).into_response(),
