@@ -603,7 +603,7 @@ impl EventStore for PostgresStore {
         ))
         .bind(stream)
         .bind(from_version as i64)
-        .bind(limit as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -740,7 +740,7 @@ async fn read_all(
         "{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2"
     ))
     .bind(after as i64)
-    .bind(limit as i64)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
     .map_err(db_error)?;

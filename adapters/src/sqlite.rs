@@ -219,7 +219,7 @@ impl EventStore for SqliteStore {
         ))
         .bind(stream)
         .bind(from_version as i64)
-        .bind(limit as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;
@@ -365,7 +365,7 @@ async fn read_all(
         "{SELECT_EVENT} WHERE position > ? ORDER BY position LIMIT ?"
     ))
     .bind(after as i64)
-    .bind(limit as i64)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
     .map_err(db_error)?;

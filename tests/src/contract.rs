@@ -192,6 +192,20 @@ pub async fn append_and_read_back(store: Arc<dyn EventStore>) {
         .await
         .expect("read_stream limited");
     assert_eq!(limited.len(), 2);
+    // "No limit" reads the whole stream (and the whole log), on every backend.
+    let unlimited = store
+        .read_stream("conversation-a", 0, usize::MAX)
+        .await
+        .expect("read_stream without a limit");
+    assert_eq!(unlimited.len(), 3);
+    assert_eq!(
+        store
+            .read_all(0, usize::MAX)
+            .await
+            .expect("read_all without a limit")
+            .len(),
+        3
+    );
     assert!(store
         .read_stream("conversation-nobody", 0, 10)
         .await
