@@ -31,6 +31,43 @@ pub struct Settings {
     pub media: MediaSettings,
     /// Businesses' Genesys Cloud integrations (`genesys.yaml`) and their secrets.
     pub genesys: GenesysSettings,
+    /// Consent keywords and their answers (`CONSENT_*`).
+    pub consent: chatledger_projections::consent::ConsentSettings,
+}
+
+/// Consent keywords and answers from the environment: `CONSENT_STOP_KEYWORDS`,
+/// `CONSENT_START_KEYWORDS`, `CONSENT_HELP_KEYWORDS` (comma-separated, replacing the
+/// defaults), `CONSENT_STOP_REPLY`, `CONSENT_START_REPLY`, `CONSENT_HELP_REPLY`.
+pub fn consent_settings(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> chatledger_projections::consent::ConsentSettings {
+    let mut settings = chatledger_projections::consent::ConsentSettings::default();
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let words = |v: String| -> Vec<String> {
+        v.split(',')
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    if let Some(v) = set("CONSENT_STOP_KEYWORDS") {
+        settings.keywords.stop = words(v);
+    }
+    if let Some(v) = set("CONSENT_START_KEYWORDS") {
+        settings.keywords.start = words(v);
+    }
+    if let Some(v) = set("CONSENT_HELP_KEYWORDS") {
+        settings.keywords.help = words(v);
+    }
+    if let Some(v) = set("CONSENT_STOP_REPLY") {
+        settings.stop_reply = v;
+    }
+    if let Some(v) = set("CONSENT_START_REPLY") {
+        settings.start_reply = v;
+    }
+    if let Some(v) = set("CONSENT_HELP_REPLY") {
+        settings.help_reply = v;
+    }
+    settings
 }
 
 /// The seal policy from the environment: every 1,000 events or 60 seconds by default.
@@ -84,6 +121,7 @@ impl Settings {
         let genesys = GenesysSettings::load(config_dir, &whatsapp.configured, env)
             .map_err(|e| e.to_string())?;
         Ok(Settings {
+            consent: consent_settings(env),
             genesys,
             media,
             auth: AuthSettings::from_env(env)?,

@@ -50,6 +50,8 @@ pub struct AppState {
     pub media: Arc<crate::config::MediaSettings>,
     /// Fetches inbound attachments from the channels' providers into the store.
     pub fetcher: Arc<dyn chatledger_core::media::MediaFetcher>,
+    /// The keywords customers change their consent with, and the answers they get.
+    pub consent: chatledger_projections::consent::ConsentSettings,
     /// Businesses' Genesys integrations, and Open Messaging to reach them.
     pub genesys: Arc<crate::config::GenesysSettings>,
     pub open_messaging: Arc<chatledger_adapters::genesys::GenesysClient>,
@@ -135,6 +137,7 @@ impl AppState {
                 ),
             ),
             genesys: Arc::new(settings.genesys),
+            consent: settings.consent,
             media: Arc::new(settings.media),
             dispatch_limits: settings.dispatch.limits,
             rating_template: Arc::new(settings.rating_template),
@@ -339,6 +342,19 @@ impl AppState {
                 )
                 .owned_by(state.ownership.clone());
                 Box::pin(bridge.run(tail_.clone(), stop.clone()))
+            }),
+        );
+        let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());
+        spawn(
+            "consent keeper",
+            Box::new(move || {
+                let keeper = chatledger_projections::consent::ConsentKeeper::new(
+                    state.store.clone(),
+                    state.conversations.clone(),
+                    state.consent.clone(),
+                )
+                .owned_by(state.ownership.clone());
+                Box::pin(keeper.run(tail_.clone(), stop.clone()))
             }),
         );
         let (state, tail_, stop) = (self.clone(), tail.clone(), shutdown.clone());

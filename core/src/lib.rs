@@ -14,6 +14,8 @@
 //! - [`genesys`]: the Genesys Cloud bridge: integrations as recorded configuration, how a
 //!   customer is addressed to Genesys, what an agent is shown, the Open Messaging port.
 //! - [`hash`]: the digest of the hash chain.
+//! - [`consent`]: what a customer agreed to receive, as events on the customer, and the
+//!   keywords (STOP, START, HELP) that change it.
 //! - [`conversation`]: one customer on one of our numbers, a file each for its values, its
 //!   events, its fold (`evolve`), its commands and its decider (`decide`).
 //! - [`credential`]: businesses' integration choice and official credentials, folded.
@@ -42,6 +44,7 @@ pub mod audit;
 pub mod booking;
 pub mod canonical;
 pub mod channel;
+pub mod consent;
 pub mod conversation;
 pub mod credential;
 pub mod event;

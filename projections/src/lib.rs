@@ -15,6 +15,8 @@
 //! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
 //!   rotation.
 //! - [`bridge`]: the reactor that hands customers' messages of routed channels to Genesys.
+//! - [`consent`]: the reactor that turns STOP, START and HELP into consent changes and
+//!   their one answer.
 //! - [`dispatch`]: the reactor that sends queued messages and records the outcome.
 //! - [`media`]: the reactor that fetches inbound attachments into the object store and
 //!   records the outcome.
@@ -46,6 +48,7 @@ pub mod assignment;
 pub mod audit;
 pub mod bridge;
 pub mod clock;
+pub mod consent;
 pub mod conversations;
 pub mod credentials;
 pub mod dispatch;

@@ -47,13 +47,15 @@ pub(super) async fn run_on_chat(
 }
 
 /// A command's failure as GraphQL answers it: a rejection is the client's to fix
-/// (`BAD_USER_INPUT`), except the case clients must act on, a reply outside the 24-hour
-/// window (`OUTSIDE_SERVICE_WINDOW`: offer templates instead).
+/// (`BAD_USER_INPUT`), except the cases clients must act on: a reply outside the 24-hour
+/// window (`OUTSIDE_SERVICE_WINDOW`: offer templates instead) and a marketing template to a
+/// customer who withdrew it (`CONSENT_WITHDRAWN`).
 pub(super) fn command_error(e: CommandError) -> Error {
     match e {
         CommandError::Rejected(rejection) => {
             let code = match rejection.code() {
                 "OUTSIDE_SERVICE_WINDOW" => "OUTSIDE_SERVICE_WINDOW",
+                "CONSENT_WITHDRAWN" => "CONSENT_WITHDRAWN",
                 _ => "BAD_USER_INPUT",
             };
             coded(rejection.to_string(), code)

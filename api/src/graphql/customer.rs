@@ -33,6 +33,29 @@ impl Customer {
         )
         .await
     }
+    /// Where each category of the customer's consent stands (its latest change); a category
+    /// never changed is not listed.
+    async fn consent(&self, ctx: &Context<'_>) -> Result<Vec<ConsentState>, Error> {
+        let mut latest: Vec<ConsentState> = Vec::new();
+        for change in consent_history(ctx, &self.number).await? {
+            for category in &change.categories {
+                latest.retain(|s| &s.category != category);
+                latest.push(ConsentState {
+                    category: category.clone(),
+                    granted: change.granted,
+                    method: change.method.clone(),
+                    at: change.at,
+                });
+            }
+        }
+        latest.sort_by(|a, b| a.category.cmp(&b.category));
+        Ok(latest)
+    }
+    /// Every change of the customer's consent, oldest first: what, how, the wording shown,
+    /// the evidence, who recorded it and when.
+    async fn consent_history(&self, ctx: &Context<'_>) -> Result<Vec<ConsentChange>, Error> {
+        consent_history(ctx, &self.number).await
+    }
     /// Oldest first.
     async fn chats(&self, ctx: &Context<'_>) -> Result<Vec<Chat>, Error> {
         let rows = state(ctx)
@@ -94,4 +117,59 @@ impl Ride {
             })
             .collect())
     }
+}
+
+/// Where one category of a customer's consent stands.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConsentState {
+    /// `service` or `marketing`.
+    pub category: String,
+    pub granted: bool,
+    /// How: `keyword`, `user_preferences`, `form`, `agent`, `api`.
+    pub method: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One change of a customer's consent.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConsentChange {
+    pub granted: bool,
+    pub categories: Vec<String>,
+    pub method: String,
+    pub wording_version: Option<String>,
+    /// The message or submission that shows it.
+    pub evidence: Option<String>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+async fn consent_history(ctx: &Context<'_>, customer: &str) -> Result<Vec<ConsentChange>, Error> {
+    let rows = state(ctx)
+        .read_side
+        .db
+        .fetch_all(
+            "SELECT granted, categories, method, wording_version, evidence, actor, at FROM consent_changes
+             WHERE customer = $1 ORDER BY position LIMIT 500",
+            &[customer.into()],
+        )
+        .await
+        .map_err(internal)?;
+    Ok(rows
+        .iter()
+        .map(|row| ConsentChange {
+            granted: row.i64(0) == Some(1),
+            categories: row
+                .text(1)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            method: row.text(2).unwrap_or_default(),
+            wording_version: row.text(3),
+            evidence: row.text(4),
+            actor: row.text(5).unwrap_or_default(),
+            at: row.time(6).unwrap_or_default(),
+        })
+        .collect())
 }

@@ -124,7 +124,9 @@ impl Mutation {
         queue_message(ctx, &chat, &viewer, command, message_id).await
     }
 
-    /// Queues a WhatsApp template message (allowed at any time).
+    /// Queues a WhatsApp template message (allowed at any time). A `category` of
+    /// `marketing` is refused (`CONSENT_WITHDRAWN`) for a customer who withdrew marketing
+    /// consent; `utility` (the default) and `authentication` templates are not marketing.
     async fn send_template(
         &self,
         ctx: &Context<'_>,
@@ -132,8 +134,27 @@ impl Mutation {
         name: String,
         language: String,
         params: Option<Vec<String>>,
+        category: Option<String>,
     ) -> Result<Message, Error> {
         let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
+        let marketing = match category.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("utility") | Some("authentication") => false,
+            Some("marketing") => true,
+            Some(other) => {
+                return Err(coded(
+                    format!("category {other:?} is not a WhatsApp template category (marketing, utility, authentication)"),
+                    "BAD_USER_INPUT",
+                ))
+            }
+        };
+        let withdrawn = if marketing {
+            customer_consent(ctx, &chat.customer)
+                .await?
+                .withdrawn(chatledger_core::consent::Category::Marketing)
+                .cloned()
+        } else {
+            None
+        };
         let message_id = Uuid::new_v4();
         let command = ConversationCommand::SendTemplate {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
@@ -143,6 +164,7 @@ impl Mutation {
                 language,
                 params: params.unwrap_or_default(),
             },
+            withdrawn,
             by: viewer.name.clone(),
             now: state(ctx).clock.now(),
         };
@@ -519,4 +541,31 @@ pub async fn login(
         expires_at,
         executive,
     })
+}
+
+/// A customer's consent as the log holds it now (not a read model that may lag): what a
+/// decision about what to send them is taken on.
+async fn customer_consent(
+    ctx: &Context<'_>,
+    customer: &str,
+) -> Result<chatledger_core::consent::Consent, Error> {
+    use chatledger_core::consent::{consent_stream, Consent, ConsentEvent};
+    use chatledger_core::conversation::CustomerKey;
+    let key = if customer.starts_with('+') {
+        CustomerKey::Phone(customer.to_owned())
+    } else {
+        CustomerKey::UserId(customer.to_owned())
+    };
+    let events = state(ctx)
+        .store
+        .read_stream(&consent_stream(&key), 0, usize::MAX)
+        .await
+        .map_err(internal)?;
+    let mut consent = Consent::default();
+    for event in &events {
+        if let Some(Ok(change)) = ConsentEvent::from_recorded(event) {
+            consent.evolve(&change);
+        }
+    }
+    Ok(consent)
 }

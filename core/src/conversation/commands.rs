@@ -90,6 +90,9 @@ pub enum ConversationCommand {
         chat_id: Uuid,
         message_id: Uuid,
         template: Template,
+        /// For a marketing template: the customer's withdrawal of marketing consent, if it
+        /// stands (the template is then refused).
+        withdrawn: Option<crate::consent::Standing>,
         by: String,
         now: DateTime<Utc>,
     },
@@ -192,6 +195,8 @@ pub enum ConversationRejection {
     UnknownInboundMessage(String),
     #[error("the customer has no open chat to answer in")]
     NoOpenChat,
+    #[error("the customer withdrew marketing consent on {} ({:?}); marketing templates are not sent to them, replies in their conversation are", .0.at.to_rfc3339(), .0.method)]
+    ConsentWithdrawn(crate::consent::Standing),
 }
 
 impl ConversationRejection {
@@ -207,6 +212,7 @@ impl ConversationRejection {
             ConversationRejection::UnknownMessage(_) => "UNKNOWN_MESSAGE",
             ConversationRejection::UnknownInboundMessage(_) => "UNKNOWN_MESSAGE",
             ConversationRejection::NoOpenChat => "NO_OPEN_CHAT",
+            ConversationRejection::ConsentWithdrawn(_) => "CONSENT_WITHDRAWN",
         }
     }
 }

@@ -346,10 +346,14 @@ impl Conversation {
                 chat_id,
                 message_id,
                 template,
+                withdrawn,
                 by,
                 now,
             } => {
                 self.the_open_chat(chat_id)?;
+                if let Some(standing) = withdrawn {
+                    return Err(ConversationRejection::ConsentWithdrawn(standing));
+                }
                 let mut events = self.queue(
                     chat_id,
                     message_id,

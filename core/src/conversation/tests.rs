@@ -396,6 +396,7 @@ fn replies_only_within_24_hours_of_the_customers_last_message() {
             language: "en".into(),
             params: vec![],
         },
+        withdrawn: None,
         by: "asha".into(),
         now: at("2026-11-25T10:00:00Z"),
     };

@@ -19,6 +19,7 @@ use crate::projector::{ProjectionError, Projector};
 use crate::read_db::{time_text, Arg, ReadTx};
 
 mod chats;
+mod consent;
 mod customers;
 mod executives;
 mod genesys;
@@ -29,6 +30,7 @@ mod sla;
 
 pub use {
     chats::Chats,
+    consent::Consents,
     customers::Customers,
     executives::Executives,
     genesys::Genesys,
@@ -49,6 +51,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(Rides),
         Arc::new(Sla::default()),
         Arc::new(Genesys),
+        Arc::new(Consents),
         Arc::new(crate::credentials::Credentials),
     ]
 }

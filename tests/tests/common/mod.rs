@@ -165,6 +165,7 @@ pub async fn start_full(
         chatledger_api::config::GenesysSettings::load(genesys_dir.path(), &configured, &lookup)
             .unwrap();
     let settings = Settings {
+        consent: chatledger_api::settings::consent_settings(&lookup),
         media,
         genesys,
         sla: chatledger_api::config::SlaSettings::load(config_dir, &lookup, &phones).unwrap(),

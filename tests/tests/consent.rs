@@ -1,0 +1,194 @@
+//! Consent end to end: keywords customers send change their consent once, get one answer,
+//! and marketing templates honour it while replies in their conversation still go.
+
+mod common;
+
+use std::time::Duration;
+
+use chatledger_core::executive::Role;
+use chatledger_tests::db::Backend;
+use common::*;
+use serde_json::{json, Value};
+
+const STOP_REPLY: &str =
+    "You will not receive marketing messages from us any more. Reply START to receive them again.";
+
+/// The requests the fake provider got whose text is `text`.
+fn sent_with(server: &Server, text: &str) -> usize {
+    server
+        .provider
+        .requests()
+        .iter()
+        .filter(|r| r.body["text"]["body"] == text)
+        .count()
+}
+
+async fn settle(server: &Server) {
+    server.caught_up().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.caught_up().await;
+}
+
+async fn every_stop_word_withdraws_once_and_is_answered_once(backend: Backend) {
+    let server = start(backend).await;
+    let now = chrono::Utc::now().timestamp();
+    // Five STOPs from one customer: one withdrawal, one answer.
+    for n in 0..5 {
+        server
+            .partner_says(
+                "919638120888",
+                &format!("wamid.stop.{n}"),
+                now,
+                if n % 2 == 0 { "STOP" } else { " stop " },
+            )
+            .await;
+    }
+    // Each default stop word, in any case, from a customer of its own; "STOP PLEASE" is not one.
+    let words = [
+        "STOPALL",
+        "unsubscribe",
+        "Cancel",
+        "END",
+        "quit",
+        "REVOKE",
+        "optout",
+    ];
+    for (i, word) in words.iter().enumerate() {
+        server
+            .partner_says(
+                &format!("9196381210{i:02}"),
+                &format!("wamid.word.{i}"),
+                now,
+                word,
+            )
+            .await;
+    }
+    server
+        .partner_says("919638121099", "wamid.please", now, "STOP PLEASE")
+        .await;
+    settle(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sent_with(&server, STOP_REPLY) < 1 + words.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "answers: {}",
+            sent_with(&server, STOP_REPLY)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&server).await;
+    assert_eq!(
+        sent_with(&server, STOP_REPLY),
+        1 + words.len(),
+        "one answer each"
+    );
+    let events = server.events().await;
+    let withdrawn: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type == "ConsentWithdrawn")
+        .map(|e| e.stream.as_str())
+        .collect();
+    assert_eq!(withdrawn.len(), 1 + words.len(), "{withdrawn:?}");
+    assert!(
+        !withdrawn.contains(&"consent-+919638121099"),
+        "STOP PLEASE is not a keyword"
+    );
+    let first = events
+        .iter()
+        .find(|e| e.event_type == "ConsentWithdrawn")
+        .unwrap();
+    assert_eq!(first.stream, "consent-+919638120888");
+    assert_eq!(first.data["method"], "keyword");
+    assert_eq!(first.data["evidence"], "wamid.stop.0");
+    assert_eq!(first.data["categories"], json!(["marketing"]));
+}
+
+async fn marketing_waits_for_start_while_replies_go(backend: Backend) {
+    let server = start(backend).await;
+    server
+        .register("asha@example.com", Role::Executive, &["partner"])
+        .await;
+    let token = server.login("asha@example.com").await;
+    let now = chrono::Utc::now().timestamp();
+    server
+        .partner_says("919638120888", "wamid.c.1", now, "Hi, about my payout")
+        .await;
+    server
+        .partner_says("919638120888", "wamid.c.2", now, "STOP")
+        .await;
+    settle(&server).await;
+    let chats = server
+        .query("query { chats(first: 5) { nodes { chatId } } }", json!({}))
+        .await;
+    let chat = chats["chats"]["nodes"][0]["chatId"].clone();
+    let template = "mutation($c: ID!, $k: String) { sendTemplate(chatId: $c, name: \"offer\", language: \"en\", category: $k) { kind } }";
+    let refused = server
+        .graphql(Some(&token), template, json!({"c": chat, "k": "marketing"}))
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "CONSENT_WITHDRAWN",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Keyword"),
+        "says how: {refused}"
+    );
+    // A utility template and a reply in the conversation the customer started still go.
+    let utility = server
+        .graphql(Some(&token), template, json!({"c": chat, "k": "utility"}))
+        .await;
+    assert!(utility["errors"].is_null(), "{utility}");
+    let reply = server
+        .graphql(
+            Some(&token),
+            "mutation($c: ID!) { sendReply(chatId: $c, text: \"Paid today\") { kind } }",
+            json!({"c": chat}),
+        )
+        .await;
+    assert!(reply["errors"].is_null(), "{reply}");
+
+    // START restores.
+    server
+        .partner_says("919638120888", "wamid.c.3", now, "start")
+        .await;
+    settle(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = server
+            .graphql(Some(&token), template, json!({"c": chat, "k": "marketing"}))
+            .await;
+        if again["errors"].is_null() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{again}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The history shows every change with its evidence.
+    let customer = server
+        .query(
+            "query { customer(stakeholder: \"partner\", number: \"+919638120888\") {
+                consent { category granted method }
+                consentHistory { granted categories method evidence actor at } } }",
+            json!({}),
+        )
+        .await;
+    let history: &Value = &customer["customer"]["consentHistory"];
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    assert_eq!(history[0]["granted"], false);
+    assert_eq!(history[0]["evidence"], "wamid.c.2");
+    assert_eq!(history[1]["granted"], true);
+    assert_eq!(history[1]["evidence"], "wamid.c.3");
+    assert_eq!(
+        customer["customer"]["consent"],
+        json!([{"category": "marketing", "granted": true, "method": "keyword"}])
+    );
+}
+
+chatledger_tests::on_both_backends!(
+    every_stop_word_withdraws_once_and_is_answered_once,
+    marketing_waits_for_start_while_replies_go,
+);
