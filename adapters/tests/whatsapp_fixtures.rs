@@ -437,3 +437,22 @@ fn documented_types_beyond_the_fixtures() {
         ("hologram", Some(3))
     );
 }
+
+/// Marketing preferences are kept whole as notices of their field; the consent keeper reads
+/// them from there (tests/tests/consent.rs).
+#[test]
+fn marketing_preferences_are_kept_as_notices_of_their_field() {
+    for (name, value) in [
+        ("meta-user-preferences-stop.json", "stop"),
+        ("meta-user-preferences-resume.json", "resume"),
+    ] {
+        let items = meta_items(name);
+        assert_eq!(items.len(), 1, "{name}");
+        let InboundItem::Notice(notice) = &items[0].item else {
+            panic!("{name}: {items:?}")
+        };
+        assert_eq!(notice.kind, "field:user_preferences", "{name}");
+        assert_eq!(notice.raw["value"]["user_preferences"][0]["value"], value);
+        assert_eq!(notice.account_id.as_deref(), Some("102290129340398"));
+    }
+}

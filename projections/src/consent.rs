@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chatledger_core::channel::ProviderNoticeReceived;
 use chatledger_core::consent::{
     consent_stream, Category, Consent, ConsentChange, ConsentEvent, Keyword, Keywords, Method,
 };
@@ -53,24 +54,25 @@ impl Default for ConsentSettings {
     }
 }
 
+/// An automated answer on a conversation.
+#[derive(Debug)]
+struct Answer {
+    stream: String,
+    chat_id: Uuid,
+    text: String,
+}
+
 /// Something to write, decided from the log.
 #[derive(Debug)]
 enum Action {
-    /// A consent change, and the answer that goes with it.
+    /// A consent change, and the answer that goes with it (its id derives from the change).
     Change {
-        stream: String,
         customer: CustomerKey,
         event: ConsentEvent,
-        chat_id: Uuid,
-        reply: String,
+        answer: Option<Answer>,
     },
-    /// An answer alone (HELP).
-    Answer {
-        stream: String,
-        chat_id: Uuid,
-        message_id: Uuid,
-        reply: String,
-    },
+    /// An answer alone (HELP), under `message_id`.
+    Answer { message_id: Uuid, answer: Answer },
 }
 
 /// The reactor.
@@ -108,124 +110,206 @@ impl ConsentKeeper {
     }
 
     /// Folds one event; what it decides to write.
-    fn apply(&mut self, event: &DecodedEvent) -> Option<Action> {
+    fn apply(&mut self, event: &DecodedEvent) -> Vec<Action> {
         if let Some(Ok(consent)) = ConsentEvent::from_recorded(event) {
             self.consents
                 .entry(event.stream.clone())
                 .or_default()
                 .evolve(&consent);
-            return None;
+            return vec![];
+        }
+        if event.event_type == ProviderNoticeReceived::EVENT_TYPE {
+            return self.user_preferences(event);
         }
         let Ok(Some(conversation)) = event.conversation() else {
-            return None;
+            return vec![];
         };
         match conversation {
             ConversationEvent::ChatOpened { conversation, .. } => {
                 self.customers
                     .insert(event.stream.clone(), conversation.customer.clone());
-                None
+                vec![]
             }
             ConversationEvent::MessageReceived {
                 chat_id,
                 message,
                 received_at,
-            } => {
-                let keyword = self.settings.keywords.of(message.text.as_deref()?)?;
-                let customer = self.customers.get(&event.stream)?.clone();
-                let change = ConsentChange {
-                    categories: vec![Category::Marketing],
-                    method: Method::Keyword,
-                    wording_version: None,
-                    evidence: Some(message.provider_message_id.clone()),
-                    actor: "customer".into(),
-                    at: *received_at,
-                };
-                let (grant, reply) = match keyword {
-                    Keyword::Stop => (false, self.settings.stop_reply.clone()),
-                    Keyword::Start => (true, self.settings.start_reply.clone()),
-                    Keyword::Help => {
-                        return Some(Action::Answer {
-                            stream: event.stream.clone(),
-                            chat_id: *chat_id,
-                            message_id: Uuid::new_v5(
-                                &EVENT_ID_NAMESPACE,
-                                format!(
-                                    "HelpAnswer/{}/{}",
-                                    event.stream, message.provider_message_id
-                                )
-                                .as_bytes(),
-                            ),
-                            reply: self.settings.help_reply.clone(),
-                        })
-                    }
-                };
-                let stream = consent_stream(&customer);
-                let consent = self.consents.entry(stream).or_default();
-                let decided = consent.decide(grant, change)?;
-                // Applied at once: the next STOP is judged with this one counted.
-                consent.evolve(&decided);
-                Some(Action::Change {
-                    stream: event.stream.clone(),
-                    customer,
-                    event: decided,
-                    chat_id: *chat_id,
-                    reply,
-                })
-            }
-            _ => None,
+            } => self
+                .message(&event.stream, *chat_id, message, *received_at)
+                .into_iter()
+                .collect(),
+            _ => vec![],
         }
     }
 
+    /// A keyword, or WhatsApp's own note that the customer changed their marketing
+    /// preference (`system` / `user_preference_changed`).
+    fn message(
+        &mut self,
+        stream: &str,
+        chat_id: Uuid,
+        message: &chatledger_core::conversation::InboundMessage,
+        received_at: chrono::DateTime<Utc>,
+    ) -> Option<Action> {
+        let customer = self.customers.get(stream)?.clone();
+        let details = message.details.as_ref();
+        let preference = details
+            .filter(|d| d["type"] == "user_preference_changed")
+            .and_then(|d| d["marketing"].as_str());
+        let (grant, method, reply) = match preference {
+            Some(value) => (value == "resume", Method::UserPreferences, None),
+            None => match self.settings.keywords.of(message.text.as_deref()?)? {
+                Keyword::Stop => (
+                    false,
+                    Method::Keyword,
+                    Some(self.settings.stop_reply.clone()),
+                ),
+                Keyword::Start => (
+                    true,
+                    Method::Keyword,
+                    Some(self.settings.start_reply.clone()),
+                ),
+                Keyword::Help => {
+                    return Some(Action::Answer {
+                        message_id: Uuid::new_v5(
+                            &EVENT_ID_NAMESPACE,
+                            format!("HelpAnswer/{stream}/{}", message.provider_message_id)
+                                .as_bytes(),
+                        ),
+                        answer: Answer {
+                            stream: stream.to_owned(),
+                            chat_id,
+                            text: self.settings.help_reply.clone(),
+                        },
+                    })
+                }
+            },
+        };
+        let change = ConsentChange {
+            categories: vec![Category::Marketing],
+            method,
+            wording_version: None,
+            evidence: Some(message.provider_message_id.clone()),
+            actor: "customer".into(),
+            at: received_at,
+        };
+        let decided = self.decide(&customer, grant, change)?;
+        Some(Action::Change {
+            customer,
+            event: decided,
+            answer: reply.map(|text| Answer {
+                stream: stream.to_owned(),
+                chat_id,
+                text,
+            }),
+        })
+    }
+
+    /// Meta's `user_preferences` webhook: each entry stops or resumes marketing messages.
+    fn user_preferences(&mut self, event: &DecodedEvent) -> Vec<Action> {
+        let Ok(notice) = serde_json::from_value::<ProviderNoticeReceived>(event.data.clone())
+        else {
+            return vec![];
+        };
+        if notice.kind != "field:user_preferences" {
+            return vec![];
+        }
+        let entries = notice.raw["value"]["user_preferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut actions = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let (Some(wa_id), Some(value)) = (entry["wa_id"].as_str(), entry["value"].as_str())
+            else {
+                continue;
+            };
+            if entry["category"] != "marketing_messages" || !matches!(value, "stop" | "resume") {
+                continue;
+            }
+            let digits: String = wa_id.chars().filter(char::is_ascii_digit).collect();
+            if digits.is_empty() {
+                continue;
+            }
+            let customer = CustomerKey::Phone(format!("+{digits}"));
+            let at = entry["timestamp"]
+                .as_i64()
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .unwrap_or(notice.received_at);
+            let change = ConsentChange {
+                categories: vec![Category::Marketing],
+                method: Method::UserPreferences,
+                wording_version: entry["detail"].as_str().map(str::to_owned),
+                evidence: Some(format!("{}/{i}", event.event_id)),
+                actor: "customer".into(),
+                at,
+            };
+            if let Some(decided) = self.decide(&customer, value == "resume", change) {
+                actions.push(Action::Change {
+                    customer,
+                    event: decided,
+                    answer: None,
+                });
+            }
+        }
+        actions
+    }
+
+    /// The change to record, applied at once to the customer's consent: the next keyword is
+    /// judged with this one counted.
+    fn decide(
+        &mut self,
+        customer: &CustomerKey,
+        grant: bool,
+        change: ConsentChange,
+    ) -> Option<ConsentEvent> {
+        let consent = self.consents.entry(consent_stream(customer)).or_default();
+        let decided = consent.decide(grant, change)?;
+        consent.evolve(&decided);
+        Some(decided)
+    }
+
     async fn act(&self, action: Action) {
-        let (stream, chat_id, message_id, reply) = match action {
+        let (message_id, answer) = match action {
             Action::Change {
-                stream,
                 customer,
                 event,
-                chat_id,
-                reply,
+                answer,
             } => {
-                if !self.ownership.owns(&stream) {
-                    return;
-                }
                 let consent = consent_stream(&customer);
                 let new = event.to_new_event(&consent, Metadata::by(ACTOR));
                 let message_id = Uuid::new_v5(&EVENT_ID_NAMESPACE, new.event_id.as_bytes());
-                if let Err(e) = self
-                    .store
-                    .append(&consent, ExpectedVersion::Any, vec![new])
-                    .await
-                {
-                    tracing::error!(stream = %consent, error = %e, "recording a consent change failed");
-                    return;
+                if self.ownership.owns(&consent) {
+                    if let Err(e) = self
+                        .store
+                        .append(&consent, ExpectedVersion::Any, vec![new])
+                        .await
+                    {
+                        tracing::error!(stream = %consent, error = %e, "recording a consent change failed");
+                        return;
+                    }
                 }
-                (stream, chat_id, message_id, reply)
+                let Some(answer) = answer else { return };
+                (message_id, answer)
             }
-            Action::Answer {
-                stream,
-                chat_id,
-                message_id,
-                reply,
-            } => {
-                if !self.ownership.owns(&stream) {
-                    return;
-                }
-                (stream, chat_id, message_id, reply)
-            }
+            Action::Answer { message_id, answer } => (message_id, answer),
         };
+        if !self.ownership.owns(&answer.stream) {
+            return;
+        }
         let command = ConversationCommand::SendReply {
-            chat_id,
+            chat_id: answer.chat_id,
             message_id,
-            text: reply,
+            text: answer.text,
             by: "system:consent".into(),
             now: Utc::now(),
         };
         if let Err(e) = self
             .conversations
-            .handle(&stream, vec![command], &Metadata::by(ACTOR))
+            .handle(&answer.stream, vec![command], &Metadata::by(ACTOR))
             .await
         {
-            tracing::warn!(stream = %stream, error = %e, "the consent answer was not queued");
+            tracing::warn!(stream = %answer.stream, error = %e, "the consent answer was not queued");
         }
     }
 
@@ -253,9 +337,9 @@ impl ConsentKeeper {
             tokio::select! {
                 next = follower.next() => match next {
                     Some(Ok(event)) => {
-                        let mut action = None;
-                        crate::reactor::observe(NAME, &event, |e| action = self.apply(e));
-                        if let Some(action) = action {
+                        let mut actions = Vec::new();
+                        crate::reactor::observe(NAME, &event, |e| actions = self.apply(e));
+                        for action in actions {
                             self.act(action).await;
                         }
                     }

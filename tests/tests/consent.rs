@@ -188,7 +188,67 @@ async fn marketing_waits_for_start_while_replies_go(backend: Backend) {
     );
 }
 
+async fn whatsapps_own_marketing_setting_stops_and_resumes(backend: Backend) {
+    let server = start(backend).await;
+    assert_eq!(
+        server
+            .post_meta(PARTNER, fixture("meta-user-preferences-stop.json"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        server
+            .post_meta(PARTNER, fixture("meta-user-preferences-resume.json"))
+            .await
+            .status(),
+        200
+    );
+    // Redelivered: nothing more.
+    assert_eq!(
+        server
+            .post_meta(PARTNER, fixture("meta-user-preferences-stop.json"))
+            .await
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let changes = loop {
+        let changes: Vec<chatledger_core::RecordedEvent> = server
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e.stream == "consent-+16505551234")
+            .collect();
+        if changes.len() >= 2 {
+            break changes;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{changes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    settle(&server).await;
+    let kinds: Vec<&str> = changes.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, ["ConsentWithdrawn", "ConsentGranted"]);
+    assert_eq!(changes[0].data["method"], "user_preferences");
+    assert_eq!(
+        changes[0].data["wording_version"],
+        "User requested to stop marketing messages"
+    );
+    assert_eq!(changes[0].data["at"], "2025-02-12T00:43:44Z");
+    assert_eq!(
+        server
+            .events()
+            .await
+            .iter()
+            .filter(|e| e.stream == "consent-+16505551234")
+            .count(),
+        2,
+        "a redelivered webhook changes nothing"
+    );
+}
+
 chatledger_tests::on_both_backends!(
     every_stop_word_withdraws_once_and_is_answered_once,
     marketing_waits_for_start_while_replies_go,
+    whatsapps_own_marketing_setting_stops_and_resumes,
 );
