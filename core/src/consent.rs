@@ -96,14 +96,15 @@ impl ConsentEvent {
         }
     }
 
-    /// The envelope; its id derives from the evidence (a message, a submission), so the same
-    /// evidence twice records once.
+    /// The envelope; its id derives from the evidence (a message, a submission) and when it
+    /// was given, so the same evidence twice records once.
     pub fn to_new_event(&self, stream: &str, metadata: Metadata) -> NewEvent {
         let change = self.change();
-        let basis = match &change.evidence {
-            Some(evidence) => evidence.clone(),
-            None => change.at.timestamp_micros().to_string(),
-        };
+        let basis = format!(
+            "{}/{}",
+            change.evidence.as_deref().unwrap_or_default(),
+            change.at.timestamp_micros()
+        );
         let id = Uuid::new_v5(
             &EVENT_ID_NAMESPACE,
             format!("{}/{stream}/{basis}", self.event_type()).as_bytes(),

@@ -247,8 +247,66 @@ async fn whatsapps_own_marketing_setting_stops_and_resumes(backend: Backend) {
     );
 }
 
+async fn an_executive_records_consent_with_its_reason(backend: Backend) {
+    let server = start(backend).await;
+    server
+        .register("ravi@example.com", Role::Executive, &["partner"])
+        .await;
+    let token = server.login("ravi@example.com").await;
+    server
+        .partner_says(
+            "919638120888",
+            "wamid.e.1",
+            chrono::Utc::now().timestamp(),
+            "hello",
+        )
+        .await;
+    let set = "mutation($g: Boolean!, $r: String!) { setConsent(customerNumber: \"+919638120888\", category: \"marketing\", granted: $g, reason: $r, wordingVersion: \"v2\") { category granted method } }";
+    let withdrawn = server
+        .graphql(
+            Some(&token),
+            set,
+            json!({"g": false, "r": "asked on the phone, call #88"}),
+        )
+        .await;
+    assert_eq!(
+        withdrawn["data"]["setConsent"],
+        json!([{"category": "marketing", "granted": false, "method": "agent"}]),
+        "{withdrawn}"
+    );
+    // The same again changes nothing; an auditor may not change it.
+    server
+        .graphql(Some(&token), set, json!({"g": false, "r": "asked again"}))
+        .await;
+    server
+        .register("audit@example.com", Role::Auditor, &[])
+        .await;
+    let auditor = server.login("audit@example.com").await;
+    let refused = server
+        .graphql(Some(&auditor), set, json!({"g": true, "r": "x"}))
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    let changes: Vec<chatledger_core::RecordedEvent> = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.stream == "consent-+919638120888")
+        .collect();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].data["evidence"], "asked on the phone, call #88");
+    assert_eq!(changes[0].data["wording_version"], "v2");
+    assert!(changes[0].data["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("executive:"));
+}
+
 chatledger_tests::on_both_backends!(
     every_stop_word_withdraws_once_and_is_answered_once,
     marketing_waits_for_start_while_replies_go,
     whatsapps_own_marketing_setting_stops_and_resumes,
+    an_executive_records_consent_with_its_reason,
 );

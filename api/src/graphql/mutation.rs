@@ -427,6 +427,80 @@ impl Mutation {
         executive_now(ctx, id).await
     }
 
+    /// Records a customer's consent as an executive took it (on the phone, in person): a
+    /// category (`marketing` or `service`) granted or withdrawn, with the reason (the
+    /// evidence) and, when the customer was shown one, the wording's version. Changes nothing
+    /// when it stands so already. Answers the customer's consent as it now stands.
+    async fn set_consent(
+        &self,
+        ctx: &Context<'_>,
+        customer_number: String,
+        category: String,
+        granted: bool,
+        reason: String,
+        wording_version: Option<String>,
+    ) -> Result<Vec<ConsentState>, Error> {
+        use chatledger_core::consent::{consent_stream, Category, ConsentChange, Method};
+        let viewer = changer(ctx)?.clone();
+        let category = match category.to_ascii_lowercase().as_str() {
+            "marketing" => Category::Marketing,
+            "service" => Category::Service,
+            other => {
+                return Err(coded(
+                    format!("category {other:?} is not one of marketing, service"),
+                    "BAD_USER_INPUT",
+                ))
+            }
+        };
+        if reason.trim().is_empty() {
+            return Err(coded("a consent change needs its reason", "BAD_USER_INPUT"));
+        }
+        let consent = customer_consent(ctx, &customer_number).await?;
+        let key = if customer_number.starts_with('+') {
+            chatledger_core::conversation::CustomerKey::Phone(customer_number.clone())
+        } else {
+            chatledger_core::conversation::CustomerKey::UserId(customer_number.clone())
+        };
+        let change = ConsentChange {
+            categories: vec![category],
+            method: Method::Agent,
+            wording_version,
+            evidence: Some(reason),
+            actor: viewer
+                .executive_id
+                .as_deref()
+                .map_or("admin".to_owned(), |id| format!("executive:{id}")),
+            at: state(ctx).clock.now(),
+        };
+        let mut standing = consent.clone();
+        if let Some(event) = consent.decide(granted, change) {
+            let stream = consent_stream(&key);
+            state(ctx)
+                .store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![event.to_new_event(&stream, Metadata::by(viewer.name.clone()))],
+                )
+                .await
+                .map_err(internal)?;
+            standing.evolve(&event);
+        }
+        Ok(standing
+            .categories
+            .iter()
+            .map(|(category, s)| ConsentState {
+                category: category.as_str().to_owned(),
+                granted: s.granted,
+                method: serde_json::to_value(s.method)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                at: s.at,
+            })
+            .collect())
+    }
+
     /// Goes online (receives chats) or offline.
     async fn set_my_status(&self, ctx: &Context<'_>, online: bool) -> Result<Executive, Error> {
         let viewer = changer(ctx)?;
