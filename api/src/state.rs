@@ -189,6 +189,26 @@ impl AppState {
         Ok((viewer, facts))
     }
 
+    /// A customer's consent as the log holds it now (not a read model that may lag): what
+    /// decisions about what to send them are taken on.
+    pub async fn consent_of(
+        &self,
+        customer: &chatledger_core::conversation::CustomerKey,
+    ) -> Result<chatledger_core::consent::Consent, chatledger_core::StoreError> {
+        use chatledger_core::consent::{consent_stream, Consent, ConsentEvent};
+        let events = self
+            .store
+            .read_stream(&consent_stream(customer), 0, usize::MAX)
+            .await?;
+        let mut consent = Consent::default();
+        for event in &events {
+            if let Some(Ok(change)) = ConsentEvent::from_recorded(event) {
+                consent.evolve(&change);
+            }
+        }
+        Ok(consent)
+    }
+
     /// One of our numbers by its key: configured, or registered by official onboarding.
     pub fn channel(&self, key: &str) -> Option<chatledger_core::channel::Channel> {
         self.whatsapp

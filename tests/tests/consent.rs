@@ -304,9 +304,84 @@ async fn an_executive_records_consent_with_its_reason(backend: Backend) {
         .starts_with("executive:"));
 }
 
+async fn the_transaction_system_records_consent_from_its_forms(backend: Backend) {
+    let server = start(backend).await;
+    server
+        .partner_says("919638120888", "wamid.t.0", chrono::Utc::now().timestamp(), "hi")
+        .await;
+    let grant = json!({"customer_number": "96381 20888", "action": "Grant", "categories": ["marketing", "service"],
+        "method": "form", "wording_version": "signup-2026-11", "evidence": "form-submission-4411",
+        "at": "2026-11-30T10:00:00+05:30"});
+    let (status, answer) = server
+        .transaction("consent", Some(TRANSACTION_TOKEN), grant.clone())
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("recorded")),
+        "{answer}"
+    );
+    assert_eq!(answer["customer"], "+919638120888");
+    let (status, answer) = server
+        .transaction("consent", Some(TRANSACTION_TOKEN), grant)
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("unchanged")),
+        "{answer}"
+    );
+    let withdraw = json!({"customer_number": "+919638120888", "action": "withdraw", "categories": ["marketing"],
+        "evidence": "unsubscribe-link-77"});
+    let (status, answer) = server
+        .transaction("consent", Some(TRANSACTION_TOKEN), withdraw.clone())
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("recorded")),
+        "{answer}"
+    );
+    // Refused, naming what is wrong; nothing recorded.
+    let (status, _) = server.transaction("consent", None, withdraw.clone()).await;
+    assert_eq!(status, 401);
+    let (status, answer) = server
+        .transaction("consent", Some(TRANSACTION_TOKEN), json!({"customer_number": "+919638120888", "action": "pause", "categories": ["marketing"], "evidence": "x"}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("grant, withdraw"),
+        "{answer}"
+    );
+    let (status, answer) = server
+        .transaction("consent", Some(TRANSACTION_TOKEN), json!({"customer_number": "+919638120888", "action": "grant", "categories": [], "evidence": "x"}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    server.caught_up().await;
+    let customer = server
+        .query(
+            "query { customer(stakeholder: \"partner\", number: \"+919638120888\") {
+                consent { category granted method } consentHistory { granted categories method wordingVersion evidence actor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        customer["customer"]["consent"],
+        json!([{"category": "marketing", "granted": false, "method": "api"},
+               {"category": "service", "granted": true, "method": "form"}]),
+        "{customer}"
+    );
+    let history = &customer["customer"]["consentHistory"];
+    assert_eq!(history[0]["wordingVersion"], "signup-2026-11");
+    assert_eq!(history[0]["evidence"], "form-submission-4411");
+    assert_eq!(history[0]["actor"], "transaction-system");
+    assert_eq!(history[1]["evidence"], "unsubscribe-link-77");
+}
+
 chatledger_tests::on_both_backends!(
     every_stop_word_withdraws_once_and_is_answered_once,
     marketing_waits_for_start_while_replies_go,
     whatsapps_own_marketing_setting_stops_and_resumes,
     an_executive_records_consent_with_its_reason,
+    the_transaction_system_records_consent_from_its_forms,
 );

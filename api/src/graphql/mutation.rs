@@ -617,29 +617,16 @@ pub async fn login(
     })
 }
 
-/// A customer's consent as the log holds it now (not a read model that may lag): what a
-/// decision about what to send them is taken on.
+/// A customer's consent as the log holds it now ([`AppState::consent_of`]).
 async fn customer_consent(
     ctx: &Context<'_>,
     customer: &str,
 ) -> Result<chatledger_core::consent::Consent, Error> {
-    use chatledger_core::consent::{consent_stream, Consent, ConsentEvent};
     use chatledger_core::conversation::CustomerKey;
     let key = if customer.starts_with('+') {
         CustomerKey::Phone(customer.to_owned())
     } else {
         CustomerKey::UserId(customer.to_owned())
     };
-    let events = state(ctx)
-        .store
-        .read_stream(&consent_stream(&key), 0, usize::MAX)
-        .await
-        .map_err(internal)?;
-    let mut consent = Consent::default();
-    for event in &events {
-        if let Some(Ok(change)) = ConsentEvent::from_recorded(event) {
-            consent.evolve(&change);
-        }
-    }
-    Ok(consent)
+    state(ctx).consent_of(&key).await.map_err(internal)
 }

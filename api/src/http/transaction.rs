@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/webhook/context_change", post(context_change))
         .route("/api/webhook/booking", post(booking))
+        .route("/api/webhook/consent", post(consent))
 }
 
 fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
@@ -336,6 +337,87 @@ async fn booking(
         "status": if result.is_duplicate() { "duplicate" } else { "recorded" },
         "booking_id": booking_id,
         "ride_at": ride_at,
+    }))
+    .into_response())
+}
+
+fn consent_schema() -> &'static jsonschema::Validator {
+    static CELL: OnceLock<jsonschema::Validator> = OnceLock::new();
+    validator(
+        &CELL,
+        include_str!("../../../schema/http/consent.schema.json"),
+    )
+}
+
+/// A customer's consent as the transaction system took it (a web form, a signup): recorded
+/// on the customer when it changes their standing (`unchanged` when it stands so already).
+async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use chatledger_core::consent::{consent_stream, Category, ConsentChange, Method};
+    let value = payload(
+        &state,
+        &headers,
+        body,
+        consent_schema(),
+        &["action", "method"],
+    )
+    .await?;
+    let given = value["customer_number"].as_str().unwrap_or_default();
+    let customer = state.whatsapp.phones.any(given).ok_or_else(|| {
+        bad(
+            "customer_number",
+            format!("{given:?} is not a phone number"),
+        )
+    })?;
+    let at = match value["at"].as_str() {
+        Some(at) => DateTime::parse_from_rfc3339(at)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| bad("at", format!("{at:?} is not RFC 3339: {e}")))?,
+        None => state.clock.now(),
+    };
+    chatledger_core::validate::time("at", at).map_err(|r| bad(&r.field, r.problem))?;
+    let categories: Vec<Category> = value["categories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| match c.as_str() {
+            Some("service") => Some(Category::Service),
+            Some("marketing") => Some(Category::Marketing),
+            _ => None,
+        })
+        .collect();
+    let change = ConsentChange {
+        categories,
+        method: if value["method"] == "form" {
+            Method::Form
+        } else {
+            Method::Api
+        },
+        wording_version: value["wording_version"].as_str().map(str::to_owned),
+        evidence: value["evidence"].as_str().map(str::to_owned),
+        actor: "transaction-system".into(),
+        at,
+    };
+    let key = chatledger_core::conversation::CustomerKey::Phone(customer.clone());
+    let standing = state.consent_of(&key).await?;
+    let Some(event) = standing.decide(value["action"] == "grant", change) else {
+        return Ok(Json(json!({"status": "unchanged", "customer": customer})).into_response());
+    };
+    let stream = consent_stream(&key);
+    let result = state
+        .store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![event.to_new_event(&stream, metadata("consent", state.clock.now()))],
+        )
+        .await?;
+    Ok(Json(json!({
+        "status": if result.is_duplicate() { "duplicate" } else { "recorded" },
+        "customer": customer,
     }))
     .into_response())
 }
