@@ -282,10 +282,58 @@ impl GenesysClient {
     }
 }
 
+impl GenesysClient {
+    /// Posts `body` to the tenant's `…/inbound/open/{endpoint}` with its token; the status
+    /// and the answer. A 401 drops the token, so that the next try asks for a new one.
+    async fn post_inbound(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<(reqwest::StatusCode, Value), BridgeError> {
+        let config = self.tenant(tenant)?;
+        let url = format!(
+            "{}/api/v2/conversations/messages/{}/inbound/open/{endpoint}",
+            config.integration.api_base(),
+            config.integration.integration_id
+        );
+        let token = self.token(tenant).await?;
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transient(format!("Genesys could not be reached: {e}")))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status.as_u16() == 401 {
+            self.drop_token(tenant).await;
+        }
+        Ok((status, answer))
+    }
+}
+
+/// Genesys's answer that is not a success, as an error: its code and message; retryable for
+/// 5xx, 429, 408 and an expired token (401, renewed on the next try).
+fn refusal(status: reqwest::StatusCode, answer: &Value) -> BridgeError {
+    BridgeError {
+        code: answer["code"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| Some(status.as_u16().to_string())),
+        message: answer["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("HTTP {status}")),
+        transient: status.is_server_error() || matches!(status.as_u16(), 401 | 408 | 429),
+    }
+}
+
 #[async_trait]
 impl OpenMessaging for GenesysClient {
     async fn send_to_agent(&self, message: &ToAgent) -> Result<Delivered, BridgeError> {
-        let config = self.tenant(&message.tenant)?;
         let mut from = json!({"id": message.from, "idType": "Opaque"});
         if let Some(nickname) = &message.nickname {
             from["nickname"] = json!(nickname);
@@ -302,50 +350,23 @@ impl OpenMessaging for GenesysClient {
         if !content.is_empty() {
             body["content"] = Value::Array(content);
         }
-        let url = format!(
-            "{}/api/v2/conversations/messages/{}/inbound/open/message?prefetchConversationId=true",
-            config.integration.api_base(),
-            config.integration.integration_id
-        );
-        let token = self.token(&message.tenant).await?;
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transient(format!("Genesys could not be reached: {e}")))?;
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(Delivered {
-                id: answer["id"].as_str().map(str::to_owned),
-                conversation_id: answer["conversationId"].as_str().map(str::to_owned),
-            });
+        let (status, answer) = self
+            .post_inbound(
+                &message.tenant,
+                "message?prefetchConversationId=true",
+                &body,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(refusal(status, &answer));
         }
-        if status.as_u16() == 401 {
-            self.drop_token(&message.tenant).await;
-        }
-        Err(BridgeError {
-            code: answer["code"]
-                .as_str()
-                .map(str::to_owned)
-                .or_else(|| Some(status.as_u16().to_string())),
-            message: answer["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("HTTP {status}")),
-            // An expired token is renewed on the next try.
-            transient: status.is_server_error()
-                || status.as_u16() == 429
-                || status.as_u16() == 401
-                || status.as_u16() == 408,
+        Ok(Delivered {
+            id: answer["id"].as_str().map(str::to_owned),
+            conversation_id: answer["conversationId"].as_str().map(str::to_owned),
         })
     }
 
     async fn send_receipt(&self, receipt: &ReceiptToAgent) -> Result<(), BridgeError> {
-        let config = self.tenant(&receipt.tenant)?;
         let mut body = json!({
             "id": receipt.genesys_message_id,
             "channel": {
@@ -359,39 +380,9 @@ impl OpenMessaging for GenesysClient {
         if let Some((code, message)) = &receipt.reason {
             body["reasons"] = json!([{"code": code, "message": message}]);
         }
-        let url = format!(
-            "{}/api/v2/conversations/messages/{}/inbound/open/receipt",
-            config.integration.api_base(),
-            config.integration.integration_id
-        );
-        let token = self.token(&receipt.tenant).await?;
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transient(format!("Genesys could not be reached: {e}")))?;
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.as_u16() == 401 {
-            self.drop_token(&receipt.tenant).await;
-        }
+        let (status, answer) = self.post_inbound(&receipt.tenant, "receipt", &body).await?;
         if !status.is_success() {
-            return Err(BridgeError {
-                code: answer["code"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| Some(status.as_u16().to_string())),
-                message: answer["message"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("HTTP {status}")),
-                transient: status.is_server_error()
-                    || status.as_u16() == 429
-                    || status.as_u16() == 401,
-            });
+            return Err(refusal(status, &answer));
         }
         // A 200 may still say the receipt failed, with reasons; a `Failed` we sent is echoed
         // as `Failed` (README: assumed where Genesys's documentation is silent).

@@ -307,7 +307,12 @@ async fn an_executive_records_consent_with_its_reason(backend: Backend) {
 async fn the_transaction_system_records_consent_from_its_forms(backend: Backend) {
     let server = start(backend).await;
     server
-        .partner_says("919638120888", "wamid.t.0", chrono::Utc::now().timestamp(), "hi")
+        .partner_says(
+            "919638120888",
+            "wamid.t.0",
+            chrono::Utc::now().timestamp(),
+            "hi",
+        )
         .await;
     let grant = json!({"customer_number": "96381 20888", "action": "Grant", "categories": ["marketing", "service"],
         "method": "form", "wording_version": "signup-2026-11", "evidence": "form-submission-4411",

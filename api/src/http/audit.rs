@@ -1,14 +1,13 @@
 //! What auditors read over HTTP: the log's head, to note and check later.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use chatledger_core::executive::Role;
 use serde_json::{json, Value};
 
 use super::ApiError;
-use crate::auth::AuthError;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -19,16 +18,7 @@ pub fn routes() -> Router<AppState> {
 /// the latest seal. `chatledger verify --expect POSITION:HASH` later proves that nothing up
 /// to that position changed.
 async fn head(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (viewer, _) = state.viewer(authorization).await.map_err(|e| {
-        let code = match e {
-            AuthError::Expired => "token_expired",
-            _ => "unauthorized",
-        };
-        ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
-    })?;
+    let viewer = super::signed_in(&state, &headers).await?;
     if !matches!(viewer.role, Role::Auditor | Role::Admin) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

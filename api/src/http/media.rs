@@ -17,7 +17,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::auth::AuthError;
 use crate::config::UPLOAD_LIMIT;
 use crate::state::AppState;
 
@@ -45,16 +44,7 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (viewer, _) = state.viewer(authorization).await.map_err(|e| {
-        let code = match e {
-            AuthError::Expired => "token_expired",
-            _ => "unauthorized",
-        };
-        ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
-    })?;
+    let viewer = super::signed_in(&state, &headers).await?;
     if viewer.role == Role::Auditor {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

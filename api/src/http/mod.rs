@@ -117,6 +117,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
     }
 }
 
+/// Whom a request's `Authorization` header names, if its token still stands; 401 saying why
+/// (`token_expired` for an expired one) when not.
+pub(crate) async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::auth::Viewer, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .viewer(authorization)
+        .await
+        .map(|(viewer, _)| viewer)
+        .map_err(|e| {
+            let code = match e {
+                crate::auth::AuthError::Expired => "token_expired",
+                _ => "unauthorized",
+            };
+            ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+        })
+}
+
 /// Refuses a body that is not of the `expected` media type (415).
 pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
     let given = headers
