@@ -174,21 +174,22 @@ impl Dispatcher {
             return 0;
         };
         self.channels = kept.channels;
-        // The pending messages themselves come from their streams, as they stood then.
-        for stream in &kept.pending_streams {
-            match self.store.read_stream(stream, 0, usize::MAX).await {
-                Ok(events) => {
-                    for event in events.into_iter().filter(|e| e.position <= position) {
-                        crate::reactor::observe(NAME, &DecodedEvent::new(event), |e| self.apply(e));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(stream = %stream, error = %e, "cannot read a stream the snapshot names; folding the whole log");
-                    self.channels.clear();
-                    self.pending.clear();
-                    return 0;
-                }
-            }
+        // The pending work itself comes from its streams, as they stood then.
+        let store = self.store.clone();
+        if !crate::reactor::fold_streams(
+            store.as_ref(),
+            &kept.pending_streams,
+            position,
+            NAME,
+            |e| {
+                self.apply(e);
+            },
+        )
+        .await
+        {
+            self.channels.clear();
+            self.pending.clear();
+            return 0;
         }
         tracing::info!(
             position,

@@ -107,6 +107,33 @@ pub async fn fold_log(
     }
 }
 
+/// Folds `streams` as they stood at `position` into `apply` (by [`observe`]): how a reactor
+/// whose snapshot names the streams with work pending takes that work back. False when one
+/// cannot be read; the caller then folds the whole log instead.
+pub async fn fold_streams<'a>(
+    store: &dyn EventStore,
+    streams: impl IntoIterator<Item = &'a String>,
+    position: Position,
+    reactor: &'static str,
+    mut apply: impl FnMut(&DecodedEvent),
+) -> bool {
+    for stream in streams {
+        match store.read_stream(stream, 0, usize::MAX).await {
+            Ok(events) => {
+                for event in events.into_iter().filter(|e| e.position <= position) {
+                    observe(reactor, &DecodedEvent::new(event), &mut apply);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(reactor, stream = %stream, error = %e,
+                    "cannot read a stream the snapshot names; folding the whole log");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// How a view every process keeps is kept between runs ([`crate::snapshots`]).
 pub struct Keeping<'a> {
     pub snapshots: crate::snapshots::Snapshots,
