@@ -143,20 +143,7 @@ impl Conversation {
                 if text.trim().is_empty() {
                     return Err(ConversationRejection::EmptyReply);
                 }
-                if !self.within_service_window(now) {
-                    let closed = self.last_incoming_at.map(service_window_end);
-                    return Err(ConversationRejection::OutsideServiceWindow(closed));
-                }
-                let mut events = self.queue(
-                    chat_id,
-                    message_id,
-                    Outgoing::text(text),
-                    OutboundPurpose::Reply,
-                    by,
-                    now,
-                );
-                events.extend(self.stop_clock(SlaStop::Answered, now));
-                Ok(events)
+                self.reply_in_window(chat_id, message_id, Outgoing::text(text), by, now)
             }
             ConversationCommand::SendMedia {
                 chat_id,
@@ -167,25 +154,12 @@ impl Conversation {
                 now,
             } => {
                 self.the_open_chat(chat_id)?;
-                if !self.within_service_window(now) {
-                    let closed = self.last_incoming_at.map(service_window_end);
-                    return Err(ConversationRejection::OutsideServiceWindow(closed));
-                }
                 let outgoing = Outgoing {
                     text: caption.filter(|c| !c.trim().is_empty()),
                     template: None,
                     media: Some(media),
                 };
-                let mut events = self.queue(
-                    chat_id,
-                    message_id,
-                    outgoing,
-                    OutboundPurpose::Reply,
-                    by,
-                    now,
-                );
-                events.extend(self.stop_clock(SlaStop::Answered, now));
-                Ok(events)
+                self.reply_in_window(chat_id, message_id, outgoing, by, now)
             }
             ConversationCommand::RecordForward {
                 message,
@@ -193,113 +167,21 @@ impl Conversation {
                 outcome,
                 attempts,
                 now,
-            } => {
-                let chat_id = *self
-                    .received
-                    .get(&message)
-                    .ok_or_else(|| ConversationRejection::UnknownInboundMessage(message.clone()))?;
-                if self.forwarded.contains(&message) {
-                    return Ok(vec![]);
-                }
-                Ok(match outcome {
-                    Ok(delivered) => {
-                        let mut events = vec![ConversationEvent::ForwardedToAgent {
-                            chat_id,
-                            message,
-                            tenant: tenant.clone(),
-                            genesys_message_id: delivered.id,
-                            attempts,
-                            forwarded_at: now,
-                        }];
-                        if let Some(conversation_id) = delivered
-                            .conversation_id
-                            .filter(|c| self.genesys_conversations.get(&tenant) != Some(c))
-                        {
-                            events.push(ConversationEvent::GenesysConversationMapped {
-                                chat_id,
-                                tenant,
-                                conversation_id,
-                                mapped_at: now,
-                            });
-                        }
-                        events
-                    }
-                    Err(error) => vec![ConversationEvent::ForwardToAgentFailed {
-                        chat_id,
-                        message,
-                        tenant,
-                        code: error.code,
-                        reason: error.message,
-                        attempts,
-                        failed_at: now,
-                    }],
-                })
-            }
+            } => self.record_forward(message, tenant, outcome, attempts, now),
             ConversationCommand::RecordReceiptForward {
                 message_id,
                 tenant,
                 status,
                 outcome,
                 now,
-            } => {
-                let outbound = self
-                    .outbound
-                    .get(&message_id)
-                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
-                if self
-                    .receipts_to_agent
-                    .contains(&(message_id, status.clone()))
-                {
-                    return Ok(vec![]);
-                }
-                Ok(vec![ConversationEvent::ReceiptForwardedToAgent {
-                    chat_id: outbound.chat_id,
-                    message_id,
-                    tenant,
-                    status,
-                    accepted: outcome.is_ok(),
-                    reason: outcome.err().map(|e| e.to_string()),
-                    forwarded_at: now,
-                }])
-            }
+            } => self.record_receipt_forward(message_id, tenant, status, outcome, now),
             ConversationCommand::QueueAgentReply {
                 message_id,
                 text,
                 media,
                 by,
                 now,
-            } => {
-                if self.outbound.contains_key(&message_id) {
-                    return Ok(vec![]);
-                }
-                let chat_id = self
-                    .open_chat()
-                    .map(|c| c.chat_id)
-                    .ok_or(ConversationRejection::NoOpenChat)?;
-                let text = text.filter(|t| !t.trim().is_empty());
-                if text.is_none() && media.is_none() {
-                    return Err(ConversationRejection::EmptyReply);
-                }
-                if !self.within_service_window(now) {
-                    let closed = self.last_incoming_at.map(service_window_end);
-                    return Err(ConversationRejection::OutsideServiceWindow(closed));
-                }
-                let outgoing = Outgoing {
-                    text,
-                    template: None,
-                    media,
-                };
-                let mut events = self.queue(
-                    chat_id,
-                    message_id,
-                    outgoing,
-                    OutboundPurpose::Reply,
-                    by,
-                    now,
-                );
-                events.extend(self.stop_clock(SlaStop::Answered, now));
-                Ok(events)
-            }
+            } => self.queue_agent_reply(message_id, text, media, by, now),
             ConversationCommand::RecordMedia {
                 message,
                 index,
@@ -307,41 +189,7 @@ impl Conversation {
                 outcome,
                 retry_at,
                 now,
-            } => {
-                let chat_id = *self
-                    .received
-                    .get(&message)
-                    .ok_or_else(|| ConversationRejection::UnknownInboundMessage(message.clone()))?;
-                let progress = self
-                    .media
-                    .get(&(message.clone(), index))
-                    .copied()
-                    .unwrap_or_default();
-                if progress.settled {
-                    return Ok(vec![]);
-                }
-                Ok(vec![match outcome {
-                    Ok(media) => ConversationEvent::MediaStored {
-                        chat_id,
-                        message,
-                        index,
-                        media,
-                        stored_at: now,
-                    },
-                    Err(_) if attempt <= progress.attempts => return Ok(vec![]),
-                    Err(error) => ConversationEvent::MediaFetchFailed {
-                        chat_id,
-                        message,
-                        index,
-                        attempt,
-                        code: error.code,
-                        reason: error.reason,
-                        retryable: error.retryable,
-                        retry_at: retry_at.filter(|_| error.retryable),
-                        failed_at: now,
-                    },
-                }])
-            }
+            } => self.record_media(message, index, attempt, outcome, retry_at, now),
             ConversationCommand::SendTemplate {
                 chat_id,
                 message_id,
@@ -615,6 +463,32 @@ impl Conversation {
         }]
     }
 
+    /// Queues a free-form reply (text, or an attachment) on `chat_id`: only within 24 hours
+    /// of the customer's last message. It answers the waiting customer: the SLA clock stops.
+    pub(super) fn reply_in_window(
+        &self,
+        chat_id: Uuid,
+        message_id: Uuid,
+        outgoing: Outgoing,
+        by: String,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ConversationEvent>, ConversationRejection> {
+        if !self.within_service_window(now) {
+            let closed = self.last_incoming_at.map(service_window_end);
+            return Err(ConversationRejection::OutsideServiceWindow(closed));
+        }
+        let mut events = self.queue(
+            chat_id,
+            message_id,
+            outgoing,
+            OutboundPurpose::Reply,
+            by,
+            now,
+        );
+        events.extend(self.stop_clock(SlaStop::Answered, now));
+        Ok(events)
+    }
+
     /// Stops the SLA clock, if it runs.
     pub(super) fn stop_clock(
         &self,
@@ -716,9 +590,9 @@ pub(super) fn rating_in(message: &InboundMessage) -> Option<u8> {
 
 /// What an outbound message carries: text, a template, or an attachment with its caption.
 pub(super) struct Outgoing {
-    text: Option<String>,
-    template: Option<Template>,
-    media: Option<StoredMedia>,
+    pub(super) text: Option<String>,
+    pub(super) template: Option<Template>,
+    pub(super) media: Option<StoredMedia>,
 }
 
 impl Outgoing {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod attachments;
+mod bridge;
 mod commands;
 mod decide;
 mod events;
