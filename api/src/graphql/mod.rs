@@ -7,6 +7,7 @@
 
 mod chat;
 mod commands;
+mod consent;
 mod credential;
 mod customer;
 mod executive;
@@ -19,6 +20,7 @@ mod subscription;
 
 pub use chat::*;
 use commands::*;
+pub use consent::*;
 pub use credential::*;
 pub use customer::*;
 pub use executive::*;

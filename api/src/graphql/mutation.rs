@@ -440,65 +440,15 @@ impl Mutation {
         reason: String,
         wording_version: Option<String>,
     ) -> Result<Vec<ConsentState>, Error> {
-        use chatledger_core::consent::{consent_stream, Category, ConsentChange, Method};
-        let viewer = changer(ctx)?.clone();
-        let category = match category.to_ascii_lowercase().as_str() {
-            "marketing" => Category::Marketing,
-            "service" => Category::Service,
-            other => {
-                return Err(coded(
-                    format!("category {other:?} is not one of marketing, service"),
-                    "BAD_USER_INPUT",
-                ))
-            }
-        };
-        if reason.trim().is_empty() {
-            return Err(coded("a consent change needs its reason", "BAD_USER_INPUT"));
-        }
-        let consent = customer_consent(ctx, &customer_number).await?;
-        let key = if customer_number.starts_with('+') {
-            chatledger_core::conversation::CustomerKey::Phone(customer_number.clone())
-        } else {
-            chatledger_core::conversation::CustomerKey::UserId(customer_number.clone())
-        };
-        let change = ConsentChange {
-            categories: vec![category],
-            method: Method::Agent,
+        set_consent(
+            ctx,
+            customer_number,
+            category,
+            granted,
+            reason,
             wording_version,
-            evidence: Some(reason),
-            actor: viewer
-                .executive_id
-                .as_deref()
-                .map_or("admin".to_owned(), |id| format!("executive:{id}")),
-            at: state(ctx).clock.now(),
-        };
-        let mut standing = consent.clone();
-        if let Some(event) = consent.decide(granted, change) {
-            let stream = consent_stream(&key);
-            state(ctx)
-                .store
-                .append(
-                    &stream,
-                    ExpectedVersion::Any,
-                    vec![event.to_new_event(&stream, Metadata::by(viewer.name.clone()))],
-                )
-                .await
-                .map_err(internal)?;
-            standing.evolve(&event);
-        }
-        Ok(standing
-            .categories
-            .iter()
-            .map(|(category, s)| ConsentState {
-                category: category.as_str().to_owned(),
-                granted: s.granted,
-                method: serde_json::to_value(s.method)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                at: s.at,
-            })
-            .collect())
+        )
+        .await
     }
 
     /// Goes online (receives chats) or offline.
@@ -615,18 +565,4 @@ pub async fn login(
         expires_at,
         executive,
     })
-}
-
-/// A customer's consent as the log holds it now ([`AppState::consent_of`]).
-async fn customer_consent(
-    ctx: &Context<'_>,
-    customer: &str,
-) -> Result<chatledger_core::consent::Consent, Error> {
-    use chatledger_core::conversation::CustomerKey;
-    let key = if customer.starts_with('+') {
-        CustomerKey::Phone(customer.to_owned())
-    } else {
-        CustomerKey::UserId(customer.to_owned())
-    };
-    state(ctx).consent_of(&key).await.map_err(internal)
 }

@@ -1,0 +1,143 @@
+//! A customer's consent over GraphQL: where it stands, its history, and an executive's
+//! change.
+
+use super::*;
+
+/// Where one category of a customer's consent stands.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConsentState {
+    /// `service` or `marketing`.
+    pub category: String,
+    pub granted: bool,
+    /// How: `keyword`, `user_preferences`, `form`, `agent`, `api`.
+    pub method: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One change of a customer's consent.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConsentChange {
+    pub granted: bool,
+    pub categories: Vec<String>,
+    pub method: String,
+    pub wording_version: Option<String>,
+    /// The message or submission that shows it.
+    pub evidence: Option<String>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+pub(super) async fn consent_history(ctx: &Context<'_>, customer: &str) -> Result<Vec<ConsentChange>, Error> {
+    let rows = state(ctx)
+        .read_side
+        .db
+        .fetch_all(
+            "SELECT granted, categories, method, wording_version, evidence, actor, at FROM consent_changes
+             WHERE customer = $1 ORDER BY position LIMIT 500",
+            &[customer.into()],
+        )
+        .await
+        .map_err(internal)?;
+    Ok(rows
+        .iter()
+        .map(|row| ConsentChange {
+            granted: row.i64(0) == Some(1),
+            categories: row
+                .text(1)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            method: row.text(2).unwrap_or_default(),
+            wording_version: row.text(3),
+            evidence: row.text(4),
+            actor: row.text(5).unwrap_or_default(),
+            at: row.time(6).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// A customer's consent as the log holds it now ([`AppState::consent_of`]).
+pub(super) async fn customer_consent(
+    ctx: &Context<'_>,
+    customer: &str,
+) -> Result<chatledger_core::consent::Consent, Error> {
+    use chatledger_core::conversation::CustomerKey;
+    let key = if customer.starts_with('+') {
+        CustomerKey::Phone(customer.to_owned())
+    } else {
+        CustomerKey::UserId(customer.to_owned())
+    };
+    state(ctx).consent_of(&key).await.map_err(internal)
+}
+
+/// Records consent as an executive took it (see `Mutation::set_consent`).
+pub(super) async fn set_consent(
+    ctx: &Context<'_>,
+    customer_number: String,
+    category: String,
+    granted: bool,
+    reason: String,
+    wording_version: Option<String>,
+) -> Result<Vec<ConsentState>, Error> {
+    use chatledger_core::consent::{consent_stream, Category, ConsentChange, Method};
+    let viewer = changer(ctx)?.clone();
+    let category = match category.to_ascii_lowercase().as_str() {
+        "marketing" => Category::Marketing,
+        "service" => Category::Service,
+        other => {
+            return Err(coded(
+                format!("category {other:?} is not one of marketing, service"),
+                "BAD_USER_INPUT",
+            ))
+        }
+    };
+    if reason.trim().is_empty() {
+        return Err(coded("a consent change needs its reason", "BAD_USER_INPUT"));
+    }
+    let consent = customer_consent(ctx, &customer_number).await?;
+    let key = if customer_number.starts_with('+') {
+        chatledger_core::conversation::CustomerKey::Phone(customer_number.clone())
+    } else {
+        chatledger_core::conversation::CustomerKey::UserId(customer_number.clone())
+    };
+    let change = ConsentChange {
+        categories: vec![category],
+        method: Method::Agent,
+        wording_version,
+        evidence: Some(reason),
+        actor: viewer
+            .executive_id
+            .as_deref()
+            .map_or("admin".to_owned(), |id| format!("executive:{id}")),
+        at: state(ctx).clock.now(),
+    };
+    let mut standing = consent.clone();
+    if let Some(event) = consent.decide(granted, change) {
+        let stream = consent_stream(&key);
+        state(ctx)
+            .store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![event.to_new_event(&stream, Metadata::by(viewer.name.clone()))],
+            )
+            .await
+            .map_err(internal)?;
+        standing.evolve(&event);
+    }
+    Ok(standing
+        .categories
+        .iter()
+        .map(|(category, s)| ConsentState {
+            category: category.as_str().to_owned(),
+            granted: s.granted,
+            method: serde_json::to_value(s.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            at: s.at,
+        })
+        .collect())
+}
