@@ -27,7 +27,10 @@ pub struct ConsentChange {
     pub at: DateTime<Utc>,
 }
 
-pub(super) async fn consent_history(ctx: &Context<'_>, customer: &str) -> Result<Vec<ConsentChange>, Error> {
+pub(super) async fn consent_history(
+    ctx: &Context<'_>,
+    customer: &str,
+) -> Result<Vec<ConsentChange>, Error> {
     let rows = state(ctx)
         .read_side
         .db
