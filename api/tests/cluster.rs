@@ -415,12 +415,14 @@ async fn settled(installation: &Installation, alerts: usize) -> Sends {
             .keys()
             .filter(|id| !sends.dispatched.contains_key(*id) && !sends.failed.contains(*id))
             .collect();
-        // Every stream alerted is escalated too (more than 20 customers may be waiting: the
-        // count alone can be reached before the last escalations).
+        // At least `alerts` notifications of streams alerted and escalated both (a customer
+        // answered just after their alert is never escalated: a bare count is not enough).
         let escalated = sends
             .alerts
             .iter()
-            .all(|(stream, ..)| sends.alerts.iter().filter(|(s, ..)| s == stream).count() >= 2);
+            .filter(|(stream, ..)| sends.alerts.iter().filter(|(s, ..)| s == stream).count() >= 2)
+            .count()
+            >= alerts;
         if open.is_empty() && sends.alerts.len() >= alerts && escalated {
             break;
         }
@@ -494,12 +496,13 @@ async fn replies_and_alerts_over_two_then_three_processes_are_each_sent_once() {
     assert_eq!(replies, 100, "{sends:?}");
     let unanswered: BTreeSet<&String> = sends.alerts.iter().map(|(s, ..)| s).collect();
     assert!(unanswered.len() >= 20, "{:?}", sends.alerts);
-    for (stream, ..) in &sends.alerts {
-        assert_eq!(
-            sends.alerts.iter().filter(|(s, ..)| s == stream).count(),
-            2,
-            "{stream}: one alert and one escalation"
-        );
+    // The 20 customers nobody answered got one alert and one escalation each; one answered
+    // just after their alert got that alert alone (each_sent_once: nothing raised twice).
+    let count = |stream: &String| sends.alerts.iter().filter(|(s, ..)| s == stream).count();
+    let both = unanswered.iter().filter(|s| count(s) == 2).count();
+    assert!(both >= 20, "{:?}", sends.alerts);
+    for stream in &unanswered {
+        assert!(count(stream) <= 2, "{stream}: {:?}", sends.alerts);
     }
     for child in [a, b, c] {
         terminate(child).await;
