@@ -258,6 +258,36 @@ pub(crate) fn results(
     Ok(results)
 }
 
+/// Counts an append that was answered (`chatledger_events_appended_total`,
+/// `chatledger_appends_total` by outcome) and how long it took from the caller's side,
+/// waiting for its group included (`chatledger_append_duration_seconds`).
+pub(crate) fn measured(
+    backend: &'static str,
+    started: std::time::Instant,
+    result: &Result<AppendResult, StoreError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(StoreError::WrongExpectedVersion { .. }) => "conflict",
+        Err(_) => "error",
+    };
+    metrics::counter!("chatledger_appends_total", "backend" => backend, "outcome" => outcome)
+        .increment(1);
+    if let Ok(result) = result {
+        metrics::counter!("chatledger_events_appended_total", "backend" => backend)
+            .increment(result.stored.len() as u64);
+    }
+    metrics::histogram!("chatledger_append_duration_seconds", "backend" => backend)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// How long a write transaction's commit took (`chatledger_commit_duration_seconds`): the
+/// disk flush a group of appends waits for.
+pub(crate) fn commit_took(backend: &'static str, started: std::time::Instant) {
+    metrics::histogram!("chatledger_commit_duration_seconds", "backend" => backend)
+        .record(started.elapsed().as_secs_f64());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -440,7 +440,9 @@ impl Writer {
         }
         drop(rows);
         let outcomes = results(plans, &positions)?;
+        let committing = std::time::Instant::now();
         tx.commit().await?;
+        crate::append::commit_took("postgres", committing);
         let mut outcomes = outcomes.into_iter();
         Ok(taken
             .into_iter()
@@ -541,7 +543,9 @@ impl Writer {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
+        let committing = std::time::Instant::now();
         tx.commit().await.map_err(failed)?;
+        crate::append::commit_took("postgres", committing);
         let stored: Vec<StoredEvent> = plan
             .rows
             .iter()
@@ -583,13 +587,19 @@ impl EventStore for PostgresStore {
                 stream_version: self.stream_version(stream).await?,
             });
         }
-        self.write(stream, expected, events, None)
-            .await?
-            .ok_or_else(|| {
-                StoreError::Backend(
-                    "the writer answered an append with no key as if it had one".into(),
-                )
-            })
+        let started = std::time::Instant::now();
+        let result = self
+            .write(stream, expected, events, None)
+            .await
+            .and_then(|answered| {
+                answered.ok_or_else(|| {
+                    StoreError::Backend(
+                        "the writer answered an append with no key as if it had one".into(),
+                    )
+                })
+            });
+        crate::append::measured("postgres", started, &result);
+        result
     }
 
     async fn read_stream(

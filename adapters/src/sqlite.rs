@@ -195,17 +195,21 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         validate(stream, &events)?;
+        let started = std::time::Instant::now();
         let job = AppendJob {
             stream: stream.to_owned(),
             expected,
             events,
         };
-        match self.write(Work::Append(job)).await? {
-            Done::Appended(result) => Ok(result),
-            _ => Err(StoreError::Backend(
+        let result = match self.write(Work::Append(job)).await {
+            Ok(Done::Appended(result)) => Ok(result),
+            Ok(_) => Err(StoreError::Backend(
                 "the writer answered an append with something else".into(),
             )),
-        }
+            Err(e) => Err(e),
+        };
+        crate::append::measured("sqlite", started, &result);
+        result
     }
 
     async fn read_stream(
@@ -490,7 +494,9 @@ async fn write_group(
         answers.push(answer);
     }
     let appended = append_all(&mut tx, &jobs).await?;
+    let committing = std::time::Instant::now();
     tx.commit().await?;
+    crate::append::commit_took("sqlite", committing);
     if let Some(position) = appended.last_position {
         wake.send_replace(position);
     }

@@ -53,6 +53,11 @@ pub enum AuthError {
     /// The password was right, but an admin deactivated the account.
     #[error("this account is deactivated; an admin can reactivate it")]
     Deactivated,
+    /// Too many failed logins in a row locked the account (the password was right).
+    #[error(
+        "this account is locked after too many failed logins, until {0}; an admin can unlock it"
+    )]
+    Locked(DateTime<Utc>),
     /// A login whose input cannot be an account's (a NUL character, thousands of characters).
     #[error("{0}")]
     RefusedInput(String),
@@ -94,6 +99,8 @@ pub struct TokenFacts {
 pub struct AuthSettings {
     jwt_secret: Option<Secret>,
     admin_token: Option<Secret>,
+    /// Lets a scraper read `/metrics` and nothing else (`METRICS_TOKEN`).
+    metrics_token: Option<Secret>,
     pub token_ttl: Duration,
 }
 
@@ -110,6 +117,7 @@ impl AuthSettings {
         Ok(AuthSettings {
             jwt_secret: secret("JWT_SECRET_KEY"),
             admin_token: secret("ADMIN_TOKEN"),
+            metrics_token: secret("METRICS_TOKEN"),
             token_ttl,
         })
     }
@@ -133,6 +141,21 @@ impl AuthSettings {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         self.read_token(token)
+    }
+
+    /// Whether the `Authorization` header carries `METRICS_TOKEN`.
+    pub fn is_metrics_scraper(&self, authorization: Option<&str>) -> bool {
+        let token = authorization
+            .map(str::trim)
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        match (&self.metrics_token, token) {
+            (Some(secret), Some(token)) => secret_matches(secret.expose(), token),
+            _ => false,
+        }
     }
 
     /// A bare token: whom it names, and (for a login token) its facts.

@@ -1,6 +1,7 @@
 //! Managing executives, the one place the command line and the GraphQL mutations go through:
 //! registering, deactivating and reactivating, a new role or stakeholders, a new name, a new
-//! password, logging out, and going offline at login.
+//! password, logging out, going offline at login, and failed logins with the lock they bring
+//! (and an admin's unlock).
 //!
 //! Each change is decided against the executive's stream as it stands (folded with
 //! [`ExecutiveState`]) and appended at the version it was decided on, so two admins changing
@@ -9,9 +10,10 @@
 
 use chatledger_core::channel::stakeholder_name;
 use chatledger_core::executive::{
-    executive_id, executive_stream, ExecutiveChange, ExecutiveDeactivated, ExecutiveEvent,
-    ExecutiveLoggedOut, ExecutivePasswordReset, ExecutiveReactivated, ExecutiveRegistered,
-    ExecutiveRenamed, ExecutiveRoleChanged, ExecutiveState, ExecutiveStatusChanged, Role,
+    executive_id, executive_stream, AccountLocked, AccountUnlocked, ExecutiveChange,
+    ExecutiveDeactivated, ExecutiveEvent, ExecutiveLoggedIn, ExecutiveLoggedOut,
+    ExecutivePasswordReset, ExecutiveReactivated, ExecutiveRegistered, ExecutiveRenamed,
+    ExecutiveRoleChanged, ExecutiveState, ExecutiveStatusChanged, Role,
 };
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError};
 use chrono::{DateTime, Utc};
@@ -372,4 +374,88 @@ pub async fn start_offline(
         Err(ExecutiveError::Refused(_)) => Ok(None),
         other => other,
     }
+}
+
+/// Records a failed login of executive `id` from `client`, and the lock it brings when it is
+/// the `lock_after`th in a row (`LOGIN_LOCK_AFTER`); the lock, if this one was recorded.
+/// Decided against the stream as it stands, so failures in several processes count together.
+pub async fn login_failed(
+    store: &dyn EventStore,
+    id: Uuid,
+    client: Option<String>,
+    at: DateTime<Utc>,
+    lock_after: u32,
+    lock_for: chrono::Duration,
+) -> Result<Option<AccountLocked>, ExecutiveError> {
+    for _ in 0..8 {
+        let (state, version) = load(store, id).await?;
+        let (failed, lock) = state.login_failed(client.clone(), at, lock_after, lock_for);
+        let mut events = vec![failed.to_new_event(Uuid::new_v4(), metadata("login"))];
+        if let Some(lock) = &lock {
+            events.push(lock.to_new_event(Uuid::new_v4(), metadata("login")));
+        }
+        match record(store, id, version, events).await {
+            Ok(_) => return Ok(lock),
+            // Another failure (or login) was recorded meanwhile: count this one after it.
+            Err(ExecutiveError::Refused(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ExecutiveError::Refused(
+        "too many logins of this account at once".into(),
+    ))
+}
+
+/// Records a login: the token `token_id` was issued (and the failures in a row end).
+pub async fn logged_in(
+    store: &dyn EventStore,
+    id: Uuid,
+    token_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), ExecutiveError> {
+    let event_id = Uuid::new_v5(
+        &chatledger_core::conversation::EVENT_ID_NAMESPACE,
+        format!("login/{token_id}").as_bytes(),
+    );
+    let change = ExecutiveLoggedIn {
+        executive_id: id,
+        token_id: token_id.to_owned(),
+        at,
+    };
+    store
+        .append(
+            &executive_stream(id),
+            ExpectedVersion::Any,
+            vec![change.to_new_event(event_id, metadata(&format!("executive:{id}")))],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Lifts a lock before its time (an admin's, with the reason).
+pub async fn unlock(
+    store: &dyn EventStore,
+    id: Uuid,
+    reason: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<ExecutiveState, ExecutiveError> {
+    change(store, id, by, |state| {
+        if state.locked_at(at).is_none() {
+            return Err(ExecutiveError::Refused(format!(
+                "{} is not locked",
+                state.email
+            )));
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ExecutiveError::Refused("say why (a reason)".into()));
+        }
+        Ok(Some(AccountUnlocked {
+            executive_id: id,
+            reason: reason.to_owned(),
+            at,
+        }))
+    })
+    .await
 }

@@ -24,6 +24,8 @@
 //!   routing each business's messages by its integration choice.
 //! - [`limits`]: what one client may make the server do (sizes, timeouts, connections).
 //! - [`login`]: password checks, bounded and off the async workers, slowed for failures.
+//! - [`metrics`]: `GET /metrics` in Prometheus's text format, and the request counters.
+//! - [`rate`]: requests per token (GraphQL, media), 429 with `Retry-After` beyond.
 //! - [`live`]: one follower of the log fanned out to every subscription.
 //! - [`readiness`]: whether the store is usable yet, and if not, why.
 
@@ -38,7 +40,9 @@ pub mod ingest;
 pub mod limits;
 pub mod live;
 pub mod login;
+pub mod metrics;
 pub mod onboarding;
+pub mod rate;
 pub mod readiness;
 pub mod server;
 pub mod sessions;

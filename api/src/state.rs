@@ -75,6 +75,11 @@ pub struct AppState {
     /// Which partitions of the streams this process's reactors act on: all of them unless
     /// `serve` shares the work with other processes on PostgreSQL.
     pub ownership: chatledger_projections::ownership::Ownership,
+    /// Requests per account (GraphQL, media).
+    pub rates: crate::rate::Rates,
+    /// Circuit breakers of the providers' endpoints and Genesys tenants (the dispatcher's
+    /// and the bridge's), shown by readiness and `/metrics`.
+    pub circuits: chatledger_projections::breaker::Circuits,
     /// The reactors [`AppState::start_background`] started, for [`AppState::stopped`].
     reactors: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -87,6 +92,7 @@ impl AppState {
         read_side: Arc<ReadSide>,
         settings: Settings,
     ) -> Self {
+        crate::metrics::install();
         let (live, _) = tokio::sync::broadcast::channel(crate::live::CAPACITY);
         let personal = PersonalData::new(store);
         let store: Arc<dyn EventStore> = Arc::new(personal.clone());
@@ -115,6 +121,8 @@ impl AppState {
             ownership: chatledger_projections::ownership::Ownership::local(),
             reactors: Arc::default(),
             logins: LoginGuard::new(&settings.limits),
+            rates: crate::rate::Rates::new(&settings.limits),
+            circuits: chatledger_projections::breaker::Circuits::new(settings.limits.breaker),
             limits: Arc::new(settings.limits),
             personal,
             auth: Arc::new(settings.auth),
@@ -329,6 +337,7 @@ impl AppState {
                     state.sender.clone(),
                     state.dispatch_limits.clone(),
                 )
+                .with_circuits(state.circuits.clone())
                 .owned_by(state.ownership.clone())
                 .remembered_in(Snapshots::new(state.read_side.db.clone()));
                 Box::pin(dispatcher.run(tail_.clone(), stop.clone()))
@@ -360,6 +369,7 @@ impl AppState {
                     state.genesys.configured.clone(),
                     state.genesys.limits.clone(),
                 )
+                .with_circuits(state.circuits.clone())
                 .owned_by(state.ownership.clone());
                 Box::pin(bridge.run(tail_.clone(), stop.clone()))
             }),
@@ -373,6 +383,7 @@ impl AppState {
                     state.conversations.clone(),
                     state.consent.clone(),
                 )
+                .answering_at_most_every(state.limits.auto_answer_window)
                 .owned_by(state.ownership.clone());
                 Box::pin(keeper.run(tail_.clone(), stop.clone()))
             }),

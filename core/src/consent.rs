@@ -132,6 +132,35 @@ impl ConsentEvent {
     }
 }
 
+impl ConsentEvent {
+    /// What the change did, in words an auditor reads: "withdrew marketing by keyword
+    /// (evidence wamid.X), recorded by customer".
+    pub fn in_words(&self) -> String {
+        let change = self.change();
+        let verb = match self {
+            ConsentEvent::ConsentGranted(_) => "granted",
+            ConsentEvent::ConsentWithdrawn(_) => "withdrew",
+        };
+        let categories: Vec<&str> = change.categories.iter().map(Category::as_str).collect();
+        let how = match change.method {
+            Method::Keyword => "by keyword",
+            Method::UserPreferences => "in WhatsApp's settings (user_preferences)",
+            Method::Form => "on a form",
+            Method::Agent => "through an executive",
+            Method::Api => "through the transaction system",
+        };
+        let mut words = format!("{verb} {} {how}", categories.join(" and "));
+        if let Some(wording) = &change.wording_version {
+            words.push_str(&format!(", shown wording {wording}"));
+        }
+        if let Some(evidence) = &change.evidence {
+            words.push_str(&format!(" (evidence: {evidence})"));
+        }
+        words.push_str(&format!(", recorded by {}", change.actor));
+        words
+    }
+}
+
 /// Where one category stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standing {
@@ -193,11 +222,21 @@ impl Consent {
 }
 
 /// What a keyword asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Keyword {
     Stop,
     Start,
     Help,
+}
+
+impl Keyword {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Keyword::Stop => "stop",
+            Keyword::Start => "start",
+            Keyword::Help => "help",
+        }
+    }
 }
 
 /// The keywords each word stands for (Twilio's defaults, which apply to WhatsApp senders).
@@ -262,6 +301,25 @@ mod tests {
             actor: "customer".into(),
             at: at.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn a_change_in_words() {
+        let stop = ConsentEvent::ConsentWithdrawn(change("2026-12-01T10:00:00Z"));
+        assert_eq!(
+            stop.in_words(),
+            "withdrew marketing by keyword (evidence: wamid.1), recorded by customer"
+        );
+        let form = ConsentEvent::ConsentGranted(ConsentChange {
+            categories: vec![Category::Service, Category::Marketing],
+            method: Method::Form,
+            wording_version: Some("v3".into()),
+            ..change("2026-12-01T10:00:00Z")
+        });
+        assert_eq!(
+            form.in_words(),
+            "granted service and marketing on a form, shown wording v3 (evidence: wamid.1), recorded by customer"
+        );
     }
 
     #[test]

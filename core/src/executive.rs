@@ -193,6 +193,56 @@ pub struct ExecutiveLoggedOut {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A login named this executive with a wrong password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    pub executive_id: Uuid,
+    /// The address the attempt came from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Failed logins in a row, this one counted.
+    pub failures_in_a_row: u32,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Too many failed logins in a row: no login, even with the right password, until `until`
+/// or until an admin unlocks the account. Tokens already issued stand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountLocked {
+    pub executive_id: Uuid,
+    pub failures_in_a_row: u32,
+    pub until: chrono::DateTime<chrono::Utc>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An admin lifted a lock before its time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountUnlocked {
+    pub executive_id: Uuid,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The executive logged in: a token with this id was issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutiveLoggedIn {
+    pub executive_id: Uuid,
+    pub token_id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ExecutiveChange for LoginFailed {
+    const EVENT_TYPE: &'static str = "LoginFailed";
+}
+impl ExecutiveChange for AccountLocked {
+    const EVENT_TYPE: &'static str = "AccountLocked";
+}
+impl ExecutiveChange for AccountUnlocked {
+    const EVENT_TYPE: &'static str = "AccountUnlocked";
+}
+impl ExecutiveChange for ExecutiveLoggedIn {
+    const EVENT_TYPE: &'static str = "ExecutiveLoggedIn";
+}
 impl ExecutiveChange for ExecutiveDeactivated {
     const EVENT_TYPE: &'static str = "ExecutiveDeactivated";
 }
@@ -223,11 +273,15 @@ pub enum ExecutiveEvent {
     Renamed(ExecutiveRenamed),
     PasswordReset(ExecutivePasswordReset),
     LoggedOut(ExecutiveLoggedOut),
+    LoginFailed(LoginFailed),
+    Locked(AccountLocked),
+    Unlocked(AccountUnlocked),
+    LoggedIn(ExecutiveLoggedIn),
 }
 
 impl ExecutiveEvent {
     /// Every event type of an executive's stream.
-    pub const TYPES: [&'static str; 8] = [
+    pub const TYPES: [&'static str; 12] = [
         ExecutiveRegistered::EVENT_TYPE,
         ExecutiveStatusChanged::EVENT_TYPE,
         ExecutiveDeactivated::EVENT_TYPE,
@@ -236,6 +290,10 @@ impl ExecutiveEvent {
         ExecutiveRenamed::EVENT_TYPE,
         ExecutivePasswordReset::EVENT_TYPE,
         ExecutiveLoggedOut::EVENT_TYPE,
+        LoginFailed::EVENT_TYPE,
+        AccountLocked::EVENT_TYPE,
+        AccountUnlocked::EVENT_TYPE,
+        ExecutiveLoggedIn::EVENT_TYPE,
     ];
 
     /// Whether `event_type` is one of an executive's.
@@ -264,6 +322,10 @@ impl ExecutiveEvent {
             ExecutiveRenamed::EVENT_TYPE => read(data, ExecutiveEvent::Renamed),
             ExecutivePasswordReset::EVENT_TYPE => read(data, ExecutiveEvent::PasswordReset),
             ExecutiveLoggedOut::EVENT_TYPE => read(data, ExecutiveEvent::LoggedOut),
+            LoginFailed::EVENT_TYPE => read(data, ExecutiveEvent::LoginFailed),
+            AccountLocked::EVENT_TYPE => read(data, ExecutiveEvent::Locked),
+            AccountUnlocked::EVENT_TYPE => read(data, ExecutiveEvent::Unlocked),
+            ExecutiveLoggedIn::EVENT_TYPE => read(data, ExecutiveEvent::LoggedIn),
             _ => None,
         }
     }
@@ -279,6 +341,10 @@ impl ExecutiveEvent {
             ExecutiveEvent::Renamed(e) => e.executive_id,
             ExecutiveEvent::PasswordReset(e) => e.executive_id,
             ExecutiveEvent::LoggedOut(e) => e.executive_id,
+            ExecutiveEvent::LoginFailed(e) => e.executive_id,
+            ExecutiveEvent::Locked(e) => e.executive_id,
+            ExecutiveEvent::Unlocked(e) => e.executive_id,
+            ExecutiveEvent::LoggedIn(e) => e.executive_id,
         }
     }
 
@@ -310,6 +376,12 @@ pub struct ExecutiveState {
     /// How many times every token was ended ([`ExecutiveEvent::ends_sessions`]): a token
     /// carries the number at its issue and stands only while it is still the same.
     pub session_generation: u64,
+    /// Failed logins since the last login, lock or unlock.
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+    /// Locked (after too many failed logins) until then, unless unlocked first.
+    #[serde(default)]
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ExecutiveState {
@@ -336,6 +408,8 @@ impl ExecutiveState {
                     active: true,
                     online: false,
                     session_generation: 0,
+                    failures_in_a_row: 0,
+                    locked_until: None,
                 });
             }
             return;
@@ -358,7 +432,52 @@ impl ExecutiveState {
             }
             ExecutiveEvent::Renamed(e) => s.name = e.name.clone(),
             ExecutiveEvent::PasswordReset(e) => s.password_hash = e.password_hash.clone(),
+            ExecutiveEvent::LoginFailed(_) => s.failures_in_a_row += 1,
+            ExecutiveEvent::Locked(e) => {
+                s.locked_until = Some(e.until);
+                s.failures_in_a_row = 0;
+            }
+            ExecutiveEvent::Unlocked(_) => {
+                s.locked_until = None;
+                s.failures_in_a_row = 0;
+            }
+            ExecutiveEvent::LoggedIn(_) => s.failures_in_a_row = 0,
         }
+    }
+
+    /// Until when the account is locked, if it is at `now`.
+    pub fn locked_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.locked_until.filter(|until| *until > now)
+    }
+
+    /// What a failed login records: the failure, and a lock when it is the `lock_after`th in
+    /// a row (an account already locked is not locked again: its lock keeps its end).
+    pub fn login_failed(
+        &self,
+        client: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+        lock_after: u32,
+        lock_for: chrono::Duration,
+    ) -> (LoginFailed, Option<AccountLocked>) {
+        let failures_in_a_row = self.failures_in_a_row + 1;
+        let failed = LoginFailed {
+            executive_id: self.executive_id,
+            client,
+            failures_in_a_row,
+            at: now,
+        };
+        let lock = (failures_in_a_row >= lock_after && self.locked_at(now).is_none()).then(|| {
+            AccountLocked {
+                executive_id: self.executive_id,
+                failures_in_a_row,
+                until: now + lock_for,
+                at: now,
+            }
+        });
+        (failed, lock)
     }
 
     /// Whether this executive is assigned chats of `stakeholder` when online.
@@ -452,6 +571,62 @@ mod tests {
             assert!(ExecutiveEvent::decode(event_type, &serde_json::json!({})).is_some());
         }
         assert!(ExecutiveEvent::decode("MessageReceived", &serde_json::json!({})).is_none());
+    }
+
+    #[test]
+    fn failures_in_a_row_lock_until_a_login_lock_or_unlock_ends_them() {
+        let id = executive_id("asha@example.com");
+        let at = chrono::Utc::now();
+        let mut state = ExecutiveState::fold(&[ExecutiveEvent::Registered(ExecutiveRegistered {
+            executive_id: id,
+            email: "asha@example.com".into(),
+            name: "Asha".into(),
+            role: Role::Executive,
+            stakeholders: vec!["partner".into()],
+            password_hash: "h".into(),
+        })]);
+        let hour = chrono::Duration::hours(1);
+        let fail = |state: &mut Option<ExecutiveState>| {
+            let (failed, lock) = state.as_ref().unwrap().login_failed(None, at, 3, hour);
+            ExecutiveState::apply(state, &ExecutiveEvent::LoginFailed(failed));
+            if let Some(lock) = lock.clone() {
+                ExecutiveState::apply(state, &ExecutiveEvent::Locked(lock));
+            }
+            lock
+        };
+        assert!(fail(&mut state).is_none());
+        ExecutiveState::apply(
+            &mut state,
+            &ExecutiveEvent::LoggedIn(ExecutiveLoggedIn {
+                executive_id: id,
+                token_id: "t".into(),
+                at,
+            }),
+        );
+        assert!(
+            fail(&mut state).is_none() && fail(&mut state).is_none(),
+            "a login starts the count again"
+        );
+        let lock = fail(&mut state).expect("the third in a row locks");
+        assert_eq!(lock.until, at + hour);
+        let s = state.as_ref().unwrap();
+        assert_eq!(s.locked_at(at), Some(at + hour));
+        assert_eq!(s.locked_at(at + hour), None, "a lock ends by itself");
+        for _ in 0..3 {
+            assert!(
+                fail(&mut state).is_none(),
+                "a locked account is not locked again"
+            );
+        }
+        ExecutiveState::apply(
+            &mut state,
+            &ExecutiveEvent::Unlocked(AccountUnlocked {
+                executive_id: id,
+                reason: "verified by phone".into(),
+                at,
+            }),
+        );
+        assert_eq!(state.unwrap().locked_at(at), None);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::breaker::Circuits;
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
 use crate::tail::LogTail;
@@ -108,6 +109,8 @@ pub struct Bridge {
     receipts: BTreeMap<(Uuid, String), PendingReceipt>,
     ownership: Ownership,
     seen: Position,
+    /// One per tenant ([`crate::breaker`]).
+    circuits: Circuits,
 }
 
 impl Bridge {
@@ -133,6 +136,37 @@ impl Bridge {
             receipts: BTreeMap::new(),
             ownership: Ownership::local(),
             seen: 0,
+            circuits: Circuits::default(),
+        }
+    }
+
+    /// Keeps its circuits in `circuits` (shared with whoever shows them).
+    pub fn with_circuits(mut self, circuits: Circuits) -> Self {
+        self.circuits = circuits;
+        self
+    }
+
+    /// Whether the tenant's circuit lets a call go; when not, `due` is put off until it may.
+    fn circuit_permits(&self, tenant: &str, due: &mut Instant) -> bool {
+        match self.circuits.permit(&format!("genesys:{tenant}")) {
+            Ok(()) => true,
+            Err(until) => {
+                *due = Instant::from_std(until);
+                false
+            }
+        }
+    }
+
+    /// Counts an answer (or its absence) against the tenant's circuit.
+    fn circuit_heard<T>(
+        &self,
+        tenant: &str,
+        outcome: &Result<T, chatledger_core::genesys::BridgeError>,
+    ) {
+        let circuit = format!("genesys:{tenant}");
+        match outcome {
+            Err(e) if e.transient => self.circuits.failed(&circuit),
+            _ => self.circuits.succeeded(&circuit),
         }
     }
 
@@ -387,6 +421,8 @@ impl Bridge {
                     Some(Ok(event)) => {
                         self.seen = self.seen.max(event.position);
                         crate::reactor::observe(NAME, &event, |e| self.apply(e));
+                        metrics::gauge!("chatledger_reactor_queue", "reactor" => NAME)
+                            .set((self.pending.len() + self.receipts.len()) as f64);
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the bridge's read failed; it retries"),
                     None => return,
@@ -429,8 +465,16 @@ impl Bridge {
                 }
                 continue;
             };
+            let mut due = p.due;
+            if !self.circuit_permits(&p.message.tenant, &mut due) {
+                if let Some(p) = self.pending.get_mut(&seq) {
+                    p.due = due;
+                }
+                continue;
+            }
             let attempt = p.attempts + 1;
             let outcome = self.messaging.send_to_agent(&p.message).await;
+            self.circuit_heard(&p.message.tenant, &outcome);
             let outcome = match outcome {
                 Err(e) if e.transient && attempt < self.limits.max_attempts => {
                     let delay = self.backoff(attempt);
@@ -502,8 +546,16 @@ impl Bridge {
                 }
                 continue;
             };
+            let mut due = pending.due;
+            if !self.circuit_permits(&pending.receipt.tenant, &mut due) {
+                if let Some(r) = self.receipts.get_mut(&key) {
+                    r.due = due;
+                }
+                continue;
+            }
             let attempt = pending.attempts + 1;
             let outcome = self.messaging.send_receipt(&pending.receipt).await;
+            self.circuit_heard(&pending.receipt.tenant, &outcome);
             if let Err(e) = &outcome {
                 if e.transient && attempt < self.limits.max_attempts {
                     let delay = self.backoff(attempt);

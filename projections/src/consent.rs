@@ -7,6 +7,11 @@
 //! the log decides exactly what was decided live. Every change's id derives from the message
 //! that caused it, and each answer's id from the change (or, for HELP, the message): written
 //! again after a restart, they are duplicates.
+//!
+//! Automated answers are rationed per customer: each kind (the STOP confirmation, the START
+//! one, the HELP text) goes at most once per `answer_window`, judged by the messages' own
+//! times, so a burst of HELPs is all recorded and answered once. Consent changes are never
+//! rationed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +90,12 @@ pub struct ConsentKeeper {
     /// Each customer's consent, by consent stream.
     consents: HashMap<String, Consent>,
     ownership: Ownership,
+    /// The shortest time between two answers of one kind to one customer.
+    answer_window: chrono::Duration,
+    /// When each customer was last answered, by consent stream and keyword.
+    answered: HashMap<(String, Keyword), chrono::DateTime<Utc>>,
+    /// Following the log live (not catching up at start): held answers are counted.
+    live: bool,
 }
 
 impl ConsentKeeper {
@@ -100,7 +111,37 @@ impl ConsentKeeper {
             customers: HashMap::new(),
             consents: HashMap::new(),
             ownership: Ownership::local(),
+            answer_window: chrono::Duration::hours(1),
+            answered: HashMap::new(),
+            live: false,
         }
+    }
+
+    /// Answers each customer at most once per `window` for each keyword.
+    pub fn answering_at_most_every(mut self, window: std::time::Duration) -> Self {
+        self.answer_window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        self
+    }
+
+    /// Whether `customer` may be answered for `keyword` at `at`; counts the answer if so.
+    fn may_answer(
+        &mut self,
+        customer: &CustomerKey,
+        keyword: Keyword,
+        at: chrono::DateTime<Utc>,
+    ) -> bool {
+        let key = (consent_stream(customer), keyword);
+        let free = self
+            .answered
+            .get(&key)
+            .is_none_or(|last| at - *last >= self.answer_window);
+        if free {
+            self.answered.insert(key, at);
+        } else if self.live {
+            metrics::counter!("chatledger_automated_answers_held_total", "keyword" => keyword.name())
+                .increment(1);
+        }
+        free
     }
 
     /// Acts only on what this process owns (default: everything).
@@ -162,14 +203,17 @@ impl ConsentKeeper {
                 Keyword::Stop => (
                     false,
                     Method::Keyword,
-                    Some(self.settings.stop_reply.clone()),
+                    Some((Keyword::Stop, self.settings.stop_reply.clone())),
                 ),
                 Keyword::Start => (
                     true,
                     Method::Keyword,
-                    Some(self.settings.start_reply.clone()),
+                    Some((Keyword::Start, self.settings.start_reply.clone())),
                 ),
                 Keyword::Help => {
+                    if !self.may_answer(&customer, Keyword::Help, received_at) {
+                        return None;
+                    }
                     return Some(Action::Answer {
                         message_id: Uuid::new_v5(
                             &EVENT_ID_NAMESPACE,
@@ -181,7 +225,7 @@ impl ConsentKeeper {
                             chat_id,
                             text: self.settings.help_reply.clone(),
                         },
-                    })
+                    });
                 }
             },
         };
@@ -194,10 +238,11 @@ impl ConsentKeeper {
             at: received_at,
         };
         let decided = self.decide(&customer, grant, change)?;
+        let reply = reply.filter(|(keyword, _)| self.may_answer(&customer, *keyword, received_at));
         Some(Action::Change {
             customer,
             event: decided,
-            answer: reply.map(|text| Answer {
+            answer: reply.map(|(_, text)| Answer {
                 stream: stream.to_owned(),
                 chat_id,
                 text,
@@ -332,6 +377,7 @@ impl ConsentKeeper {
         for action in decided {
             self.act(action).await;
         }
+        self.live = true;
         let mut follower = tail.subscribe(position);
         loop {
             tokio::select! {

@@ -25,6 +25,11 @@
 //!   kept as a snapshot ([`crate::snapshots`]); at start the dispatcher reads those streams up
 //!   to the snapshot's position and folds only the log after it. The messages' text is not in
 //!   the snapshot: it comes from the log, where `forget` can erase it.
+//! - **In order**: a conversation's messages to one recipient go in the order they were
+//!   queued; one that waits (a retry, a try of unknown outcome) holds the ones after it.
+//! - **Circuit breakers** ([`crate::breaker`]): after repeated transient failures of a
+//!   channel's endpoint nothing is sent there for a cool-down; what waits is not tried, so it
+//!   does not use up its tries, and a probe reopens the way.
 //! - **One outcome per message**: the outcome event's id derives from the message; an outcome
 //!   that could not be written is written again later, never sent again.
 
@@ -43,6 +48,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::breaker::Circuits;
 use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
 use crate::snapshots::{Remembered, Snapshots};
@@ -91,6 +97,8 @@ struct Pending {
     /// An outcome known here but not yet written.
     unwritten: Option<DispatchOutcome>,
     due: Instant,
+    /// The order it was queued in.
+    seq: u64,
 }
 
 impl Pending {
@@ -104,6 +112,7 @@ impl Pending {
             unknown: false,
             unwritten: None,
             due: Instant::now(),
+            seq: 0,
         }
     }
 }
@@ -135,6 +144,9 @@ pub struct Dispatcher {
     /// How far this dispatcher's view of the log has got.
     seen: Position,
     memory: Option<Remembered>,
+    circuits: Circuits,
+    /// The next queued message's place in the order.
+    next_seq: u64,
 }
 
 impl Dispatcher {
@@ -156,7 +168,22 @@ impl Dispatcher {
             ownership: Ownership::local(),
             seen: 0,
             memory: None,
+            circuits: Circuits::default(),
+            next_seq: 0,
         }
+    }
+
+    /// Keeps its circuits in `circuits` (shared with whoever shows them).
+    pub fn with_circuits(mut self, circuits: Circuits) -> Self {
+        self.circuits = circuits;
+        self
+    }
+
+    /// Queues `pending` behind everything queued before it.
+    fn queue(&mut self, message_id: Uuid, mut pending: Pending) {
+        self.next_seq += 1;
+        pending.seq = self.next_seq;
+        self.pending.insert(message_id, pending);
     }
 
     /// Starts from the last snapshot in `snapshots` and keeps new ones there.
@@ -240,7 +267,7 @@ impl Dispatcher {
                     .get(&event.stream)
                     .cloned()
                     .unwrap_or_default();
-                self.pending.insert(
+                self.queue(
                     *message_id,
                     Pending::new(
                         &event.stream,
@@ -263,7 +290,7 @@ impl Dispatcher {
                         .get(&event.stream)
                         .cloned()
                         .unwrap_or_default();
-                    self.pending.insert(
+                    self.queue(
                         notification.message_id,
                         Pending::new(
                             &event.stream,
@@ -352,6 +379,8 @@ impl Dispatcher {
                         self.seen = self.seen.max(event.position);
                         crate::reactor::observe(NAME, &event, |e| self.apply(e));
                         self.keep(false).await;
+                        metrics::gauge!("chatledger_reactor_queue", "reactor" => NAME)
+                            .set(self.pending.len() as f64);
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the dispatcher's read failed; it retries"),
                     None => return,
@@ -365,16 +394,24 @@ impl Dispatcher {
         }
     }
 
-    /// Sends every message that is due, within the limits.
-    async fn send_due(&mut self) {
+    /// The messages that may go now, in the order they were queued: of each conversation's
+    /// messages to one recipient only the first, and only when it is due.
+    fn due(&self) -> Vec<Uuid> {
         let now = Instant::now();
-        let due: Vec<Uuid> = self
-            .pending
-            .iter()
+        let mut queued: Vec<(&Uuid, &Pending)> = self.pending.iter().collect();
+        queued.sort_unstable_by_key(|(_, p)| p.seq);
+        let mut heads = std::collections::HashSet::new();
+        queued
+            .into_iter()
+            .filter(|(_, p)| heads.insert((p.stream.as_str(), p.message.to.as_str())))
             .filter(|(_, p)| p.due <= now)
             .map(|(id, _)| *id)
-            .collect();
-        for message_id in due {
+            .collect()
+    }
+
+    /// Sends every message that is due, within the limits.
+    async fn send_due(&mut self) {
+        for message_id in self.due() {
             let Some(pending) = self.pending.get(&message_id).cloned() else {
                 continue;
             };
@@ -412,6 +449,12 @@ impl Dispatcher {
                 self.postpone(&message_id, ready_at);
                 continue;
             }
+            // A circuit that is open: the message waits, its tries untouched.
+            let circuit = format!("channel:{}", pending.channel);
+            if let Err(until) = self.circuits.permit(&circuit) {
+                self.postpone(&message_id, Instant::from_std(until));
+                continue;
+            }
             let attempt = pending.attempts + 1;
             if !self.record_attempt(&pending, message_id, attempt).await {
                 continue;
@@ -419,7 +462,23 @@ impl Dispatcher {
             let sent_at = Instant::now();
             self.last_send.insert(pending.channel.clone(), sent_at);
             self.last_to.insert(pending.message.to.clone(), sent_at);
-            let outcome = match self.sender.send(&pending.channel, &pending.message).await {
+            let sent = self.sender.send(&pending.channel, &pending.message).await;
+            match &sent {
+                Err(e) if e.transient => self.circuits.failed(&circuit),
+                _ => self.circuits.succeeded(&circuit),
+            }
+            let (outcome_name, code) = match &sent {
+                Ok(_) => ("sent", String::new()),
+                Err(e) if e.transient && attempt < self.limits.max_attempts => (
+                    "retrying",
+                    e.code.map(|c| c.to_string()).unwrap_or_default(),
+                ),
+                Err(e) => ("failed", e.code.map(|c| c.to_string()).unwrap_or_default()),
+            };
+            metrics::counter!("chatledger_dispatch_total",
+                "channel" => pending.channel.clone(), "outcome" => outcome_name, "code" => code)
+            .increment(1);
+            let outcome = match sent {
                 Ok(sent) => Some(DispatchOutcome::Sent {
                     provider_message_id: sent.provider_message_id,
                 }),

@@ -14,6 +14,7 @@
 //!   sending, refreshing) and as the dashboard reads them (never a token).
 //! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
 //!   rotation.
+//! - [`breaker`]: circuit breakers per provider endpoint and Genesys tenant.
 //! - [`bridge`]: the reactor that hands customers' messages of routed channels to Genesys.
 //! - [`consent`]: the reactor that turns STOP, START and HELP into consent changes and
 //!   their one answer.
@@ -46,6 +47,7 @@
 
 pub mod assignment;
 pub mod audit;
+pub mod breaker;
 pub mod bridge;
 pub mod clock;
 pub mod consent;

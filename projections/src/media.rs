@@ -280,6 +280,8 @@ impl MediaReactor {
                         self.seen = self.seen.max(event.position);
                         crate::reactor::observe(NAME, &event, |e| self.apply(e));
                         self.keep(false).await;
+                        metrics::gauge!("chatledger_reactor_queue", "reactor" => NAME)
+                            .set(self.pending.len() as f64);
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "the media reactor's read failed; it retries"),
                     None => return,

@@ -366,7 +366,7 @@ async fn the_transaction_system_records_consent_from_its_forms(backend: Backend)
     let customer = server
         .query(
             "query { customer(stakeholder: \"partner\", number: \"+919638120888\") {
-                consent { category granted method } consentHistory { granted categories method wordingVersion evidence actor } } }",
+                consent { category granted method } consentHistory { granted categories method wordingVersion evidence actor summary } } }",
             json!({}),
         )
         .await;
@@ -381,6 +381,57 @@ async fn the_transaction_system_records_consent_from_its_forms(backend: Backend)
     assert_eq!(history[0]["evidence"], "form-submission-4411");
     assert_eq!(history[0]["actor"], "transaction-system");
     assert_eq!(history[1]["evidence"], "unsubscribe-link-77");
+    assert_eq!(
+        history[1]["summary"],
+        "withdrew marketing through the transaction system (evidence: unsubscribe-link-77), recorded by transaction-system"
+    );
+}
+
+const HELP_REPLY: &str = "Reply STOP to stop marketing messages, START to receive them again. Write to us here for anything else.";
+
+async fn a_burst_of_help_is_all_recorded_and_answered_once(backend: Backend) {
+    let server = start(backend).await;
+    let now = chrono::Utc::now().timestamp();
+    for n in 0..4 {
+        server
+            .partner_says("919638120888", &format!("wamid.help.{n}"), now + n, "HELP")
+            .await;
+    }
+    settle(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sent_with(&server, HELP_REPLY) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "no answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&server).await;
+    assert_eq!(
+        sent_with(&server, HELP_REPLY),
+        1,
+        "answered once in the window"
+    );
+    let received = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "MessageReceived")
+        .count();
+    assert_eq!(
+        received, 4,
+        "every message the provider delivered is recorded"
+    );
+    // Another customer is answered on their own.
+    server
+        .partner_says("919638120999", "wamid.help.other", now, "help")
+        .await;
+    settle(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sent_with(&server, HELP_REPLY) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer to the other"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 chatledger_tests::on_both_backends!(
@@ -389,4 +440,5 @@ chatledger_tests::on_both_backends!(
     whatsapps_own_marketing_setting_stops_and_resumes,
     an_executive_records_consent_with_its_reason,
     the_transaction_system_records_consent_from_its_forms,
+    a_burst_of_help_is_all_recorded_and_answered_once,
 );

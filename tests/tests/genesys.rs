@@ -533,25 +533,6 @@ async fn two_tenants_stay_apart(backend: Backend) {
     }
 }
 
-/// Waits for the fake WhatsApp provider to have received a request matching `found`.
-async fn provider_got(
-    server: &Server,
-    found: impl Fn(&ProviderRequest) -> bool,
-) -> ProviderRequest {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(request) = server.provider.requests().into_iter().find(|r| found(r)) {
-            return request;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not sent: {:#?}",
-            server.provider.requests()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A WhatsApp status for `wamid`, as Meta (via the BSP) posts it.
 async fn whatsapp_status(
     server: &Server,
@@ -645,12 +626,12 @@ async fn media_goes_both_ways(backend: Backend) {
         (200, Some("recorded")),
         "{answer}"
     );
-    let upload = provider_got(&server, |r| r.path.ends_with("/media")).await;
+    let upload = server.provider_got(|r| r.path.ends_with("/media")).await;
     assert!(
         upload.raw.contains("%PDF-1.4"),
         "the document's bytes were uploaded"
     );
-    let message = provider_got(&server, |r| r.body["type"] == "document").await;
+    let message = server.provider_got(|r| r.body["type"] == "document").await;
     assert_eq!(message.body["document"]["filename"], "file.pdf");
     assert_eq!(message.body["to"], "972987654321");
 }

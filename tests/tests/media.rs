@@ -374,25 +374,6 @@ async fn upload(
     )
 }
 
-/// Waits for the fake provider to have received a message request matching `found`.
-async fn sent_message(
-    server: &Server,
-    found: impl Fn(&ProviderRequest) -> bool,
-) -> ProviderRequest {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(request) = server.provider.requests().into_iter().find(|r| found(r)) {
-            return request;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing was sent: {:#?}",
-            server.provider.requests()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn executives_send_files_by_upload_and_by_link(backend: Backend) {
     let server = start_with(
         backend,
@@ -499,13 +480,12 @@ async fn executives_send_files_by_upload_and_by_link(backend: Backend) {
         download(&server, message["media"]["downloadUrl"].as_str().unwrap()).await;
     assert_eq!((status, served), (200, photo.clone()));
 
-    let uploaded_to = sent_message(&server, |r| r.path.ends_with("/media")).await;
+    let uploaded_to = server.provider_got(|r| r.path.ends_with("/media")).await;
     assert!(uploaded_to.raw.contains("messaging_product") && uploaded_to.raw.contains("image/png"));
     assert_eq!(uploaded_to.headers["apikey"], PROVIDER_API_KEY);
-    let by_id = sent_message(&server, |r| {
-        r.body["type"] == "image" && !r.body["image"]["id"].is_null()
-    })
-    .await;
+    let by_id = server
+        .provider_got(|r| r.body["type"] == "image" && !r.body["image"]["id"].is_null())
+        .await;
     assert!(by_id.body["image"]["id"]
         .as_str()
         .unwrap()
@@ -524,10 +504,9 @@ async fn executives_send_files_by_upload_and_by_link(backend: Backend) {
         )
         .await;
     assert!(answer["errors"].is_null(), "{answer}");
-    let by_link = sent_message(&server, |r| {
-        r.body["type"] == "image" && !r.body["image"]["link"].is_null()
-    })
-    .await;
+    let by_link = server
+        .provider_got(|r| r.body["type"] == "image" && !r.body["image"]["link"].is_null())
+        .await;
     let link = by_link.body["image"]["link"].as_str().unwrap();
     let path = link
         .strip_prefix("https://chatledger.example")
@@ -831,7 +810,7 @@ async fn on_s3_files_are_kept_presigned_sent_and_forgotten(backend: Backend) {
         )
         .await;
     assert_eq!(answer["data"]["sendMedia"]["kind"], "document", "{answer}");
-    let sent = sent_message(&server, |r| r.body["type"] == "document").await;
+    let sent = server.provider_got(|r| r.body["type"] == "document").await;
     assert_eq!(sent.body["document"]["filename"], "invoice.pdf");
     let link = sent.body["document"]["link"].as_str().unwrap();
     assert!(link.starts_with(&s3_endpoint()), "{link}");

@@ -1,4 +1,5 @@
-//! `chatledger executive add | deactivate | reactivate | set-role | rename | reset-password`:
+//! `chatledger executive add | deactivate | reactivate | unlock | set-role | rename |
+//! reset-password`:
 //! managing the dashboard's users from the command line, through the same decisions as the
 //! GraphQL mutations ([`crate::executives`]).
 
@@ -27,6 +28,15 @@ pub(super) enum ExecutiveCommand {
     /// Stop an executive from logging in: their tokens stop working at once and their open
     /// chats are handed on.
     Deactivate {
+        /// Their email (or id).
+        #[arg(long)]
+        email: String,
+        /// Why, recorded with the change.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the lock that failed logins put on an account, before its time.
+    Unlock {
         /// Their email (or id).
         #[arg(long)]
         email: String,
@@ -117,6 +127,14 @@ pub(super) async fn run(
                 "deactivated {}: their tokens no longer work",
                 describe(&state)
             );
+        }
+        ExecutiveCommand::Unlock { email, reason } => {
+            let (store, _) = open_for_command(database_url).await?;
+            let state =
+                executives::unlock(store.as_ref(), executives::find(&email), &reason, BY, now)
+                    .await
+                    .map_err(refused)?;
+            println!("unlocked {}", describe(&state));
         }
         ExecutiveCommand::Reactivate { email } => {
             let (store, _) = open_for_command(database_url).await?;

@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 mod cluster;
 mod config;
+mod consent;
 mod executive;
 mod forget;
 mod log;
@@ -32,6 +33,7 @@ mod sla;
 
 use cluster::cluster;
 use config::check_config;
+use consent::consent_record;
 use executive::ExecutiveCommand;
 use forget::forget;
 use log::{events, verify};
@@ -125,6 +127,14 @@ enum Command {
         /// Who asked, or the request's reference; recorded with the erasure.
         #[arg(long, default_value = "erasure request")]
         by: String,
+    },
+    /// A customer's consent record as JSON lines, for auditors: every change with its
+    /// categories, method, wording, evidence, actor and time, its place in the log and its
+    /// hash, and what it did in words.
+    Consent {
+        /// The customer's number in any common shape (or their WhatsApp user id).
+        #[arg(long)]
+        customer: String,
     },
     /// SLA tools.
     #[command(subcommand)]
@@ -273,6 +283,9 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
             Command::Quarantine(QuarantineCommand::Retry) => {
                 let (store, db) = open_for_command(cli.database_url.as_deref()).await?;
                 quarantine::retry(store, &db).await
+            }
+            Command::Consent { customer } => {
+                consent_record(cli.database_url.as_deref(), &cli.config_dir, &customer).await
             }
             Command::Forget { customer, by } => {
                 forget(cli.database_url.as_deref(), &cli.config_dir, &customer, &by).await

@@ -131,6 +131,21 @@ pub(super) async fn serve(
         .map_err(|e| CliError::Io(e.to_string()))?;
     let signalled = shutdown_signal();
     tracing::info!(address = %bound, "listening");
+    if let Some(address) = metrics_address()? {
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            CliError::Io(format!("METRICS_LISTEN: cannot listen on {address}: {e}"))
+        })?;
+        tracing::info!(address = %address, "serving /metrics without a token on this address (METRICS_LISTEN)");
+        let router = crate::metrics::open_router(state.clone());
+        let limits = state.limits.clone();
+        tokio::spawn(async move {
+            let served =
+                crate::http::listen::serve(listener, router, &limits, std::future::pending()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
 
     let (fatal_seen_tx, fatal_seen_rx) = oneshot::channel();
     let shutdown = async move {
@@ -149,6 +164,18 @@ pub(super) async fn serve(
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// `METRICS_LISTEN`: an address of its own for `/metrics`, served there without a token.
+fn metrics_address() -> Result<Option<SocketAddr>, CliError> {
+    match std::env::var("METRICS_LISTEN") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
+            CliError::Config(format!(
+                "METRICS_LISTEN must be an address such as 127.0.0.1:9464, not {v:?}"
+            ))
+        }),
+        _ => Ok(None),
     }
 }
 

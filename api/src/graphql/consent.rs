@@ -25,6 +25,28 @@ pub struct ConsentChange {
     pub evidence: Option<String>,
     pub actor: String,
     pub at: DateTime<Utc>,
+    /// The change in words, as `chatledger consent` prints it.
+    pub summary: String,
+}
+
+impl ConsentChange {
+    /// As the log records it (for its words).
+    fn recorded(&self) -> Option<chatledger_core::consent::ConsentEvent> {
+        use chatledger_core::consent::{ConsentChange as Change, ConsentEvent};
+        let change = Change {
+            categories: serde_json::from_value(serde_json::json!(self.categories)).ok()?,
+            method: serde_json::from_value(serde_json::json!(self.method)).ok()?,
+            wording_version: self.wording_version.clone(),
+            evidence: self.evidence.clone(),
+            actor: self.actor.clone(),
+            at: self.at,
+        };
+        Some(if self.granted {
+            ConsentEvent::ConsentGranted(change)
+        } else {
+            ConsentEvent::ConsentWithdrawn(change)
+        })
+    }
 }
 
 pub(super) async fn consent_history(
@@ -43,20 +65,25 @@ pub(super) async fn consent_history(
         .map_err(internal)?;
     Ok(rows
         .iter()
-        .map(|row| ConsentChange {
-            granted: row.i64(0) == Some(1),
-            categories: row
-                .text(1)
-                .unwrap_or_default()
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            method: row.text(2).unwrap_or_default(),
-            wording_version: row.text(3),
-            evidence: row.text(4),
-            actor: row.text(5).unwrap_or_default(),
-            at: row.time(6).unwrap_or_default(),
+        .map(|row| {
+            let mut change = ConsentChange {
+                granted: row.i64(0) == Some(1),
+                categories: row
+                    .text(1)
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                method: row.text(2).unwrap_or_default(),
+                wording_version: row.text(3),
+                evidence: row.text(4),
+                actor: row.text(5).unwrap_or_default(),
+                at: row.time(6).unwrap_or_default(),
+                summary: String::new(),
+            };
+            change.summary = change.recorded().map(|e| e.in_words()).unwrap_or_default();
+            change
         })
         .collect())
 }

@@ -82,6 +82,19 @@ impl Executive {
             .and_then(|id| state(ctx).sessions.active(id))
             .unwrap_or(true)
     }
+    /// Until when the account is locked after failed logins (null: not locked); from the
+    /// log, so a lock recorded by any process shows at once.
+    async fn locked_until(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, Error> {
+        let Ok(id) = Uuid::parse_str(&self.id) else {
+            return Ok(None);
+        };
+        let state = state(ctx);
+        match crate::executives::load(state.store.as_ref(), id).await {
+            Ok((executive, _)) => Ok(executive.locked_at(state.clock.now())),
+            Err(crate::executives::ExecutiveError::NotFound(_)) => Ok(None),
+            Err(e) => Err(executive_error(e)),
+        }
+    }
     /// Chats assigned to them that are not resolved or closed.
     async fn open_chats(&self, ctx: &Context<'_>) -> Result<i32, Error> {
         let row = state(ctx)

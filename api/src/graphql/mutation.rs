@@ -48,6 +48,7 @@ impl Mutation {
                     AuthError::NotConfigured | AuthError::Unavailable(_) => "UNAVAILABLE",
                     AuthError::RefusedInput(_) => "BAD_USER_INPUT",
                     AuthError::TooManyAttempts(_) => "RATE_LIMITED",
+                    AuthError::Locked(_) => "ACCOUNT_LOCKED",
                     _ => "UNAUTHENTICATED",
                 };
                 coded(e.to_string(), code)
@@ -179,6 +180,8 @@ impl Mutation {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
             rating_message_id: Uuid::new_v4(),
             rating_template: (*state(ctx).rating_template).clone(),
+            rating_at_most_every: chrono::Duration::from_std(state(ctx).limits.auto_answer_window)
+                .unwrap_or(chrono::Duration::MAX),
             by: viewer.name.clone(),
             now: state(ctx).clock.now(),
         };
@@ -361,6 +364,22 @@ impl Mutation {
         executive_now(ctx, id).await
     }
 
+    /// Lifts the lock that failed logins put on an account, before its time (admins).
+    async fn unlock_executive(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> Result<Executive, Error> {
+        let by = admin(ctx, "unlock executives")?;
+        let id = executive_ref(&id)?;
+        let state = state(ctx);
+        crate::executives::unlock(state.store.as_ref(), id, &reason, &actor(by), Utc::now())
+            .await
+            .map_err(executive_error)?;
+        executive_now(ctx, id).await
+    }
+
     /// Gives an executive another role and stakeholders; their tokens end, and chats of
     /// stakeholders they no longer work are handed on (admins).
     async fn change_executive_role(
@@ -525,10 +544,60 @@ pub async fn login(
         .and_then(|r| r.text(5))
         .unwrap_or_else(|| unknown.clone());
     let matches = state.logins.verify(hash, password.to_owned()).await;
-    let Some(row) = row.filter(|_| matches) else {
+    let known = row
+        .as_ref()
+        .and_then(|r| r.text(0))
+        .and_then(|id| Uuid::parse_str(&id).ok());
+    let now = Utc::now();
+    // The account as its stream stands now (failures in a row, a lock), read from the log.
+    let account = match known {
+        Some(id) => Some(
+            crate::executives::load(state.store.as_ref(), id)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "reading an executive for a login failed");
+                    AuthError::Unavailable("the executive cannot be read from the log".into())
+                })?
+                .0,
+        ),
+        None => None,
+    };
+    let (Some(row), true) = (row, matches) else {
         state.logins.failed(&attempt);
+        let reason = if account.is_some() {
+            "wrong_password"
+        } else {
+            "unknown_account"
+        };
+        metrics::counter!("chatledger_login_failures_total", "reason" => reason).increment(1);
+        if let Some(account) = &account {
+            let locked = crate::executives::login_failed(
+                state.store.as_ref(),
+                account.executive_id,
+                client.map(|ip| ip.to_string()),
+                now,
+                state.limits.login_lock_after,
+                chrono::Duration::from_std(state.limits.login_lock_for)
+                    .unwrap_or(chrono::Duration::MAX),
+            )
+            .await;
+            match locked {
+                Ok(Some(lock)) => tracing::warn!(executive = %account.executive_id,
+                    failures = lock.failures_in_a_row, until = %lock.until,
+                    "account locked after failed logins in a row"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(executive = %account.executive_id, error = %e,
+                    "a failed login could not be recorded"),
+            }
+        }
+        // A locked account answers a wrong password as any account does: only the right
+        // password learns of the lock.
         return Err(AuthError::BadCredentials);
     };
+    if let Some(until) = account.as_ref().and_then(|a| a.locked_at(now)) {
+        metrics::counter!("chatledger_login_failures_total", "reason" => "locked").increment(1);
+        return Err(AuthError::Locked(until));
+    }
     state.logins.succeeded(&attempt);
     let mut executive = Executive::from_row(&row);
     let executive_id = Uuid::parse_str(&executive.id).map_err(|_| AuthError::BadCredentials)?;
@@ -560,6 +629,14 @@ pub async fn login(
     };
     let generation = state.sessions.generation(executive_id);
     let (token, expires_at) = state.auth.issue_in(&viewer, generation, Utc::now())?;
+    if let Ok((_, Some(facts))) = state.auth.read_token(&token) {
+        if let Err(e) =
+            crate::executives::logged_in(state.store.as_ref(), executive_id, &facts.token_id, now)
+                .await
+        {
+            tracing::warn!(executive = %executive_id, error = %e, "a login could not be recorded");
+        }
+    }
     Ok(LoginPayload {
         token,
         expires_at,

@@ -58,6 +58,10 @@ async fn graphql(
             Ok((viewer, facts)) => (Ok(viewer), facts),
             Err(e) => (Err(e), None),
         };
+    state.rates.admit(
+        crate::rate::Limit::Graphql,
+        &crate::rate::key(viewer.as_ref().ok(), client),
+    )?;
     let limit = if viewer.is_ok() {
         state.limits.graphql_body
     } else {
@@ -346,6 +350,11 @@ async fn login_http(
             error.retry_after = Some(seconds);
             Err(error)
         }
+        Err(e @ AuthError::Locked(_)) => Err(ApiError::new(
+            StatusCode::LOCKED,
+            "account_locked",
+            e.to_string(),
+        )),
         Err(e @ AuthError::Deactivated) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "deactivated",

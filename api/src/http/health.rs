@@ -13,8 +13,6 @@ use crate::state::AppState;
 
 /// How long readiness waits for the store before calling it unavailable.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Read models further behind the log than this many positions make the process not ready.
-const PROJECTION_LAG_BOUND: u64 = 10_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,9 +46,19 @@ async fn ready(State(state): State<AppState>) -> Response {
                 .map(|(name, position)| (name.to_owned(), json!(position)))
                 .collect();
             let lag = head.saturating_sub(state.read_side.low_water_mark());
-            if lag > PROJECTION_LAG_BOUND {
+            // Behind by more than READY_MAX_LAG_EVENTS: not ready, naming which.
+            let behind: Vec<String> = state
+                .read_side
+                .checkpoints()
+                .into_iter()
+                .filter(|(_, position)| head.saturating_sub(*position) > state.limits.ready_max_lag)
+                .map(|(name, position)| format!("{name} ({} behind)", head - position))
+                .collect();
+            if !behind.is_empty() {
                 return unavailable(format!(
-                    "read models are {lag} positions behind the log (catching up)"
+                    "read models are more than {} events behind the log (catching up): {}",
+                    state.limits.ready_max_lag,
+                    behind.join(", ")
                 ));
             }
             // Each reactor's view of the log, and which partitions of the streams this process
@@ -66,9 +74,17 @@ async fn ready(State(state): State<AppState>) -> Response {
                     })
                     .collect();
             let ownership = state.ownership.status();
+            // Circuits that are not closed: a provider or Genesys tenant this process has
+            // stopped calling for a while (the process itself is fine).
+            let circuits: serde_json::Map<String, serde_json::Value> = state
+                .circuits
+                .not_closed()
+                .into_iter()
+                .map(|(name, state)| (name, json!(state)))
+                .collect();
             let mut body = json!({"status": "ready", "store": state.store_kind, "head_position": head,
                 "projections": checkpoints, "projection_lag": lag, "reactors": reactors,
-                "ownership": ownership});
+                "ownership": ownership, "circuits": circuits});
             // Events set aside keep the process serving (every other chat is current), but it
             // does not call itself ready: someone must look (ADR 10).
             let mut degraded = Vec::new();

@@ -45,6 +45,10 @@ async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let viewer = super::signed_in(&state, &headers).await?;
+    state.rates.admit(
+        crate::rate::Limit::Media,
+        &crate::rate::key(Some(&viewer), None),
+    )?;
     if viewer.role == Role::Auditor {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -165,8 +169,12 @@ fn inline(mime: &str) -> bool {
 /// (issued only with messages of chats the viewer may see).
 async fn download(
     State(state): State<AppState>,
+    super::ClientIp(client): super::ClientIp,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
+    state
+        .rates
+        .admit(crate::rate::Limit::Media, &crate::rate::key(None, client))?;
     let (key, mime) = state.media.store.open_token(&token).map_err(|e| {
         let code = match e {
             LinkError::Expired => "link_expired",

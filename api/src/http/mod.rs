@@ -31,6 +31,11 @@ pub fn router(state: AppState) -> Router {
         .merge(onboarding::routes())
         .merge(media::routes())
         .merge(genesys::routes())
+        .merge(crate::metrics::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(schema))

@@ -102,6 +102,8 @@ pub enum ConversationCommand {
         chat_id: Uuid,
         rating_message_id: Uuid,
         rating_template: Template,
+        /// A customer asked for a rating less than this long ago is not asked again.
+        rating_at_most_every: chrono::Duration,
         by: String,
         now: DateTime<Utc>,
     },

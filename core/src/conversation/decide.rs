@@ -217,10 +217,14 @@ impl Conversation {
                 chat_id,
                 rating_message_id,
                 rating_template,
+                rating_at_most_every,
                 by,
                 now,
             } => {
                 self.the_open_chat(chat_id)?;
+                let asked_lately = self
+                    .last_rating_request_at
+                    .is_some_and(|asked| now - asked < rating_at_most_every);
                 let (text, template) = if self.within_service_window(now) {
                     (Some(RATING_REQUEST_TEXT.to_owned()), None)
                 } else {
@@ -235,18 +239,20 @@ impl Conversation {
                     by: by.clone(),
                     resolved_at: now,
                 });
-                events.extend(self.queue(
-                    chat_id,
-                    rating_message_id,
-                    Outgoing {
-                        text,
-                        template,
-                        media: None,
-                    },
-                    OutboundPurpose::RatingRequest,
-                    by,
-                    now,
-                ));
+                if !asked_lately {
+                    events.extend(self.queue(
+                        chat_id,
+                        rating_message_id,
+                        Outgoing {
+                            text,
+                            template,
+                            media: None,
+                        },
+                        OutboundPurpose::RatingRequest,
+                        by,
+                        now,
+                    ));
+                }
                 Ok(events)
             }
             ConversationCommand::RaiseSla { level, breach } => {

@@ -51,6 +51,8 @@ pub struct Conversation {
     pub genesys_conversations: HashMap<String, String>,
     /// `(our message id, status)` of each receipt told to Genesys.
     pub receipts_to_agent: HashSet<(Uuid, String)>,
+    /// When the customer was last asked for a rating.
+    pub last_rating_request_at: Option<DateTime<Utc>>,
 }
 
 /// How far fetching one inbound attachment has got.
@@ -157,8 +159,13 @@ impl Conversation {
             ConversationEvent::ReplyQueued {
                 chat_id,
                 message_id,
+                purpose,
+                queued_at,
                 ..
             } => {
+                if *purpose == OutboundPurpose::RatingRequest {
+                    self.last_rating_request_at = Some(*queued_at);
+                }
                 self.outbound.insert(
                     *message_id,
                     Outbound {

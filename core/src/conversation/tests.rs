@@ -594,6 +594,7 @@ fn resolve(chat: u128, now: &str) -> ConversationCommand {
             language: "en".into(),
             params: vec![],
         },
+        rating_at_most_every: chrono::Duration::hours(1),
         by: "asha".into(),
         now: at(now),
     }
@@ -1235,4 +1236,41 @@ fn a_message_goes_to_genesys_once_and_its_conversation_is_recorded_when_new() {
         then_rejects(&[], reply("2026-11-22T11:00:00Z")),
         ConversationRejection::NoOpenChat
     );
+}
+
+#[test]
+fn a_customer_is_asked_for_a_rating_at_most_once_an_hour() {
+    let history = given(&[], receive("wamid.1", 1, "2026-11-22T10:00:00Z"));
+    let resolved = given(&history, resolve(1, "2026-11-22T10:05:00Z"));
+    let history: Vec<_> = history.into_iter().chain(resolved).collect();
+    let reopened = given(&history, customer_says("wamid.h", "one more thing", 2));
+    let history: Vec<_> = history.into_iter().chain(reopened).collect();
+    // Resolved again ten minutes later: resolved, but not asked again.
+    let mut again = resolve(2, "2026-11-22T10:15:00Z");
+    if let ConversationCommand::Resolve {
+        rating_message_id, ..
+    } = &mut again
+    {
+        *rating_message_id = Uuid::from_u128(701);
+    }
+    let events = given(&history, again.clone());
+    assert!(matches!(
+        &events[..],
+        [.., ConversationEvent::ChatResolved { .. }]
+    ));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ConversationEvent::ReplyQueued { .. })));
+    // An hour after the last request, asked again.
+    if let ConversationCommand::Resolve { now, .. } = &mut again {
+        *now = at("2026-11-22T11:05:00Z");
+    }
+    let events = given(&history, again);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ConversationEvent::ReplyQueued {
+            purpose: OutboundPurpose::RatingRequest,
+            ..
+        }
+    )));
 }

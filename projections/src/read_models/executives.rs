@@ -75,7 +75,13 @@ impl Projector for Executives {
                 format!("UPDATE executives{s} SET online = 0 WHERE executive_id = $1"),
                 vec![],
             ),
-            ExecutiveEvent::Reactivated(_) | ExecutiveEvent::LoggedOut(_) => return Ok(()),
+            // Failed logins, locks and logins are the log's to tell (see `executives::load`).
+            ExecutiveEvent::Reactivated(_)
+            | ExecutiveEvent::LoggedOut(_)
+            | ExecutiveEvent::LoginFailed(_)
+            | ExecutiveEvent::Locked(_)
+            | ExecutiveEvent::Unlocked(_)
+            | ExecutiveEvent::LoggedIn(_) => return Ok(()),
             ExecutiveEvent::RoleChanged(changed) => (
                 format!("UPDATE executives{s} SET role = $2, stakeholders = $3 WHERE executive_id = $1"),
                 vec![

@@ -429,6 +429,13 @@ impl SlaTimers {
                 let lag_ms = (now - due.at).num_milliseconds();
                 for event in &handled.recorded {
                     tracing::info!(stream = %due.stream, level = ?due.level, lag_ms, "SLA threshold crossed");
+                    let level = match due.level {
+                        SlaLevel::Alert => "alert",
+                        SlaLevel::Escalation => "escalation",
+                    };
+                    metrics::counter!("chatledger_sla_raised_total", "level" => level).increment(1);
+                    metrics::histogram!("chatledger_sla_raise_delay_seconds", "level" => level)
+                        .record(lag_ms.max(0) as f64 / 1000.0);
                     self.apply_conversation(&due.stream, event);
                 }
                 if handled.recorded.is_empty() {

@@ -138,6 +138,9 @@ pub async fn start_full(
         ),
         ("TOKEN_REFRESH_RETRY_SECONDS".into(), "600".into()),
         ("TOKEN_REFRESH_MAX_ATTEMPTS".into(), "3".into()),
+        // Scenarios ask more of the API than a person at a dashboard; the rate test sets its own.
+        ("GRAPHQL_RATE_BURST".into(), "100000".into()),
+        ("MEDIA_RATE_BURST".into(), "100000".into()),
     ];
     let mut env = env;
     for (name, value) in overrides {
@@ -403,6 +406,22 @@ impl Server {
         self.caught_up().await;
     }
 
+    /// Waits (up to 30 s) for the fake provider to have received a request matching `found`.
+    pub async fn provider_got(&self, found: impl Fn(&ProviderRequest) -> bool) -> ProviderRequest {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(request) = self.provider.requests().into_iter().find(|r| found(r)) {
+                return request;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not sent: {:#?}",
+                self.provider.requests()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn login(&self, email: &str) -> String {
         let response = self
             .client
@@ -427,6 +446,8 @@ pub struct ProviderRequest {
     pub body: serde_json::Value,
     /// The body as sent (a form, for Twilio).
     pub raw: String,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A local HTTP server that speaks the Cloud API's `POST …/messages` wire format: it records
@@ -501,7 +522,7 @@ impl FakeProvider {
                 let n = {
                     let mut requests = state.requests.lock().unwrap();
                     let raw = String::from_utf8_lossy(&bytes).into_owned();
-                    requests.push(ProviderRequest { path: path.clone(), headers: headers.clone(), body, raw });
+                    requests.push(ProviderRequest { path: path.clone(), headers: headers.clone(), body, raw, at: std::time::Instant::now() });
                     requests.len()
                 };
                 if method == axum::http::Method::GET {
