@@ -1321,3 +1321,102 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test]
+async fn metrics_on_their_own_address_and_a_consent_record_for_auditors() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_address = free.local_addr().unwrap();
+    drop(free);
+    let mut command = chatledger(dir.path());
+    command
+        .env(
+            "CHATLEDGER_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        .env("PINBOT_WEBHOOK_SECRET", "consent-test")
+        .env("ADMIN_TOKEN", "consent-test-admin")
+        .env("METRICS_LISTEN", metrics_address.to_string());
+    let (child, base) = start(command).await;
+    let client = reqwest::Client::new();
+    let stop = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"metadata": {"phone_number_id": "1"},
+          "contacts": [{"profile": {"name": "customer 1"}, "wa_id": "919638100001"}],
+          "messages": [{"from": "919638100001", "id": "wamid.consent.1",
+                        "timestamp": "1763800000", "type": "text", "text": {"body": "Stop"}}]}}]}]});
+    let response = client
+        .post(format!("{base}/api/chats/whatsapp_chat/9099039188"))
+        .header("content-type", "application/json")
+        .header("x-webhook-secret", "consent-test")
+        .body(stop.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let consent =
+        "{ customer(stakeholder: \"partner\", number: \"+919638100001\") { consent { granted } } }";
+    let mut withdrawn = false;
+    for _ in 0..300 {
+        let answer: Value = client
+            .post(format!("{base}/graphql"))
+            .bearer_auth("consent-test-admin")
+            .json(&serde_json::json!({"query": consent}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if answer["data"]["customer"]["consent"][0]["granted"] == false {
+            withdrawn = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(withdrawn, "STOP withdrew marketing");
+    // /metrics answers on its own address without a token, and on the main one only with one.
+    let (status, _) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 401);
+    let scraped = client
+        .get(format!("http://{metrics_address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(
+        text.contains("chatledger_webhooks_total{channel=\"9099039188\",outcome=\"recorded\"} 1"),
+        "{text}"
+    );
+    assert!(terminate(child).await.success());
+
+    let exported = chatledger(dir.path())
+        .env(
+            "CHATLEDGER_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config"),
+        )
+        .args(["consent", "--customer", "96381 00001"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(exported.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["customer"], "+919638100001");
+    assert_eq!(lines[0]["event_type"], "ConsentWithdrawn");
+    assert_eq!(lines[0]["granted"], false);
+    assert_eq!(lines[0]["change"]["evidence"], "wamid.consent.1");
+    assert_eq!(
+        lines[0]["summary"],
+        "withdrew marketing by keyword (evidence: wamid.consent.1), recorded by customer"
+    );
+    assert_eq!(lines[0]["hash"].as_str().unwrap().len(), 64);
+}

@@ -305,6 +305,53 @@ async fn an_outage_then_recovery_delivers_every_message_once(backend: Backend) {
     assert_eq!(count(&events, "ForwardToAgentFailed"), 0);
 }
 
+async fn a_tenant_that_keeps_failing_is_left_alone_for_a_cool_down(backend: Backend) {
+    let (server, genesys) = start_bridged_with(
+        backend,
+        &[("BREAKER_FAILURES", "3"), ("BREAKER_COOLDOWN_MS", "1500")],
+    )
+    .await;
+    genesys.outage(3);
+    for n in 0..3 {
+        customer_writes(
+            &server,
+            ONEWAYCAB_CHANNEL,
+            "919638120888",
+            &format!("wamid.cb.{n}"),
+            &format!("message {n}"),
+        )
+        .await;
+    }
+    // Three failures in a row open the tenant's circuit (the other tenant's stays closed).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = server.state.circuits.not_closed();
+        if let Some((circuit, state)) = open.first() {
+            assert_eq!(state, &"open");
+            assert!(circuit.starts_with("genesys:"), "{circuit}");
+            assert_eq!(open.len(), 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // After the cool-down a probe goes, the circuit closes, and everything is delivered in
+    // order, once, none given up.
+    let events = events_of(&server, "ForwardedToAgent", 3).await;
+    assert_eq!(count(&events, "ForwardToAgentFailed"), 0);
+    let texts: Vec<Value> = genesys
+        .received()
+        .iter()
+        .filter(|r| r.endpoint == "message")
+        .map(|r| r.body["text"].clone())
+        .collect();
+    assert_eq!(texts, ["message 0", "message 1", "message 2"]);
+    assert!(server.state.circuits.not_closed().is_empty());
+}
+
 async fn an_agents_reply_reaches_the_customer_once(backend: Backend) {
     let (server, _genesys) = start_bridged(backend).await;
     customer_writes(
@@ -778,6 +825,7 @@ async fn receipts_go_back_to_genesys(backend: Backend) {
 chatledger_tests::on_both_backends!(
     customers_text_reaches_the_agent_once_and_the_conversation_is_mapped,
     an_outage_then_recovery_delivers_every_message_once,
+    a_tenant_that_keeps_failing_is_left_alone_for_a_cool_down,
     an_agents_reply_reaches_the_customer_once,
     bad_webhooks_are_refused_and_recorded_where_they_should_be,
     two_tenants_stay_apart,
