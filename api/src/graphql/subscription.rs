@@ -129,6 +129,33 @@ impl SubscriptionRoot {
         chats_of_type(ctx, &["TagApplied", "TagRemoved"])
     }
 
+    /// Chats that changed in any way the dashboard shows: a message in or out, a delivery
+    /// receipt, a file landed, an assignment, a tag, an SLA alert, resolved, rated.
+    async fn chat_updated(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Chat>, Error> {
+        chats_of_type(
+            ctx,
+            &[
+                "ChatOpened",
+                "MessageReceived",
+                "ReplyQueued",
+                "MessageDispatched",
+                "MessageDispatchFailed",
+                "DispatchRetrying",
+                "ReceiptRecorded",
+                "MediaStored",
+                "MediaFetchFailed",
+                "ChatAssigned",
+                "ChatReassigned",
+                "TagApplied",
+                "TagRemoved",
+                "SlaAlertRaised",
+                "SlaEscalated",
+                "ChatResolved",
+                "ChatRated",
+            ],
+        )
+    }
+
     /// Executives going online or offline.
     async fn executive_status(
         &self,

@@ -1,6 +1,7 @@
 //! The HTTP router and the one place errors become statuses and JSON bodies.
 
 mod audit;
+mod console;
 mod genesys;
 mod graphql;
 mod health;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer();
     let router = Router::new()
         .merge(health::routes())
+        .merge(console::routes())
         .merge(audit::routes())
         .merge(whatsapp::routes())
         .merge(graphql::routes())

@@ -37,6 +37,7 @@ pub const META_APP_ID: &str = "1234567890";
 /// `CHATLEDGER_SECRETS_KEY` of the test servers (32 bytes of 0x2a, base64).
 pub const SECRETS_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
+pub mod browser;
 pub mod genesys;
 pub mod graph;
 
