@@ -113,6 +113,15 @@ fn stakeholders_for(role: Role, stakeholders: &[String]) -> Result<Vec<String>, 
     Ok(names)
 }
 
+/// A change that needs its reason: the reason, trimmed, or a refusal saying so.
+fn reason_for(reason: &str) -> Result<String, ExecutiveError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ExecutiveError::Refused("say why (a reason)".into()));
+    }
+    Ok(reason.to_owned())
+}
+
 fn name_for(name: &str) -> Result<String, ExecutiveError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > NAME_MAX || name.contains('\0') {
@@ -211,13 +220,10 @@ pub async fn deactivate(
                 state.email
             )));
         }
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(ExecutiveError::Refused("say why (a reason)".into()));
-        }
+        let reason = reason_for(reason)?;
         Ok(Some(ExecutiveDeactivated {
             executive_id: id,
-            reason: reason.to_owned(),
+            reason,
             at,
         }))
     })
@@ -447,13 +453,10 @@ pub async fn unlock(
                 state.email
             )));
         }
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(ExecutiveError::Refused("say why (a reason)".into()));
-        }
+        let reason = reason_for(reason)?;
         Ok(Some(AccountUnlocked {
             executive_id: id,
-            reason: reason.to_owned(),
+            reason,
             at,
         }))
     })

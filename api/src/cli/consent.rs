@@ -9,13 +9,7 @@ pub(super) async fn consent_record(
 ) -> Result<(), CliError> {
     use chatledger_core::consent::{consent_stream, ConsentEvent};
     use std::io::Write;
-    let env = |name: &str| std::env::var(name).ok();
-    let whatsapp = crate::config::WhatsAppSettings::load(&config_dir.join("channels.yaml"), &env)
-        .map_err(|e| CliError::Config(e.to_string()))?;
-    let key = match whatsapp.phones.any(customer) {
-        Some(phone) => chatledger_core::conversation::CustomerKey::Phone(phone),
-        None => chatledger_core::conversation::CustomerKey::UserId(customer.trim().to_owned()),
-    };
+    let key = customer_key(config_dir, customer)?;
     let store = open_store(database_url).await?;
     let events = store
         .read_stream(&consent_stream(&key), 0, usize::MAX)
@@ -23,31 +17,24 @@ pub(super) async fn consent_record(
         .map_err(|e| CliError::Io(e.to_string()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for event in &events {
-        let line = match ConsentEvent::from_recorded(event) {
-            Some(Ok(change)) => serde_json::json!({
-                "customer": key.to_string(),
-                "position": event.position,
-                "version": event.version,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "recorded_at": event.recorded_at,
-                "hash": event.hash.to_string(),
-                "granted": matches!(change, ConsentEvent::ConsentGranted(_)),
-                "change": change.change(),
-                "summary": change.in_words(),
-            }),
+        let mut line = serde_json::json!({
+            "customer": key.to_string(),
+            "position": event.position,
+            "version": event.version,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "recorded_at": event.recorded_at,
+            "hash": event.hash.to_string(),
+        });
+        match ConsentEvent::from_recorded(event) {
+            Some(Ok(change)) => {
+                line["granted"] = matches!(change, ConsentEvent::ConsentGranted(_)).into();
+                line["change"] = serde_json::json!(change.change());
+                line["summary"] = change.in_words().into();
+            }
             // Kept as recorded: an auditor sees it, whatever it is.
-            _ => serde_json::json!({
-                "customer": key.to_string(),
-                "position": event.position,
-                "version": event.version,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "recorded_at": event.recorded_at,
-                "hash": event.hash.to_string(),
-                "data": event.data,
-            }),
-        };
+            _ => line["data"] = event.data.clone(),
+        }
         if writeln!(out, "{line}").is_err() {
             return Ok(());
         }

@@ -10,12 +10,7 @@ pub(super) async fn forget(
     by: &str,
 ) -> Result<(), CliError> {
     let env = |name: &str| std::env::var(name).ok();
-    let whatsapp = crate::config::WhatsAppSettings::load(&config_dir.join("channels.yaml"), &env)
-        .map_err(|e| CliError::Config(e.to_string()))?;
-    let key = match whatsapp.phones.any(customer) {
-        Some(phone) => chatledger_core::conversation::CustomerKey::Phone(phone),
-        None => chatledger_core::conversation::CustomerKey::UserId(customer.trim().to_owned()),
-    };
+    let key = customer_key(config_dir, customer)?;
     let location = StoreLocation::from_database_url(database_url)?;
     let media = crate::config::open_store(&env, &super::serve::data_dir(&location))
         .map_err(|e| CliError::Config(e.to_string()))?;

@@ -393,3 +393,18 @@ fn read_password() -> Result<String, CliError> {
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
 }
+
+/// A customer named on the command line, in any common shape of their number (read by the
+/// channels' phone rules in `--config-dir`), or by their WhatsApp user id.
+fn customer_key(
+    config_dir: &Path,
+    customer: &str,
+) -> Result<chatledger_core::conversation::CustomerKey, CliError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let whatsapp = crate::config::WhatsAppSettings::load(&config_dir.join("channels.yaml"), &env)
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    Ok(match whatsapp.phones.any(customer) {
+        Some(phone) => chatledger_core::conversation::CustomerKey::Phone(phone),
+        None => chatledger_core::conversation::CustomerKey::UserId(customer.trim().to_owned()),
+    })
+}
