@@ -1,4 +1,6 @@
-//! The decider: what each command changes, as events.
+//! The decider: each command goes to the function that decides it (`inbound`, `outbound`,
+//! `desk`, `attachments`, `bridge`); the rules they share (the 24-hour window, queueing a
+//! message, stopping the SLA clock, the open chat, context changes) are here.
 
 use super::*;
 
@@ -14,116 +16,9 @@ impl Conversation {
                 message,
                 new_chat_id,
                 now,
-            } => {
-                if message.provider_message_id.is_empty() {
-                    return Err(ConversationRejection::MissingMessageId);
-                }
-                if self.received.contains_key(&message.provider_message_id) {
-                    return Ok(vec![]);
-                }
-                // An answer 1-5 to a pending rating request is the chat's rating.
-                if let (Some(rated), Some(rating)) = (self.awaiting_rating, rating_in(&message)) {
-                    let provider_message_id = message.provider_message_id.clone();
-                    return Ok(vec![
-                        ConversationEvent::MessageReceived {
-                            chat_id: rated,
-                            received_at: now,
-                            message,
-                        },
-                        ConversationEvent::ChatRated {
-                            chat_id: rated,
-                            rating,
-                            provider_message_id,
-                            rated_at: now,
-                        },
-                    ]);
-                }
-                let conversation_stakeholder = conversation.stakeholder.clone();
-                let mut events = Vec::with_capacity(3);
-                let chat_id = match self.open_chat() {
-                    Some(chat) => chat.chat_id,
-                    None => {
-                        let previous = self.chat.as_ref().map(|c| c.chat_id);
-                        events.push(ConversationEvent::ChatOpened {
-                            chat_id: new_chat_id,
-                            conversation,
-                            reason: if previous.is_some() {
-                                OpenReason::AfterResolution
-                            } else {
-                                OpenReason::FirstMessage
-                            },
-                            context: if self.context.is_null() {
-                                Value::Object(Default::default())
-                            } else {
-                                self.context.clone()
-                            },
-                            previous_chat_id: previous,
-                            opened_at: now,
-                        });
-                        new_chat_id
-                    }
-                };
-                let clock_running = self.sla.as_ref().is_some_and(|c| c.chat_id == chat_id);
-                let start = (!clock_running).then(|| ConversationEvent::SlaClockStarted {
-                    chat_id,
-                    stakeholder: conversation_stakeholder.clone(),
-                    customer_message: message.provider_message_id.clone(),
-                    // From when we received it: we cannot answer before, whatever the
-                    // provider's timestamp says (a late delivery is not our wait).
-                    started_at: now,
-                });
-                events.push(ConversationEvent::MessageReceived {
-                    chat_id,
-                    received_at: now,
-                    message,
-                });
-                events.extend(start);
-                Ok(events)
-            }
+            } => self.receive_message(conversation, message, new_chat_id, now),
             ConversationCommand::RecordReceipt { receipt, now } => {
-                if receipt.provider_message_id.is_empty() {
-                    return Err(ConversationRejection::MissingMessageId);
-                }
-                let key = (receipt.provider_message_id.clone(), receipt.status.clone());
-                if self.receipts.contains(&key) {
-                    return Ok(vec![]);
-                }
-                // Receipts are about messages we sent. One for a message this conversation has
-                // no record of is still a fact, and is recorded as such.
-                let mut events = Vec::new();
-                let mut chat_id = self
-                    .sent
-                    .get(&receipt.provider_message_id)
-                    .or_else(|| self.received.get(&receipt.provider_message_id))
-                    .copied();
-                // A receipt that names one of our messages by the value we gave the provider
-                // to echo, while we have no outcome for it (its sender stopped between
-                // sending and recording, or the receipt came first): the provider accepted it.
-                if chat_id.is_none() {
-                    if let Some((message_id, outbound)) = receipt
-                        .callback
-                        .as_deref()
-                        .and_then(|c| Uuid::parse_str(c).ok())
-                        .and_then(|id| Some((id, self.outbound.get(&id)?)))
-                        .filter(|(_, outbound)| !outbound.settled)
-                    {
-                        chat_id = Some(outbound.chat_id);
-                        events.push(ConversationEvent::MessageDispatched {
-                            chat_id: outbound.chat_id,
-                            message_id,
-                            provider_message_id: receipt.provider_message_id.clone(),
-                            attempts: outbound.attempts,
-                            dispatched_at: now,
-                        });
-                    }
-                }
-                events.push(ConversationEvent::ReceiptRecorded {
-                    chat_id,
-                    known_message: chat_id.is_some(),
-                    received_at: now,
-                    receipt,
-                });
-                Ok(events)
+                self.record_receipt(receipt, now)
             }
             ConversationCommand::ChangeContext {
                 conversation,
@@ -138,13 +33,7 @@ impl Conversation {
                 text,
                 by,
                 now,
-            } => {
-                self.the_open_chat(chat_id)?;
-                if text.trim().is_empty() {
-                    return Err(ConversationRejection::EmptyReply);
-                }
-                self.reply_in_window(chat_id, message_id, Outgoing::text(text), by, now)
-            }
+            } => self.send_reply(chat_id, message_id, text, by, now),
             ConversationCommand::SendMedia {
                 chat_id,
                 message_id,
@@ -152,15 +41,7 @@ impl Conversation {
                 caption,
                 by,
                 now,
-            } => {
-                self.the_open_chat(chat_id)?;
-                let outgoing = Outgoing {
-                    text: caption.filter(|c| !c.trim().is_empty()),
-                    template: None,
-                    media: Some(media),
-                };
-                self.reply_in_window(chat_id, message_id, outgoing, by, now)
-            }
+            } => self.send_media(chat_id, message_id, media, caption, by, now),
             ConversationCommand::RecordForward {
                 message,
                 tenant,
@@ -197,22 +78,7 @@ impl Conversation {
                 withdrawn,
                 by,
                 now,
-            } => {
-                self.the_open_chat(chat_id)?;
-                if let Some(standing) = withdrawn {
-                    return Err(ConversationRejection::ConsentWithdrawn(standing));
-                }
-                let mut events = self.queue(
-                    chat_id,
-                    message_id,
-                    Outgoing::template(template),
-                    OutboundPurpose::Reply,
-                    by,
-                    now,
-                );
-                events.extend(self.stop_clock(SlaStop::Answered, now));
-                Ok(events)
-            }
+            } => self.send_template(chat_id, message_id, template, withdrawn, by, now),
             ConversationCommand::Resolve {
                 chat_id,
                 rating_message_id,
@@ -220,174 +86,39 @@ impl Conversation {
                 rating_at_most_every,
                 by,
                 now,
-            } => {
-                self.the_open_chat(chat_id)?;
-                let asked_lately = self
-                    .last_rating_request_at
-                    .is_some_and(|asked| now - asked < rating_at_most_every);
-                let (text, template) = if self.within_service_window(now) {
-                    (Some(RATING_REQUEST_TEXT.to_owned()), None)
-                } else {
-                    (None, Some(rating_template))
-                };
-                let mut events: Vec<ConversationEvent> = self
-                    .stop_clock(SlaStop::Resolved, now)
-                    .into_iter()
-                    .collect();
-                events.push(ConversationEvent::ChatResolved {
-                    chat_id,
-                    by: by.clone(),
-                    resolved_at: now,
-                });
-                if !asked_lately {
-                    events.extend(self.queue(
-                        chat_id,
-                        rating_message_id,
-                        Outgoing {
-                            text,
-                            template,
-                            media: None,
-                        },
-                        OutboundPurpose::RatingRequest,
-                        by,
-                        now,
-                    ));
-                }
-                Ok(events)
-            }
-            ConversationCommand::RaiseSla { level, breach } => {
-                let Some(clock) = self.sla.as_ref().filter(|c| {
-                    c.chat_id == breach.chat_id && c.customer_message == breach.customer_message
-                }) else {
-                    return Ok(vec![]);
-                };
-                Ok(match level {
-                    crate::sla::SlaLevel::Alert if !clock.alerted => {
-                        vec![ConversationEvent::SlaAlertRaised(breach)]
-                    }
-                    crate::sla::SlaLevel::Escalation if !clock.escalated => {
-                        vec![ConversationEvent::SlaEscalated(breach)]
-                    }
-                    _ => vec![],
-                })
-            }
+            } => self.resolve(
+                chat_id,
+                rating_message_id,
+                rating_template,
+                rating_at_most_every,
+                by,
+                now,
+            ),
+            ConversationCommand::RaiseSla { level, breach } => self.raise_sla(level, breach),
             ConversationCommand::RecordDispatchAttempt {
                 message_id,
                 attempt,
                 now,
-            } => {
-                let outbound = self
-                    .outbound
-                    .get(&message_id)
-                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
-                if outbound.settled || attempt <= outbound.attempts {
-                    return Ok(vec![]);
-                }
-                Ok(vec![ConversationEvent::DispatchAttempted {
-                    chat_id: outbound.chat_id,
-                    message_id,
-                    attempt,
-                    attempted_at: now,
-                }])
-            }
+            } => self.record_dispatch_attempt(message_id, attempt, now),
             ConversationCommand::RecordDispatch {
                 message_id,
                 outcome,
                 attempts,
                 now,
-            } => {
-                let outbound = self
-                    .outbound
-                    .get(&message_id)
-                    .ok_or(ConversationRejection::UnknownMessage(message_id))?;
-                if outbound.settled {
-                    return Ok(vec![]);
-                }
-                let chat_id = outbound.chat_id;
-                let latest = outbound.attempts;
-                Ok(vec![match outcome {
-                    DispatchOutcome::Sent {
-                        provider_message_id,
-                    } => ConversationEvent::MessageDispatched {
-                        chat_id,
-                        message_id,
-                        provider_message_id,
-                        attempts,
-                        dispatched_at: now,
-                    },
-                    DispatchOutcome::Failed {
-                        code,
-                        error,
-                        permanent,
-                    } => ConversationEvent::MessageDispatchFailed {
-                        chat_id,
-                        message_id,
-                        code,
-                        error,
-                        permanent,
-                        attempts,
-                        failed_at: now,
-                    },
-                    // Only the latest try's failure says when to go on.
-                    DispatchOutcome::Retrying { .. } if attempts < latest => return Ok(vec![]),
-                    DispatchOutcome::Retrying {
-                        code,
-                        error,
-                        retry_at,
-                    } => ConversationEvent::DispatchRetrying {
-                        chat_id,
-                        message_id,
-                        attempt: attempts,
-                        code,
-                        error,
-                        retry_at,
-                    },
-                }])
-            }
+            } => self.record_dispatch(message_id, outcome, attempts, now),
             ConversationCommand::ApplyTag {
                 chat_id,
                 tag,
                 catalog,
                 by,
                 now,
-            } => {
-                let chat = self.the_open_chat(chat_id)?;
-                if tag == AWAITING_CUSTOMER_TAG {
-                    return Err(ConversationRejection::SystemTag(tag));
-                }
-                if !catalog.contains(&tag) {
-                    return Err(ConversationRejection::UnknownTag { tag, catalog });
-                }
-                if chat.tags.contains(&tag) {
-                    return Ok(vec![]);
-                }
-                Ok(vec![ConversationEvent::TagApplied {
-                    chat_id,
-                    tag,
-                    by,
-                    at: now,
-                }])
-            }
+            } => self.apply_tag(chat_id, tag, catalog, by, now),
             ConversationCommand::RemoveTag {
                 chat_id,
                 tag,
                 by,
                 now,
-            } => {
-                let chat = self.the_open_chat(chat_id)?;
-                if tag == AWAITING_CUSTOMER_TAG {
-                    return Err(ConversationRejection::SystemTag(tag));
-                }
-                if !chat.tags.contains(&tag) {
-                    return Ok(vec![]);
-                }
-                Ok(vec![ConversationEvent::TagRemoved {
-                    chat_id,
-                    tag,
-                    by,
-                    at: now,
-                }])
-            }
+            } => self.remove_tag(chat_id, tag, by, now),
             ConversationCommand::Assign {
                 chat_id,
                 executive,
@@ -396,34 +127,7 @@ impl Conversation {
                 by,
                 cause,
                 now,
-            } => {
-                let chat = self.the_open_chat(chat_id)?;
-                if chat.assignee.as_ref().map(|e| e.id) == executive.as_ref().map(|e| e.id) {
-                    return Ok(vec![]);
-                }
-                Ok(vec![match (chat.assignee.clone(), executive) {
-                    (None, Some(executive)) => ConversationEvent::ChatAssigned {
-                        chat_id,
-                        executive,
-                        rule,
-                        candidates,
-                        by,
-                        cause,
-                        assigned_at: now,
-                    },
-                    (Some(previous), executive) => ConversationEvent::ChatReassigned {
-                        chat_id,
-                        executive,
-                        previous,
-                        rule,
-                        candidates,
-                        by,
-                        cause,
-                        assigned_at: now,
-                    },
-                    (None, None) => return Ok(vec![]),
-                }])
-            }
+            } => self.assign(chat_id, executive, rule, candidates, by, cause, now),
         }
     }
 
@@ -580,20 +284,6 @@ impl Conversation {
     }
 }
 
-/// The rating a message gives, if it is one: a text (or button) of just 1 to 5.
-pub(super) fn rating_in(message: &InboundMessage) -> Option<u8> {
-    let text = message
-        .text
-        .as_deref()?
-        .trim()
-        .trim_end_matches(['.', '!', '⭐'])
-        .trim();
-    match text.parse::<u8>() {
-        Ok(n @ 1..=5) => Some(n),
-        _ => None,
-    }
-}
-
 /// What an outbound message carries: text, a template, or an attachment with its caption.
 pub(super) struct Outgoing {
     pub(super) text: Option<String>,
@@ -602,7 +292,7 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    fn text(text: String) -> Self {
+    pub(super) fn text(text: String) -> Self {
         Outgoing {
             text: Some(text),
             template: None,
@@ -610,7 +300,7 @@ impl Outgoing {
         }
     }
 
-    fn template(template: Template) -> Self {
+    pub(super) fn template(template: Template) -> Self {
         Outgoing {
             text: None,
             template: Some(template),

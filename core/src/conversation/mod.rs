@@ -16,7 +16,10 @@ mod attachments;
 mod bridge;
 mod commands;
 mod decide;
+mod desk;
 mod events;
+mod inbound;
+mod outbound;
 mod state;
 #[cfg(test)]
 mod tests;
