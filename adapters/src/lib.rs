@@ -15,6 +15,9 @@
 //!   messages to agents, the webhook signature.
 //! - [`media`]: the object store media is kept in (filesystem or S3), download links, and
 //!   fetching inbound attachments from providers.
+//! - [`personal`]: customers' personal data sealed in the log per conversation key, and
+//!   forgotten by destroying the key; [`secrets`]: tokens and PINs sealed under
+//!   `CHATLEDGER_SECRETS_KEY`, with key ids for rotation.
 //! - [`whatsapp`]: provider payloads into normalised messages and receipts, signatures,
 //!   phone numbers.
 //! - [`StoreLocation`]: which store a `DATABASE_URL` names.
@@ -24,8 +27,10 @@ mod follow;
 pub mod genesys;
 mod keys;
 pub mod media;
+pub mod personal;
 pub mod postgres;
 mod rows;
+pub mod secrets;
 pub mod sqlite;
 pub mod whatsapp;
 

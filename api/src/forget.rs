@@ -2,8 +2,8 @@
 //! the files of all their conversations deleted from the object store.
 
 use chatledger_adapters::media::MediaStore;
+use chatledger_adapters::personal::PersonalData;
 use chatledger_core::conversation::CustomerKey;
-use chatledger_projections::personal::PersonalData;
 
 /// What forgetting a customer did.
 #[derive(Debug, Clone, PartialEq, Eq)]

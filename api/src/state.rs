@@ -16,9 +16,9 @@ use crate::login::LoginGuard;
 use crate::onboarding::{Onboarding, Refresher, RoutingSender};
 use crate::readiness::Readiness;
 use crate::sessions::Sessions;
+use chatledger_adapters::personal::PersonalData;
 use chatledger_core::conversation::Template;
 use chatledger_projections::audit::{AuditHead, SealPolicy};
-use chatledger_projections::personal::PersonalData;
 use chatledger_projections::reactor::supervise;
 use chatledger_projections::tail::LogTail;
 

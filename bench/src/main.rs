@@ -31,6 +31,7 @@ use db::*;
 use log::*;
 use server::*;
 
+use chatledger_adapters::personal::PersonalData;
 use chatledger_adapters::{PostgresStore, SqliteStore, WriterCounts};
 use chatledger_api::readiness::Readiness;
 use chatledger_api::{run, AppState, Settings};
@@ -39,7 +40,6 @@ use chatledger_core::conversation::{
     OpenReason, OutboundPurpose, Receipt, SlaBreach,
 };
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent};
-use chatledger_projections::personal::PersonalData;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_side::ReadSide;
 use chrono::Utc;

@@ -12,8 +12,6 @@
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
 //! - [`credentials`]: businesses and their credentials as this process knows them (routing,
 //!   sending, refreshing) and as the dashboard reads them (never a token).
-//! - [`secrets`]: tokens and PINs sealed under `CHATLEDGER_SECRETS_KEY`, with key ids for
-//!   rotation.
 //! - [`breaker`]: circuit breakers per provider endpoint and Genesys tenant.
 //! - [`bridge`]: the reactor that hands customers' messages of routed channels to Genesys.
 //! - [`consent`]: the reactor that turns STOP, START and HELP into consent changes and
@@ -26,8 +24,6 @@
 //!   database.
 //! - [`clock`]: time for reactors: the system clock, or one the tests drive.
 //! - [`sla`]: the SLA timer reactor, exact to the second.
-//! - [`personal`]: customers' personal data sealed in the log per conversation key, and
-//!   forgotten by destroying the key.
 //! - [`reactor`]: what every reactor does at start (fold the log after its snapshot into its
 //!   view), how far each has got, the policy for an event a reactor cannot fold, and the
 //!   fold-then-follow loop of views every process keeps (credentials, sessions).
@@ -56,7 +52,6 @@ pub mod credentials;
 pub mod dispatch;
 pub mod media;
 pub mod ownership;
-pub mod personal;
 mod pg_pipeline;
 pub mod projector;
 pub mod quarantine;
@@ -66,7 +61,6 @@ pub mod read_models;
 pub mod read_side;
 pub mod registry;
 pub mod runner;
-pub mod secrets;
 pub mod sla;
 pub mod snapshots;
 pub mod sql;

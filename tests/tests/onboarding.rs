@@ -9,10 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use chatledger_adapters::secrets::Keyring;
 use chatledger_adapters::whatsapp::signature::meta_signature;
 use chatledger_core::credential::credential_stream;
 use chatledger_core::RecordedEvent;
-use chatledger_projections::secrets::Keyring;
 use chatledger_tests::db::Backend;
 use common::graph::meta_error;
 use common::*;

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatledger_adapters::personal::PersonalData;
 use chatledger_adapters::{OpenError, PostgresStore, SqliteStore, StoreLocation};
 use chatledger_core::EventStore;
 use chatledger_projections::ownership::{self, Ownership};
-use chatledger_projections::personal::PersonalData;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_side::ReadSide;
 use clap::{Parser, Subcommand, ValueEnum};

@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) async fn rotate_secrets(database_url: Option<&str>) -> Result<(), CliError> {
     let env = |name: &str| std::env::var(name).ok();
-    let keyring = chatledger_projections::secrets::Keyring::from_env(&env)
+    let keyring = chatledger_adapters::secrets::Keyring::from_env(&env)
         .map_err(|e| CliError::Config(e.to_string()))?
         .ok_or_else(|| {
             CliError::Config(

@@ -54,7 +54,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_MAX_ITEMS: usize = 1_000;
 
 /// A secret value from the environment. Its `Debug` never shows it.
-pub use chatledger_projections::secrets::Secret;
+pub use chatledger_adapters::secrets::Secret;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]

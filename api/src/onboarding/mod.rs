@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatledger_adapters::media::{MediaApi, MediaApis};
+use chatledger_adapters::secrets::{Keyring, Secret, SecretsError};
 use chatledger_adapters::whatsapp::graph::{ApiProvider, App, GraphApi};
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
 use chatledger_core::channel::{Channel, ChannelAuth, MediaDelivery, Provider};
@@ -31,7 +32,6 @@ use chatledger_core::{EventStore, ExpectedVersion, Metadata, Position, StoreErro
 use chatledger_projections::clock::Clock;
 use chatledger_projections::credentials::Integrations;
 use chatledger_projections::ownership::Ownership;
-use chatledger_projections::secrets::{Keyring, Secret, SecretsError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
