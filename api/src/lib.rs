@@ -12,7 +12,6 @@
 //!   errors become HTTP statuses and JSON bodies.
 //! - [`config`]: `config/*.yaml` and the secrets the environment holds for it, and
 //!   `chatledger config check`.
-//! - [`ingest`]: what a webhook carried, recorded as conversation and channel events.
 //! - [`graphql`]: the GraphQL schema as a library, a file per type and root; the transports
 //!   live in `http`.
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
@@ -36,7 +35,6 @@ pub mod executives;
 pub mod forget;
 pub mod graphql;
 pub mod http;
-pub mod ingest;
 pub mod limits;
 pub mod live;
 pub mod login;

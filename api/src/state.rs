@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use chatledger_application::conversations::Conversations;
 use chatledger_core::EventStore;
-use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_side::ReadSide;
 
 use crate::auth::{AuthError, AuthSettings, TokenFacts, Viewer};

@@ -458,10 +458,10 @@ async fn an_executive_added_on_the_command_line_can_log_in() {
 /// than the 3-minute one that ran, and the log is exactly as it was afterwards.
 #[tokio::test]
 async fn sla_recompute_reports_what_another_policy_would_have_done_and_writes_nothing() {
+    use chatledger_application::conversations::Conversations;
     use chatledger_core::conversation::{ConversationCommand, SlaBreach};
     use chatledger_core::sla::SlaLevel;
     use chatledger_core::{EventStore, Metadata};
-    use chatledger_projections::conversations::Conversations;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chatledger.db");

@@ -26,10 +26,10 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::conversations::{CommandError, Conversations};
 use crate::ownership::Ownership;
 use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
+use chatledger_application::conversations::{CommandError, Conversations};
 
 /// The shape of [`Roster`] as kept; a release that changes it (or what the fold means)
 /// counts it up.

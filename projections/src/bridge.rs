@@ -34,9 +34,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::breaker::Circuits;
-use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
 use crate::tail::LogTail;
+use chatledger_application::conversations::{CommandError, Conversations};
 
 const NAME: &str = "genesys bridge";
 const ACTOR: &str = "reactor:genesys";

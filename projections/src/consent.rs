@@ -29,9 +29,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::conversations::Conversations;
 use crate::ownership::Ownership;
 use crate::tail::LogTail;
+use chatledger_application::conversations::Conversations;
 
 const NAME: &str = "consent keeper";
 const ACTOR: &str = "reactor:consent";

@@ -1,11 +1,7 @@
-//! chatledger-projections: everything downstream of the log, and the command side that
-//! feeds it.
+//! chatledger-projections: everything downstream of the log: the read models and the
+//! reactors (which act through the command side, `chatledger-application`).
 //!
 //! # Layout
-//!
-//! - [`conversations`]: runs conversation commands against the log: keeps each stream's
-//!   folded state cached, serialises deciders per stream within the process, appends with
-//!   the expected version and re-decides on conflicts. The HTTP edge and reactors share it.
 //!
 //! - [`audit`]: the sealer (running digests over the global order) and the walk
 //!   `chatledger verify` makes.
@@ -47,7 +43,6 @@ pub mod breaker;
 pub mod bridge;
 pub mod clock;
 pub mod consent;
-pub mod conversations;
 pub mod credentials;
 pub mod dispatch;
 pub mod media;

@@ -32,10 +32,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Held, Ownership, ROUND};
 use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
+use chatledger_application::conversations::{CommandError, Conversations};
 
 /// How the media reactor tries.
 #[derive(Debug, Clone)]

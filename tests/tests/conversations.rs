@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use chatledger_application::conversations::Conversations;
 use chatledger_core::conversation::{stream_name, ConversationCommand, CustomerKey};
 use chatledger_core::Metadata;
-use chatledger_projections::conversations::Conversations;
 use chatledger_tests::db::Backend;
 use chrono::Utc;
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
+use chatledger_application::conversations::Conversations;
 use chatledger_core::conversation::{
     ConversationCommand, ConversationRef, Customer, CustomerKey, InboundMessage, Receipt,
 };
 use chatledger_core::sender::{MessageSender, OutboundMessage};
 use chatledger_core::Metadata;
-use chatledger_projections::conversations::Conversations;
 use chatledger_projections::dispatch::{DispatchLimits, Dispatcher};
 use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::Backend;

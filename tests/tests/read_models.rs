@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatledger_application::conversations::Conversations;
 use chatledger_core::conversation::{
     ConversationCommand, ConversationRef, Customer, InboundMessage, ProviderError, Receipt,
 };
 use chatledger_core::sla::{SLA_POLICY_EVENT, SLA_POLICY_STREAM};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata, NewEvent};
-use chatledger_projections::conversations::Conversations;
 use chatledger_projections::read_db::ReadDb;
 use chatledger_projections::read_models;
 use chatledger_projections::runner::{rebuild, run_live, Live};

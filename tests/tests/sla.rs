@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatledger_application::conversations::Conversations;
 use chatledger_core::conversation::ConversationCommand;
 use chatledger_core::Metadata;
 use chatledger_projections::clock::{Clock, ManualClock};
-use chatledger_projections::conversations::Conversations;
 use chatledger_projections::sla::{SlaNotifications, SlaTimers};
 use chatledger_projections::tail::LogTail;
 use chatledger_tests::db::Backend;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
+use chatledger_application::conversations::Conversations;
 use chatledger_core::conversation::{ConversationCommand, InboundMessage};
 use chatledger_core::{EventStore, Metadata};
 use chatledger_projections::clock::{Clock, ManualClock};
-use chatledger_projections::conversations::Conversations;
 use chatledger_projections::dispatch::{DispatchLimits, Dispatcher};
 use chatledger_projections::ownership::Ownership;
 use chatledger_projections::sla::{SlaNotifications, SlaTimers};

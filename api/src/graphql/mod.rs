@@ -39,6 +39,7 @@ use async_graphql::{
     Context, Enum, Error, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
     Subscription, ID,
 };
+use chatledger_application::conversations::CommandError;
 use chatledger_core::channel::stakeholder_name;
 use chatledger_core::conversation::{
     AssignmentRule, ChatStatus as CoreChatStatus, ConversationCommand, ConversationEvent,
@@ -48,7 +49,6 @@ use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role}
 use chatledger_core::history::{event_chat, ChatAsOf, ChatView, MessageView, Narrator};
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
-use chatledger_projections::conversations::CommandError;
 use chatledger_projections::read_db::{placeholders, Arg, DbRow};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;

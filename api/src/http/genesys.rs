@@ -16,11 +16,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use chatledger_adapters::genesys::signature_valid;
+use chatledger_application::conversations::CommandError;
 use chatledger_core::channel::{channel_stream, ProviderNoticeReceived};
 use chatledger_core::conversation::{stream_name, ConversationCommand, EVENT_ID_NAMESPACE};
 use chatledger_core::genesys::parse_address;
 use chatledger_core::{ExpectedVersion, Metadata};
-use chatledger_projections::conversations::CommandError;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -306,9 +306,9 @@ impl From<chatledger_core::StoreError> for ApiError {
     }
 }
 
-impl From<chatledger_projections::conversations::CommandError> for ApiError {
-    fn from(e: chatledger_projections::conversations::CommandError) -> Self {
-        use chatledger_projections::conversations::CommandError;
+impl From<chatledger_application::conversations::CommandError> for ApiError {
+    fn from(e: chatledger_application::conversations::CommandError) -> Self {
+        use chatledger_application::conversations::CommandError;
         match e {
             CommandError::Rejected(rejection) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "rejected", rejection.to_string())

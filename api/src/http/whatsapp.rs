@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::{read_body, require_content_type, ApiError};
 use crate::config::AuthOutcome;
-use crate::ingest::{record, screen, Recorded, RefusedItem, Screened, Source};
 use crate::state::AppState;
+use chatledger_application::ingest::{record, screen, Recorded, RefusedItem, Screened, Source};
 
 /// The key of the stream for app-level notices that name no number.
 const APP_CHANNEL_KEY: &str = "app";

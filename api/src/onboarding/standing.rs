@@ -10,7 +10,7 @@ impl Onboarding {
     /// new. An account no credential has stays the notice it is.
     pub async fn note_account_updates(
         &self,
-        updates: &[crate::ingest::AccountUpdate],
+        updates: &[chatledger_application::ingest::AccountUpdate],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         for update in updates {

@@ -51,10 +51,10 @@ use uuid::Uuid;
 mod record;
 
 use crate::breaker::Circuits;
-use crate::conversations::{CommandError, Conversations};
 use crate::ownership::{Ownership, ROUND};
 use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
+use chatledger_application::conversations::{CommandError, Conversations};
 
 /// Limits the dispatcher keeps.
 #[derive(Debug, Clone)]

@@ -29,10 +29,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::conversations::{CommandError, Conversations, Handled};
 use crate::ownership::{Ownership, ROUND};
 use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
+use chatledger_application::conversations::{CommandError, Conversations, Handled};
 
 mod what_if;
 pub use what_if::{WhatIf, WhatIfCounts, WhatIfDifference, WhatIfFold};

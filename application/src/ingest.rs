@@ -1,11 +1,11 @@
 //! Recording what a webhook carried: messages and receipts into the customers'
 //! conversation streams, notices onto the channel's stream.
 
+use crate::conversations::{CommandError, Conversations};
 use chatledger_adapters::whatsapp::{ChannelNotice, InboundItem};
 use chatledger_core::channel::{channel_stream, ProviderNoticeReceived};
 use chatledger_core::conversation::{stream_name, ConversationCommand, ConversationRef};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata};
-use chatledger_projections::conversations::{CommandError, Conversations};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
