@@ -157,6 +157,10 @@ pub async fn render(state: &AppState) -> String {
             metrics::gauge!("chatledger_projection_lag_events", "read_model" => name)
                 .set(head.saturating_sub(position) as f64);
         }
+        for (name, passed_over) in chatledger_projections::reactor::unfoldable() {
+            metrics::gauge!("chatledger_reactor_passed_over_events", "reactor" => name)
+                .set(passed_over as f64);
+        }
         for (name, position) in chatledger_projections::reactor::progress() {
             metrics::gauge!("chatledger_reactor_lag_events", "reactor" => name)
                 .set(head.saturating_sub(position) as f64);

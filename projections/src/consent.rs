@@ -152,12 +152,19 @@ impl ConsentKeeper {
 
     /// Folds one event; what it decides to write.
     fn apply(&mut self, event: &DecodedEvent) -> Vec<Action> {
-        if let Some(Ok(consent)) = ConsentEvent::from_recorded(event) {
-            self.consents
-                .entry(event.stream.clone())
-                .or_default()
-                .evolve(&consent);
-            return vec![];
+        match ConsentEvent::from_recorded(event) {
+            Some(Ok(consent)) => {
+                self.consents
+                    .entry(event.stream.clone())
+                    .or_default()
+                    .evolve(&consent);
+                return vec![];
+            }
+            Some(Err(e)) => {
+                crate::reactor::passed_over(NAME, event, &e);
+                return vec![];
+            }
+            None => {}
         }
         if event.event_type == ProviderNoticeReceived::EVENT_TYPE {
             return self.user_preferences(event);
@@ -252,9 +259,12 @@ impl ConsentKeeper {
 
     /// Meta's `user_preferences` webhook: each entry stops or resumes marketing messages.
     fn user_preferences(&mut self, event: &DecodedEvent) -> Vec<Action> {
-        let Ok(notice) = serde_json::from_value::<ProviderNoticeReceived>(event.data.clone())
-        else {
-            return vec![];
+        let notice = match serde_json::from_value::<ProviderNoticeReceived>(event.data.clone()) {
+            Ok(notice) => notice,
+            Err(e) => {
+                crate::reactor::passed_over(NAME, event, &e);
+                return vec![];
+            }
         };
         if notice.kind != "field:user_preferences" {
             return vec![];

@@ -51,6 +51,15 @@ fn count(reactor: &'static str) {
         .or_default() += 1;
 }
 
+/// An event of another stream kind (consent, a provider's notice) that `reactor` cannot
+/// read: logged and counted by the policy above, and passed over.
+pub fn passed_over(reactor: &'static str, event: &DecodedEvent, error: &dyn std::fmt::Display) {
+    tracing::error!(reactor, position = event.position, stream = %event.stream,
+        event_type = %event.event_type, error = %error,
+        "the reactor cannot read this event; it goes on without it");
+    count(reactor);
+}
+
 /// Folds `event` into a reactor's view with `apply`, by the policy above.
 pub fn observe(reactor: &'static str, event: &DecodedEvent, apply: impl FnOnce(&DecodedEvent)) {
     advanced(reactor, event.position);
