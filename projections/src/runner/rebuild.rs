@@ -1,0 +1,254 @@
+//! Rebuilding read models from the log: a fresh generation of tables filled in batches off
+//! to the side, then switched to in one transaction, while the live one keeps serving.
+
+use super::*;
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    /// Each read model and the generation it now serves from.
+    pub generations: Vec<(&'static str, i64)>,
+    /// Events of the log read.
+    pub events: u64,
+    pub checkpoint: Position,
+    pub elapsed: Duration,
+}
+
+/// Applies `batch` to each projector's tables (with its suffix), event by event.
+async fn apply_all(
+    tx: &mut ReadTx,
+    projectors: &[Arc<dyn Projector>],
+    suffixes: &[String],
+    batch: &[DecodedEvent],
+) -> Result<(), ProjectionError> {
+    for event in batch {
+        for (projector, suffix) in projectors.iter().zip(suffixes) {
+            if projector.wants(&event.event_type) {
+                apply_guarded(projector.as_ref(), tx, suffix, event).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A read model's generation being built, and its tables' suffix.
+struct Building {
+    generation: i64,
+    suffix: String,
+}
+
+/// Applies `batch` to the generations being built, in one transaction; when an event cannot be
+/// applied, the batch is applied again one event and one read model per transaction, and what
+/// still fails is quarantined for the new generation (see [`crate::quarantine`]).
+async fn fill(
+    db: &ReadDb,
+    projectors: &[Arc<dyn Projector>],
+    building: &[Building],
+    suffixes: &[String],
+    batch: &[DecodedEvent],
+) -> Result<(), ProjectionError> {
+    let together = async {
+        let mut tx = db.begin().await?;
+        apply_all(&mut tx, projectors, suffixes, batch).await?;
+        tx.commit().await?;
+        Ok::<_, ProjectionError>(())
+    }
+    .await;
+    match together {
+        Err(e) if e.is_permanent() => {}
+        other => return other,
+    }
+    for event in batch {
+        for (projector, new) in projectors.iter().zip(building) {
+            if !projector.wants(&event.event_type) {
+                continue;
+            }
+            let applied = async {
+                let mut tx = db.begin().await?;
+                apply_guarded(projector.as_ref(), &mut tx, &new.suffix, event).await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(())
+            }
+            .await;
+            match applied {
+                Ok(()) => {}
+                Err(e) if e.is_permanent() => {
+                    let mut tx = db.begin().await?;
+                    crate::quarantine::record(&mut tx, projector.name(), new.generation, event, &e)
+                        .await?;
+                    tx.commit().await?;
+                    tracing::error!(read_model = projector.name(), position = event.position, stream = %event.stream,
+                        event_type = %event.event_type, error = %e,
+                        "an event cannot be applied to this read model: quarantined, the rebuild goes on");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds `projectors` from position 0 into new generations of their tables, reading the
+/// log once for all of them, and switches each to its new generation. `progress` is called
+/// with the position reached and the log events read after each batch. Events a read model
+/// cannot apply are quarantined for its new generation; the rebuild goes on past them.
+pub async fn rebuild(
+    store: Arc<dyn EventStore>,
+    db: &ReadDb,
+    projectors: &[Arc<dyn Projector>],
+    mut progress: impl FnMut(Position, u64),
+) -> Result<Rebuilt, ProjectionError> {
+    let started = Instant::now();
+    let mut registered = Vec::with_capacity(projectors.len());
+    for projector in projectors {
+        registered.push(register(db, projector.as_ref()).await?);
+    }
+    let mut building = Vec::with_capacity(projectors.len());
+    let mut tx = db.begin().await?;
+    for (projector, live) in projectors.iter().zip(&registered) {
+        let generation = live.generation + 1;
+        let new_suffix = suffix(generation);
+        for table in projector.tables() {
+            // A rebuild that was interrupted may have left this generation half-built.
+            tx.execute(&format!("DROP TABLE IF EXISTS {table}{new_suffix}"), &[])
+                .await?;
+        }
+        tx.execute(
+            "DELETE FROM quarantine WHERE read_model = $1 AND generation = $2",
+            &[projector.name().into(), Arg::Int(generation)],
+        )
+        .await?;
+        for statement in projector.schema(&new_suffix) {
+            tx.execute(&statement, &[]).await?;
+        }
+        building.push(Building {
+            generation,
+            suffix: new_suffix,
+        });
+    }
+    tx.commit().await?;
+
+    let suffixes: Vec<String> = building.iter().map(|b| b.suffix.clone()).collect();
+    let mut position = 0;
+    let mut events = 0u64;
+    // The next batches are read and decoded (on another thread) while this one is applied.
+    let mut batches = read_ahead(store.clone());
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        events += batch.len() as u64;
+        where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
+        progress(position, events);
+    }
+
+    // PostgreSQL plans queries by its statistics, which fresh tables do not have yet (until
+    // autovacuum comes by): without them the dashboard's first queries may scan whole tables.
+    if db.kind() == "postgres" {
+        let mut tx = db.begin().await?;
+        for (projector, new_suffix) in projectors.iter().zip(&suffixes) {
+            for table in projector.tables() {
+                tx.execute(&format!("ANALYZE {table}{new_suffix}"), &[])
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+    }
+
+    // Switch over: under the registry rows' locks, apply what arrived meanwhile, then point
+    // the rows and the views at the new generations. What arrived is caught up outside the
+    // locks first, so that an event that cannot be applied is quarantined there, not inside
+    // the one transaction that must commit.
+    let old = loop {
+        loop {
+            let batch: Vec<DecodedEvent> = store
+                .read_all(position, REBUILD_READ)
+                .await?
+                .into_iter()
+                .map(DecodedEvent::new)
+                .collect();
+            let Some(last) = batch.last() else { break };
+            position = last.position;
+            events += batch.len() as u64;
+            fill(db, projectors, &building, &suffixes, &batch).await?;
+        }
+        let mut tx = db.begin().await?;
+        let mut old = Vec::with_capacity(projectors.len());
+        for (projector, live) in projectors.iter().zip(&registered) {
+            old.push(
+                read_registration(&mut tx, projector.name())
+                    .await?
+                    .unwrap_or(*live),
+            );
+        }
+        let (mut reached, mut read) = (position, 0u64);
+        let mut cannot_apply = false;
+        loop {
+            let batch: Vec<DecodedEvent> = store
+                .read_all(reached, REBUILD_READ)
+                .await?
+                .into_iter()
+                .map(DecodedEvent::new)
+                .collect();
+            let Some(last) = batch.last() else { break };
+            match apply_all(&mut tx, projectors, &suffixes, &batch).await {
+                Ok(()) => {
+                    reached = last.position;
+                    read += batch.len() as u64;
+                }
+                Err(e) if e.is_permanent() => {
+                    cannot_apply = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if cannot_apply {
+            // Caught up (and quarantined) outside the locks on the next round.
+            continue;
+        }
+        for (projector, new) in projectors.iter().zip(&building) {
+            tx.execute(
+                "UPDATE projections SET generation = $2, checkpoint = $3, updated_at = $4 WHERE name = $1",
+                &[
+                    projector.name().into(),
+                    Arg::Int(new.generation),
+                    reached.into(),
+                    time_text(Utc::now()).into(),
+                ],
+            )
+            .await?;
+            create_views(&mut tx, projector.as_ref(), &new.suffix).await?;
+        }
+        tx.commit().await?;
+        position = reached;
+        events += read;
+        break old;
+    };
+    progress(position, events);
+
+    let mut tx = db.begin().await?;
+    for (projector, current) in projectors.iter().zip(&old) {
+        let old_suffix = suffix(current.generation);
+        for table in projector.tables() {
+            tx.execute(&format!("DROP TABLE IF EXISTS {table}{old_suffix}"), &[])
+                .await?;
+        }
+        tx.execute(
+            "DELETE FROM quarantine WHERE read_model = $1 AND generation <= $2",
+            &[projector.name().into(), Arg::Int(current.generation)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Rebuilt {
+        generations: projectors
+            .iter()
+            .zip(&building)
+            .map(|(projector, new)| (projector.name(), new.generation))
+            .collect(),
+        events,
+        checkpoint: position,
+        elapsed: started.elapsed(),
+    })
+}
