@@ -213,17 +213,24 @@ function go(view) {
 // ---- live changes -------------------------------------------------------------------------
 
 let refreshTimer = null;
+const changed = new Set();
+/** Reloads what changed, once, after a burst of changes. */
 function refreshSoon(chatId) {
+  if (chatId) changed.add(chatId);
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => {
+    const open = changed.has(session.chatId);
+    changed.clear();
     if (session.view === "chats") {
       loadChatList();
-      if (chatId && chatId === session.chatId) loadChat(chatId);
+      if (open) loadChat(session.chatId);
     } else if (session.view === "sla") {
       loadSlaBoard();
     }
   }, 150);
 }
+
+let retryIn = 2000;
 
 function connectLive() {
   if (session.socket) session.socket.close();
@@ -236,6 +243,7 @@ function connectLive() {
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.type === "connection_ack") {
+      retryIn = 2000;
       socket.send(JSON.stringify({ id: "updated", type: "subscribe",
         payload: { query: "subscription { chatUpdated { chatId } }" } }));
       socket.send(JSON.stringify({ id: "alerts", type: "subscribe",
@@ -243,6 +251,8 @@ function connectLive() {
       document.body.dataset.live = "connected";
     } else if (message.type === "ping") {
       socket.send(JSON.stringify({ type: "pong" }));
+    } else if (message.type === "next" && !(message.payload && message.payload.data)) {
+      showError(`A live update failed: ${JSON.stringify(message.payload && message.payload.errors)}`);
     } else if (message.type === "next" && message.id === "updated") {
       refreshSoon(message.payload.data.chatUpdated.chatId);
     } else if (message.type === "next" && message.id === "alerts") {
@@ -251,9 +261,17 @@ function connectLive() {
       showError(`Live updates refused: ${JSON.stringify(message.payload)}`);
     }
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     document.body.dataset.live = "closed";
-    if (session.socket === socket && session.token) setTimeout(() => session.token && connectLive(), 2000);
+    if (session.socket !== socket || !session.token) return;
+    // 4401/4403: the token was refused or has ended (logged out, deactivated, expired).
+    if (event.code === 4401 || event.code === 4403) {
+      showError(`Live updates stopped: ${event.reason || "the sign-in has ended"}. Sign in again.`);
+      signOut(false);
+      return;
+    }
+    setTimeout(() => session.token && session.socket === socket && connectLive(), retryIn);
+    retryIn = Math.min(retryIn * 2, 60000);
   };
 }
 
@@ -344,6 +362,7 @@ async function loadChat(chatId) {
   const data = await gql(`query($id: ID!) { chat(chatId: $id) { ${CHAT_FIELDS} } }`, { id: chatId }).catch(() => null);
   const panel = $("#chat");
   if (!data || !panel) return;
+  if (session.chatId !== chatId) return; // another chat was chosen meanwhile
   if (!data.chat) {
     panel.replaceChildren(h("p", { class: "muted" }, "This chat is not one you can see."));
     return;
@@ -571,14 +590,16 @@ async function loadAudit(chatId) {
   const label = h("output", { id: "as-of-time", for: "as-of" });
   const snapshot = h("div", { id: "as-of-chat", class: "card" });
   let pending = null;
+  let asked = 0;
   const show = () => {
     // The end of that millisecond: the log keeps microseconds, a browser's clock milliseconds.
     const at = new Date(Math.floor(from + ((to - from) * Number(slider.value)) / 1000) + 1).toISOString();
     label.textContent = time(at);
     clearTimeout(pending);
     pending = setTimeout(async () => {
+      const mine = ++asked;
       const past = await gql(`query($id: ID!, $at: DateTime!) { chatAsOf(chatId: $id, at: $at) { ${CHAT_FIELDS} } }`, { id: chatId, at }).catch(() => null);
-      if (!past) return;
+      if (!past || mine !== asked) return; // a later moment was asked for meanwhile
       snapshot.dataset.at = at;
       if (!past.chatAsOf) snapshot.replaceChildren(h("p", {}, "The chat did not exist yet."));
       else renderChat(snapshot, past.chatAsOf, { live: false });

@@ -53,7 +53,7 @@ pub enum AuthError {
     /// The password was right, but an admin deactivated the account.
     #[error("this account is deactivated; an admin can reactivate it")]
     Deactivated,
-    /// Too many failed logins in a row locked the account (the password was right).
+    /// Too many failed logins in a row locked the account (no password is checked until then).
     #[error(
         "this account is locked after too many failed logins, until {0}; an admin can unlock it"
     )]

@@ -1,6 +1,6 @@
 //! Requests per signed-in account: `POST /graphql` and `/api/media` uploads, each under its
-//! own quota per executive (the admin token has one of its own; requests without a valid
-//! token, and downloads by link, count per client address). Beyond it a request is refused before any work is done: 429, `Retry-After` in whole
+//! own quota per executive (the admin token has one of its own; GraphQL requests without a
+//! valid token count per client address); downloads per link. Beyond it a request is refused before any work is done: 429, `Retry-After` in whole
 //! seconds, and the `chatledger_rate_limited_total` counter. Quotas are kept in this
 //! process's memory (GCRA, the `governor` crate): several processes each allow their quota.
 

@@ -42,6 +42,19 @@ pub struct SendError {
     pub retry_after: Option<Duration>,
 }
 
+/// Meta's limit on messages to one recipient in a short time (a pair rate limit): the
+/// endpoint answers, only this recipient must wait.
+const PAIR_RATE_LIMIT: i64 = 131056;
+
+impl SendError {
+    /// Whether this failure says the provider's endpoint is down or overloaded (a 5xx, a 429,
+    /// a timeout, no connection), as a circuit breaker counts: not a refusal of this message
+    /// and not one recipient's limit.
+    pub fn says_the_endpoint_is_down(&self) -> bool {
+        self.transient && self.code != Some(PAIR_RATE_LIMIT)
+    }
+}
+
 /// Sends messages through the provider of a channel.
 #[async_trait]
 pub trait MessageSender: Send + Sync + 'static {

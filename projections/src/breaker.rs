@@ -63,6 +63,17 @@ impl State {
     }
 }
 
+/// What a circuit lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Closed: calls go as usual.
+    Go,
+    /// Half-open: this call is the probe. A transient failure of it opens the circuit again
+    /// and must not count against the message (its try is not its fault); a probe not made
+    /// after all is handed back with [`Circuits::abandon`].
+    Probe,
+}
+
 /// Every circuit of this process, by name (`channel:NAME`, `genesys:TENANT`). Cloning shares
 /// them.
 #[derive(Debug, Clone, Default)]
@@ -79,18 +90,19 @@ impl Circuits {
         }
     }
 
-    /// Whether a call to `circuit` may go now; `Err(at)`: not before `at`.
-    pub fn permit(&self, circuit: &str) -> Result<(), Instant> {
+    /// Whether a call to `circuit` may go now, and whether it is the probe; `Err(at)`: not
+    /// before `at`.
+    pub fn permit(&self, circuit: &str) -> Result<Permit, Instant> {
         self.permit_at(circuit, Instant::now())
     }
 
-    fn permit_at(&self, circuit: &str, now: Instant) -> Result<(), Instant> {
+    fn permit_at(&self, circuit: &str, now: Instant) -> Result<Permit, Instant> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         let Some(state) = states.get_mut(circuit) else {
-            return Ok(());
+            return Ok(Permit::Go);
         };
         match *state {
-            State::Closed { .. } => Ok(()),
+            State::Closed { .. } => Ok(Permit::Go),
             State::Open { until } if now < until => Err(until),
             State::HalfOpen { since } if now < since + self.settings.cooldown => {
                 // The probe's answer decides; ask again in a moment.
@@ -98,7 +110,20 @@ impl Circuits {
             }
             State::Open { .. } | State::HalfOpen { .. } => {
                 self.change(circuit, state, State::HalfOpen { since: now });
-                Ok(())
+                Ok(Permit::Probe)
+            }
+        }
+    }
+
+    /// A probe permitted but not made (its try could not be recorded): the next call may
+    /// probe at once instead of waiting out a cool-down for an answer that will not come.
+    pub fn abandon(&self, circuit: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = states.get_mut(circuit) {
+            if matches!(state, State::HalfOpen { .. }) {
+                *state = State::Open {
+                    until: Instant::now(),
+                };
             }
         }
     }
@@ -200,7 +225,7 @@ mod tests {
         circuits.failed_at(c, t0);
         assert_eq!(
             circuits.permit_at(c, t0),
-            Ok(()),
+            Ok(Permit::Go),
             "a success started the count again"
         );
         circuits.failed_at(c, t0);
@@ -208,12 +233,12 @@ mod tests {
         assert_eq!(circuits.not_closed(), vec![(c.to_owned(), "open")]);
         assert_eq!(
             circuits.permit_at("channel:other", t0),
-            Ok(()),
+            Ok(Permit::Go),
             "one per endpoint"
         );
         // After the cool-down one probe goes; the next call waits for its answer.
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(circuits.permit_at(c, t1), Ok(()));
+        assert_eq!(circuits.permit_at(c, t1), Ok(Permit::Probe));
         assert!(circuits.permit_at(c, t1).is_err());
         // The probe failed: open again.
         circuits.failed_at(c, t1);
@@ -222,9 +247,9 @@ mod tests {
             Err(t1 + Duration::from_secs(10))
         );
         let t2 = t1 + Duration::from_secs(10);
-        assert_eq!(circuits.permit_at(c, t2), Ok(()));
+        assert_eq!(circuits.permit_at(c, t2), Ok(Permit::Probe));
         circuits.succeeded(c);
-        assert_eq!(circuits.permit_at(c, t2), Ok(()));
+        assert_eq!(circuits.permit_at(c, t2), Ok(Permit::Go));
         assert!(circuits.not_closed().is_empty());
     }
 
@@ -237,13 +262,16 @@ mod tests {
         let t0 = Instant::now();
         circuits.failed_at("genesys:t", t0);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(circuits.permit_at("genesys:t", t1), Ok(()));
+        assert_eq!(circuits.permit_at("genesys:t", t1), Ok(Permit::Probe));
         assert!(circuits
             .permit_at("genesys:t", t1 + Duration::from_millis(500))
             .is_err());
         assert_eq!(
             circuits.permit_at("genesys:t", t1 + Duration::from_secs(1)),
-            Ok(())
+            Ok(Permit::Probe)
         );
+        // A probe given back lets the next call probe at once.
+        circuits.abandon("genesys:t");
+        assert_eq!(circuits.permit("genesys:t"), Ok(Permit::Probe));
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::breaker::Circuits;
+use crate::breaker::{Circuits, Permit};
 use crate::ownership::{Ownership, ROUND};
 use crate::tail::LogTail;
 use chatledger_application::conversations::{CommandError, Conversations};
@@ -146,13 +146,14 @@ impl Bridge {
         self
     }
 
-    /// Whether the tenant's circuit lets a call go; when not, `due` is put off until it may.
-    fn circuit_permits(&self, tenant: &str, due: &mut Instant) -> bool {
+    /// Whether the tenant's circuit lets a call go (`Some`, true when it is the probe, whose
+    /// failure is not counted against the message); when not, `due` is put off until it may.
+    fn circuit_permits(&self, tenant: &str, due: &mut Instant) -> Option<bool> {
         match self.circuits.permit(&format!("genesys:{tenant}")) {
-            Ok(()) => true,
+            Ok(permit) => Some(permit == Permit::Probe),
             Err(until) => {
                 *due = Instant::from_std(until);
-                false
+                None
             }
         }
     }
@@ -466,17 +467,17 @@ impl Bridge {
                 continue;
             };
             let mut due = p.due;
-            if !self.circuit_permits(&p.message.tenant, &mut due) {
+            let Some(probing) = self.circuit_permits(&p.message.tenant, &mut due) else {
                 if let Some(p) = self.pending.get_mut(&seq) {
                     p.due = due;
                 }
                 continue;
-            }
+            };
             let attempt = p.attempts + 1;
             let outcome = self.messaging.send_to_agent(&p.message).await;
             self.circuit_heard(&p.message.tenant, &outcome);
             let outcome = match outcome {
-                Err(e) if e.transient && attempt < self.limits.max_attempts => {
+                Err(e) if e.transient && (attempt < self.limits.max_attempts || probing) => {
                     let delay = self.backoff(attempt);
                     tracing::warn!(stream = %p.stream, attempt, error = %e, retry_in_ms = delay.as_millis() as u64,
                         "Genesys did not take a message; trying again");
@@ -547,17 +548,17 @@ impl Bridge {
                 continue;
             };
             let mut due = pending.due;
-            if !self.circuit_permits(&pending.receipt.tenant, &mut due) {
+            let Some(probing) = self.circuit_permits(&pending.receipt.tenant, &mut due) else {
                 if let Some(r) = self.receipts.get_mut(&key) {
                     r.due = due;
                 }
                 continue;
-            }
+            };
             let attempt = pending.attempts + 1;
             let outcome = self.messaging.send_receipt(&pending.receipt).await;
             self.circuit_heard(&pending.receipt.tenant, &outcome);
             if let Err(e) = &outcome {
-                if e.transient && attempt < self.limits.max_attempts {
+                if e.transient && (attempt < self.limits.max_attempts || probing) {
                     let delay = self.backoff(attempt);
                     if let Some(r) = self.receipts.get_mut(&key) {
                         r.attempts = attempt;

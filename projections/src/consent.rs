@@ -8,10 +8,11 @@
 //! that caused it, and each answer's id from the change (or, for HELP, the message): written
 //! again after a restart, they are duplicates.
 //!
-//! Automated answers are rationed per customer: each kind (the STOP confirmation, the START
-//! one, the HELP text) goes at most once per `answer_window`, judged by the messages' own
-//! times, so a burst of HELPs is all recorded and answered once. Consent changes are never
-//! rationed.
+//! Answers that change nothing are rationed per customer: the HELP text goes at most once per
+//! `answer_window`, judged by the messages' own times, so a burst of HELPs is all recorded and
+//! answered once. A consent change is never rationed, nor its confirmation: STOP, START, STOP
+//! within an hour is two withdrawals, each confirmed (a STOP repeated changes nothing and gets
+//! nothing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -210,12 +211,12 @@ impl ConsentKeeper {
                 Keyword::Stop => (
                     false,
                     Method::Keyword,
-                    Some((Keyword::Stop, self.settings.stop_reply.clone())),
+                    Some(self.settings.stop_reply.clone()),
                 ),
                 Keyword::Start => (
                     true,
                     Method::Keyword,
-                    Some((Keyword::Start, self.settings.start_reply.clone())),
+                    Some(self.settings.start_reply.clone()),
                 ),
                 Keyword::Help => {
                     if !self.may_answer(&customer, Keyword::Help, received_at) {
@@ -245,11 +246,10 @@ impl ConsentKeeper {
             at: received_at,
         };
         let decided = self.decide(&customer, grant, change)?;
-        let reply = reply.filter(|(keyword, _)| self.may_answer(&customer, *keyword, received_at));
         Some(Action::Change {
             customer,
             event: decided,
-            answer: reply.map(|(_, text)| Answer {
+            answer: reply.map(|text| Answer {
                 stream: stream.to_owned(),
                 chat_id,
                 text,

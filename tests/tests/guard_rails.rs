@@ -42,7 +42,7 @@ async fn twenty_wrong_passwords_lock_until_an_admin_unlocks(backend: Backend) {
         let (status, answer) = login_answer(&server, "asha@example.com", "not her password").await;
         assert_eq!(status, 401, "try {n}: {answer}");
     }
-    // The right password is now refused, saying why; a wrong one still reads as any other.
+    // The right password is now refused, saying why; so is any other (no guess is checked).
     let (status, answer) = login_answer(&server, "asha@example.com", "a good long password").await;
     assert_eq!(status, 423, "{answer}");
     assert_eq!(answer["error"], "account_locked");
@@ -54,10 +54,14 @@ async fn twenty_wrong_passwords_lock_until_an_admin_unlocks(backend: Backend) {
         "{answer}"
     );
     let (status, _) = login_answer(&server, "asha@example.com", "still wrong").await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 423);
     let events = server.events().await;
     let of = |t: &str| events.iter().filter(|e| e.event_type == t).count();
-    assert_eq!(of("LoginFailed"), 21, "every failure is recorded");
+    assert_eq!(
+        of("LoginFailed"),
+        20,
+        "every failure is recorded; guesses while locked are not checked"
+    );
     assert_eq!(of("AccountLocked"), 1, "locked once");
     let locked = events
         .iter()
@@ -247,6 +251,80 @@ async fn a_failing_provider_trips_the_breaker_and_the_queue_drains_in_order(back
     assert!(transitions("open") >= 1.0, "{metrics:?}");
     assert!(transitions("half-open") >= 1.0);
     assert!(transitions("closed") >= 1.0);
+}
+
+async fn a_long_outage_fails_no_message(backend: Backend) {
+    // Three tries a message, a circuit that opens after two failures: the outage outlasts
+    // every message's tries, and still nothing is given up, because the probes made while
+    // the provider is down are not the message's fault.
+    let server = start_with(
+        backend,
+        &[
+            ("BREAKER_FAILURES", "2"),
+            ("BREAKER_COOLDOWN_MS", "200"),
+            ("DISPATCH_MAX_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
+    server
+        .register("asha@example.com", Role::Executive, &["partner"])
+        .await;
+    let token = server.login("asha@example.com").await;
+    server
+        .partner_says(
+            "919638120888",
+            "wamid.o.1",
+            chrono::Utc::now().timestamp(),
+            "hello?",
+        )
+        .await;
+    let chats = server
+        .query("query { chats(first: 5) { nodes { chatId } } }", json!({}))
+        .await;
+    let chat = chats["chats"]["nodes"][0]["chatId"].clone();
+    for _ in 0..7 {
+        server.provider.answer_next(
+            503,
+            json!({"error": {"message": "Service temporarily unavailable", "code": 2}}),
+        );
+    }
+    let sent = server
+        .graphql(
+            Some(&token),
+            "mutation($c: ID!) { sendReply(chatId: $c, text: \"after the outage\") { messageId } }",
+            json!({"c": chat}),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    let delivered = server
+        .provider_got(|r| {
+            r.path.ends_with("/messages") && r.body["text"]["body"] == "after the outage"
+        })
+        .await;
+    assert_eq!(delivered.body["text"]["body"], "after the outage");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = server.events().await;
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.event_type == "MessageDispatchFailed"),
+            "given up"
+        );
+        if events.iter().any(|e| e.event_type == "MessageDispatched") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recorded as sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        message_requests(&server).len(),
+        8,
+        "seven failures, then the one that went"
+    );
 }
 
 async fn a_token_is_held_to_its_rate(backend: Backend) {
@@ -480,6 +558,7 @@ chatledger_tests::on_both_backends!(
     twenty_wrong_passwords_lock_until_an_admin_unlocks,
     a_lock_ends_by_itself,
     a_failing_provider_trips_the_breaker_and_the_queue_drains_in_order,
+    a_long_outage_fails_no_message,
     a_token_is_held_to_its_rate,
     metrics_read_as_prometheus_text_and_move_as_the_service_works,
 );

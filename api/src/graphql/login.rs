@@ -41,7 +41,6 @@ pub async fn login(
         .as_ref()
         .and_then(|r| r.text(5))
         .unwrap_or_else(|| unknown.clone());
-    let matches = state.logins.verify(hash, password.to_owned()).await;
     let known = row
         .as_ref()
         .and_then(|r| r.text(0))
@@ -60,6 +59,14 @@ pub async fn login(
         ),
         None => None,
     };
+    // A locked account is refused before any password is checked, whatever the password:
+    // a guesser learns nothing from its answers, and the guesses are not recorded.
+    if let Some(until) = account.as_ref().and_then(|a| a.locked_at(now)) {
+        state.logins.failed(&attempt);
+        metrics::counter!("chatledger_login_failures_total", "reason" => "locked").increment(1);
+        return Err(AuthError::Locked(until));
+    }
+    let matches = state.logins.verify(hash, password.to_owned()).await;
     let (Some(row), true) = (row, matches) else {
         state.logins.failed(&attempt);
         let reason = if account.is_some() {
@@ -88,14 +95,8 @@ pub async fn login(
                     "a failed login could not be recorded"),
             }
         }
-        // A locked account answers a wrong password as any account does: only the right
-        // password learns of the lock.
         return Err(AuthError::BadCredentials);
     };
-    if let Some(until) = account.as_ref().and_then(|a| a.locked_at(now)) {
-        metrics::counter!("chatledger_login_failures_total", "reason" => "locked").increment(1);
-        return Err(AuthError::Locked(until));
-    }
     state.logins.succeeded(&attempt);
     let mut executive = Executive::from_row(&row);
     let executive_id = Uuid::parse_str(&executive.id).map_err(|_| AuthError::BadCredentials)?;

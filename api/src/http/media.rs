@@ -169,12 +169,8 @@ fn inline(mime: &str) -> bool {
 /// (issued only with messages of chats the viewer may see).
 async fn download(
     State(state): State<AppState>,
-    super::ClientIp(client): super::ClientIp,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    state
-        .rates
-        .admit(crate::rate::Limit::Media, &crate::rate::key(None, client))?;
     let (key, mime) = state.media.store.open_token(&token).map_err(|e| {
         let code = match e {
             LinkError::Expired => "link_expired",
@@ -182,6 +178,11 @@ async fn download(
         };
         ApiError::new(StatusCode::FORBIDDEN, code, e.to_string())
     })?;
+    // Each link is held to the rate (a provider fetching many files through one address is
+    // not held back; one link fetched over and over is).
+    state
+        .rates
+        .admit(crate::rate::Limit::Media, &format!("link:{token}"))?;
     let found = state.media.store.get(&key).await.map_err(|e| {
         tracing::error!(error = %e, "the object store failed a download");
         ApiError::new(

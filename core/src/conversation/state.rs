@@ -163,8 +163,11 @@ impl Conversation {
                 queued_at,
                 ..
             } => {
+                // A rating request makes the next 1-5 the chat's rating (a resolve without
+                // one, because the customer was asked lately, does not).
                 if *purpose == OutboundPurpose::RatingRequest {
                     self.last_rating_request_at = Some(*queued_at);
+                    self.awaiting_rating = Some(*chat_id);
                 }
                 self.outbound.insert(
                     *message_id,
@@ -224,7 +227,6 @@ impl Conversation {
             ConversationEvent::ChatResolved { chat_id, .. } => {
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.status = ChatStatus::Resolved;
-                    self.awaiting_rating = Some(*chat_id);
                 }
             }
             ConversationEvent::ChatRated { chat_id, .. } => {

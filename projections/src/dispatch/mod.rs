@@ -50,7 +50,7 @@ use uuid::Uuid;
 
 mod record;
 
-use crate::breaker::Circuits;
+use crate::breaker::{Circuits, Permit};
 use crate::ownership::{Ownership, ROUND};
 use crate::snapshots::{Remembered, Snapshots};
 use crate::tail::LogTail;
@@ -368,7 +368,8 @@ impl Dispatcher {
         self.keep(false).await;
         let mut follower = tail.subscribe(position);
         loop {
-            let next_due = self.pending.values().map(|p| p.due).min();
+            // Only the first message of each queue can be due: the ones behind it wait for it.
+            let next_due = self.heads().map(|(_, p)| p.due).min();
             let wake = async {
                 match next_due {
                     Some(due) => tokio::time::sleep_until(due).await,
@@ -396,16 +397,21 @@ impl Dispatcher {
         }
     }
 
-    /// The messages that may go now, in the order they were queued: of each conversation's
-    /// messages to one recipient only the first, and only when it is due.
-    fn due(&self) -> Vec<Uuid> {
-        let now = Instant::now();
+    /// The first message of each conversation's queue to one recipient, in the order they
+    /// were queued: the only ones that may go.
+    fn heads(&self) -> impl Iterator<Item = (&Uuid, &Pending)> {
         let mut queued: Vec<(&Uuid, &Pending)> = self.pending.iter().collect();
         queued.sort_unstable_by_key(|(_, p)| p.seq);
-        let mut heads = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
         queued
             .into_iter()
-            .filter(|(_, p)| heads.insert((p.stream.as_str(), p.message.to.as_str())))
+            .filter(move |(_, p)| seen.insert((p.stream.as_str(), p.message.to.as_str())))
+    }
+
+    /// The messages that may go now: the first of each queue, when it is due.
+    fn due(&self) -> Vec<Uuid> {
+        let now = Instant::now();
+        self.heads()
             .filter(|(_, p)| p.due <= now)
             .map(|(id, _)| *id)
             .collect()
@@ -453,12 +459,18 @@ impl Dispatcher {
             }
             // A circuit that is open: the message waits, its tries untouched.
             let circuit = format!("channel:{}", pending.channel);
-            if let Err(until) = self.circuits.permit(&circuit) {
-                self.postpone(&message_id, Instant::from_std(until));
-                continue;
-            }
+            let probing = match self.circuits.permit(&circuit) {
+                Ok(permit) => permit == Permit::Probe,
+                Err(until) => {
+                    self.postpone(&message_id, Instant::from_std(until));
+                    continue;
+                }
+            };
             let attempt = pending.attempts + 1;
             if !self.record_attempt(&pending, message_id, attempt).await {
+                if probing {
+                    self.circuits.abandon(&circuit);
+                }
                 continue;
             }
             let sent_at = Instant::now();
@@ -466,12 +478,17 @@ impl Dispatcher {
             self.last_to.insert(pending.message.to.clone(), sent_at);
             let sent = self.sender.send(&pending.channel, &pending.message).await;
             match &sent {
-                Err(e) if e.transient => self.circuits.failed(&circuit),
+                Err(e) if e.says_the_endpoint_is_down() => self.circuits.failed(&circuit),
+                // A failure of this message alone (a refusal, a recipient's limit) says the
+                // endpoint answers.
                 _ => self.circuits.succeeded(&circuit),
             }
+            // A probe's failure is the provider's, not the message's: it is tried again
+            // whatever its count, once the circuit lets it.
+            let tries_left = attempt < self.limits.max_attempts || probing;
             let (outcome_name, code) = match &sent {
                 Ok(_) => ("sent", String::new()),
-                Err(e) if e.transient && attempt < self.limits.max_attempts => (
+                Err(e) if e.transient && tries_left => (
                     "retrying",
                     e.code.map(|c| c.to_string()).unwrap_or_default(),
                 ),
@@ -484,7 +501,7 @@ impl Dispatcher {
                 Ok(sent) => Some(DispatchOutcome::Sent {
                     provider_message_id: sent.provider_message_id,
                 }),
-                Err(e) if e.transient && attempt < self.limits.max_attempts => {
+                Err(e) if e.transient && tries_left => {
                     // A provider's `Retry-After` is honoured up to the longest backoff of our own.
                     let delay = e
                         .retry_after

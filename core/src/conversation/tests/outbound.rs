@@ -280,6 +280,12 @@ fn a_customer_is_asked_for_a_rating_at_most_once_an_hour() {
     assert!(!events
         .iter()
         .any(|e| matches!(e, ConversationEvent::ReplyQueued { .. })));
+    // Not asked, so a "2" after it is a message (a new chat), not a rating.
+    let not_asked: Vec<_> = history.iter().cloned().chain(events.clone()).collect();
+    assert!(matches!(
+        &given(&not_asked, customer_says("wamid.two", "2", 3))[..],
+        [ConversationEvent::ChatOpened { .. }, ..]
+    ));
     // An hour after the last request, asked again.
     if let ConversationCommand::Resolve { now, .. } = &mut again {
         *now = at("2026-11-22T11:05:00Z");
