@@ -29,10 +29,10 @@ pub struct Limits {
     pub login_lock_after: u32,
     /// How long a lock lasts unless an admin lifts it first (`LOGIN_LOCK_SECONDS`).
     pub login_lock_for: Duration,
-    /// `POST /graphql` requests (and subscriptions started) per token and minute
+    /// `POST /graphql` requests per signed-in account and minute
     /// (`GRAPHQL_RATE_PER_MINUTE`), of which `GRAPHQL_RATE_BURST` may come at once.
     pub graphql_rate: Rate,
-    /// `/api/media` uploads and downloads per token and minute (`MEDIA_RATE_PER_MINUTE`,
+    /// `/api/media` uploads per account and downloads per link, a minute (`MEDIA_RATE_PER_MINUTE`,
     /// `MEDIA_RATE_BURST`).
     pub media_rate: Rate,
     /// The shortest time between two automated answers of one kind (HELP, ratings) to one
