@@ -40,6 +40,8 @@ pub struct SendError {
     pub transient: bool,
     /// How long the provider asked us to wait, if it said.
     pub retry_after: Option<Duration>,
+    /// The failure was on our side (the object store, say), not the provider's answer.
+    pub ours: bool,
 }
 
 /// Meta's limit on messages to one recipient in a short time (a pair rate limit): the
@@ -48,10 +50,10 @@ const PAIR_RATE_LIMIT: i64 = 131056;
 
 impl SendError {
     /// Whether this failure says the provider's endpoint is down or overloaded (a 5xx, a 429,
-    /// a timeout, no connection), as a circuit breaker counts: not a refusal of this message
-    /// and not one recipient's limit.
+    /// a timeout, no connection), as a circuit breaker counts: not a refusal of this message,
+    /// not one recipient's limit, not a failure on our side.
     pub fn says_the_endpoint_is_down(&self) -> bool {
-        self.transient && self.code != Some(PAIR_RATE_LIMIT)
+        self.transient && !self.ours && self.code != Some(PAIR_RATE_LIMIT)
     }
 }
 
@@ -59,4 +61,40 @@ impl SendError {
 #[async_trait]
 pub trait MessageSender: Send + Sync + 'static {
     async fn send(&self, channel: &str, message: &OutboundMessage) -> Result<Sent, SendError>;
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_providers_trouble_says_the_endpoint_is_down() {
+        let error = |code, transient, ours| SendError {
+            code,
+            message: "x".into(),
+            transient,
+            retry_after: None,
+            ours,
+        };
+        assert!(
+            error(None, true, false).says_the_endpoint_is_down(),
+            "a 5xx, a timeout"
+        );
+        assert!(
+            error(Some(130429), true, false).says_the_endpoint_is_down(),
+            "throughput"
+        );
+        assert!(
+            !error(Some(131056), true, false).says_the_endpoint_is_down(),
+            "one recipient's pair limit"
+        );
+        assert!(
+            !error(None, true, true).says_the_endpoint_is_down(),
+            "our object store"
+        );
+        assert!(
+            !error(Some(131026), false, false).says_the_endpoint_is_down(),
+            "a refusal"
+        );
+    }
 }

@@ -170,6 +170,7 @@ fn network_error(e: reqwest::Error) -> SendError {
         message: format!("the provider could not be reached: {e}"),
         transient: true,
         retry_after: None,
+        ours: false,
     }
 }
 
@@ -184,6 +185,7 @@ impl MessageSender for HttpSender {
             },
             transient: false,
             retry_after: None,
+            ours: false,
         })?;
         self.send_to(endpoint, message).await
     }
@@ -234,6 +236,7 @@ impl HttpSender {
                             message: format!("the provider answered {status} without a message id"),
                             transient: false,
                             retry_after: None,
+                            ours: false,
                         });
                 }
                 let error = &body["error"];
@@ -250,6 +253,7 @@ impl HttpSender {
                         || status.as_u16() == 429
                         || code.is_some_and(|c| META_TRANSIENT_CODES.contains(&c)),
                     retry_after: wait,
+                    ours: false,
                 })
             }
             Endpoint::Twilio {
@@ -265,6 +269,7 @@ impl HttpSender {
                         message: "templates over Twilio need a Content SID, which chatledger does not configure yet".into(),
                         transient: false,
                         retry_after: None,
+                        ours: false,
                     });
                 }
                 let to = if message.to.starts_with('+') {
@@ -312,6 +317,7 @@ impl HttpSender {
                         .unwrap_or_else(|| format!("HTTP {status}")),
                     transient: status.is_server_error() || status.as_u16() == 429,
                     retry_after: wait,
+                    ours: false,
                 })
             }
         }
@@ -422,6 +428,7 @@ impl HttpSender {
                 || status.as_u16() == 429
                 || code.is_some_and(|c| META_TRANSIENT_CODES.contains(&c)),
             retry_after: wait,
+            ours: false,
         })
     }
 }
@@ -432,15 +439,18 @@ fn permanent(message: impl Into<String>) -> SendError {
         message: message.into(),
         transient: false,
         retry_after: None,
+        ours: false,
     }
 }
 
+/// A failure on our side (the object store), worth retrying; says nothing of the provider.
 fn transient(message: impl Into<String>) -> SendError {
     SendError {
         code: None,
         message: message.into(),
         transient: true,
         retry_after: None,
+        ours: true,
     }
 }
 

@@ -14,6 +14,7 @@ impl Onboarding {
             message,
             transient: false,
             retry_after: None,
+            ours: false,
         };
         if !credential.is_connected() {
             return Err(permanent(format!(
@@ -70,6 +71,7 @@ fn permanent(message: String) -> SendError {
         message,
         transient: false,
         retry_after: None,
+        ours: false,
     }
 }
 
