@@ -46,20 +46,12 @@ async fn ready(State(state): State<AppState>) -> Response {
                 .map(|(name, position)| (name.to_owned(), json!(position)))
                 .collect();
             let lag = head.saturating_sub(state.read_side.low_water_mark());
-            // Behind by more than READY_MAX_LAG_EVENTS: not ready, naming which.
-            let behind: Vec<String> = state
-                .read_side
-                .checkpoints()
-                .into_iter()
-                .filter(|(_, position)| head.saturating_sub(*position) > state.limits.ready_max_lag)
-                .map(|(name, position)| format!("{name} ({} behind)", head - position))
-                .collect();
-            if !behind.is_empty() {
-                return unavailable(format!(
-                    "read models are more than {} events behind the log (catching up): {}",
-                    state.limits.ready_max_lag,
-                    behind.join(", ")
-                ));
+            if let Some(reason) = lagging(
+                &state.read_side.checkpoints(),
+                head,
+                state.limits.ready_max_lag,
+            ) {
+                return unavailable(reason);
             }
             // Each reactor's view of the log, and which partitions of the streams this process
             // acts on (all of them, unless it shares the work with others on PostgreSQL).
@@ -124,5 +116,43 @@ async fn ready(State(state): State<AppState>) -> Response {
             "the event store did not answer within {}s",
             STORE_CHECK_TIMEOUT.as_secs()
         )),
+    }
+}
+
+/// Why the process is not ready when read models are more than `max_lag` events behind the
+/// log's `head` (`READY_MAX_LAG_EVENTS`), naming each and how far; `None` when none is.
+fn lagging(checkpoints: &[(&'static str, u64)], head: u64, max_lag: u64) -> Option<String> {
+    let behind: Vec<String> = checkpoints
+        .iter()
+        .filter(|(_, position)| head.saturating_sub(*position) > max_lag)
+        .map(|(name, position)| format!("{name} ({} behind)", head - position))
+        .collect();
+    (!behind.is_empty()).then(|| {
+        format!(
+            "read models are more than {max_lag} events behind the log (catching up): {}",
+            behind.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_model_behind_by_more_than_the_setting_is_named() {
+        let checkpoints = [("chats", 990), ("messages", 1_000), ("sla", 400)];
+        assert_eq!(
+            lagging(&checkpoints, 1_000, 500).as_deref(),
+            Some("read models are more than 500 events behind the log (catching up): sla (600 behind)")
+        );
+        assert_eq!(
+            lagging(&checkpoints, 1_000, 600),
+            None,
+            "600 behind is within 600"
+        );
+        assert!(lagging(&checkpoints, 1_000, 5)
+            .unwrap()
+            .contains("chats (10 behind), sla (600 behind)"));
     }
 }
