@@ -83,6 +83,35 @@ struct Args {
     /// `replay` includes the chat-list query, `fixed-rate` the projection lag and SLA precision.
     #[arg(long, value_delimiter = ',', value_parser = ["append", "replay", "ingest", "fixed-rate", "media"])]
     only: Vec<String>,
+    /// Print how to measure this checkout's store beside the peer event-sourcing libraries
+    /// (`shared/peers/append-bench`), for the same commit, and exit.
+    #[arg(long)]
+    peers: bool,
+}
+
+/// How to run the peers' bench against this very checkout and commit.
+fn peers_note() -> String {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let commit = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&checkout)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "(not a git checkout)".to_owned());
+    format!(
+        "chatledger's store beside the peer Rust event-sourcing libraries, in one run on this machine:\n\n\
+         \x20 cd PATH-TO/shared/peers/append-bench\n\
+         \x20 ./with-chatledger.sh {} all --out peers-{commit}.json\n\n\
+         It builds against this checkout (commit {commit}) and needs PostgreSQL at 127.0.0.1:5432\n\
+         (user postgres, trust); its README says what each variant is. Put its table beside this\n\
+         bench's in the README's performance section, with the machine it ran on.",
+        checkout.display()
+    )
 }
 
 /// The allocator the `chatledger` binary uses, so that what is measured is what runs.
@@ -105,6 +134,10 @@ fn main() {
         });
     }
     let args = Args::parse();
+    if args.peers {
+        println!("{}", peers_note());
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
