@@ -367,16 +367,12 @@ impl Chat {
     /// The Genesys conversation the chat's messages go to, when its channel routes to
     /// Genesys (known once Genesys named it).
     async fn genesys_conversation_id(&self, ctx: &Context<'_>) -> Result<Option<String>, Error> {
-        let row = state(ctx)
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT conversation_id FROM genesys_chats WHERE chat_id = $1",
-                &[(&self.chat_id).into()],
-            )
-            .await
-            .map_err(internal)?;
-        Ok(row.and_then(|r| r.text(0)))
+        chatledger_projections::read_models::genesys::conversation_of(
+            &state(ctx).read_side.db,
+            &self.chat_id,
+        )
+        .await
+        .map_err(internal)
     }
     /// The chat's messages, oldest first.
     #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]

@@ -53,33 +53,24 @@ pub(super) async fn consent_history(
     ctx: &Context<'_>,
     customer: &str,
 ) -> Result<Vec<ConsentChange>, Error> {
-    let rows = state(ctx)
-        .read_side
-        .db
-        .fetch_all(
-            "SELECT granted, categories, method, wording_version, evidence, actor, at FROM consent_changes
-             WHERE customer = $1 ORDER BY position LIMIT 500",
-            &[customer.into()],
-        )
-        .await
-        .map_err(internal)?;
+    let rows = chatledger_projections::read_models::consent::history_of(
+        &state(ctx).read_side.db,
+        customer,
+        500,
+    )
+    .await
+    .map_err(internal)?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|row| {
             let mut change = ConsentChange {
-                granted: row.i64(0) == Some(1),
-                categories: row
-                    .text(1)
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                method: row.text(2).unwrap_or_default(),
-                wording_version: row.text(3),
-                evidence: row.text(4),
-                actor: row.text(5).unwrap_or_default(),
-                at: row.time(6).unwrap_or_default(),
+                granted: row.granted,
+                categories: row.categories,
+                method: row.method,
+                wording_version: row.wording_version,
+                evidence: row.evidence,
+                actor: row.actor,
+                at: row.at,
                 summary: String::new(),
             };
             change.summary = change.recorded().map(|e| e.in_words()).unwrap_or_default();

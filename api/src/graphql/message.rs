@@ -243,42 +243,29 @@ async fn with_genesys(
     ctx: &Context<'_>,
     mut messages: Vec<Message>,
 ) -> Result<Vec<Message>, Error> {
-    let chats: Vec<Arg> = messages
+    use chatledger_projections::read_models::genesys;
+    let chats: Vec<String> = messages
         .iter()
-        .map(|m| m.media_name.0.as_str())
+        .map(|m| m.media_name.0.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(Arg::from)
         .collect();
-    if chats.is_empty() {
-        return Ok(messages);
-    }
-    let rows = state(ctx)
-        .read_side
-        .db
-        .fetch_all(
-            &format!(
-                "SELECT chat_id, message, genesys_message_id, status, reason FROM genesys_messages WHERE chat_id IN ({})",
-                placeholders(chats.len())
-            ),
-            &chats,
-        )
+    let rows = genesys::messages_of(&state(ctx).read_side.db, &chats)
         .await
         .map_err(internal)?;
-    let mut found: HashMap<(String, String), GenesysMessage> = HashMap::new();
-    for row in &rows {
-        found.insert(
+    let mut found: HashMap<(String, String), GenesysMessage> = rows
+        .into_iter()
+        .map(|row| {
             (
-                row.text(0).unwrap_or_default(),
-                row.text(1).unwrap_or_default(),
-            ),
-            GenesysMessage {
-                message_id: row.text(2),
-                status: row.text(3).unwrap_or_default(),
-                reason: row.text(4),
-            },
-        );
-    }
+                (row.chat_id, row.message),
+                GenesysMessage {
+                    message_id: row.genesys_message_id,
+                    status: row.status,
+                    reason: row.reason,
+                },
+            )
+        })
+        .collect();
     for message in &mut messages {
         message.genesys = found.remove(&message.media_name);
     }

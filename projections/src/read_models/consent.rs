@@ -82,3 +82,50 @@ impl Projector for Consents {
         Ok(())
     }
 }
+
+/// One change as `consent_changes` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentChangeRow {
+    pub granted: bool,
+    pub categories: Vec<String>,
+    pub method: String,
+    pub wording_version: Option<String>,
+    pub evidence: Option<String>,
+    pub actor: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A customer's changes, in the order they were recorded (at most `limit`).
+pub async fn history_of(
+    db: &crate::read_db::ReadDb,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<ConsentChangeRow>, sqlx::Error> {
+    let rows = db
+        .fetch_all(
+            &format!(
+                "SELECT granted, categories, method, wording_version, evidence, actor, at
+                 FROM consent_changes WHERE customer = $1 ORDER BY position LIMIT {limit}"
+            ),
+            &[customer.into()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ConsentChangeRow {
+            granted: row.i64(0) == Some(1),
+            categories: row
+                .text(1)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            method: row.text(2).unwrap_or_default(),
+            wording_version: row.text(3),
+            evidence: row.text(4),
+            actor: row.text(5).unwrap_or_default(),
+            at: row.time(6).unwrap_or_default(),
+        })
+        .collect())
+}

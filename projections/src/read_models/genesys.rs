@@ -183,3 +183,59 @@ impl Projector for Genesys {
         Ok(())
     }
 }
+
+/// The Genesys conversation a chat's messages go to, once Genesys named it.
+pub async fn conversation_of(
+    db: &crate::read_db::ReadDb,
+    chat_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            "SELECT conversation_id FROM genesys_chats WHERE chat_id = $1",
+            &[chat_id.into()],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.text(0)))
+}
+
+/// How a message crossed the bridge, as `genesys_messages` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenesysMessageRow {
+    pub chat_id: String,
+    /// The message's provider id (or our id, for an agent's message).
+    pub message: String,
+    pub genesys_message_id: Option<String>,
+    /// One of [`status`].
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+/// Every message of these chats that crossed the bridge.
+pub async fn messages_of(
+    db: &crate::read_db::ReadDb,
+    chat_ids: &[String],
+) -> Result<Vec<GenesysMessageRow>, sqlx::Error> {
+    if chat_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let args: Vec<crate::read_db::Arg> = chat_ids.iter().map(|c| c.as_str().into()).collect();
+    let rows = db
+        .fetch_all(
+            &format!(
+                "SELECT chat_id, message, genesys_message_id, status, reason FROM genesys_messages WHERE chat_id IN ({})",
+                crate::read_db::placeholders(args.len())
+            ),
+            &args,
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| GenesysMessageRow {
+            chat_id: row.text(0).unwrap_or_default(),
+            message: row.text(1).unwrap_or_default(),
+            genesys_message_id: row.text(2),
+            status: row.text(3).unwrap_or_default(),
+            reason: row.text(4),
+        })
+        .collect())
+}
