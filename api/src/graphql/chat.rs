@@ -438,12 +438,15 @@ impl Chat {
     }
     /// The customer's rides from now on, soonest first (cancelled ones left out).
     async fn upcoming_rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
-        Ride::load(
-            ctx,
-            "WHERE customer = $1 AND cancelled = 0 AND ride_at >= $2 ORDER BY ride_at LIMIT 20",
-            &[(&self.customer).into(), state(ctx).clock.now().into()],
+        let state = state(ctx);
+        let rows = chatledger_projections::read_models::rides::upcoming_rides_of(
+            &state.read_side.db,
+            &self.customer,
+            state.clock.now(),
         )
         .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(Ride::from).collect())
     }
     async fn rating(&self) -> Option<i32> {
         self.rating.map(|r| r as i32)

@@ -26,12 +26,13 @@ impl Customer {
     }
     /// Every ride of the customer, by ride time.
     async fn rides(&self, ctx: &Context<'_>) -> Result<Vec<Ride>, Error> {
-        Ride::load(
-            ctx,
-            "WHERE customer = $1 ORDER BY ride_at LIMIT 200",
-            &[(&self.number).into()],
+        let rows = chatledger_projections::read_models::rides::rides_of(
+            &state(ctx).read_side.db,
+            &self.number,
         )
         .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(Ride::from).collect())
     }
     /// Where each category of the customer's consent stands (its latest change); a category
     /// never changed is not listed.
@@ -93,28 +94,12 @@ pub struct Ride {
     pub status: String,
 }
 
-impl Ride {
-    pub(super) async fn load(
-        ctx: &Context<'_>,
-        condition: &str,
-        args: &[Arg],
-    ) -> Result<Vec<Ride>, Error> {
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!("SELECT booking_id, ride_at, status FROM rides {condition}"),
-                args,
-            )
-            .await
-            .map_err(internal)?;
-        Ok(rows
-            .iter()
-            .map(|row| Ride {
-                booking_id: ID(row.text(0).unwrap_or_default()),
-                ride_at: row.time(1).unwrap_or_default(),
-                status: row.text(2).unwrap_or_default(),
-            })
-            .collect())
+impl From<chatledger_projections::read_models::rides::RideRow> for Ride {
+    fn from(row: chatledger_projections::read_models::rides::RideRow) -> Self {
+        Ride {
+            booking_id: ID(row.booking_id),
+            ride_at: row.ride_at,
+            status: row.status,
+        }
     }
 }

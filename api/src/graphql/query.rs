@@ -215,20 +215,18 @@ impl Query {
         }
         let state = state(ctx);
         let key = customer_key(state, &number);
-        let row = state
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT customer, stakeholder, name, context FROM customers WHERE stakeholder = $1 AND customer = $2",
-                &[stakeholder.into(), key.into()],
-            )
-            .await
-            .map_err(internal)?;
+        let row = chatledger_projections::read_models::customers::customer(
+            &state.read_side.db,
+            &stakeholder,
+            &key,
+        )
+        .await
+        .map_err(internal)?;
         Ok(row.map(|row| Customer {
-            number: row.text(0).unwrap_or_default(),
-            stakeholder: row.text(1).unwrap_or_default(),
-            name: row.text(2),
-            context: row.json(3).unwrap_or(Value::Object(Default::default())),
+            number: row.customer,
+            stakeholder: row.stakeholder,
+            name: row.name,
+            context: row.context,
         }))
     }
 

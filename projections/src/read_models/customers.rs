@@ -130,3 +130,32 @@ impl Projector for Customers {
         Ok(())
     }
 }
+
+/// A customer of a stakeholder as `customers` keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRow {
+    pub customer: String,
+    pub stakeholder: String,
+    pub name: Option<String>,
+    pub context: Value,
+}
+
+/// The customer `customer` (their key) of `stakeholder`, if known.
+pub async fn customer(
+    db: &crate::read_db::ReadDb,
+    stakeholder: &str,
+    customer: &str,
+) -> Result<Option<CustomerRow>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            "SELECT customer, stakeholder, name, context FROM customers WHERE stakeholder = $1 AND customer = $2",
+            &[stakeholder.into(), customer.into()],
+        )
+        .await?;
+    Ok(row.map(|row| CustomerRow {
+        customer: row.text(0).unwrap_or_default(),
+        stakeholder: row.text(1).unwrap_or_default(),
+        name: row.text(2),
+        context: row.json(3).unwrap_or(Value::Object(Default::default())),
+    }))
+}

@@ -67,3 +67,59 @@ impl Projector for Rides {
         Ok(())
     }
 }
+
+/// A ride as `rides` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RideRow {
+    pub booking_id: String,
+    pub ride_at: chrono::DateTime<chrono::Utc>,
+    pub status: String,
+}
+
+async fn rides_where(
+    db: &crate::read_db::ReadDb,
+    condition: &str,
+    args: &[Arg],
+) -> Result<Vec<RideRow>, sqlx::Error> {
+    let rows = db
+        .fetch_all(
+            &format!("SELECT booking_id, ride_at, status FROM rides {condition}"),
+            args,
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| RideRow {
+            booking_id: row.text(0).unwrap_or_default(),
+            ride_at: row.time(1).unwrap_or_default(),
+            status: row.text(2).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Every ride of a customer, by ride time (the first 200).
+pub async fn rides_of(
+    db: &crate::read_db::ReadDb,
+    customer: &str,
+) -> Result<Vec<RideRow>, sqlx::Error> {
+    rides_where(
+        db,
+        "WHERE customer = $1 ORDER BY ride_at LIMIT 200",
+        &[customer.into()],
+    )
+    .await
+}
+
+/// A customer's rides from `now` on, soonest first, cancelled ones left out (the first 20).
+pub async fn upcoming_rides_of(
+    db: &crate::read_db::ReadDb,
+    customer: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RideRow>, sqlx::Error> {
+    rides_where(
+        db,
+        "WHERE customer = $1 AND cancelled = 0 AND ride_at >= $2 ORDER BY ride_at LIMIT 20",
+        &[customer.into(), now.into()],
+    )
+    .await
+}
