@@ -247,24 +247,13 @@ impl Chat {
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            let mut found: HashMap<String, Executive> = HashMap::new();
-            if !ids.is_empty() {
-                let args: Vec<Arg> = ids.iter().map(|id| (*id).into()).collect();
-                let rows = db
-                    .fetch_all(
-                        &format!(
-                            "SELECT {EXECUTIVE_COLUMNS} FROM executives WHERE executive_id IN ({})",
-                            placeholders(args.len())
-                        ),
-                        &args,
-                    )
+            let found: HashMap<String, Executive> =
+                chatledger_projections::read_models::executives::executives_by_id(db, &ids)
                     .await
-                    .map_err(internal)?;
-                for row in &rows {
-                    let executive = Executive::from_row(row);
-                    found.insert(executive.id.clone(), executive);
-                }
-            }
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|row| (row.executive_id.clone(), Executive::from(row)))
+                    .collect();
             for chat in chats.iter_mut() {
                 chat.prefetched.assignee = Some(
                     chat.assigned_to

@@ -12,33 +12,25 @@ pub struct Executive {
     pub(super) online: bool,
 }
 
-pub(super) const EXECUTIVE_COLUMNS: &str = "executive_id, name, role, stakeholders, online";
-
-impl Executive {
-    pub(super) fn from_row(row: &DbRow) -> Self {
+impl From<chatledger_projections::read_models::executives::ExecutiveRow> for Executive {
+    fn from(row: chatledger_projections::read_models::executives::ExecutiveRow) -> Self {
         Executive {
-            id: row.text(0).unwrap_or_default(),
-            name: row.text(1).unwrap_or_default(),
-            role: row.text(2).unwrap_or_default(),
-            stakeholders: row
-                .json(3)
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default(),
-            online: row.i64(4) == Some(1),
+            id: row.executive_id,
+            name: row.name,
+            role: row.role,
+            stakeholders: row.stakeholders,
+            online: row.online,
         }
     }
+}
 
+impl Executive {
     pub(super) async fn load_from(state: &AppState, id: &str) -> Result<Option<Executive>, Error> {
-        let row = state
-            .read_side
-            .db
-            .fetch_optional(
-                &format!("SELECT {EXECUTIVE_COLUMNS} FROM executives WHERE executive_id = $1"),
-                &[id.into()],
-            )
-            .await
-            .map_err(internal)?;
-        Ok(row.as_ref().map(Executive::from_row))
+        let row =
+            chatledger_projections::read_models::executives::executive(&state.read_side.db, id)
+                .await
+                .map_err(internal)?;
+        Ok(row.map(Executive::from))
     }
 
     pub(super) async fn load(ctx: &Context<'_>, id: &str) -> Result<Option<Executive>, Error> {

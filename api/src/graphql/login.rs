@@ -20,18 +20,15 @@ pub async fn login(
         .logins
         .admit(&attempt)
         .map_err(|wait| AuthError::TooManyAttempts(wait.as_secs().max(1)))?;
-    let row = state
-        .read_side
-        .db
-        .fetch_optional(
-            &format!("SELECT {EXECUTIVE_COLUMNS}, password_hash FROM executives WHERE email = $1"),
-            &[email.trim().to_lowercase().into()],
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading executives for a login failed");
-            AuthError::Unavailable("the executives cannot be read from the database".into())
-        })?;
+    let row = chatledger_projections::read_models::executives::executive_for_login(
+        &state.read_side.db,
+        &email.trim().to_lowercase(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "reading executives for a login failed");
+        AuthError::Unavailable("the executives cannot be read from the database".into())
+    })?;
     // Verify against a real hash even for an unknown email, so both take the same time and
     // the answer does not tell which emails exist.
     static UNKNOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -39,12 +36,10 @@ pub async fn login(
         UNKNOWN.get_or_init(|| crate::auth::hash_password("no such executive").unwrap_or_default());
     let hash = row
         .as_ref()
-        .and_then(|r| r.text(5))
-        .unwrap_or_else(|| unknown.clone());
+        .map_or_else(|| unknown.clone(), |(_, hash)| hash.clone());
     let known = row
         .as_ref()
-        .and_then(|r| r.text(0))
-        .and_then(|id| Uuid::parse_str(&id).ok());
+        .and_then(|(r, _)| Uuid::parse_str(&r.executive_id).ok());
     let now = Utc::now();
     // The account as its stream stands now (failures in a row, a lock), read from the log.
     let account = match known {
@@ -67,7 +62,7 @@ pub async fn login(
         return Err(AuthError::Locked(until));
     }
     let matches = state.logins.verify(hash, password.to_owned()).await;
-    let (Some(row), true) = (row, matches) else {
+    let (Some((row, _)), true) = (row, matches) else {
         state.logins.failed(&attempt);
         let reason = if account.is_some() {
             "wrong_password"
@@ -98,7 +93,7 @@ pub async fn login(
         return Err(AuthError::BadCredentials);
     };
     state.logins.succeeded(&attempt);
-    let mut executive = Executive::from_row(&row);
+    let mut executive = Executive::from(row);
     let executive_id = Uuid::parse_str(&executive.id).map_err(|_| AuthError::BadCredentials)?;
     state.sessions.ready().await?;
     if state.sessions.active(executive_id) == Some(false) {

@@ -339,18 +339,14 @@ impl Query {
                 return Err(coded(format!("you do not work {s} chats"), "FORBIDDEN"));
             }
         }
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!("SELECT {EXECUTIVE_COLUMNS} FROM executives ORDER BY name"),
-                &[],
-            )
-            .await
-            .map_err(internal)?;
+        let rows = chatledger_projections::read_models::executives::all_executives(
+            &state(ctx).read_side.db,
+        )
+        .await
+        .map_err(internal)?;
         Ok(rows
-            .iter()
-            .map(Executive::from_row)
+            .into_iter()
+            .map(Executive::from)
             .filter(|e| e.visible_to(viewer))
             .filter(|e| {
                 stakeholder

@@ -104,3 +104,96 @@ impl Projector for Executives {
         Ok(())
     }
 }
+
+/// An executive as `executives` keeps them (never the password hash, but for a login).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutiveRow {
+    pub executive_id: String,
+    pub name: String,
+    pub role: String,
+    pub stakeholders: Vec<String>,
+    pub online: bool,
+}
+
+const COLUMNS: &str = "executive_id, name, role, stakeholders, online";
+
+impl ExecutiveRow {
+    fn from_row(row: &crate::read_db::DbRow) -> Self {
+        ExecutiveRow {
+            executive_id: row.text(0).unwrap_or_default(),
+            name: row.text(1).unwrap_or_default(),
+            role: row.text(2).unwrap_or_default(),
+            stakeholders: row
+                .json(3)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            online: row.i64(4) == Some(1),
+        }
+    }
+}
+
+/// One executive by id.
+pub async fn executive(
+    db: &crate::read_db::ReadDb,
+    executive_id: &str,
+) -> Result<Option<ExecutiveRow>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            &format!("SELECT {COLUMNS} FROM executives WHERE executive_id = $1"),
+            &[executive_id.into()],
+        )
+        .await?;
+    Ok(row.as_ref().map(ExecutiveRow::from_row))
+}
+
+/// These executives (those that exist), in no particular order.
+pub async fn executives_by_id(
+    db: &crate::read_db::ReadDb,
+    ids: &[&str],
+) -> Result<Vec<ExecutiveRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let args: Vec<Arg> = ids.iter().map(|id| (*id).into()).collect();
+    let rows = db
+        .fetch_all(
+            &format!(
+                "SELECT {COLUMNS} FROM executives WHERE executive_id IN ({})",
+                crate::read_db::placeholders(args.len())
+            ),
+            &args,
+        )
+        .await?;
+    Ok(rows.iter().map(ExecutiveRow::from_row).collect())
+}
+
+/// Every executive, by name.
+pub async fn all_executives(db: &crate::read_db::ReadDb) -> Result<Vec<ExecutiveRow>, sqlx::Error> {
+    let rows = db
+        .fetch_all(
+            &format!("SELECT {COLUMNS} FROM executives ORDER BY name"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(ExecutiveRow::from_row).collect())
+}
+
+/// The executive with this email (as registered, lowercased) and their password hash, for a
+/// login.
+pub async fn executive_for_login(
+    db: &crate::read_db::ReadDb,
+    email: &str,
+) -> Result<Option<(ExecutiveRow, String)>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            &format!("SELECT {COLUMNS}, password_hash FROM executives WHERE email = $1"),
+            &[email.into()],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        (
+            ExecutiveRow::from_row(&row),
+            row.text(5).unwrap_or_default(),
+        )
+    }))
+}

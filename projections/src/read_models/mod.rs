@@ -1,7 +1,8 @@
 //! The read models: chats, messages and their media, customers, executives, rides, SLA,
 //! consent, the Genesys bridge. Each is its own projector with its own checkpoint and its own
 //! file here; adding a read model is adding one more [`Projector`] to [`all`]. The queries
-//! that read a table live beside it (`consent`, `customers`, `genesys`, `media`, `rides` so far;
+//! that read a table live beside it (`consent`, `customers`, `executives`, `genesys`, `media`,
+//! `rides` so far;
 //! the others' are still in the API's GraphQL types).
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::read_db::{time_text, Arg, ReadTx};
 mod chats;
 pub mod consent;
 pub mod customers;
-mod executives;
+pub mod executives;
 pub mod genesys;
 mod media;
 mod messages;
