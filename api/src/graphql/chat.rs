@@ -408,21 +408,18 @@ impl Chat {
         if let Some(as_of) = &self.as_of {
             return Ok(as_of.sla.clone());
         }
-        let row = state(ctx)
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT next_due_at, alerted_at, escalated_at, policy_version, running, clock_started_at FROM sla WHERE chat_id = $1",
-                &[(&self.chat_id).into()],
-            )
-            .await
-            .map_err(internal)?;
+        let row = chatledger_projections::read_models::sla::sla_of(
+            &state(ctx).read_side.db,
+            &self.chat_id,
+        )
+        .await
+        .map_err(internal)?;
         Ok(row.map_or_else(Sla::default, |row| Sla {
-            due_at: row.time(0),
-            alerted_at: row.time(1),
-            escalated_at: row.time(2),
-            policy_version: row.i64(3).map(|v| v as i32),
-            waiting_since: row.time(5).filter(|_| row.i64(4) == Some(1)),
+            due_at: row.next_due_at,
+            alerted_at: row.alerted_at,
+            escalated_at: row.escalated_at,
+            policy_version: row.policy_version.map(|v| v as i32),
+            waiting_since: row.waiting_since,
         }))
     }
     /// The customer's rides from now on, soonest first (cancelled ones left out).

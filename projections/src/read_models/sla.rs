@@ -162,3 +162,36 @@ impl Projector for Sla {
         Ok(())
     }
 }
+
+/// A chat's SLA as `sla` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaRow {
+    /// When the waiting customer message's next threshold falls due.
+    pub next_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub alerted_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub escalated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The version of the policy the running clock is judged by.
+    pub policy_version: Option<i64>,
+    /// Since when a customer message waits, while one does.
+    pub waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The SLA of a chat, if it ever had a clock.
+pub async fn sla_of(
+    db: &crate::read_db::ReadDb,
+    chat_id: &str,
+) -> Result<Option<SlaRow>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            "SELECT next_due_at, alerted_at, escalated_at, policy_version, running, clock_started_at FROM sla WHERE chat_id = $1",
+            &[chat_id.into()],
+        )
+        .await?;
+    Ok(row.map(|row| SlaRow {
+        next_due_at: row.time(0),
+        alerted_at: row.time(1),
+        escalated_at: row.time(2),
+        policy_version: row.i64(3),
+        waiting_since: row.time(5).filter(|_| row.i64(4) == Some(1)),
+    }))
+}
