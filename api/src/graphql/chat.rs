@@ -382,16 +382,15 @@ impl Chat {
                 .map(|(_, m)| m.clone())
                 .collect());
         }
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND position > $2 ORDER BY position LIMIT $3"),
-                &[(&self.chat_id).into(), after.into(), first.into()],
-            )
-            .await
-            .map_err(internal)?;
-        with_files(ctx, rows.iter().map(Message::from_row).collect()).await
+        let rows = chatledger_projections::read_models::messages::messages_of_chat(
+            &state(ctx).read_side.db,
+            &self.chat_id,
+            after,
+            first,
+        )
+        .await
+        .map_err(internal)?;
+        with_files(ctx, rows.into_iter().map(Message::from_row).collect()).await
     }
     async fn last_incoming_message_at(&self) -> Option<DateTime<Utc>> {
         self.last_incoming_at

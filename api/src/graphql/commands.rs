@@ -73,16 +73,13 @@ pub(super) async fn queue_message(
     message_id: Uuid,
 ) -> Result<Message, Error> {
     run_on_chat(ctx, chat, viewer, command).await?;
-    let row = state(ctx)
-        .read_side
-        .db
-        .fetch_optional(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = $1"),
-            &[message_id.to_string().into()],
-        )
-        .await
-        .map_err(internal)?;
-    let message = row.as_ref().map(Message::from_row).ok_or_else(|| {
+    let row = chatledger_projections::read_models::messages::message(
+        &state(ctx).read_side.db,
+        &message_id.to_string(),
+    )
+    .await
+    .map_err(internal)?;
+    let message = row.map(Message::from_row).ok_or_else(|| {
         coded(
             "the message was queued but is not visible yet",
             "UNAVAILABLE",

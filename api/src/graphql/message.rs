@@ -7,8 +7,6 @@ use chatledger_projections::read_models::{file_from_row, MEDIA_COLUMNS};
 
 use super::*;
 
-pub(super) const MESSAGE_COLUMNS: &str = "message_id, provider_message_id, direction, kind, text, media, at, delivery_status, error, position, chat_id";
-
 /// Where an attachment stands.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum MediaStatus {
@@ -164,38 +162,33 @@ impl Message {
         message
     }
 
-    pub(super) fn from_row(row: &DbRow) -> Self {
-        let media = row
-            .json(5)
-            .and_then(|m| serde_json::from_value::<chatledger_core::conversation::Media>(m).ok());
-        let outbound = row.text(2).as_deref() == Some("OUTBOUND");
-        let message_id = row.text(0).unwrap_or_default();
-        let provider_message_id = row.text(1);
+    pub(super) fn from_row(row: chatledger_projections::read_models::messages::MessageRow) -> Self {
+        let media_name = (
+            row.chat_id,
+            if row.outbound {
+                row.message_id.clone()
+            } else {
+                row.provider_message_id.clone().unwrap_or_default()
+            },
+        );
         Message {
-            media_name: (
-                row.text(10).unwrap_or_default(),
-                if outbound {
-                    message_id.clone()
-                } else {
-                    provider_message_id.clone().unwrap_or_default()
-                },
-            ),
-            message_id: ID(message_id),
-            provider_message_id,
-            direction: if outbound {
+            media_name,
+            message_id: ID(row.message_id),
+            provider_message_id: row.provider_message_id,
+            direction: if row.outbound {
                 Direction::Outbound
             } else {
                 Direction::Inbound
             },
-            kind: row.text(3).unwrap_or_default(),
-            text: row.text(4),
+            kind: row.kind,
+            text: row.text,
             // Until the files are read: the provider's description only.
-            media: media.map(|m| Media::new(Some(m), None)),
+            media: row.media.map(|m| Media::new(Some(m), None)),
             attachments: vec![],
             genesys: None,
-            at: row.time(6).unwrap_or_default(),
-            delivery_status: row.text(7),
-            error: row.text(8),
+            at: row.at,
+            delivery_status: row.delivery_status,
+            error: row.error,
         }
     }
 

@@ -30,14 +30,11 @@ pub async fn visible_message(
     if !viewer.sees_stakeholder(&stakeholder) {
         return None;
     }
-    let row = db
-        .fetch_optional(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = $1"),
-            &[event.event_id.to_string().into()],
-        )
-        .await
-        .ok()??;
-    Some((stakeholder, Message::from_row(&row)))
+    let row =
+        chatledger_projections::read_models::messages::message(db, &event.event_id.to_string())
+            .await
+            .ok()??;
+    Some((stakeholder, Message::from_row(row)))
 }
 
 /// The chat an assignment event is about, when `viewer` may see it (after the read models

@@ -2,7 +2,7 @@
 //! consent, the Genesys bridge. Each is its own projector with its own checkpoint and its own
 //! file here; adding a read model is adding one more [`Projector`] to [`all`]. The queries
 //! that read a table live beside it (`consent`, `customers`, `executives`, `genesys`, `media`,
-//! `rides`, `sla` so far;
+//! `messages`, `rides`, `sla` so far;
 //! the others' are still in the API's GraphQL types).
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub mod customers;
 pub mod executives;
 pub mod genesys;
 mod media;
-mod messages;
+pub mod messages;
 pub mod rides;
 pub mod sla;
 
