@@ -140,6 +140,22 @@ async fn a_lock_ends_by_itself(backend: Backend) {
     assert_eq!(status, 200, "the lock lasted its setting: {answer}");
 }
 
+/// An executive of the partner's chats, signed in, and the chat a customer just opened with
+/// `text`: the executive's token and the chat's id.
+async fn executive_with_a_chat(server: &Server, wamid: &str, text: &str) -> (String, Value) {
+    server
+        .register("asha@example.com", Role::Executive, &["partner"])
+        .await;
+    let token = server.login("asha@example.com").await;
+    server
+        .partner_says("919638120888", wamid, chrono::Utc::now().timestamp(), text)
+        .await;
+    let chats = server
+        .query("query { chats(first: 5) { nodes { chatId } } }", json!({}))
+        .await;
+    (token, chats["chats"]["nodes"][0]["chatId"].clone())
+}
+
 /// The message requests the fake provider got, in order.
 fn message_requests(server: &Server) -> Vec<ProviderRequest> {
     server
@@ -161,22 +177,7 @@ async fn a_failing_provider_trips_the_breaker_and_the_queue_drains_in_order(back
         ],
     )
     .await;
-    server
-        .register("asha@example.com", Role::Executive, &["partner"])
-        .await;
-    let token = server.login("asha@example.com").await;
-    server
-        .partner_says(
-            "919638120888",
-            "wamid.b.1",
-            chrono::Utc::now().timestamp(),
-            "Where is my payout?",
-        )
-        .await;
-    let chats = server
-        .query("query { chats(first: 5) { nodes { chatId } } }", json!({}))
-        .await;
-    let chat = chats["chats"]["nodes"][0]["chatId"].clone();
+    let (token, chat) = executive_with_a_chat(&server, "wamid.b.1", "Where is my payout?").await;
     // The provider is down: its next answers are 500s.
     for _ in 0..3 {
         server.provider.answer_next(
@@ -266,22 +267,7 @@ async fn a_long_outage_fails_no_message(backend: Backend) {
         ],
     )
     .await;
-    server
-        .register("asha@example.com", Role::Executive, &["partner"])
-        .await;
-    let token = server.login("asha@example.com").await;
-    server
-        .partner_says(
-            "919638120888",
-            "wamid.o.1",
-            chrono::Utc::now().timestamp(),
-            "hello?",
-        )
-        .await;
-    let chats = server
-        .query("query { chats(first: 5) { nodes { chatId } } }", json!({}))
-        .await;
-    let chat = chats["chats"]["nodes"][0]["chatId"].clone();
+    let (token, chat) = executive_with_a_chat(&server, "wamid.o.1", "hello?").await;
     for _ in 0..7 {
         server.provider.answer_next(
             503,

@@ -79,17 +79,21 @@ pub(super) async fn consent_history(
         .collect())
 }
 
+/// The customer a number names, in any common shape (or a WhatsApp user id).
+fn customer_ref(state: &AppState, number: &str) -> chatledger_core::conversation::CustomerKey {
+    use chatledger_core::conversation::CustomerKey;
+    match state.whatsapp.phones.any(number) {
+        Some(phone) => CustomerKey::Phone(phone),
+        None => CustomerKey::UserId(number.trim().to_owned()),
+    }
+}
+
 /// A customer's consent as the log holds it now ([`AppState::consent_of`]).
 pub(super) async fn customer_consent(
     ctx: &Context<'_>,
     customer: &str,
 ) -> Result<chatledger_core::consent::Consent, Error> {
-    use chatledger_core::conversation::CustomerKey;
-    let key = if customer.starts_with('+') {
-        CustomerKey::Phone(customer.to_owned())
-    } else {
-        CustomerKey::UserId(customer.to_owned())
-    };
+    let key = customer_ref(state(ctx), customer);
     state(ctx).consent_of(&key).await.map_err(internal)
 }
 
@@ -118,11 +122,7 @@ pub(super) async fn set_consent(
         return Err(coded("a consent change needs its reason", "BAD_USER_INPUT"));
     }
     let consent = customer_consent(ctx, &customer_number).await?;
-    let key = if customer_number.starts_with('+') {
-        chatledger_core::conversation::CustomerKey::Phone(customer_number.clone())
-    } else {
-        chatledger_core::conversation::CustomerKey::UserId(customer_number.clone())
-    };
+    let key = customer_ref(state(ctx), &customer_number);
     let change = ConsentChange {
         categories: vec![category],
         method: Method::Agent,
