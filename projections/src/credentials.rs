@@ -4,23 +4,18 @@
 //!   channels) and credential, folded from `business-*` and `credential-*`. Webhook routing,
 //!   the sender and the refresh reactor read it; whoever appends to those streams waits for
 //!   it to catch up ([`Integrations::wait_for`]) before answering.
-//! - [`Credentials`]: the `credentials` and `businesses` read models. They hold the status,
-//!   expiry, last refresh and last error, never a token.
+//!
+//! The `credentials` and `businesses` read models are in
+//! [`crate::read_models::credentials`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
 use chatledger_core::channel::Channel;
-use chatledger_core::conversation::DecodedEvent;
-use chatledger_core::credential::{
-    BusinessEvent, Credential, CredentialEvent, CredentialStatus, IntegrationKind,
-};
+use chatledger_core::credential::{BusinessEvent, Credential, IntegrationKind};
 use chatledger_core::{Position, RecordedEvent};
 use tokio::sync::watch;
 
-use crate::projector::{ProjectionError, Projector};
-use crate::read_db::ReadTx;
 use crate::tail::LogTail;
 
 /// One business as this process knows it.
@@ -200,154 +195,5 @@ impl Integrations {
             .flat_map(|b| b.channels.iter())
             .find(|c| matches(c))
             .cloned()
-    }
-}
-
-/// `credentials` (one row per business with a credential stream) and `businesses` (each
-/// business's integration choice).
-pub struct Credentials;
-
-fn unreadable(event: &RecordedEvent) -> impl Fn(serde_json::Error) -> ProjectionError + '_ {
-    move |e| ProjectionError::Event {
-        position: event.position,
-        reason: e.to_string(),
-    }
-}
-
-#[async_trait]
-impl Projector for Credentials {
-    fn name(&self) -> &'static str {
-        "credentials"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["credentials", "businesses"]
-    }
-
-    fn schema(&self, s: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE credentials{s} (
-                    business_id TEXT PRIMARY KEY,
-                    status TEXT NOT NULL,
-                    waba_id TEXT NOT NULL DEFAULT '',
-                    phone_number_id TEXT NOT NULL DEFAULT '',
-                    display_phone_number TEXT,
-                    channel_key TEXT,
-                    api_provider TEXT NOT NULL DEFAULT '',
-                    token_expires_at TEXT,
-                    pending_token_expires_at TEXT,
-                    connected_at TEXT,
-                    last_refresh_at TEXT,
-                    refresh_failures BIGINT NOT NULL DEFAULT 0,
-                    last_error TEXT,
-                    updated_at TEXT NOT NULL,
-                    position BIGINT NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE TABLE businesses{s} (
-                    business_id TEXT PRIMARY KEY,
-                    integration TEXT NOT NULL,
-                    chosen_by TEXT NOT NULL,
-                    chosen_at TEXT NOT NULL
-                )"
-            ),
-        ]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut ReadTx,
-        s: &str,
-        event: &DecodedEvent,
-    ) -> Result<(), ProjectionError> {
-        if let Some(business) = event.stream.strip_prefix("business-") {
-            if let Some(BusinessEvent::IntegrationChosen { kind, by, at, .. }) =
-                BusinessEvent::from_recorded(event).map_err(unreadable(event))?
-            {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO businesses{s} (business_id, integration, chosen_by, chosen_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (business_id) DO UPDATE SET integration = $2, chosen_by = $3, chosen_at = $4"
-                    ),
-                    &[business.into(), kind.as_str().into(), by.into(), at.into()],
-                )
-                .await?;
-            }
-            return Ok(());
-        }
-        let Some(business) = event.stream.strip_prefix("credential-") else {
-            return Ok(());
-        };
-        let Some(credential) = CredentialEvent::from_recorded(event).map_err(unreadable(event))?
-        else {
-            return Ok(());
-        };
-        tx.execute(
-            &format!(
-                "INSERT INTO credentials{s} (business_id, status, updated_at, position) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (business_id) DO UPDATE SET updated_at = $3, position = $4"
-            ),
-            &[
-                business.into(),
-                CredentialStatus::Pending.as_str().into(),
-                event.recorded_at.into(),
-                event.position.into(),
-            ],
-        )
-        .await?;
-        use CredentialEvent as E;
-        let (sql, args): (&str, Vec<crate::read_db::Arg>) = match credential {
-            E::OfficialSignupStarted { .. } | E::AppSubscribed { .. } | E::NumberRegistered { .. } | E::SecretsResealed { .. } => {
-                return Ok(())
-            }
-            E::OnboardingAttempted { waba_id, phone_number_id, api_provider, .. } => (
-                "UPDATE credentials{s} SET waba_id = $2, phone_number_id = $3, api_provider = $4
-                 WHERE business_id = $1 AND status <> 'connected'",
-                vec![waba_id.into(), phone_number_id.into(), api_provider.into()],
-            ),
-            E::OnboardingStepFailed { step, error, .. } => (
-                "UPDATE credentials{s} SET last_error = $2 WHERE business_id = $1",
-                vec![format!("{} failed: {error}", step.as_str()).into()],
-            ),
-            E::TokenIssued { expires_at, .. } => (
-                "UPDATE credentials{s} SET pending_token_expires_at = $2 WHERE business_id = $1",
-                vec![expires_at.into()],
-            ),
-            E::CredentialConnected { waba_id, phone_number_id, display_phone_number, channel_key, at, .. } => (
-                "UPDATE credentials{s} SET status = 'connected', waba_id = $2, phone_number_id = $3,
-                    display_phone_number = $4, channel_key = $5, connected_at = $6,
-                    token_expires_at = pending_token_expires_at, pending_token_expires_at = NULL,
-                    refresh_failures = 0, last_error = NULL
-                 WHERE business_id = $1",
-                vec![waba_id.into(), phone_number_id.into(), display_phone_number.into(), channel_key.into(), at.into()],
-            ),
-            E::TokenRefreshed { expires_at, at, .. } => (
-                "UPDATE credentials{s} SET token_expires_at = $2, last_refresh_at = $3, refresh_failures = 0,
-                    last_error = NULL WHERE business_id = $1",
-                vec![expires_at.into(), at.into()],
-            ),
-            E::TokenRefreshFailed { attempt, error, .. } => (
-                "UPDATE credentials{s} SET refresh_failures = $2, last_error = $3 WHERE business_id = $1",
-                vec![i64::from(attempt).into(), format!("token refresh failed: {error}").into()],
-            ),
-            E::CredentialDisconnected { reason, .. } => (
-                "UPDATE credentials{s} SET status = 'disconnected', last_error = $2 WHERE business_id = $1",
-                vec![reason.into()],
-            ),
-            E::CredentialSuspended { reason, .. } => (
-                "UPDATE credentials{s} SET status = 'suspended', last_error = $2 WHERE business_id = $1",
-                vec![reason.into()],
-            ),
-            E::CredentialReinstated { status, .. } => (
-                "UPDATE credentials{s} SET status = $2, last_error = NULL WHERE business_id = $1",
-                vec![status.as_str().into()],
-            ),
-        };
-        let mut all = vec![business.into()];
-        all.extend(args);
-        tx.execute(&sql.replace("{s}", s), &all).await?;
-        Ok(())
     }
 }

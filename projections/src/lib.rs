@@ -7,7 +7,7 @@
 //!   `chatledger verify` makes.
 //! - [`assignment`]: the reactor that gives chats to online executives, round robin.
 //! - [`credentials`]: businesses and their credentials as this process knows them (routing,
-//!   sending, refreshing) and as the dashboard reads them (never a token).
+//!   sending, refreshing); the dashboard's read model of them is in [`read_models`].
 //! - [`breaker`]: circuit breakers per provider endpoint and Genesys tenant.
 //! - [`bridge`]: the reactor that hands customers' messages of routed channels to Genesys.
 //! - [`consent`]: the reactor that turns STOP, START and HELP into consent changes and
@@ -27,8 +27,9 @@
 //!   was instead of folding the whole log.
 //! - [`runner`]: the checkpointed projector runner: live (catch up, then follow the log as it
 //!   commits) and rebuild (a fresh generation of tables, then an atomic switch).
-//! - [`read_models`]: the projectors, a file each: chats, messages, customers, executives,
-//!   rides, SLA.
+//! - [`read_models`]: the projectors, a file each (chats, messages, media, customers,
+//!   executives, rides, SLA, consent, Genesys, credentials), each with the queries and typed
+//!   rows that read its tables.
 //! - [`projector`]: what a read model is to the runner, and how applying an event fails.
 //! - [`quarantine`]: events a read model could not apply, set aside so that it goes on.
 //! - [`read_side`]: this process's running projectors and how far each has got.

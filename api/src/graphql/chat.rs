@@ -48,21 +48,11 @@ pub struct ChatFilter {
     pub customer_number: Option<String>,
 }
 
-pub(super) const CHAT_COLUMNS: &str = "chat_id, channel, channel_number, stakeholder, customer, customer_name, status, opened_at, \
-     opened_reason, context, previous_chat_id, superseded_by, assigned_to, last_incoming_at, service_window_ends_at, \
-     resolved_at, rating, position, stream, last_direction, last_message_at, last_message_text";
-
 pub(super) async fn load_chat(state: &AppState, chat_id: &str) -> Result<Option<Chat>, Error> {
-    let row = state
-        .read_side
-        .db
-        .fetch_optional(
-            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE chat_id = $1"),
-            &[chat_id.into()],
-        )
+    let row = read_models::chats::chat(&state.read_side.db, chat_id)
         .await
         .map_err(internal)?;
-    Ok(row.as_ref().map(Chat::from_row))
+    Ok(row.map(Chat::from))
 }
 
 /// One chat, as the `chats` read model holds it.
@@ -108,6 +98,36 @@ pub(super) struct Prefetched {
 /// events reads exactly as the live chat does.
 pub(super) fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
+}
+
+impl From<read_models::chats::ChatRow> for Chat {
+    fn from(row: read_models::chats::ChatRow) -> Self {
+        Chat {
+            chat_id: row.chat_id,
+            channel_number: row.channel_number,
+            stakeholder: row.stakeholder,
+            customer: row.customer,
+            customer_name: row.customer_name,
+            status: ChatStatus::from_stored(&row.status),
+            opened_at: row.opened_at,
+            opened_reason: row.opened_reason,
+            context: row.context,
+            previous_chat_id: row.previous_chat_id,
+            superseded_by: row.superseded_by,
+            assigned_to: row.assigned_to,
+            last_incoming_at: row.last_incoming_at,
+            service_window_ends_at: row.service_window_ends_at,
+            resolved_at: row.resolved_at,
+            rating: row.rating,
+            position: row.position,
+            stream: row.stream,
+            last_direction: row.last_direction,
+            last_message_at: row.last_message_at,
+            last_message_preview: row.last_message_preview,
+            as_of: None,
+            prefetched: Prefetched::default(),
+        }
+    }
 }
 
 /// A chat as folded from its stream up to an instant.
@@ -178,34 +198,6 @@ impl Chat {
         }
     }
 
-    pub(super) fn from_row(row: &DbRow) -> Self {
-        Chat {
-            chat_id: row.text(0).unwrap_or_default(),
-            channel_number: row.text(2).unwrap_or_default(),
-            stakeholder: row.text(3).unwrap_or_default(),
-            customer: row.text(4).unwrap_or_default(),
-            customer_name: row.text(5),
-            status: ChatStatus::from_stored(&row.text(6).unwrap_or_default()),
-            opened_at: row.time(7).unwrap_or_default(),
-            opened_reason: row.text(8).unwrap_or_default(),
-            context: row.json(9).unwrap_or(Value::Object(Default::default())),
-            previous_chat_id: row.text(10),
-            superseded_by: row.text(11),
-            assigned_to: row.text(12),
-            last_incoming_at: row.time(13),
-            service_window_ends_at: row.time(14),
-            resolved_at: row.time(15),
-            rating: row.i64(16),
-            position: row.i64(17).unwrap_or_default(),
-            stream: row.text(18).unwrap_or_default(),
-            last_direction: row.text(19),
-            last_message_at: row.time(20),
-            last_message_preview: row.text(21),
-            as_of: None,
-            prefetched: Prefetched::default(),
-        }
-    }
-
     /// Reads the tags and assignees of a whole page in one query each, for the fields the
     /// request selects.
     pub(super) async fn prefetch(
@@ -219,23 +211,10 @@ impl Chat {
         }
         let db = &state.read_side.db;
         if tags {
-            let ids: Vec<Arg> = chats.iter().map(|c| c.chat_id.as_str().into()).collect();
-            let rows = db
-                .fetch_all(
-                    &format!(
-                        "SELECT chat_id, tag FROM chat_tags WHERE chat_id IN ({}) ORDER BY chat_id, tag",
-                        placeholders(ids.len())
-                    ),
-                    &ids,
-                )
+            let ids: Vec<&str> = chats.iter().map(|c| c.chat_id.as_str()).collect();
+            let mut by_chat = read_models::chats::tags_of_chats(db, &ids)
                 .await
                 .map_err(internal)?;
-            let mut by_chat: HashMap<String, Vec<String>> = HashMap::new();
-            for row in &rows {
-                if let (Some(chat), Some(tag)) = (row.text(0), row.text(1)) {
-                    by_chat.entry(chat).or_default().push(tag);
-                }
-            }
             for chat in chats.iter_mut() {
                 chat.prefetched.tags = Some(by_chat.remove(&chat.chat_id).unwrap_or_default());
             }
@@ -248,7 +227,7 @@ impl Chat {
             ids.sort_unstable();
             ids.dedup();
             let found: HashMap<String, Executive> =
-                chatledger_projections::read_models::executives::executives_by_id(db, &ids)
+                read_models::executives::executives_by_id(db, &ids)
                     .await
                     .map_err(internal)?
                     .into_iter()
@@ -329,16 +308,9 @@ impl Chat {
             }
             return Ok(tags);
         }
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                "SELECT tag FROM chat_tags WHERE chat_id = $1 ORDER BY tag",
-                &[(&self.chat_id).into()],
-            )
+        let mut tags = read_models::chats::tags_of(&state(ctx).read_side.db, &self.chat_id)
             .await
             .map_err(internal)?;
-        let mut tags: Vec<String> = rows.iter().filter_map(|r| r.text(0)).collect();
         if self.last_direction.as_deref() == Some("OUTBOUND") {
             tags.push(AWAITING_CUSTOMER_TAG.to_owned());
         }

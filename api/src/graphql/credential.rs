@@ -30,25 +30,24 @@ pub struct Credential {
     pub(super) updated_at: DateTime<Utc>,
 }
 
-impl Credential {
-    pub(super) fn from_row(row: &DbRow) -> Self {
-        let status = row.text(6).unwrap_or_default();
+impl From<read_models::credentials::CredentialRow> for Credential {
+    fn from(row: read_models::credentials::CredentialRow) -> Self {
         Credential {
-            business_id: ID(row.text(0).unwrap_or_default()),
-            waba_id: row.text(1).unwrap_or_default(),
-            phone_number_id: row.text(2).unwrap_or_default(),
-            display_phone_number: row.text(3),
-            channel: row.text(4),
-            api_provider: row.text(5).unwrap_or_default(),
-            needs_reauthorisation: status == "disconnected",
-            status,
-            token_expires_at: row.time(7),
-            connected_at: row.time(8),
-            last_refreshed_at: row.time(9),
-            refresh_failures: row.i64(10).unwrap_or(0) as i32,
-            last_error: row.text(11),
-            integration: row.text(12),
-            updated_at: row.time(13).unwrap_or_default(),
+            business_id: ID(row.business_id),
+            waba_id: row.waba_id,
+            phone_number_id: row.phone_number_id,
+            display_phone_number: row.display_phone_number,
+            channel: row.channel_key,
+            api_provider: row.api_provider,
+            needs_reauthorisation: row.status == "disconnected",
+            status: row.status,
+            token_expires_at: row.token_expires_at,
+            connected_at: row.connected_at,
+            last_refreshed_at: row.last_refresh_at,
+            refresh_failures: row.refresh_failures as i32,
+            last_error: row.last_error,
+            integration: row.integration,
+            updated_at: row.updated_at,
         }
     }
 }

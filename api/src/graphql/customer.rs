@@ -59,16 +59,14 @@ impl Customer {
     }
     /// Oldest first.
     async fn chats(&self, ctx: &Context<'_>) -> Result<Vec<Chat>, Error> {
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE stakeholder = $1 AND customer = $2 ORDER BY position"),
-                &[(&self.stakeholder).into(), (&self.number).into()],
-            )
-            .await
-            .map_err(internal)?;
-        Ok(rows.iter().map(Chat::from_row).collect())
+        let rows = read_models::chats::chats_of_customer(
+            &state(ctx).read_side.db,
+            &self.stakeholder,
+            &self.number,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(Chat::from).collect())
     }
 }
 

@@ -89,16 +89,10 @@ impl Executive {
     }
     /// Chats assigned to them that are not resolved or closed.
     async fn open_chats(&self, ctx: &Context<'_>) -> Result<i32, Error> {
-        let row = state(ctx)
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT COUNT(*) FROM chats WHERE assigned_to = $1 AND status NOT IN ('RESOLVED', 'CLOSED')",
-                &[(&self.id).into()],
-            )
+        let open = read_models::chats::open_chats_of(&state(ctx).read_side.db, &self.id)
             .await
             .map_err(internal)?;
-        Ok(row.and_then(|r| r.i64(0)).unwrap_or(0) as i32)
+        Ok(open as i32)
     }
 }
 

@@ -3,7 +3,6 @@
 use async_graphql::ComplexObject;
 use chatledger_adapters::media::Link;
 use chatledger_core::media::{MediaFile, MediaStatus as CoreMediaStatus};
-use chatledger_projections::read_models::{file_from_row, MEDIA_COLUMNS};
 
 use super::*;
 
@@ -267,33 +266,17 @@ async fn with_genesys(
 
 /// Sets the media of `messages` from their files.
 async fn with_media(ctx: &Context<'_>, mut messages: Vec<Message>) -> Result<Vec<Message>, Error> {
-    let names: Vec<Arg> = messages
+    let names: Vec<&str> = messages
         .iter()
         .filter(|m| m.media.is_some())
-        .map(|m| m.media_name.1.as_str().into())
+        .map(|m| m.media_name.1.as_str())
         .collect();
     if names.is_empty() {
         return Ok(messages);
     }
-    let rows = state(ctx)
-        .read_side
-        .db
-        .fetch_all(
-            &format!(
-                "SELECT {MEDIA_COLUMNS}, chat_id FROM message_media WHERE message IN ({}) ORDER BY idx",
-                placeholders(names.len())
-            ),
-            &names,
-        )
+    let files = read_models::media::files_of_messages(&state(ctx).read_side.db, &names)
         .await
         .map_err(internal)?;
-    // By chat and message: a provider id is the provider's, unique only where it says.
-    let mut files: HashMap<(String, String), Vec<MediaFile>> = HashMap::new();
-    for row in &rows {
-        let (message, file) = file_from_row(row);
-        let chat = row.text(9).unwrap_or_default();
-        files.entry((chat, message)).or_default().push(file);
-    }
     for message in &mut messages {
         let Some(found) = files.get(&message.media_name) else {
             continue;

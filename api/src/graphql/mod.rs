@@ -49,7 +49,7 @@ use chatledger_core::executive::{executive_stream, ExecutiveStatusChanged, Role}
 use chatledger_core::history::{event_chat, ChatAsOf, ChatView, MessageView, Narrator};
 use chatledger_core::sla::{SlaPolicy, SLA_POLICY_EVENT, SLA_POLICY_STREAM};
 use chatledger_core::{ExpectedVersion, Metadata, RecordedEvent};
-use chatledger_projections::read_db::{placeholders, Arg, DbRow};
+use chatledger_projections::read_models;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
 use serde_json::Value;

@@ -11,27 +11,6 @@ pub(super) fn customer_key(state: &AppState, number: &str) -> String {
         .unwrap_or_else(|| number.trim().to_owned())
 }
 
-/// A WHERE clause built up with numbered placeholders.
-#[derive(Default)]
-pub(super) struct Conditions {
-    pub(super) conditions: Vec<String>,
-    pub(super) args: Vec<Arg>,
-}
-
-impl Conditions {
-    /// Adds an argument and returns its placeholder.
-    pub(super) fn arg(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-
-    /// Adds a condition whose `?` stands for `arg`.
-    pub(super) fn push(&mut self, condition: &str, arg: Arg) {
-        let placeholder = self.arg(arg);
-        self.conditions.push(condition.replace('?', &placeholder));
-    }
-}
-
 pub struct Query;
 
 #[Object]
@@ -49,70 +28,28 @@ impl Query {
         let state = state(ctx);
         let first = page_size(first, 50)?;
         let filter = filter.unwrap_or_default();
-        let mut q = Conditions::default();
+        let mut page = read_models::chats::ChatsFilter::default();
         if let Some(stakeholder) = &filter.stakeholder {
-            let stakeholder = &stakeholder_name(stakeholder);
-            if !viewer.sees_stakeholder(stakeholder) {
+            let stakeholder = stakeholder_name(stakeholder);
+            if !viewer.sees_stakeholder(&stakeholder) {
                 return Err(coded(
                     format!("you do not work {stakeholder} chats"),
                     "FORBIDDEN",
                 ));
             }
-            q.push("stakeholder = ?", stakeholder.into());
+            page.stakeholders = Some(vec![stakeholder]);
         } else if !viewer.role.sees_everything() {
-            if viewer.stakeholders.is_empty() {
-                return Ok(ChatConnection {
-                    nodes: vec![],
-                    page_info: PageInfo {
-                        end_cursor: None,
-                        has_next_page: false,
-                    },
-                });
-            }
-            let placeholders: Vec<String> = viewer
-                .stakeholders
-                .iter()
-                .map(|s| q.arg(s.into()))
-                .collect();
-            q.conditions
-                .push(format!("stakeholder IN ({})", placeholders.join(", ")));
+            page.stakeholders = Some(viewer.stakeholders.to_vec());
         }
-        if let Some(status) = filter.status {
-            q.push("status = ?", status.stored().into());
-        }
-        if let Some(executive) = &filter.assigned_to {
-            q.push("assigned_to = ?", executive.as_str().into());
-        }
-        if let Some(tag) = &filter.tag {
-            if tag == AWAITING_CUSTOMER_TAG {
-                q.conditions.push("last_direction = 'OUTBOUND'".to_owned());
-            } else {
-                q.push(
-                    "chat_id IN (SELECT chat_id FROM chat_tags WHERE tag = ?)",
-                    tag.into(),
-                );
-            }
-        }
-        if let Some(number) = &filter.customer_number {
-            q.push("customer = ?", customer_key(state, number).into());
-        }
-        if let Some(after) = cursor(after.as_deref())? {
-            q.push("position < ?", after.into());
-        }
-        let limit = q.arg((first + 1).into());
-        let where_clause = if q.conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", q.conditions.join(" AND "))
-        };
-        let args = q.args;
-        let rows = state
-            .read_side
-            .db
-            .fetch_all(&format!("SELECT {CHAT_COLUMNS} FROM chats {where_clause} ORDER BY position DESC LIMIT {limit}"), &args)
+        page.status = filter.status.map(|s| s.stored().to_owned());
+        page.assigned_to = filter.assigned_to.map(|id| id.0);
+        page.tag = filter.tag;
+        page.customer = filter.customer_number.map(|n| customer_key(state, &n));
+        page.before_position = cursor(after.as_deref())?;
+        let rows = read_models::chats::chats_page(&state.read_side.db, &page, first + 1)
             .await
             .map_err(internal)?;
-        let mut nodes: Vec<Chat> = rows.iter().map(Chat::from_row).collect();
+        let mut nodes: Vec<Chat> = rows.into_iter().map(Chat::from).collect();
         let has_next_page = nodes.len() as i64 > first;
         nodes.truncate(first as usize);
         let selected = ctx.look_ahead().field("nodes");
@@ -156,16 +93,10 @@ impl Query {
                 "BAD_USER_INPUT",
             ));
         };
-        let Some(stream) = state
-            .read_side
-            .db
-            .fetch_optional(
-                "SELECT stream FROM chats WHERE chat_id = $1",
-                &[chat_id.as_str().into()],
-            )
+        let Some(stream) = read_models::chats::chat(&state.read_side.db, chat_id.as_str())
             .await
             .map_err(internal)?
-            .and_then(|row| row.text(0))
+            .map(|chat| chat.stream)
         else {
             return Ok(None);
         };
@@ -286,27 +217,16 @@ impl Query {
                 return Err(coded(format!("you do not work {s} chats"), "FORBIDDEN"));
             }
         }
-        let columns = CHAT_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!(
-                    "SELECT {columns} FROM chats c JOIN sla s ON s.chat_id = c.chat_id
-                     WHERE s.running = 1 AND ($1 = '' OR c.stakeholder = $1)
-                     ORDER BY s.next_due_at IS NULL, s.next_due_at, s.clock_started_at LIMIT {MAX_PAGE}"
-                ),
-                &[stakeholder.clone().unwrap_or_default().into()],
-            )
-            .await
-            .map_err(internal)?;
+        let rows = read_models::chats::sla_board(
+            &state(ctx).read_side.db,
+            stakeholder.as_deref(),
+            MAX_PAGE.into(),
+        )
+        .await
+        .map_err(internal)?;
         Ok(rows
-            .iter()
-            .map(Chat::from_row)
+            .into_iter()
+            .map(Chat::from)
             .filter(|c| viewer.sees_stakeholder(&c.stakeholder))
             .collect())
     }
@@ -369,26 +289,13 @@ impl Query {
                 "FORBIDDEN",
             ));
         }
-        let (condition, args) = match &business_id {
-            Some(id) => ("WHERE c.business_id = $1", vec![Arg::from(id.as_str())]),
-            None => ("", vec![]),
-        };
-        let rows = state(ctx)
-            .read_side
-            .db
-            .fetch_all(
-                &format!(
-                    "SELECT c.business_id, c.waba_id, c.phone_number_id, c.display_phone_number, c.channel_key,
-                            c.api_provider, c.status, c.token_expires_at, c.connected_at, c.last_refresh_at,
-                            c.refresh_failures, c.last_error, b.integration, c.updated_at
-                     FROM credentials c LEFT JOIN businesses b ON b.business_id = c.business_id
-                     {condition} ORDER BY c.business_id"
-                ),
-                &args,
-            )
-            .await
-            .map_err(internal)?;
-        Ok(rows.iter().map(Credential::from_row).collect())
+        let rows = read_models::credentials::credentials(
+            &state(ctx).read_side.db,
+            business_id.as_ref().map(|id| id.as_str()),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(Credential::from).collect())
     }
 
     /// Who is asking.

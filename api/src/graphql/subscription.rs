@@ -19,21 +19,16 @@ pub async fn visible_message(
     .await;
     let db = &state.read_side.db;
     let chat_id = event.data.get("chat_id")?.as_str()?;
-    let stakeholder = db
-        .fetch_optional(
-            "SELECT stakeholder FROM chats WHERE chat_id = $1",
-            &[chat_id.into()],
-        )
+    let stakeholder = read_models::chats::chat(db, chat_id)
         .await
         .ok()??
-        .text(0)?;
+        .stakeholder;
     if !viewer.sees_stakeholder(&stakeholder) {
         return None;
     }
-    let row =
-        chatledger_projections::read_models::messages::message(db, &event.event_id.to_string())
-            .await
-            .ok()??;
+    let row = read_models::messages::message(db, &event.event_id.to_string())
+        .await
+        .ok()??;
     Some((stakeholder, Message::from_row(row)))
 }
 

@@ -8,11 +8,11 @@ use super::*;
 pub struct MessageMedia;
 
 /// The columns [`MessageMedia`] keeps, in the order [`file_from_row`] reads them.
-pub const MEDIA_COLUMNS: &str =
+const MEDIA_COLUMNS: &str =
     "message, idx, status, object_key, sha256, size, mime, filename, failure";
 
 /// An attachment back from a row of `message_media` read with [`MEDIA_COLUMNS`].
-pub fn file_from_row(row: &crate::read_db::DbRow) -> (String, MediaFile) {
+fn file_from_row(row: &crate::read_db::DbRow) -> (String, MediaFile) {
     let stored = row.text(3).map(|key| StoredMedia {
         key,
         sha256: row.text(4).unwrap_or_default(),
@@ -189,4 +189,33 @@ impl Projector for MessageMedia {
         }
         Ok(())
     }
+}
+
+/// The attachments of messages named by `messages` (provider message ids inbound, our ids
+/// outbound), by chat and message, in index order. A provider's id is unique only where the
+/// provider says, hence the chat in the key.
+pub async fn files_of_messages(
+    db: &crate::read_db::ReadDb,
+    messages: &[&str],
+) -> Result<std::collections::HashMap<(String, String), Vec<MediaFile>>, sqlx::Error> {
+    let mut files: std::collections::HashMap<(String, String), Vec<MediaFile>> = Default::default();
+    if messages.is_empty() {
+        return Ok(files);
+    }
+    let names: Vec<Arg> = messages.iter().map(|&m| m.into()).collect();
+    let rows = db
+        .fetch_all(
+            &format!(
+                "SELECT {MEDIA_COLUMNS}, chat_id FROM message_media WHERE message IN ({}) ORDER BY idx",
+                crate::read_db::placeholders(names.len())
+            ),
+            &names,
+        )
+        .await?;
+    for row in &rows {
+        let (message, file) = file_from_row(row);
+        let chat = row.text(9).unwrap_or_default();
+        files.entry((chat, message)).or_default().push(file);
+    }
+    Ok(files)
 }
