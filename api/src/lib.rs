@@ -12,15 +12,17 @@
 //!   errors become HTTP statuses and JSON bodies.
 //! - [`config`]: `config/*.yaml` and the secrets the environment holds for it, and
 //!   `chatledger config check`.
-//! - [`graphql`]: the GraphQL schema as a library, a file per type and root; the transports
-//!   live in `http`.
+//! - [`graphql`]: the GraphQL schema as a library, a file per type and root, mapping the
+//!   read models' rows (their queries live beside their tables); the transports live in
+//!   `http`.
 //! - [`auth`]: logins, JWTs, the admin token, and the viewer a request acts as.
 //! - [`sessions`]: which login tokens still stand, kept from the log by every process.
 //! - [`forget`]: forgetting a customer: keys destroyed, their conversations' files deleted.
 //! - [`executives`]: managing executives (the CLI and the GraphQL mutations both go through
 //!   it).
-//! - [`onboarding`]: official onboarding (Embedded Signup's server side), token refresh, and
-//!   routing each business's messages by its integration choice.
+//! - [`onboarding`]: official onboarding (Embedded Signup's server side: the Graph API's
+//!   calls, recording what `core::credential` decides), token refresh, and routing each
+//!   business's messages by its integration choice.
 //! - [`limits`]: what one client may make the server do (sizes, timeouts, connections).
 //! - [`login`]: password checks, bounded and off the async workers, slowed for failures.
 //! - [`metrics`]: `GET /metrics` in Prometheus's text format, and the request counters.

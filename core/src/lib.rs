@@ -18,7 +18,8 @@
 //!   keywords (STOP, START, HELP) that change it.
 //! - [`conversation`]: one customer on one of our numbers, a file each for its values, its
 //!   events, its fold (`evolve`), its commands and its decider (`decide`).
-//! - [`credential`]: businesses' integration choice and official credentials, folded.
+//! - [`credential`]: businesses' integration choice and official credentials, folded, and
+//!   what onboarding decides (refusals, and what each outcome records).
 //! - [`executive`]: the people who use the dashboard, their roles, and every change made to
 //!   them, folded.
 //! - [`history`]: one chat as it stood at any instant (`chatAsOf`), its history in words, and

@@ -21,10 +21,11 @@ use chatledger_adapters::secrets::{Keyring, Secret, SecretsError};
 use chatledger_adapters::whatsapp::graph::{ApiProvider, App, GraphApi};
 use chatledger_adapters::whatsapp::send::{Endpoint, HttpSender};
 use chatledger_core::channel::{Channel, ChannelAuth, MediaDelivery, Provider};
+pub use chatledger_core::credential::SignupResult;
 use chatledger_core::credential::{
-    business_stream, credential_stream, valid_business_id, BusinessEvent, Credential,
-    CredentialEvent, CredentialStatus, GraphError, IntegrationKind, OnboardingStep, SealedSecret,
-    StateRefusal,
+    business_stream, check_business_id, choose_integration, credential_stream, BusinessEvent,
+    Credential, CredentialEvent, CredentialStatus, GraphError, IntegrationKind, OnboardingRefusal,
+    OnboardingStep, SealedSecret, StateRefusal,
 };
 use chatledger_core::media::MediaError;
 use chatledger_core::sender::{MessageSender, OutboundMessage, SendError, Sent};
@@ -173,6 +174,15 @@ pub enum OnboardingError {
     Store(StoreError),
 }
 
+impl From<OnboardingRefusal> for OnboardingError {
+    fn from(refusal: OnboardingRefusal) -> Self {
+        match refusal {
+            OnboardingRefusal::Invalid(why) => OnboardingError::Invalid(why),
+            OnboardingRefusal::State(refusal) => OnboardingError::State(refusal),
+        }
+    }
+}
+
 impl From<StoreError> for OnboardingError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -180,16 +190,6 @@ impl From<StoreError> for OnboardingError {
             other => OnboardingError::Store(other),
         }
     }
-}
-
-/// What the frontend posts after Embedded Signup.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct SignupResult {
-    pub business_id: String,
-    pub code: String,
-    pub waba_id: String,
-    pub phone_number_id: String,
-    pub state: String,
 }
 
 /// A signup that was started: the frontend passes `state` through Embedded Signup.
@@ -211,16 +211,6 @@ pub struct Connected {
     pub channel: String,
     pub api_provider: String,
     pub token_expires_at: Option<DateTime<Utc>>,
-}
-
-fn check_business_id(business_id: &str) -> Result<(), OnboardingError> {
-    if valid_business_id(business_id) {
-        Ok(())
-    } else {
-        Err(OnboardingError::Invalid(format!(
-            "{business_id:?} is not a business id (1–64 letters, digits, _ or -)"
-        )))
-    }
 }
 
 fn token_context(business_id: &str) -> String {

@@ -51,29 +51,17 @@ impl Onboarding {
                     .await
             }
             Err(error) => {
-                let attempt = credential.refresh_failures + 1;
-                tracing::warn!(business = %business_id, attempt, error = %error, "token renewal failed");
-                let failed = recorder
-                    .record(CredentialEvent::TokenRefreshFailed {
-                        attempt,
-                        error: error.clone(),
-                        at: now,
-                    })
-                    .await;
-                match failed {
-                    Ok(()) if attempt >= self.settings.refresh.max_attempts => {
-                        recorder
-                            .record(CredentialEvent::CredentialDisconnected {
-                                reason: format!(
-                                    "the token could not be renewed in {attempt} attempts (last: {error}); re-run Embedded Signup"
-                                ),
-                                error: Some(error),
-                                at: now,
-                            })
-                            .await
+                tracing::warn!(business = %business_id, attempt = credential.refresh_failures + 1,
+                    error = %error, "token renewal failed");
+                let max_attempts = self.settings.refresh.max_attempts;
+                let mut recorded = Ok(());
+                for event in credential.refresh_failed(error, max_attempts, now) {
+                    recorded = recorder.record(event).await;
+                    if recorded.is_err() {
+                        break;
                     }
-                    other => other,
                 }
+                recorded
             }
         };
         match outcome {
@@ -95,17 +83,10 @@ impl Onboarding {
                 return;
             }
         };
-        if !credential.is_connected() {
+        let Some(event) = credential.token_refused(error, now) else {
             return;
-        }
-        let mut recorder = self.recorder(business_id, &credential, Metadata::by("sender"));
-        let event = CredentialEvent::CredentialDisconnected {
-            reason: format!(
-                "Meta refused the token when sending ({error}); re-run Embedded Signup to re-authorise"
-            ),
-            error: Some(error),
-            at: now,
         };
+        let mut recorder = self.recorder(business_id, &credential, Metadata::by("sender"));
         match recorder.record(event).await {
             Ok(()) => {
                 tracing::warn!(business = %business_id, "credential disconnected: the token was refused");

@@ -11,20 +11,9 @@ impl Onboarding {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, OnboardingError> {
-        check_business_id(business_id)?;
-        let kind = IntegrationKind::parse(kind).ok_or_else(|| {
-            OnboardingError::Invalid(format!(
-                "kind must be \"official\" or \"unofficial\", not {kind:?}"
-            ))
-        })?;
-        if self.integrations.business(business_id).integration == Some(kind) {
+        let current = self.integrations.business(business_id).integration;
+        let Some(event) = choose_integration(current, business_id, kind, by, now)? else {
             return Ok(false);
-        }
-        let event = BusinessEvent::IntegrationChosen {
-            business_id: business_id.to_owned(),
-            kind,
-            by: by.to_owned(),
-            at: now,
         };
         let result = self
             .store
@@ -49,26 +38,20 @@ impl Onboarding {
         now: DateTime<Utc>,
     ) -> Result<StartedSignup, OnboardingError> {
         let (_, app) = self.ready()?;
-        check_business_id(business_id)?;
-        if stakeholder.trim().is_empty() {
-            return Err(OnboardingError::Invalid(
-                "stakeholder must not be empty".into(),
-            ));
-        }
         let state = format!(
             "{business_id}.{}{}",
             Uuid::new_v4().simple(),
             Uuid::new_v4().simple()
         );
         let expires_at = chatledger_core::time::later(now, self.settings.state_ttl);
-        let event = CredentialEvent::OfficialSignupStarted {
-            business_id: business_id.to_owned(),
-            state_sha256: chatledger_core::credential::state_digest(&state),
-            stakeholder: stakeholder.trim().to_owned(),
+        let event = chatledger_core::credential::start_signup(
+            business_id,
+            stakeholder,
+            &state,
             expires_at,
-            by: by.to_owned(),
-            at: now,
-        };
+            by,
+            now,
+        )?;
         let result = self
             .store
             .append(
@@ -97,48 +80,16 @@ impl Onboarding {
         let (keyring, app) = self.ready()?;
         let business_id = result.business_id.as_str();
         check_business_id(business_id)?;
-        for (name, value) in [
-            ("code", &result.code),
-            ("waba_id", &result.waba_id),
-            ("phone_number_id", &result.phone_number_id),
-            ("state", &result.state),
-        ] {
-            if value.trim().is_empty() {
-                return Err(OnboardingError::Invalid(format!(
-                    "{name} must not be empty"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("waba_id", &result.waba_id),
-            ("phone_number_id", &result.phone_number_id),
-        ] {
-            if !value.chars().all(|c| c.is_ascii_digit()) || value.len() > 32 {
-                return Err(OnboardingError::Invalid(format!(
-                    "{name} must be Meta's numeric id, not {value:?}"
-                )));
-            }
-        }
         let credential = self.load(business_id).await?;
-        let issued = credential
-            .check_state(business_id, &result.state, now)?
-            .clone();
-        let status = credential.status.map_or("pending", |s| s.as_str());
         let attempt_id = Uuid::new_v4();
+        let (issued, attempted) =
+            credential.attempt(result, attempt_id, &self.settings.provider.name, now)?;
+        let status = credential.status.map_or("pending", |s| s.as_str());
         let mut metadata = Metadata::by("onboarding");
         metadata.correlation_id = Some(attempt_id);
         metadata.received_at = Some(now);
         let mut recorder = self.recorder(business_id, &credential, metadata);
-        recorder
-            .record(CredentialEvent::OnboardingAttempted {
-                attempt_id,
-                state_sha256: issued.sha256.clone(),
-                waba_id: result.waba_id.clone(),
-                phone_number_id: result.phone_number_id.clone(),
-                api_provider: self.settings.provider.name.clone(),
-                at: now,
-            })
-            .await?;
+        recorder.record(attempted).await?;
         let outcome = self
             .steps(
                 keyring,

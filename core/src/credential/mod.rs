@@ -7,7 +7,8 @@
 //! refreshed, refused, connected, disconnected. Tokens and PINs enter events only sealed
 //! ([`SealedSecret`]); a signup `state` only as its SHA-256.
 //!
-//! [`Credential`] is the fold both the deciders (is this `state` good?) and the read side use.
+//! [`Credential`] is the fold both the deciders (is this `state` good? what does a failed
+//! renewal record?) and the read side use; `decide` holds onboarding's decisions.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,11 +20,13 @@ use crate::channel::Channel;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
 use crate::standing::SuspensionCause;
 
+mod decide;
 mod events;
 mod fold;
 #[cfg(test)]
 mod tests;
 
+pub use decide::*;
 pub use events::*;
 pub use fold::*;
 

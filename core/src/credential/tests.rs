@@ -184,3 +184,226 @@ fn events_round_trip_through_the_log_form() {
         Some(event)
     );
 }
+
+fn signup(business_id: &str, state: &str) -> SignupResult {
+    SignupResult {
+        business_id: business_id.into(),
+        code: "code-1".into(),
+        waba_id: "102290129340398".into(),
+        phone_number_id: "106540352242922".into(),
+        state: state.into(),
+    }
+}
+
+#[test]
+fn onboarding_requests_are_refused_before_anything_is_recorded() {
+    let now = Utc::now();
+    let mut credential = Credential::default();
+    credential.apply(&started(now, "acme.s1"));
+    let mut used = credential.clone();
+    used.states[0].used = true;
+    let later = now + chrono::Duration::minutes(31);
+    let edit = |f: fn(&mut SignupResult)| {
+        let mut result = signup("acme", "acme.s1");
+        f(&mut result);
+        result
+    };
+    let invalid = |why: &str| Err(OnboardingRefusal::Invalid(why.into()));
+    // (the case, the credential, the request, when, the decision)
+    type Case<'a> = (
+        &'a str,
+        &'a Credential,
+        SignupResult,
+        DateTime<Utc>,
+        Result<(), OnboardingRefusal>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a good request",
+            &credential,
+            signup("acme", "acme.s1"),
+            now,
+            Ok(()),
+        ),
+        (
+            "a business id with a dot",
+            &credential,
+            edit(|r| r.business_id = "ac.me".into()),
+            now,
+            invalid("\"ac.me\" is not a business id (1–64 letters, digits, _ or -)"),
+        ),
+        (
+            "no code",
+            &credential,
+            edit(|r| r.code = " ".into()),
+            now,
+            invalid("code must not be empty"),
+        ),
+        (
+            "no state",
+            &credential,
+            edit(|r| r.state = String::new()),
+            now,
+            invalid("state must not be empty"),
+        ),
+        (
+            "a WABA id that is not Meta's",
+            &credential,
+            edit(|r| r.waba_id = "12a".into()),
+            now,
+            invalid("waba_id must be Meta's numeric id, not \"12a\""),
+        ),
+        (
+            "a phone number id too long",
+            &credential,
+            edit(|r| r.phone_number_id = "1".repeat(33)),
+            now,
+            invalid(&format!(
+                "phone_number_id must be Meta's numeric id, not {:?}",
+                "1".repeat(33)
+            )),
+        ),
+        (
+            "a state never issued",
+            &credential,
+            edit(|r| r.state = "acme.s2".into()),
+            now,
+            Err(StateRefusal::Unknown.into()),
+        ),
+        (
+            "another business's state",
+            &credential,
+            edit(|r| r.state = "globex.s1".into()),
+            now,
+            Err(StateRefusal::OtherBusiness.into()),
+        ),
+        (
+            "a used state",
+            &used,
+            signup("acme", "acme.s1"),
+            now,
+            Err(StateRefusal::Used.into()),
+        ),
+        (
+            "an expired state",
+            &credential,
+            signup("acme", "acme.s1"),
+            later,
+            Err(StateRefusal::Expired(now + chrono::Duration::minutes(30)).into()),
+        ),
+    ];
+    for (case, credential, result, at, expected) in cases {
+        let attempt_id = Uuid::from_u128(7);
+        let decided = credential
+            .attempt(&result, attempt_id, "360dialog", at)
+            .map(|(issued, event)| {
+                assert_eq!(issued.stakeholder, "customer", "{case}");
+                assert_eq!(
+                    event,
+                    CredentialEvent::OnboardingAttempted {
+                        attempt_id,
+                        state_sha256: state_digest("acme.s1"),
+                        waba_id: result.waba_id.clone(),
+                        phone_number_id: result.phone_number_id.clone(),
+                        api_provider: "360dialog".into(),
+                        at,
+                    },
+                    "{case}"
+                );
+            });
+        assert_eq!(decided, expected, "{case}");
+    }
+}
+
+#[test]
+fn a_signup_keeps_only_the_digest_of_its_state_and_needs_a_stakeholder() {
+    let now = Utc::now();
+    let expires = now + chrono::Duration::minutes(30);
+    assert_eq!(
+        start_signup("acme", " customer ", "acme.secret", expires, "admin", now),
+        Ok(started(now, "acme.secret"))
+    );
+    let event = start_signup("acme", "customer", "acme.secret", expires, "admin", now).unwrap();
+    assert!(!serde_json::to_string(&event)
+        .unwrap()
+        .contains("acme.secret"));
+    assert_eq!(
+        start_signup("acme", "  ", "acme.s", expires, "admin", now),
+        Err(OnboardingRefusal::Invalid(
+            "stakeholder must not be empty".into()
+        ))
+    );
+    assert!(matches!(
+        start_signup("", "customer", "s", expires, "admin", now),
+        Err(OnboardingRefusal::Invalid(_))
+    ));
+}
+
+#[test]
+fn an_integration_is_recorded_only_when_it_changes() {
+    let now = Utc::now();
+    let chosen = |kind| {
+        Ok(Some(BusinessEvent::IntegrationChosen {
+            business_id: "acme".into(),
+            kind,
+            by: "admin".into(),
+            at: now,
+        }))
+    };
+    use IntegrationKind::{Official, Unofficial};
+    for (current, kind, expected) in [
+        (None, "official", chosen(Official)),
+        (Some(Unofficial), "official", chosen(Official)),
+        (Some(Official), "official", Ok(None)),
+        (Some(Official), "unofficial", chosen(Unofficial)),
+        (
+            None,
+            "Official",
+            Err(OnboardingRefusal::Invalid(
+                "kind must be \"official\" or \"unofficial\", not \"Official\"".into(),
+            )),
+        ),
+    ] {
+        assert_eq!(
+            choose_integration(current, "acme", kind, "admin", now),
+            expected,
+            "{current:?} then {kind}"
+        );
+    }
+}
+
+#[test]
+fn failed_renewals_disconnect_at_the_limit_and_a_refused_token_only_a_connected_credential() {
+    let now = Utc::now();
+    let error = GraphError::local("boom");
+    let mut credential = Credential::default();
+    for (failures, max, disconnects) in [(0, 3, false), (1, 3, false), (2, 3, true), (0, 1, true)] {
+        credential.refresh_failures = failures;
+        let events = credential.refresh_failed(error.clone(), max, now);
+        assert_eq!(
+            events[0],
+            CredentialEvent::TokenRefreshFailed {
+                attempt: failures + 1,
+                error: error.clone(),
+                at: now
+            }
+        );
+        assert_eq!(
+            events.len(),
+            if disconnects { 2 } else { 1 },
+            "{failures} failures before, {max} allowed"
+        );
+        if disconnects {
+            assert!(
+                matches!(&events[1], CredentialEvent::CredentialDisconnected { reason, .. }
+                if reason.contains(&format!("in {} attempts", failures + 1)))
+            );
+        }
+    }
+    assert_eq!(credential.token_refused(error.clone(), now), None);
+    credential.status = Some(CredentialStatus::Connected);
+    assert!(matches!(
+        credential.token_refused(error, now),
+        Some(CredentialEvent::CredentialDisconnected { .. })
+    ));
+}

@@ -7,6 +7,7 @@ mod context;
 mod desk;
 mod inbound;
 mod outbound;
+mod refusals;
 
 pub(super) fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
