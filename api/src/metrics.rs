@@ -1,5 +1,5 @@
 //! Measured health: every part records into the `metrics` facade; this process renders it
-//! in Prometheus's text format at `GET /metrics`.
+//! in Prometheus's text format, served at `GET /metrics` by `http::metrics`.
 //!
 //! `/metrics` is never public by accident: on the main address it answers only a request
 //! with `Authorization: Bearer $METRICS_TOKEN` or an admin's token; with `METRICS_LISTEN` it
@@ -7,18 +7,11 @@
 //! port). The README's "Metrics" section lists what is measured.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use chatledger_core::EventStore;
+use chatledger_projections::read_side::ReadSide;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::http::ApiError;
-use crate::state::AppState;
 
 /// Seconds; from a fast append to a slow provider.
 const BUCKETS: [f64; 14] = [
@@ -149,11 +142,11 @@ fn describe() {
 
 /// The text a scrape reads, with the figures that are taken at scrape time brought up to
 /// date (how far each read model and reactor is behind the log).
-pub async fn render(state: &AppState) -> String {
+pub async fn render(store: &dyn EventStore, read_side: &ReadSide) -> String {
     let handle = install();
-    if let Ok(Ok(head)) = tokio::time::timeout(HEAD_TIMEOUT, state.store.head_position()).await {
+    if let Ok(Ok(head)) = tokio::time::timeout(HEAD_TIMEOUT, store.head_position()).await {
         metrics::gauge!("chatledger_log_head_position").set(head as f64);
-        for (name, position) in state.read_side.checkpoints() {
+        for (name, position) in read_side.checkpoints() {
             metrics::gauge!("chatledger_projection_lag_events", "read_model" => name)
                 .set(head.saturating_sub(position) as f64);
         }
@@ -168,96 +161,4 @@ pub async fn render(state: &AppState) -> String {
     }
     handle.run_upkeep();
     handle.render()
-}
-
-/// `GET /metrics` on the main address: for `METRICS_TOKEN` or an admin.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(guarded))
-}
-
-async fn guarded(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !state.auth.is_metrics_scraper(authorization) {
-        let viewer = crate::http::signed_in(&state, &headers).await?;
-        if viewer.role != chatledger_core::executive::Role::Admin {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "/metrics is for METRICS_TOKEN or an admin",
-            ));
-        }
-    }
-    Ok(text(render(&state).await))
-}
-
-fn text(body: String) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// `/metrics` alone, without a token, for `METRICS_LISTEN`.
-pub fn open_router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(state): State<AppState>| async move { text(render(&state).await) }),
-        )
-        .with_state(state)
-}
-
-/// Counts every request by its route (the pattern, not the path: `/api/webhooks/{number}`)
-/// and status, and times it; a provider's webhook also by channel and outcome.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let path = request.uri().path().to_owned();
-    let webhook = request.method() == axum::http::Method::POST
-        && matches!(
-            route.as_str(),
-            "/api/chats/whatsapp_chat/{number}"
-                | "/api/webhooks/whatsapp"
-                | "/api/webhooks/twilio/{number}"
-                | "/api/genesys/{tenant}/webhook"
-        );
-    let response = next.run(request).await;
-    let status = response.status();
-    if webhook {
-        // The channel when it is one of ours; anything else is one label, so a stranger
-        // cannot make new series.
-        let named = path.rsplit('/').next().unwrap_or_default();
-        let channel = match route.as_str() {
-            "/api/webhooks/whatsapp" => "app".to_owned(),
-            "/api/genesys/{tenant}/webhook" => "genesys".to_owned(),
-            _ => state
-                .channel(named)
-                .map_or_else(|| "unknown".to_owned(), |c| c.key),
-        };
-        let outcome = match status.as_u16() {
-            200..=299 => "recorded",
-            401 | 403 => "refused",
-            400..=499 => "invalid",
-            _ => "failed",
-        };
-        metrics::counter!("chatledger_webhooks_total", "channel" => channel, "outcome" => outcome)
-            .increment(1);
-    }
-    // `/api/media/:token` rather than `{token}`: braces in a label value trip some parsers.
-    let route = route.replace('{', ":").replace('}', "");
-    metrics::counter!("chatledger_http_requests_total",
-        "route" => route.clone(), "status" => status.as_u16().to_string())
-    .increment(1);
-    metrics::histogram!("chatledger_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
 }

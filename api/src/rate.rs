@@ -8,13 +8,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::auth::Viewer;
-use crate::http::ApiError;
 use crate::limits::{Limits, Rate};
 
 type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
@@ -30,7 +28,7 @@ pub struct Rates {
 }
 
 /// Which quota a request counts against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Graphql,
     Media,
@@ -53,6 +51,25 @@ fn keyed(rate: Rate) -> Arc<Keyed> {
     ))
 }
 
+/// A request over its quota (answered 429 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    pub limit: Limit,
+    /// Whole seconds until the next request of this key is admitted (at least 1).
+    pub retry_after: u64,
+}
+
+impl std::fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "too many {} requests with this token; try again in {} s",
+            self.limit.name(),
+            self.retry_after
+        )
+    }
+}
+
 impl Rates {
     pub fn new(limits: &Limits) -> Self {
         Rates {
@@ -61,9 +78,9 @@ impl Rates {
         }
     }
 
-    /// Counts one request of `key` against `limit`; a 429 saying when to come back when the
-    /// quota is spent.
-    pub fn admit(&self, limit: Limit, key: &str) -> Result<(), ApiError> {
+    /// Counts one request of `key` against `limit`; refused, saying when to come back, when
+    /// the quota is spent.
+    pub fn admit(&self, limit: Limit, key: &str) -> Result<(), RateLimited> {
         let limiter = match limit {
             Limit::Graphql => &self.graphql,
             Limit::Media => &self.media,
@@ -78,16 +95,10 @@ impl Rates {
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 metrics::counter!("chatledger_rate_limited_total", "limit" => limit.name())
                     .increment(1);
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "too many {} requests with this token; try again in {seconds} s",
-                        limit.name()
-                    ),
-                );
-                error.retry_after = Some(seconds.max(1));
-                Err(error)
+                Err(RateLimited {
+                    limit,
+                    retry_after: seconds.max(1),
+                })
             }
         }
     }
@@ -123,8 +134,8 @@ mod tests {
             assert!(rates.admit(Limit::Graphql, "token:a").is_ok());
         }
         let refused = rates.admit(Limit::Graphql, "token:a").unwrap_err();
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.retry_after, Some(1), "one a second comes back");
+        assert_eq!(refused.limit, Limit::Graphql);
+        assert_eq!(refused.retry_after, 1, "one a second comes back");
         assert!(rates.admit(Limit::Graphql, "token:b").is_ok(), "per token");
         assert!(rates.admit(Limit::Media, "token:a").is_ok(), "per limit");
     }

@@ -7,9 +7,6 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::conversation::{InboundMessage, Media};
 
 /// One attachment of an inbound message, as its provider described it: what the media
 /// reactor fetches.
@@ -35,69 +32,6 @@ pub struct MediaSource {
     pub account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub animated: Option<bool>,
-}
-
-/// The attachments of an inbound message, in order: its media, then (Twilio) the further
-/// attachments listed in its details.
-pub fn sources(message: &InboundMessage) -> Vec<MediaSource> {
-    let Some(media) = &message.media else {
-        return vec![];
-    };
-    if media.id.is_none() && media.url.is_none() {
-        return vec![];
-    }
-    let account = message
-        .raw
-        .get("AccountSid")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let mut all = vec![MediaSource {
-        index: 0,
-        kind: message.kind.clone(),
-        id: media.id.clone(),
-        url: media.url.clone(),
-        mime_type: media.mime_type.clone(),
-        sha256: media.sha256.clone(),
-        account: account.clone(),
-        animated: media.animated.then_some(true),
-    }];
-    let more = message
-        .details
-        .as_ref()
-        .and_then(|d| d.get("attachments"))
-        .and_then(Value::as_array);
-    for (i, attachment) in more.into_iter().flatten().enumerate().skip(1) {
-        let Some(url) = attachment.get("url").and_then(Value::as_str) else {
-            continue;
-        };
-        let mime_type = attachment
-            .get("content_type")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        all.push(MediaSource {
-            index: i as u32,
-            kind: kind_of_mime(mime_type.as_deref()).to_owned(),
-            id: None,
-            url: Some(url.to_owned()),
-            mime_type,
-            sha256: None,
-            account: account.clone(),
-            animated: None,
-        });
-    }
-    all
-}
-
-/// How an attachment we send is described beside its message (as a provider describes one it
-/// delivers): its type, name and caption.
-pub fn described(media: &StoredMedia, caption: Option<String>) -> Media {
-    Media {
-        mime_type: Some(media.mime.clone()),
-        sha256: Some(media.sha256.clone()),
-        filename: media.filename.clone(),
-        caption,
-        ..Media::default()
-    }
 }
 
 /// The WhatsApp message kind a MIME type travels as.

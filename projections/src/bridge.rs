@@ -25,7 +25,6 @@ use chatledger_core::genesys::{
     address, reason_code, receipt_status, text_for_agent, GenesysConfigured, OpenMessaging,
     ReceiptToAgent, ToAgent,
 };
-use chatledger_core::media::sources;
 use chatledger_core::{EventStore, Metadata, Position};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -227,7 +226,7 @@ impl Bridge {
                         text: text_for_agent(message),
                         attachments: vec![],
                     },
-                    waiting: sources(message).iter().map(|s| s.index).collect(),
+                    waiting: message.media_sources().iter().map(|s| s.index).collect(),
                     attempts: 0,
                     due: Instant::now(),
                 };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_core::conversation::{ConversationCommand, ConversationEvent, DecodedEvent};
-use chatledger_core::media::{sources, MediaError, MediaFetcher, MediaSource, StoredMedia};
+use chatledger_core::media::{MediaError, MediaFetcher, MediaSource, StoredMedia};
 use chatledger_core::{EventStore, Metadata, Position};
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
@@ -150,7 +150,7 @@ impl MediaReactor {
             ConversationEvent::MessageReceived { message, .. } => {
                 let channel = self.channels.get(stream).cloned().unwrap_or_default();
                 let filename = message.media.as_ref().and_then(|m| m.filename.clone());
-                for source in sources(message) {
+                for source in message.media_sources() {
                     let key = (
                         stream.clone(),
                         message.provider_message_id.clone(),

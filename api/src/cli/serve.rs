@@ -136,7 +136,7 @@ pub(super) async fn serve(
             CliError::Io(format!("METRICS_LISTEN: cannot listen on {address}: {e}"))
         })?;
         tracing::info!(address = %address, "serving /metrics without a token on this address (METRICS_LISTEN)");
-        let router = crate::metrics::open_router(state.clone());
+        let router = crate::http::metrics::open_router(state.clone());
         let limits = state.limits.clone();
         tokio::spawn(async move {
             let served =

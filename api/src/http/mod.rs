@@ -7,6 +7,7 @@ mod graphql;
 mod health;
 pub mod listen;
 mod media;
+pub mod metrics;
 mod onboarding;
 mod transaction;
 mod whatsapp;
@@ -33,10 +34,10 @@ pub fn router(state: AppState) -> Router {
         .merge(onboarding::routes())
         .merge(media::routes())
         .merge(genesys::routes())
-        .merge(crate::metrics::routes())
+        .merge(metrics::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -316,6 +317,18 @@ impl From<chatledger_application::conversations::CommandError> for ApiError {
             }
             CommandError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::rate::RateLimited> for ApiError {
+    fn from(refused: crate::rate::RateLimited) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            refused.to_string(),
+        );
+        error.retry_after = Some(refused.retry_after);
+        error
     }
 }
 

@@ -32,7 +32,7 @@ pub use values::*;
 
 use crate::canonical::canonical_json_string;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
-use crate::media::{MediaError, StoredMedia};
+use crate::media::{kind_of_mime, MediaError, MediaSource, StoredMedia};
 
 /// The namespace of every event id chatledger derives (UUIDv5).
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_2b8e_4f0a_5c3d_9e7f_1a2b_3c4d_5e6f);

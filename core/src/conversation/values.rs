@@ -283,3 +283,70 @@ impl ConversationRef {
         stream_name(&self.channel, &self.customer)
     }
 }
+
+impl InboundMessage {
+    /// The message's attachments, in order: its media, then (Twilio) the further attachments
+    /// listed in its details.
+    pub fn media_sources(&self) -> Vec<MediaSource> {
+        let Some(media) = &self.media else {
+            return vec![];
+        };
+        if media.id.is_none() && media.url.is_none() {
+            return vec![];
+        }
+        let account = self
+            .raw
+            .get("AccountSid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut all = vec![MediaSource {
+            index: 0,
+            kind: self.kind.clone(),
+            id: media.id.clone(),
+            url: media.url.clone(),
+            mime_type: media.mime_type.clone(),
+            sha256: media.sha256.clone(),
+            account: account.clone(),
+            animated: media.animated.then_some(true),
+        }];
+        let more = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("attachments"))
+            .and_then(Value::as_array);
+        for (i, attachment) in more.into_iter().flatten().enumerate().skip(1) {
+            let Some(url) = attachment.get("url").and_then(Value::as_str) else {
+                continue;
+            };
+            let mime_type = attachment
+                .get("content_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            all.push(MediaSource {
+                index: i as u32,
+                kind: kind_of_mime(mime_type.as_deref()).to_owned(),
+                id: None,
+                url: Some(url.to_owned()),
+                mime_type,
+                sha256: None,
+                account: account.clone(),
+                animated: None,
+            });
+        }
+        all
+    }
+}
+
+impl Media {
+    /// How an attachment we send is described beside its message (as a provider describes one it
+    /// delivers): its type, name and caption.
+    pub fn described(media: &StoredMedia, caption: Option<String>) -> Media {
+        Media {
+            mime_type: Some(media.mime.clone()),
+            sha256: Some(media.sha256.clone()),
+            filename: media.filename.clone(),
+            caption,
+            ..Media::default()
+        }
+    }
+}

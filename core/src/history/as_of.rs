@@ -201,7 +201,8 @@ impl ChatAsOf {
                     kind: message.kind.clone(),
                     text: message.text.clone(),
                     media: message.media.clone(),
-                    files: crate::media::sources(message)
+                    files: message
+                        .media_sources()
                         .iter()
                         .map(|source| MediaFile::pending(source.index))
                         .collect(),
@@ -230,7 +231,7 @@ impl ChatAsOf {
                     text: outbound_text(text.as_deref(), template.as_ref()),
                     media: media
                         .as_ref()
-                        .map(|m| crate::media::described(m, text.clone())),
+                        .map(|m| crate::conversation::Media::described(m, text.clone())),
                     files: media
                         .iter()
                         .map(|m| MediaFile::stored(0, m.clone()))

@@ -1,4 +1,4 @@
-use chatledger_core::media::{sources, MediaFile, MediaStatus, StoredMedia};
+use chatledger_core::media::{MediaFile, MediaStatus, StoredMedia};
 
 use super::*;
 
@@ -119,7 +119,7 @@ impl Projector for MessageMedia {
             Some(ConversationEvent::MessageReceived {
                 chat_id, message, ..
             }) => {
-                for source in sources(message) {
+                for source in message.media_sources() {
                     tx.execute(
                         &format!(
                             "INSERT INTO message_media{s} (stream, message, idx, chat_id, status, position)

@@ -114,8 +114,11 @@ impl Projector for Messages {
                 ..
             }) => {
                 let described = media.as_ref().map(|m| {
-                    serde_json::to_string(&chatledger_core::media::described(m, text.clone()))
-                        .unwrap_or_default()
+                    serde_json::to_string(&chatledger_core::conversation::Media::described(
+                        m,
+                        text.clone(),
+                    ))
+                    .unwrap_or_default()
                 });
                 let text = text
                     .clone()
