@@ -11,24 +11,26 @@ pub enum ChatStatus {
     Closed,
 }
 
-impl ChatStatus {
-    pub(super) fn stored(self) -> &'static str {
-        match self {
-            ChatStatus::Open => "OPEN",
-            ChatStatus::Assigned => "ASSIGNED",
-            ChatStatus::AwaitingCustomer => "AWAITING_CUSTOMER",
-            ChatStatus::Resolved => "RESOLVED",
-            ChatStatus::Closed => "CLOSED",
+impl From<CoreChatStatus> for ChatStatus {
+    fn from(status: CoreChatStatus) -> Self {
+        match status {
+            CoreChatStatus::Open => ChatStatus::Open,
+            CoreChatStatus::Assigned => ChatStatus::Assigned,
+            CoreChatStatus::AwaitingCustomer => ChatStatus::AwaitingCustomer,
+            CoreChatStatus::Resolved => ChatStatus::Resolved,
+            CoreChatStatus::Closed => ChatStatus::Closed,
         }
     }
+}
 
-    pub(super) fn from_stored(s: &str) -> Self {
-        match s {
-            "ASSIGNED" => ChatStatus::Assigned,
-            "AWAITING_CUSTOMER" => ChatStatus::AwaitingCustomer,
-            "RESOLVED" => ChatStatus::Resolved,
-            "CLOSED" => ChatStatus::Closed,
-            _ => ChatStatus::Open,
+impl From<ChatStatus> for CoreChatStatus {
+    fn from(status: ChatStatus) -> Self {
+        match status {
+            ChatStatus::Open => CoreChatStatus::Open,
+            ChatStatus::Assigned => CoreChatStatus::Assigned,
+            ChatStatus::AwaitingCustomer => CoreChatStatus::AwaitingCustomer,
+            ChatStatus::Resolved => CoreChatStatus::Resolved,
+            ChatStatus::Closed => CoreChatStatus::Closed,
         }
     }
 }
@@ -108,7 +110,7 @@ impl From<read_models::chats::ChatRow> for Chat {
             stakeholder: row.stakeholder,
             customer: row.customer,
             customer_name: row.customer_name,
-            status: ChatStatus::from_stored(&row.status),
+            status: row.status.into(),
             opened_at: row.opened_at,
             opened_reason: row.opened_reason,
             context: row.context,
@@ -146,20 +148,13 @@ impl Chat {
             .iter()
             .map(|m| (m.position, Message::from_view(m)))
             .collect();
-        let status = match view.status {
-            CoreChatStatus::Open => ChatStatus::Open,
-            CoreChatStatus::Assigned => ChatStatus::Assigned,
-            CoreChatStatus::AwaitingCustomer => ChatStatus::AwaitingCustomer,
-            CoreChatStatus::Resolved => ChatStatus::Resolved,
-            CoreChatStatus::Closed => ChatStatus::Closed,
-        };
         Chat {
             chat_id: view.chat_id.to_string(),
             channel_number: view.channel_number.clone(),
             stakeholder: view.stakeholder.clone(),
             customer: view.customer.clone(),
             customer_name: view.customer_name.clone(),
-            status,
+            status: view.status.into(),
             opened_at: micros(view.opened_at),
             opened_reason: view.opened_reason.clone(),
             context: view.context.clone(),
@@ -250,7 +245,7 @@ impl Chat {
     pub fn feed_json(&self) -> Value {
         serde_json::json!({
             "chat_id": self.chat_id, "stakeholder": self.stakeholder, "customer_number": self.customer,
-            "status": self.status.stored(), "assigned_to": self.assigned_to,
+            "status": CoreChatStatus::from(self.status).as_str(), "assigned_to": self.assigned_to,
         })
     }
 }

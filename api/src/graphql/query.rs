@@ -41,7 +41,7 @@ impl Query {
         } else if !viewer.role.sees_everything() {
             page.stakeholders = Some(viewer.stakeholders.to_vec());
         }
-        page.status = filter.status.map(|s| s.stored().to_owned());
+        page.status = filter.status.map(CoreChatStatus::from);
         page.assigned_to = filter.assigned_to.map(|id| id.0);
         page.tag = filter.tag;
         page.customer = filter.customer_number.map(|n| customer_key(state, &n));

@@ -12,6 +12,33 @@ pub enum ChatStatus {
     Closed,
 }
 
+impl ChatStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [ChatStatus; 5] = [
+        ChatStatus::Open,
+        ChatStatus::Assigned,
+        ChatStatus::AwaitingCustomer,
+        ChatStatus::Resolved,
+        ChatStatus::Closed,
+    ];
+
+    /// The name the read models keep and the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatStatus::Open => "OPEN",
+            ChatStatus::Assigned => "ASSIGNED",
+            ChatStatus::AwaitingCustomer => "AWAITING_CUSTOMER",
+            ChatStatus::Resolved => "RESOLVED",
+            ChatStatus::Closed => "CLOSED",
+        }
+    }
+
+    /// A status back from its name ([`ChatStatus::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// The current chat of a conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chat {

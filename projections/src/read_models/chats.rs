@@ -1,4 +1,4 @@
-use chatledger_core::conversation::AWAITING_CUSTOMER_TAG;
+use chatledger_core::conversation::{ChatStatus, AWAITING_CUSTOMER_TAG};
 
 use super::*;
 
@@ -274,8 +274,7 @@ pub struct ChatRow {
     pub stakeholder: String,
     pub customer: String,
     pub customer_name: Option<String>,
-    /// `OPEN`, `ASSIGNED`, `AWAITING_CUSTOMER`, `RESOLVED` or `CLOSED`.
-    pub status: String,
+    pub status: ChatStatus,
     pub opened_at: chrono::DateTime<chrono::Utc>,
     pub opened_reason: String,
     pub context: Value,
@@ -338,7 +337,10 @@ impl ChatRow {
             stakeholder: row.text(3).unwrap_or_default(),
             customer: row.text(4).unwrap_or_default(),
             customer_name: row.text(5),
-            status: row.text(6).unwrap_or_default(),
+            status: row
+                .text(6)
+                .and_then(|s| ChatStatus::parse(&s))
+                .unwrap_or(ChatStatus::Open),
             opened_at: row.time(7).unwrap_or_default(),
             opened_reason: row.text(8).unwrap_or_default(),
             context: row.json(9).unwrap_or(Value::Object(Default::default())),
@@ -409,8 +411,7 @@ pub async fn open_chats_of(
 pub struct ChatsFilter {
     /// Only these stakeholders' chats (`None`: every stakeholder's).
     pub stakeholders: Option<Vec<String>>,
-    /// A stored status (see [`ChatRow::status`]).
-    pub status: Option<String>,
+    pub status: Option<ChatStatus>,
     pub assigned_to: Option<String>,
     /// Chats carrying this tag; [`AWAITING_CUSTOMER_TAG`] means "we spoke last".
     pub tag: Option<String>,

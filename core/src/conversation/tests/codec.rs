@@ -316,3 +316,11 @@ fn one_of_each() -> Vec<ConversationEvent> {
         },
     ]
 }
+
+#[test]
+fn a_chat_status_reads_back_from_its_name() {
+    for status in ChatStatus::ALL {
+        assert_eq!(ChatStatus::parse(status.as_str()), Some(status));
+    }
+    assert_eq!(ChatStatus::parse("open"), None, "names are upper case");
+}
