@@ -112,6 +112,8 @@ async fn a_context_before_the_first_chat_becomes_its_context(backend: Backend) {
         data["customer"]["chats"][0]["context"]["dco_status"],
         "Pending"
     );
+    server.caught_up().await;
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn bad_transaction_posts_are_refused_naming_the_field(backend: Backend) {
@@ -332,6 +334,8 @@ async fn bookings_become_rides(backend: Backend) {
         stream[0].data["raw"]["ride_datetime"], "2099-01-05 09:30:00",
         "the post is kept as sent"
     );
+    server.caught_up().await;
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 impl Server {
@@ -511,6 +515,8 @@ async fn waiting_chats_go_oldest_first_to_whoever_comes_online(backend: Backend)
         .map(|n| format!("conversation-{PARTNER}-+9191000000{n}"))
         .collect();
     assert_eq!(order, expected, "oldest first");
+    server.caught_up().await;
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 async fn leads_assign_by_hand(backend: Backend) {
@@ -1080,6 +1086,8 @@ async fn assignments_and_presence_are_pushed_live(backend: Backend) {
         json!({"customerNumber": "+919400000001", "status": "ASSIGNED", "assignedTo": {"name": "asha"}}),
         "{next}"
     );
+    server.caught_up().await;
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 impl Server {
@@ -1296,6 +1304,8 @@ async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_esca
             "SlaClockStopped"
         ]
     );
+    server.caught_up().await;
+    server.the_fold_agrees_with_the_read_models().await;
 }
 
 /// The SLA policy changes while a customer waits: the wait is judged by the policy in force
