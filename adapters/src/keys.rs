@@ -22,3 +22,20 @@ pub(crate) fn decode(owner: &str, key_id: String, text: &str) -> Result<SubjectK
         .ok_or_else(|| StoreError::Corrupt(format!("the key of {owner} is unreadable")))?;
     Ok(SubjectKey { key_id, key })
 }
+
+/// The keys `asked` for, in that order, from the `(key_id, key)` rows found: `None` for an id
+/// with no row (destroyed, or never made).
+pub(crate) fn found_by_id(
+    asked: &[String],
+    rows: Vec<(String, String)>,
+) -> Result<chatledger_core::store::FoundKeys, StoreError> {
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for (key_id, text) in rows {
+        let key = decode(&key_id, key_id.clone(), &text)?.key;
+        found.insert(key_id, key);
+    }
+    Ok(asked
+        .iter()
+        .map(|key_id| (key_id.clone(), found.get(key_id).copied()))
+        .collect())
+}

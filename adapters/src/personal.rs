@@ -219,6 +219,33 @@ impl Inner {
         Ok(key)
     }
 
+    /// Reads the keys that `events` are sealed with and that are not known yet, in one go.
+    async fn fetch_keys(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut missing: Vec<String> = {
+            let Ok(cache) = self.keys.lock() else {
+                return Ok(());
+            };
+            events
+                .iter()
+                .filter_map(|e| e.data.get(SEALED_FIELD)?.get("key_id")?.as_str())
+                .filter(|key_id| !cache.by_id.contains_key(*key_id))
+                .map(str::to_owned)
+                .collect()
+        };
+        if missing.len() < 2 {
+            // One key is read as before, when its event is opened.
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let keys = self.log.keys().ok_or_else(no_key_store)?;
+        let found = keys.keys_by_id(&missing).await?;
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.by_id.extend(found);
+        }
+        Ok(())
+    }
+
     /// Opens the personal data of a stored event, or marks it erased.
     async fn open(&self, mut event: RecordedEvent) -> Result<RecordedEvent, StoreError> {
         if event.event_type == "PersonalDataErased" {
@@ -358,8 +385,10 @@ impl EventStore for PersonalData {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut opened = Vec::new();
-        for event in self.inner.log.read_all(after, limit).await? {
+        let events = self.inner.log.read_all(after, limit).await?;
+        self.inner.fetch_keys(&events).await?;
+        let mut opened = Vec::with_capacity(events.len());
+        for event in events {
             opened.push(self.inner.open(event).await?);
         }
         Ok(opened)

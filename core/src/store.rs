@@ -200,6 +200,9 @@ impl fmt::Debug for SubjectKey {
 ///
 /// A backend writes keys the way it writes the log (through its one writer, in the same group
 /// transactions as appends), so that making a key never waits on, or holds up, an append.
+/// Keys by their ids, each `None` when destroyed (or never made).
+pub type FoundKeys = Vec<(String, Option<[u8; 32]>)>;
+
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// The key of `stream`, if it has one that was not destroyed.
@@ -227,6 +230,16 @@ pub trait KeyStore: Send + Sync {
 
     /// A key by its id; `None` once destroyed (or never made).
     async fn key_by_id(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// Several keys by their ids, each `None` once destroyed (or never made): a batch of
+    /// events from many conversations opened with one read rather than one per key.
+    async fn keys_by_id(&self, key_ids: &[String]) -> Result<FoundKeys, StoreError> {
+        let mut found = Vec::with_capacity(key_ids.len());
+        for key_id in key_ids {
+            found.push((key_id.clone(), self.key_by_id(key_id).await?));
+        }
+        Ok(found)
+    }
 
     /// The streams whose name ends with `suffix` that have a key, with their key ids, by
     /// stream name.

@@ -119,6 +119,38 @@ async fn destroyed_keys_are_gone_and_others_stay(backend: Backend) {
     );
 }
 
+/// Many keys read at once (more than one read's worth), in the order asked, a destroyed or
+/// unknown one as `None`: what opening a batch of events from many conversations relies on.
+async fn many_keys_are_read_at_once(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let keys = keys(&store);
+    let mut made = Vec::new();
+    for n in 0..1_200u32 {
+        let stream = format!("conversation-c-+91{n}");
+        made.push((
+            stream.clone(),
+            keys.create_stream_key(&stream, key((n % 250) as u8))
+                .await
+                .unwrap(),
+        ));
+    }
+    keys.destroy_stream_key(&made[7].0).await.unwrap();
+    let mut asked: Vec<String> = made.iter().rev().map(|(_, k)| k.key_id.clone()).collect();
+    asked.push("never-made".into());
+    let found = keys.keys_by_id(&asked).await.unwrap();
+    assert_eq!(found.len(), asked.len());
+    for ((key_id, got), asked) in found.iter().zip(&asked) {
+        assert_eq!(key_id, asked, "in the order asked");
+        let expected = made
+            .iter()
+            .enumerate()
+            .find(|(_, (_, k))| &k.key_id == asked)
+            .filter(|(i, _)| *i != 7)
+            .map(|(_, (_, k))| k.key);
+        assert_eq!(*got, expected, "{asked}");
+    }
+}
+
 /// Many first appends to one new stream at once, each with a key of its own, among plain
 /// appends to other streams (so that they share the writer's groups): one key is kept, only
 /// its caller's events are written, the others are told, and the plain appends are unharmed.
@@ -183,4 +215,5 @@ chatledger_tests::on_both_backends!(
     a_new_key_is_written_with_the_first_events,
     racing_first_appends_keep_one_key,
     destroyed_keys_are_gone_and_others_stay,
+    many_keys_are_read_at_once,
 );

@@ -56,6 +56,19 @@ impl KeyStore for PostgresStore {
             .transpose()
     }
 
+    async fn keys_by_id(
+        &self,
+        key_ids: &[String],
+    ) -> Result<chatledger_core::store::FoundKeys, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT key_id, key FROM subject_keys WHERE key_id = ANY($1)")
+                .bind(key_ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        keys::found_by_id(key_ids, rows)
+    }
+
     async fn keyed_streams_ending(
         &self,
         suffix: &str,

@@ -47,8 +47,10 @@ use crate::rows::{db_error, RawEvent};
 use crate::{Counts, OpenError, WriterCounts};
 
 /// At most this many appends are written in one transaction.
+mod bulk;
 mod writer;
 
+use bulk::BulkReader;
 use writer::writer_loop;
 
 const MAX_GROUP: usize = 512;
@@ -96,6 +98,7 @@ type Reply = oneshot::Sender<Result<Done, StoreError>>;
 pub struct SqliteStore {
     path: PathBuf,
     reader: SqlitePool,
+    bulk: Arc<BulkReader>,
     writer: mpsc::Sender<(Work, Reply)>,
     wake: watch::Receiver<u64>,
     counts: Arc<Counts>,
@@ -162,6 +165,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             reader,
+            bulk: Arc::new(BulkReader::new(path)),
             writer: to_writer,
             wake,
             counts,
@@ -239,7 +243,7 @@ impl EventStore for SqliteStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        read_all(&self.reader, after, limit).await
+        read_all(&self.bulk, after, limit).await
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
@@ -251,10 +255,10 @@ impl EventStore for SqliteStore {
     }
 
     fn follow(&self, after: Position) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        let pool = self.reader.clone();
+        let bulk = self.bulk.clone();
         let read: ReadAll = std::sync::Arc::new(move |after, limit| {
-            let pool = pool.clone();
-            Box::pin(async move { read_all(&pool, after, limit).await })
+            let bulk = bulk.clone();
+            Box::pin(async move { read_all(&bulk, after, limit).await })
         });
         follow(read, after, self.wake.clone(), CROSS_PROCESS_POLL)
     }
@@ -338,6 +342,25 @@ impl KeyStore for SqliteStore {
             .transpose()
     }
 
+    async fn keys_by_id(
+        &self,
+        key_ids: &[String],
+    ) -> Result<chatledger_core::store::FoundKeys, StoreError> {
+        let mut found = Vec::with_capacity(key_ids.len());
+        // SQLite binds at most 32,766 parameters a statement; a few hundred a read is plenty.
+        for chunk in key_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT key_id, key FROM subject_keys WHERE key_id IN ({marks})");
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+            for key_id in chunk {
+                query = query.bind(key_id);
+            }
+            let rows = query.fetch_all(&self.reader).await.map_err(db_error)?;
+            found.extend(keys::found_by_id(chunk, rows)?);
+        }
+        Ok(found)
+    }
+
     async fn keyed_streams_ending(
         &self,
         suffix: &str,
@@ -364,20 +387,16 @@ impl KeyStore for SqliteStore {
     }
 }
 
+/// Up to `limit` events after `after`, read on a blocking thread.
 async fn read_all(
-    pool: &SqlitePool,
+    bulk: &Arc<BulkReader>,
     after: Position,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "{SELECT_EVENT} WHERE position > ? ORDER BY position LIMIT ?"
-    ))
-    .bind(after as i64)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
-    rows.into_iter().map(decode).collect()
+    let bulk = bulk.clone();
+    tokio::task::spawn_blocking(move || bulk.read_all(after, limit))
+        .await
+        .map_err(|e| StoreError::Backend(format!("reading the log stopped: {e}")))?
 }
 
 fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
