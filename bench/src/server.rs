@@ -32,9 +32,12 @@ pub(crate) async fn start_server(db: &Db, alert_after: u64) -> Result<Running, S
         ),
     )
     .map_err(|e| e.to_string())?;
+    // The projection-lag poller asks GraphQL up to a thousand times a second with one token:
+    // its quota is lifted, so that what is measured is the engine, not the rate limit.
     let env = |name: &str| match name {
         "META_APP_SECRET" => Some(APP_SECRET.to_owned()),
         "ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        "GRAPHQL_RATE_PER_MINUTE" | "GRAPHQL_RATE_BURST" => Some("100000000".to_owned()),
         _ => None,
     };
     let settings = Settings::load(config.path(), &env, config.path())?;
