@@ -1,6 +1,7 @@
-//! Reading the log in bulk (replay, a reactor folding the log at start, followers catching up)
-//! through SQLite's own API on a blocking thread: rows are stepped and turned into events
-//! where they are read, instead of each crossing to an async task one by one.
+//! Reading the log (replay, a reactor folding the log at start, followers catching up, a
+//! stream loaded for a command) through SQLite's own API on a blocking thread: rows are
+//! stepped and turned into events where they are read, instead of each crossing to an async
+//! task one by one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -72,8 +73,32 @@ impl BulkReader {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read(
+            "WHERE position > ?1 ORDER BY position LIMIT ?2",
+            rusqlite::params![after as i64, limit_of(limit)],
+        )
+    }
+
+    /// Up to `limit` events of `stream` from `from_version`, in order.
+    pub(super) fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read(
+            "WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3",
+            rusqlite::params![stream, from_version as i64, limit_of(limit)],
+        )
+    }
+
+    fn read(
+        &self,
+        condition: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let conn = self.connection()?;
-        let read = read(&conn, after, limit);
+        let read = read(&conn, condition, params);
         // A connection that failed is not kept: the next read opens a fresh one.
         if read.is_ok() {
             self.give_back(conn);
@@ -82,21 +107,21 @@ impl BulkReader {
     }
 }
 
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The events `condition` selects, each row turned into an event as it is stepped.
 fn read(
     conn: &rusqlite::Connection,
-    after: Position,
-    limit: usize,
+    condition: &str,
+    params: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut statement = conn
-        .prepare_cached(&format!(
-            "{SELECT_EVENT} WHERE position > ?1 ORDER BY position LIMIT ?2"
-        ))
+        .prepare_cached(&format!("{SELECT_EVENT} {condition}"))
         .map_err(failed)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = statement
-        .query(rusqlite::params![after as i64, limit])
-        .map_err(failed)?;
-    let mut events = Vec::with_capacity(usize::try_from(limit.min(10_000)).unwrap_or(0));
+    let mut rows = statement.query(params).map_err(failed)?;
+    let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(failed)? {
         let position: i64 = row.get(0).map_err(failed)?;
         let corrupt =

@@ -29,12 +29,10 @@ use chatledger_core::{
     AppendResult, EventStore, ExpectedVersion, KeyStore, NewEvent, Position, RecordedEvent,
     StoreError, SubjectKey,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_core::stream::BoxStream;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -43,7 +41,7 @@ use crate::append::{
 };
 use crate::follow::{follow, ReadAll};
 use crate::keys;
-use crate::rows::{db_error, RawEvent};
+use crate::rows::db_error;
 use crate::{Counts, OpenError, WriterCounts};
 
 /// At most this many appends are written in one transaction.
@@ -226,16 +224,11 @@ impl EventStore for SqliteStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"
-        ))
-        .bind(stream)
-        .bind(from_version as i64)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
-        rows.into_iter().map(decode).collect()
+        let bulk = self.bulk.clone();
+        let stream = stream.to_owned();
+        tokio::task::spawn_blocking(move || bulk.read_stream(&stream, from_version, limit))
+            .await
+            .map_err(|e| StoreError::Backend(format!("reading the log stopped: {e}")))?
     }
 
     async fn read_all(
@@ -397,26 +390,4 @@ async fn read_all(
     tokio::task::spawn_blocking(move || bulk.read_all(after, limit))
         .await
         .map_err(|e| StoreError::Backend(format!("reading the log stopped: {e}")))?
-}
-
-fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = row.try_get(0).map_err(db_error)?;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("event at position {position}: {what}"));
-    let event_id: String = row.try_get(1).map_err(db_error)?;
-    let recorded_at: String = row.try_get(8).map_err(db_error)?;
-    RawEvent {
-        position,
-        event_id: Uuid::parse_str(&event_id).map_err(|_| corrupt("event_id is not a UUID"))?,
-        stream: row.try_get(2).map_err(db_error)?,
-        version: row.try_get(3).map_err(db_error)?,
-        event_type: row.try_get(4).map_err(db_error)?,
-        schema_version: row.try_get(5).map_err(db_error)?,
-        data: row.try_get(6).map_err(db_error)?,
-        metadata: row.try_get(7).map_err(db_error)?,
-        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-            .map_err(|_| corrupt("recorded_at is not RFC 3339"))?
-            .with_timezone(&Utc),
-        hash: row.try_get(9).map_err(db_error)?,
-    }
-    .into_recorded()
 }
