@@ -66,6 +66,23 @@ struct Keys {
     by_id: HashMap<String, Option<Key>>,
 }
 
+/// How many keys each map keeps at most: beyond, it starts again empty and keys are read
+/// again from the key store as they are needed, so that a process reading a long log (a
+/// replay, a reactor folding it) does not grow with the number of conversations.
+const KEYS_KEPT: usize = 100_000;
+
+impl Keys {
+    /// Makes room for `more` keys in each map.
+    fn make_room(&mut self, more: usize) {
+        if self.by_id.len() + more > KEYS_KEPT {
+            self.by_id.clear();
+        }
+        if self.by_stream.len() + more > KEYS_KEPT {
+            self.by_stream.clear();
+        }
+    }
+}
+
 fn no_key_store() -> StoreError {
     StoreError::Backend("this event store keeps no keys, so it cannot hold personal data".into())
 }
@@ -131,6 +148,7 @@ impl Inner {
     fn evict(&self, stream: &str, key_id: &str) {
         if let Ok(mut keys) = self.keys.lock() {
             keys.by_stream.remove(stream);
+            keys.make_room(1);
             keys.by_id.insert(key_id.to_owned(), None);
         }
     }
@@ -145,6 +163,7 @@ impl Inner {
 
     fn remember(&self, stream: &str, key: &SubjectKey) {
         if let Ok(mut cache) = self.keys.lock() {
+            cache.make_room(1);
             cache
                 .by_stream
                 .insert(stream.to_owned(), (key.key_id.clone(), key.key));
@@ -214,6 +233,7 @@ impl Inner {
         let keys = self.log.keys().ok_or_else(no_key_store)?;
         let key = keys.key_by_id(key_id).await?;
         if let Ok(mut cache) = self.keys.lock() {
+            cache.make_room(1);
             cache.by_id.insert(key_id.to_owned(), key);
         }
         Ok(key)
@@ -241,6 +261,7 @@ impl Inner {
         let keys = self.log.keys().ok_or_else(no_key_store)?;
         let found = keys.keys_by_id(&missing).await?;
         if let Ok(mut cache) = self.keys.lock() {
+            cache.make_room(found.len());
             cache.by_id.extend(found);
         }
         Ok(())
@@ -412,5 +433,25 @@ impl EventStore for PersonalData {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.log.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_cache_stays_bounded_and_a_batch_always_fits() {
+        let mut keys = Keys::default();
+        for n in 0..KEYS_KEPT {
+            keys.make_room(1);
+            keys.by_id.insert(n.to_string(), Some([1; 32]));
+        }
+        assert_eq!(keys.by_id.len(), KEYS_KEPT);
+        keys.make_room(5_000);
+        assert!(keys.by_id.is_empty(), "full: it starts again");
+        keys.by_id.insert("a".into(), None);
+        keys.make_room(5_000);
+        assert_eq!(keys.by_id.len(), 1, "room enough: kept");
     }
 }
