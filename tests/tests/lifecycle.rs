@@ -112,7 +112,6 @@ async fn a_context_before_the_first_chat_becomes_its_context(backend: Backend) {
         data["customer"]["chats"][0]["context"]["dco_status"],
         "Pending"
     );
-    server.caught_up().await;
     server.the_fold_agrees_with_the_read_models().await;
 }
 
@@ -334,7 +333,6 @@ async fn bookings_become_rides(backend: Backend) {
         stream[0].data["raw"]["ride_datetime"], "2099-01-05 09:30:00",
         "the post is kept as sent"
     );
-    server.caught_up().await;
     server.the_fold_agrees_with_the_read_models().await;
 }
 
@@ -515,7 +513,6 @@ async fn waiting_chats_go_oldest_first_to_whoever_comes_online(backend: Backend)
         .map(|n| format!("conversation-{PARTNER}-+9191000000{n}"))
         .collect();
     assert_eq!(order, expected, "oldest first");
-    server.caught_up().await;
     server.the_fold_agrees_with_the_read_models().await;
 }
 
@@ -1086,7 +1083,6 @@ async fn assignments_and_presence_are_pushed_live(backend: Backend) {
         json!({"customerNumber": "+919400000001", "status": "ASSIGNED", "assignedTo": {"name": "asha"}}),
         "{next}"
     );
-    server.caught_up().await;
     server.the_fold_agrees_with_the_read_models().await;
 }
 
@@ -1304,7 +1300,6 @@ async fn an_answer_before_the_threshold_prevents_the_alert_and_after_it_the_esca
             "SlaClockStopped"
         ]
     );
-    server.caught_up().await;
     server.the_fold_agrees_with_the_read_models().await;
 }
 
@@ -1439,9 +1434,10 @@ async fn a_policy_change_mid_wait_keeps_the_dashboard_and_the_alert_agreed(backe
 }
 
 impl Server {
-    /// Every chat as the dashboard reads it now (the read models) and as `chatAsOf` folds it
-    /// from the log at this instant: the same answer.
+    /// Every chat as the dashboard reads it once the read models caught up with the log, and
+    /// as `chatAsOf` folds it from the log at that instant: the same answer.
     async fn the_fold_agrees_with_the_read_models(&self) {
+        self.caught_up().await;
         let chats = self
             .query("{ chats(first: 200) { nodes { chatId } } }", json!({}))
             .await;

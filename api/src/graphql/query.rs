@@ -93,10 +93,10 @@ impl Query {
                 "BAD_USER_INPUT",
             ));
         };
-        let Some(stream) = read_models::chats::chat(&state.read_side.db, chat_id.as_str())
+        let Some(stream) = read_models::chats::place_of(&state.read_side.db, chat_id.as_str())
             .await
             .map_err(internal)?
-            .map(|chat| chat.stream)
+            .map(|place| place.stream)
         else {
             return Ok(None);
         };

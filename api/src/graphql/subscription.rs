@@ -19,7 +19,7 @@ pub async fn visible_message(
     .await;
     let db = &state.read_side.db;
     let chat_id = event.data.get("chat_id")?.as_str()?;
-    let stakeholder = read_models::chats::chat(db, chat_id)
+    let stakeholder = read_models::chats::place_of(db, chat_id)
         .await
         .ok()??
         .stakeholder;

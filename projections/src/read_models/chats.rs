@@ -374,6 +374,31 @@ pub async fn chat(
     Ok(row.as_ref().map(ChatRow::from_row))
 }
 
+/// Where a chat belongs: its stream and its stakeholder (what deciding who may see it, or
+/// folding it from the log, needs; cheaper than the whole row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatPlace {
+    pub stream: String,
+    pub stakeholder: String,
+}
+
+/// Where one chat belongs, by its id.
+pub async fn place_of(
+    db: &crate::read_db::ReadDb,
+    chat_id: &str,
+) -> Result<Option<ChatPlace>, sqlx::Error> {
+    let row = db
+        .fetch_optional(
+            "SELECT stream, stakeholder FROM chats WHERE chat_id = $1",
+            &[chat_id.into()],
+        )
+        .await?;
+    Ok(row.map(|row| ChatPlace {
+        stream: row.text(0).unwrap_or_default(),
+        stakeholder: row.text(1).unwrap_or_default(),
+    }))
+}
+
 /// A customer's chats with one stakeholder, oldest first.
 pub async fn chats_of_customer(
     db: &crate::read_db::ReadDb,

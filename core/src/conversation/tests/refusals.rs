@@ -122,6 +122,5 @@ fn each_refusal_names_what_is_wrong_with_its_code() {
         let refused = then_rejects(history, command);
         assert_eq!(refused, refusal, "{case}");
         assert_eq!(refused.code(), code, "{case}");
-        assert!(!refused.to_string().is_empty(), "{case} says why");
     }
 }
