@@ -37,6 +37,7 @@
 //! - [`read_db`]: the read-model database (the log's own, SQLite or PostgreSQL) behind one
 //!   SQL dialect; [`sql`]: the values its statements take and how times are written.
 //! - [`registry`]: each read model's live generation and checkpoint.
+//! - `rows`: many rows read or written in one statement, for read models that fold a batch.
 
 pub mod assignment;
 pub mod audit;
@@ -56,6 +57,7 @@ pub mod read_db;
 pub mod read_models;
 pub mod read_side;
 pub mod registry;
+mod rows;
 pub mod runner;
 pub mod sla;
 pub mod snapshots;

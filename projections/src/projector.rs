@@ -30,6 +30,21 @@ pub trait Projector: Send + Sync + 'static {
         suffix: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies `events` (in log order, each one it wants) as [`Projector::apply`] would one
+    /// after the other, which is what it does unless a read model folds the batch in memory
+    /// and writes it with a few statements.
+    async fn apply_batch(
+        &self,
+        tx: &mut ReadTx,
+        suffix: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, suffix, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A failed projection step.
@@ -76,6 +91,26 @@ pub(crate) async fn apply_guarded(
     event: &DecodedEvent,
 ) -> Result<(), ProjectionError> {
     match std::panic::AssertUnwindSafe(projector.apply(tx, suffix, event))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => Err(ProjectionError::Panicked(panic_text(panic.as_ref()))),
+    }
+}
+
+/// `projector.apply_batch`, with a panic turned into [`ProjectionError::Panicked`] (see
+/// [`apply_guarded`]).
+pub(crate) async fn apply_batch_guarded(
+    projector: &dyn Projector,
+    tx: &mut ReadTx,
+    suffix: &str,
+    events: &[&DecodedEvent],
+) -> Result<(), ProjectionError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    match std::panic::AssertUnwindSafe(projector.apply_batch(tx, suffix, events))
         .catch_unwind()
         .await
     {

@@ -535,6 +535,12 @@ impl ReadTx {
         }
     }
 
+    /// Whether this transaction is on PostgreSQL (else on SQLite): for the few statements whose
+    /// text differs between the two.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.kind, TxKind::Postgres(_) | TxKind::Pipelined(_))
+    }
+
     /// Locks a projector's registry row until commit (on SQLite the transaction already holds
     /// the database's write lock).
     pub fn lock_suffix(&self) -> &'static str {

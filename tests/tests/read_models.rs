@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatledger_application::conversations::Conversations;
+use chatledger_core::conversation::DecodedEvent;
 use chatledger_core::conversation::{
     ConversationCommand, ConversationRef, Customer, InboundMessage, ProviderError, Receipt,
 };
@@ -478,7 +479,345 @@ async fn sla_clocks_take_the_policy_in_force_within_one_batch(backend: Backend) 
     stop.send_replace(true);
 }
 
+/// Two conversations, interleaved, in every shape the read models fold a batch of: receipts
+/// before their message and before the outcome of a send, a late lower receipt, a failed send,
+/// a tag removed and applied again, an unassignment, a context change, an erasure between
+/// messages, a resolution with its rating, a chat closed and its successor.
+fn varied_history() -> Vec<(String, NewEvent)> {
+    use chatledger_core::conversation::{
+        AssignmentRule, CloseReason, ConversationEvent as E, CustomerKey, ExecutiveRef, OpenReason,
+        OutboundPurpose,
+    };
+    let at = |minute: u32| -> chrono::DateTime<Utc> {
+        format!("2026-11-22T10:{minute:02}:00Z").parse().unwrap()
+    };
+    let (a, b) = ("+919638120888", "+919726700000");
+    let (chat_a, chat_a2, chat_b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let asha = ExecutiveRef {
+        id: Uuid::new_v4(),
+        name: "Asha".into(),
+    };
+    let inbound = |phone: &str, chat_id: Uuid, id: &str, name: Option<&str>, minute: u32| {
+        E::MessageReceived {
+            chat_id,
+            received_at: at(minute),
+            message: Box::new(InboundMessage {
+                customer: Customer {
+                    phone: Some(phone.into()),
+                    user_id: None,
+                    name: name.map(Into::into),
+                },
+                sent_at: Some(at(minute)),
+                ..chatledger_tests::messages::text_message(id, phone, &format!("text of {id}"))
+            }),
+        }
+    };
+    let receipt = |phone: &str, chat_id: Uuid, id: &str, status: &str| E::ReceiptRecorded {
+        chat_id: Some(chat_id),
+        known_message: true,
+        received_at: at(30),
+        receipt: Box::new(Receipt {
+            provider: "meta".into(),
+            provider_message_id: id.into(),
+            status: status.into(),
+            at: Some(at(30)),
+            recipient: Customer {
+                phone: Some(phone.into()),
+                ..Customer::default()
+            },
+            errors: vec![],
+            callback: None,
+            raw: json!({"id": id, "status": status}),
+        }),
+    };
+    let reply = |phone: &str, chat_id: Uuid, message_id: Uuid, minute: u32| E::ReplyQueued {
+        chat_id,
+        message_id,
+        to: CustomerKey::Phone(phone.into()),
+        kind: "text".into(),
+        text: Some(format!("reply {minute}")),
+        template: None,
+        media: None,
+        purpose: OutboundPurpose::Reply,
+        by: "Asha".into(),
+        queued_at: at(minute),
+    };
+    let dispatched = |chat_id: Uuid, message_id: Uuid, id: &str| E::MessageDispatched {
+        chat_id,
+        message_id,
+        provider_message_id: id.into(),
+        attempts: 1,
+        dispatched_at: at(31),
+    };
+    let tag = |chat_id: Uuid, applied: bool, minute: u32| {
+        if applied {
+            E::TagApplied {
+                chat_id,
+                tag: "Payment".into(),
+                by: "Asha".into(),
+                at: at(minute),
+            }
+        } else {
+            E::TagRemoved {
+                chat_id,
+                tag: "Payment".into(),
+                by: "Asha".into(),
+                at: at(minute),
+            }
+        }
+    };
+    let opened = |phone: &str, chat_id: Uuid, previous: Option<Uuid>| E::ChatOpened {
+        chat_id,
+        conversation: conversation(phone),
+        reason: if previous.is_some() {
+            OpenReason::ContextChanged
+        } else {
+            OpenReason::FirstMessage
+        },
+        context: json!({"city": "Pune"}),
+        previous_chat_id: previous,
+        opened_at: at(1),
+    };
+    let (reply_a, failed_a, reply_b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let stream_a = conversation(a).stream();
+    let stream_b = conversation(b).stream();
+    let events = vec![
+        (&stream_a, opened(a, chat_a, None)),
+        (&stream_a, receipt(a, chat_a, "wamid.a1", "delivered")),
+        (&stream_a, inbound(a, chat_a, "wamid.a1", Some("Ravi"), 2)),
+        (&stream_b, opened(b, chat_b, None)),
+        (
+            &stream_a,
+            E::ChatAssigned {
+                chat_id: chat_a,
+                executive: asha.clone(),
+                rule: AssignmentRule::RoundRobin,
+                candidates: vec![asha.clone()],
+                by: None,
+                cause: chat_a,
+                assigned_at: at(3),
+            },
+        ),
+        (&stream_b, inbound(b, chat_b, "wamid.b1", Some("Meera"), 3)),
+        (&stream_a, tag(chat_a, true, 4)),
+        (&stream_a, reply(a, chat_a, reply_a, 4)),
+        (&stream_b, reply(b, chat_b, reply_b, 4)),
+        (&stream_a, receipt(a, chat_a, "wamid.out.a", "delivered")),
+        (&stream_a, dispatched(chat_a, reply_a, "wamid.out.a")),
+        (&stream_b, dispatched(chat_b, reply_b, "wamid.out.b")),
+        (&stream_b, receipt(b, chat_b, "wamid.out.b", "read")),
+        (&stream_a, receipt(a, chat_a, "wamid.out.a", "sent")),
+        (&stream_b, receipt(b, chat_b, "wamid.out.b", "delivered")),
+        (&stream_a, reply(a, chat_a, failed_a, 7)),
+        (
+            &stream_a,
+            E::MessageDispatchFailed {
+                chat_id: chat_a,
+                message_id: failed_a,
+                code: Some(131047),
+                error: "Re-engagement message".into(),
+                permanent: true,
+                attempts: 1,
+                failed_at: at(8),
+            },
+        ),
+        (&stream_a, tag(chat_a, false, 8)),
+        (&stream_a, tag(chat_a, true, 9)),
+        (
+            &stream_a,
+            E::ChatReassigned {
+                chat_id: chat_a,
+                executive: None,
+                previous: asha.clone(),
+                rule: AssignmentRule::AssigneeWentOffline,
+                candidates: vec![],
+                by: None,
+                cause: chat_a,
+                assigned_at: at(9),
+            },
+        ),
+        (
+            &stream_a,
+            E::ContextChanged {
+                conversation: conversation(a),
+                changes: serde_json::Map::new(),
+                previous: serde_json::Map::new(),
+                context: json!({"city": "Mumbai"}),
+                identity_fields: vec![],
+                identity_changed: false,
+                chat_id: Some(chat_a),
+                changed_at: at(10),
+            },
+        ),
+        (&stream_a, inbound(a, chat_a, "wamid.a2", None, 11)),
+        (
+            &stream_a,
+            E::PersonalDataErased {
+                customer: CustomerKey::Phone(a.into()),
+                key_id: "key-a".into(),
+                by: "dpo".into(),
+                erased_at: at(12),
+            },
+        ),
+        (&stream_a, inbound(a, chat_a, "wamid.a3", Some("R."), 13)),
+        (
+            &stream_a,
+            E::ChatResolved {
+                chat_id: chat_a,
+                by: "Asha".into(),
+                resolved_at: at(14),
+            },
+        ),
+        (
+            &stream_a,
+            E::ChatRated {
+                chat_id: chat_a,
+                rating: 4,
+                provider_message_id: "wamid.a4".into(),
+                rated_at: at(15),
+            },
+        ),
+        (
+            &stream_a,
+            E::ChatClosed {
+                chat_id: chat_a,
+                reason: CloseReason::ContextChanged,
+                superseded_by: chat_a2,
+                closed_at: at(16),
+            },
+        ),
+        (&stream_a, opened(a, chat_a2, Some(chat_a))),
+        (&stream_a, inbound(a, chat_a2, "wamid.a5", None, 17)),
+        (
+            &stream_b,
+            E::ChatResolved {
+                chat_id: chat_b,
+                by: "Asha".into(),
+                resolved_at: at(18),
+            },
+        ),
+    ];
+    events
+        .into_iter()
+        .map(|(stream, event)| {
+            (
+                stream.clone(),
+                event.to_new_event(stream, Metadata::by("test")),
+            )
+        })
+        .collect()
+}
+
+/// Every read model writes the same rows whether it is handed the whole history as one batch
+/// (which it may fold in memory) or one event at a time: the fold keeps each event's meaning.
+async fn a_folded_batch_writes_what_its_events_write_one_by_one(backend: Backend) {
+    let (test_db, store) = backend.open().await;
+    for (stream, event) in varied_history() {
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let events: Vec<DecodedEvent> = store
+        .read_all(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(DecodedEvent::new)
+        .collect();
+    let db = test_db.read_db().await;
+    for projector in read_models::all() {
+        let wanted: Vec<&DecodedEvent> = events
+            .iter()
+            .filter(|e| projector.wants(&e.event_type))
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        for suffix in ["_one", "_all"] {
+            for statement in projector.schema(suffix) {
+                tx.execute(&statement, &[]).await.unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        for event in &wanted {
+            let mut tx = db.begin().await.unwrap();
+            projector.apply(&mut tx, "_one", event).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let mut tx = db.begin().await.unwrap();
+        projector
+            .apply_batch(&mut tx, "_all", &wanted)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for table in projector.tables() {
+            let one = db.dump_table(&format!("{table}_one")).await.unwrap();
+            assert_eq!(
+                db.dump_table(&format!("{table}_all")).await.unwrap(),
+                one,
+                "{table}: the batch folded as one writes what its events write one by one"
+            );
+            assert!(
+                !one.is_empty()
+                    || !["chats", "messages", "message_receipts", "chat_tags"].contains(table),
+                "{table} has rows to compare"
+            );
+        }
+    }
+    // The folded rows are the ones the events mean.
+    let chats = db
+        .fetch_all(
+            "SELECT status, customer_name, last_message_text, assigned_to, rating, superseded_by, context
+             FROM chats_all ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let row = |i: usize| {
+        (0..7)
+            .map(|c| chats[i].text(c).or(chats[i].i64(c).map(|n| n.to_string())))
+            .collect::<Vec<_>>()
+    };
+    let s = |v: &str| Some(v.to_owned());
+    let first = row(0);
+    assert_eq!(
+        first[..5],
+        [s("CLOSED"), s("R."), s("text of wamid.a3"), None, s("4")],
+        "closed after its resolution and rating, unassigned, named again after the erasure"
+    );
+    assert!(first[5].is_some(), "superseded by its successor");
+    assert_eq!(first[6], s(r#"{"city":"Mumbai"}"#));
+    assert_eq!(row(1)[0], s("RESOLVED"), "the other customer's chat");
+    assert_eq!(row(1)[1], s("Meera"));
+    assert_eq!(row(2)[0], s("OPEN"), "the successor chat");
+    let messages = db
+        .fetch_all(
+            "SELECT provider_message_id, text, delivery_status, error FROM messages_all ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let messages: Vec<Vec<Option<String>>> = messages
+        .iter()
+        .map(|m| (0..4).map(|c| m.text(c)).collect())
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            vec![s("wamid.a1"), s("[erased]"), s("delivered"), None],
+            vec![s("wamid.b1"), s("text of wamid.b1"), None, None],
+            vec![s("wamid.out.a"), s("[erased]"), s("delivered"), None],
+            vec![s("wamid.out.b"), s("reply 4"), s("read"), None],
+            vec![None, s("[erased]"), s("failed"), s("131047: Re-engagement message")],
+            vec![s("wamid.a2"), s("[erased]"), None, None],
+            vec![s("wamid.a3"), s("text of wamid.a3"), None, None],
+            vec![s("wamid.a5"), s("text of wamid.a5"), None, None],
+        ],
+        "receipts before a message or its dispatch count, a late lower one does not, the erasure reaches what came before it"
+    );
+}
+
 chatledger_tests::on_both_backends!(
+    a_folded_batch_writes_what_its_events_write_one_by_one,
     live_projection_and_rebuild_agree,
     read_transactions_keep_all_or_nothing,
     sla_clocks_take_the_policy_in_force_within_one_batch

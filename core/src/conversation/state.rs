@@ -37,6 +37,36 @@ impl ChatStatus {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
+
+    /// The status `event`, one of the chat's own, leaves a chat in that was `self` and had an
+    /// executive or not (`assigned`) before it. The one rule of a chat's lifecycle: the
+    /// conversation's fold and the chats read model both follow it.
+    pub fn after(self, event: &ConversationEvent, assigned: bool) -> ChatStatus {
+        match event {
+            ConversationEvent::MessageReceived { .. } if self == ChatStatus::AwaitingCustomer => {
+                if assigned {
+                    ChatStatus::Assigned
+                } else {
+                    ChatStatus::Open
+                }
+            }
+            ConversationEvent::ReplyQueued { .. }
+                if matches!(self, ChatStatus::Open | ChatStatus::Assigned) =>
+            {
+                ChatStatus::AwaitingCustomer
+            }
+            ConversationEvent::ChatResolved { .. } => ChatStatus::Resolved,
+            ConversationEvent::ChatClosed { .. } => ChatStatus::Closed,
+            ConversationEvent::ChatAssigned { .. } => ChatStatus::Assigned,
+            ConversationEvent::ChatReassigned {
+                executive: Some(_), ..
+            } => ChatStatus::Assigned,
+            ConversationEvent::ChatReassigned {
+                executive: None, ..
+            } => ChatStatus::Open,
+            _ => self,
+        }
+    }
 }
 
 /// The current chat of a conversation.
@@ -173,15 +203,7 @@ impl Conversation {
                     .insert(message.provider_message_id.clone(), *chat_id);
                 merge_customer(&mut self.customer, &message.customer);
                 self.last_incoming_at = Some(message.sent_at.unwrap_or(*received_at));
-                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
-                    if chat.status == ChatStatus::AwaitingCustomer {
-                        chat.status = if chat.assignee.is_some() {
-                            ChatStatus::Assigned
-                        } else {
-                            ChatStatus::Open
-                        };
-                    }
-                }
+                self.move_status(*chat_id, event);
             }
             ConversationEvent::ReplyQueued {
                 chat_id,
@@ -205,11 +227,7 @@ impl Conversation {
                         attempts: 0,
                     },
                 );
-                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
-                    if matches!(chat.status, ChatStatus::Open | ChatStatus::Assigned) {
-                        chat.status = ChatStatus::AwaitingCustomer;
-                    }
-                }
+                self.move_status(*chat_id, event);
             }
             ConversationEvent::MessageDispatched {
                 chat_id,
@@ -252,9 +270,7 @@ impl Conversation {
                 }
             }
             ConversationEvent::ChatResolved { chat_id, .. } => {
-                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
-                    chat.status = ChatStatus::Resolved;
-                }
+                self.move_status(*chat_id, event);
             }
             ConversationEvent::ChatRated { chat_id, .. } => {
                 if self.awaiting_rating == Some(*chat_id) {
@@ -274,16 +290,14 @@ impl Conversation {
                 self.context = context.clone();
             }
             ConversationEvent::ChatClosed { chat_id, .. } => {
-                if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
-                    chat.status = ChatStatus::Closed;
-                }
+                self.move_status(*chat_id, event);
             }
             ConversationEvent::ChatAssigned {
                 chat_id, executive, ..
-            } => self.set_assignee(*chat_id, Some(executive.clone())),
+            } => self.set_assignee(*chat_id, Some(executive.clone()), event),
             ConversationEvent::ChatReassigned {
                 chat_id, executive, ..
-            } => self.set_assignee(*chat_id, executive.clone()),
+            } => self.set_assignee(*chat_id, executive.clone(), event),
             ConversationEvent::TagApplied { chat_id, tag, .. } => {
                 if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == *chat_id) {
                     chat.tags.insert(tag.clone());
@@ -332,14 +346,22 @@ impl Conversation {
         }
     }
 
-    pub(super) fn set_assignee(&mut self, chat_id: Uuid, executive: Option<ExecutiveRef>) {
+    fn set_assignee(
+        &mut self,
+        chat_id: Uuid,
+        executive: Option<ExecutiveRef>,
+        event: &ConversationEvent,
+    ) {
+        self.move_status(chat_id, event);
         if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == chat_id) {
-            chat.status = if executive.is_some() {
-                ChatStatus::Assigned
-            } else {
-                ChatStatus::Open
-            };
             chat.assignee = executive;
+        }
+    }
+
+    /// The current chat's status after `event`, when the chat is `chat_id`.
+    fn move_status(&mut self, chat_id: Uuid, event: &ConversationEvent) {
+        if let Some(chat) = self.chat.as_mut().filter(|c| c.chat_id == chat_id) {
+            chat.status = chat.status.after(event, chat.assignee.is_some());
         }
     }
 

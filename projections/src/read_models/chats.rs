@@ -83,185 +83,434 @@ impl Projector for Chats {
         s: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
-        match conversation_event(event)? {
-            Some(ConversationEvent::ChatOpened {
+        self.apply_batch(tx, s, &[event]).await
+    }
+
+    /// Folds the batch's changes to each chat in memory (from its row, read once) and writes
+    /// every changed row with one statement; tags are written as they come.
+    async fn apply_batch(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut fold = ChatsFold::default();
+        fold.read(tx, s, events).await?;
+        for event in events {
+            let Some(change) = conversation_event(event)? else {
+                continue;
+            };
+            match change {
+                ConversationEvent::TagApplied {
+                    chat_id,
+                    tag,
+                    by,
+                    at,
+                } => {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO chat_tags{s} (chat_id, tag, applied_by, applied_at) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (chat_id, tag) DO NOTHING"
+                        ),
+                        &[chat_id.to_string().into(), tag.into(), by.into(), at.into()],
+                    )
+                    .await?;
+                }
+                ConversationEvent::TagRemoved { chat_id, tag, .. } => {
+                    tx.execute(
+                        &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
+                        &[chat_id.to_string().into(), tag.into()],
+                    )
+                    .await?;
+                }
+                ConversationEvent::PersonalDataErased { .. } => {
+                    // It reaches every chat of the stream, read into this batch or not.
+                    fold.write(tx, s).await?;
+                    tx.execute(
+                        &format!(
+                            "UPDATE chats{s} SET customer_name = CASE WHEN customer_name IS NULL THEN NULL ELSE $2 END,
+                                last_message_text = CASE WHEN last_message_text IS NULL THEN NULL ELSE $2 END
+                             WHERE stream = $1"
+                        ),
+                        &[(&event.stream).into(), ERASED.into()],
+                    )
+                    .await?;
+                    fold.forget_stream(&event.stream);
+                    fold.read(tx, s, events).await?;
+                }
+                change => fold.evolve(event, change),
+            }
+        }
+        fold.write(tx, s).await?;
+        Ok(())
+    }
+}
+
+/// The chats a batch changes, as rows in memory: read from the table at most once each,
+/// changed event by event, written back together.
+#[derive(Default)]
+struct ChatsFold {
+    /// Each chat read or opened: its row, or `None` when it is not in the table.
+    rows: std::collections::HashMap<String, Option<Stored>>,
+    /// Chats whose row changed, in the order they first did.
+    changed: Vec<String>,
+    changed_set: std::collections::HashSet<String>,
+}
+
+/// A row of `chats` as the table stores it (times as their stored text).
+#[derive(Debug, Clone)]
+struct Stored {
+    chat_id: String,
+    stream: String,
+    channel: String,
+    channel_number: String,
+    stakeholder: String,
+    customer: String,
+    customer_name: Option<String>,
+    status: String,
+    opened_at: String,
+    opened_reason: String,
+    context: String,
+    previous_chat_id: Option<String>,
+    superseded_by: Option<String>,
+    assigned_to: Option<String>,
+    last_incoming_at: Option<String>,
+    service_window_ends_at: Option<String>,
+    resolved_at: Option<String>,
+    rating: Option<i64>,
+    last_message_at: Option<String>,
+    last_message_text: Option<String>,
+    last_direction: Option<String>,
+    position: i64,
+}
+
+/// The columns of `chats`, in [`Stored::values`]' order; `true` for integers.
+const STORED: [crate::rows::Column; 22] = [
+    ("chat_id", false),
+    ("stream", false),
+    ("channel", false),
+    ("channel_number", false),
+    ("stakeholder", false),
+    ("customer", false),
+    ("customer_name", false),
+    ("status", false),
+    ("opened_at", false),
+    ("opened_reason", false),
+    ("context", false),
+    ("previous_chat_id", false),
+    ("superseded_by", false),
+    ("assigned_to", false),
+    ("last_incoming_at", false),
+    ("service_window_ends_at", false),
+    ("resolved_at", false),
+    ("rating", true),
+    ("last_message_at", false),
+    ("last_message_text", false),
+    ("last_direction", false),
+    ("position", true),
+];
+
+impl Stored {
+    fn from_row(row: &crate::read_db::DbRow) -> Self {
+        let text = |i| row.text(i).unwrap_or_default();
+        Stored {
+            chat_id: text(0),
+            stream: text(1),
+            channel: text(2),
+            channel_number: text(3),
+            stakeholder: text(4),
+            customer: text(5),
+            customer_name: row.text(6),
+            status: text(7),
+            opened_at: text(8),
+            opened_reason: text(9),
+            context: text(10),
+            previous_chat_id: row.text(11),
+            superseded_by: row.text(12),
+            assigned_to: row.text(13),
+            last_incoming_at: row.text(14),
+            service_window_ends_at: row.text(15),
+            resolved_at: row.text(16),
+            rating: row.i64(17),
+            last_message_at: row.text(18),
+            last_message_text: row.text(19),
+            last_direction: row.text(20),
+            position: row.i64(21).unwrap_or_default(),
+        }
+    }
+
+    fn values(&self) -> Vec<Arg> {
+        vec![
+            (&self.chat_id).into(),
+            (&self.stream).into(),
+            (&self.channel).into(),
+            (&self.channel_number).into(),
+            (&self.stakeholder).into(),
+            (&self.customer).into(),
+            self.customer_name.as_ref().into(),
+            (&self.status).into(),
+            (&self.opened_at).into(),
+            (&self.opened_reason).into(),
+            (&self.context).into(),
+            self.previous_chat_id.as_ref().into(),
+            self.superseded_by.as_ref().into(),
+            self.assigned_to.as_ref().into(),
+            self.last_incoming_at.as_ref().into(),
+            self.service_window_ends_at.as_ref().into(),
+            self.resolved_at.as_ref().into(),
+            self.rating.into(),
+            self.last_message_at.as_ref().into(),
+            self.last_message_text.as_ref().into(),
+            self.last_direction.as_ref().into(),
+            self.position.into(),
+        ]
+    }
+
+    /// The status after `event`, by the chat lifecycle's rule.
+    fn move_status(&mut self, event: &ConversationEvent) {
+        if let Some(status) = ChatStatus::parse(&self.status) {
+            self.status = status
+                .after(event, self.assigned_to.is_some())
+                .as_str()
+                .to_owned();
+        }
+    }
+}
+
+impl ChatsFold {
+    /// Reads the rows of the chats `events` name that are not in memory yet.
+    async fn read(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut wanted: Vec<String> = Vec::new();
+        for event in events {
+            if let Some(chat_id) = conversation_event(event)?.and_then(chat_of) {
+                let chat_id = chat_id.to_string();
+                if !self.rows.contains_key(&chat_id) {
+                    self.rows.insert(chat_id.clone(), None);
+                    wanted.push(chat_id);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = STORED.iter().map(|(name, _)| *name).collect();
+        let sql = format!(
+            "SELECT {} FROM chats{s} WHERE chat_id IN ({})",
+            names.join(", "),
+            tx.json_texts("$1")
+        );
+        let keys: Vec<Arg> = wanted.into_iter().map(Arg::Text).collect();
+        for row in tx
+            .fetch_all(&sql, &[crate::rows::json_param(&keys)])
+            .await?
+        {
+            let stored = Stored::from_row(&row);
+            self.rows.insert(stored.chat_id.clone(), Some(stored));
+        }
+        Ok(())
+    }
+
+    /// The row of `chat_id`, when the chat is in the table (or opened in this batch), marked
+    /// changed.
+    fn change(&mut self, chat_id: &uuid::Uuid) -> Option<&mut Stored> {
+        let chat_id = chat_id.to_string();
+        self.rows.get(&chat_id)?.as_ref()?;
+        self.mark(&chat_id);
+        self.rows.get_mut(&chat_id)?.as_mut()
+    }
+
+    fn mark(&mut self, chat_id: &str) {
+        if self.changed_set.insert(chat_id.to_owned()) {
+            self.changed.push(chat_id.to_owned());
+        }
+    }
+
+    /// One event's change to its chat's row (tags and erasures are not rows' changes).
+    fn evolve(&mut self, event: &DecodedEvent, change: &ConversationEvent) {
+        match change {
+            ConversationEvent::ChatOpened {
                 chat_id,
                 conversation,
                 reason,
                 context,
                 previous_chat_id,
                 opened_at,
-            }) => {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO chats{s} (chat_id, stream, channel, channel_number, stakeholder, customer, status,
-                            opened_at, opened_reason, context, previous_chat_id, position)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'OPEN', $7, $8, $9, $10, $11)
-                         ON CONFLICT (chat_id) DO NOTHING"
-                    ),
-                    &[
-                        chat_id.to_string().into(),
-                        (&event.stream).into(),
-                        (&conversation.channel).into(),
-                        (&conversation.channel_number).into(),
-                        (&conversation.stakeholder).into(),
-                        customer_id(&conversation.customer).into(),
-                        opened_at.into(),
-                        format!("{reason:?}").into(),
-                        context.to_string().into(),
-                        previous_chat_id.map(|id| id.to_string()).into(),
-                        event.position.into(),
-                    ],
-                )
-                .await?;
+            } => {
+                let key = chat_id.to_string();
+                if matches!(self.rows.get(&key), Some(Some(_))) {
+                    return;
+                }
+                self.rows.insert(
+                    key.clone(),
+                    Some(Stored {
+                        chat_id: key.clone(),
+                        stream: event.stream.clone(),
+                        channel: conversation.channel.clone(),
+                        channel_number: conversation.channel_number.clone(),
+                        stakeholder: conversation.stakeholder.clone(),
+                        customer: customer_id(&conversation.customer),
+                        customer_name: None,
+                        status: ChatStatus::Open.as_str().to_owned(),
+                        opened_at: time_text(*opened_at),
+                        opened_reason: format!("{reason:?}"),
+                        context: context.to_string(),
+                        previous_chat_id: previous_chat_id.map(|id| id.to_string()),
+                        superseded_by: None,
+                        assigned_to: None,
+                        last_incoming_at: None,
+                        service_window_ends_at: None,
+                        resolved_at: None,
+                        rating: None,
+                        last_message_at: None,
+                        last_message_text: None,
+                        last_direction: None,
+                        position: event.position as i64,
+                    }),
+                );
+                self.mark(&key);
             }
-            Some(ConversationEvent::MessageReceived {
+            ConversationEvent::MessageReceived {
                 chat_id,
                 received_at,
                 message,
-            }) => {
+            } => {
+                let Some(row) = self.change(chat_id) else {
+                    return;
+                };
                 let at = message_time(message, *received_at);
-                tx.execute(
-                    &format!(
-                        "UPDATE chats{s} SET last_incoming_at = $2, service_window_ends_at = $3,
-                            customer_name = COALESCE($4, customer_name), last_message_at = $2, last_message_text = $5, last_direction = 'INBOUND',
-                            status = CASE WHEN status = 'AWAITING_CUSTOMER' THEN
-                                (CASE WHEN assigned_to IS NULL THEN 'OPEN' ELSE 'ASSIGNED' END) ELSE status END
-                         WHERE chat_id = $1"
-                    ),
-                    &[
-                        chat_id.to_string().into(),
-                        at.into(),
-                        service_window_end(at).into(),
-                        message.customer.name.clone().into(),
-                        preview(message).into(),
-                    ],
-                )
-                .await?;
+                row.last_incoming_at = Some(time_text(at));
+                row.service_window_ends_at = Some(time_text(service_window_end(at)));
+                if let Some(name) = &message.customer.name {
+                    row.customer_name = Some(name.clone());
+                }
+                row.last_message_at = Some(time_text(at));
+                row.last_message_text = Some(preview(message));
+                row.last_direction = Some("INBOUND".into());
+                row.move_status(change);
             }
-            Some(ConversationEvent::ContextChanged {
+            ConversationEvent::ContextChanged {
                 identity_changed: false,
                 chat_id: Some(chat_id),
                 context,
                 ..
-            }) => {
-                tx.execute(
-                    &format!("UPDATE chats{s} SET context = $2 WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), context.to_string().into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.context = context.to_string();
+                }
             }
-            Some(ConversationEvent::ChatClosed {
+            ConversationEvent::ChatClosed {
                 chat_id,
                 superseded_by,
                 ..
-            }) => {
-                tx.execute(
-                    &format!("UPDATE chats{s} SET status = 'CLOSED', superseded_by = $2 WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), superseded_by.to_string().into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.move_status(change);
+                    row.superseded_by = Some(superseded_by.to_string());
+                }
             }
-            Some(ConversationEvent::ReplyQueued {
+            ConversationEvent::ReplyQueued {
                 chat_id,
                 text,
                 template,
                 queued_at,
                 ..
-            }) => {
-                let shown = outbound_text(text.as_deref(), template.as_ref()).unwrap_or_default();
-                let preview = chatledger_core::history::preview(Some(&shown), "");
-                tx.execute(
-                    &format!(
-                        "UPDATE chats{s} SET last_message_at = $2, last_message_text = $3, last_direction = 'OUTBOUND',
-                            status = CASE WHEN status IN ('OPEN', 'ASSIGNED') THEN 'AWAITING_CUSTOMER' ELSE status END
-                         WHERE chat_id = $1"
-                    ),
-                    &[chat_id.to_string().into(), queued_at.into(), preview.into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    let shown =
+                        outbound_text(text.as_deref(), template.as_ref()).unwrap_or_default();
+                    row.last_message_at = Some(time_text(*queued_at));
+                    row.last_message_text =
+                        Some(chatledger_core::history::preview(Some(&shown), ""));
+                    row.last_direction = Some("OUTBOUND".into());
+                    row.move_status(change);
+                }
             }
-            Some(ConversationEvent::ChatResolved {
+            ConversationEvent::ChatResolved {
                 chat_id,
                 resolved_at,
                 ..
-            }) => {
-                tx.execute(
-                    &format!("UPDATE chats{s} SET status = 'RESOLVED', resolved_at = $2 WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), resolved_at.into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.move_status(change);
+                    row.resolved_at = Some(time_text(*resolved_at));
+                }
             }
-            Some(ConversationEvent::ChatRated {
+            ConversationEvent::ChatRated {
                 chat_id, rating, ..
-            }) => {
-                tx.execute(
-                    &format!("UPDATE chats{s} SET rating = $2 WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), i64::from(*rating).into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.rating = Some(i64::from(*rating));
+                }
             }
-            Some(ConversationEvent::TagApplied {
-                chat_id,
-                tag,
-                by,
-                at,
-            }) => {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO chat_tags{s} (chat_id, tag, applied_by, applied_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (chat_id, tag) DO NOTHING"
-                    ),
-                    &[chat_id.to_string().into(), tag.into(), by.into(), at.into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::TagRemoved { chat_id, tag, .. }) => {
-                tx.execute(
-                    &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
-                    &[chat_id.to_string().into(), tag.into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::PersonalDataErased { .. }) => {
-                tx.execute(
-                    &format!(
-                        "UPDATE chats{s} SET customer_name = CASE WHEN customer_name IS NULL THEN NULL ELSE $2 END,
-                            last_message_text = CASE WHEN last_message_text IS NULL THEN NULL ELSE $2 END
-                         WHERE stream = $1"
-                    ),
-                    &[(&event.stream).into(), ERASED.into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::ChatAssigned {
+            ConversationEvent::ChatAssigned {
                 chat_id, executive, ..
-            }) => {
-                tx.execute(
-                    &format!("UPDATE chats{s} SET assigned_to = $2, status = 'ASSIGNED' WHERE chat_id = $1"),
-                    &[chat_id.to_string().into(), executive.id.to_string().into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.move_status(change);
+                    row.assigned_to = Some(executive.id.to_string());
+                }
             }
-            Some(ConversationEvent::ChatReassigned {
+            ConversationEvent::ChatReassigned {
                 chat_id, executive, ..
-            }) => {
-                let (assignee, status) = match executive {
-                    Some(executive) => (Some(executive.id.to_string()), "ASSIGNED"),
-                    None => (None, "OPEN"),
-                };
-                tx.execute(
-                    &format!(
-                        "UPDATE chats{s} SET assigned_to = $2, status = $3 WHERE chat_id = $1"
-                    ),
-                    &[chat_id.to_string().into(), assignee.into(), status.into()],
-                )
-                .await?;
+            } => {
+                if let Some(row) = self.change(chat_id) {
+                    row.move_status(change);
+                    row.assigned_to = executive.as_ref().map(|e| e.id.to_string());
+                }
             }
-            // Other events do not change these tables.
+            // Other events do not change a chat's row.
             _ => {}
         }
+    }
+
+    /// Writes the changed rows (one statement) and starts a new list of changes.
+    async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
+        self.changed_set.clear();
+        let rows: Vec<Vec<Arg>> = std::mem::take(&mut self.changed)
+            .iter()
+            .filter_map(|chat_id| self.rows.get(chat_id)?.as_ref())
+            .map(Stored::values)
+            .collect();
+        tx.write_rows(
+            &format!("chats{s}"),
+            &STORED,
+            &["chat_id"],
+            crate::rows::OnConflict::Replace,
+            &rows,
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Forgets the rows of `stream`'s chats: something changed them in the table.
+    fn forget_stream(&mut self, stream: &str) {
+        self.rows
+            .retain(|_, row| row.as_ref().is_none_or(|row| row.stream != stream));
+    }
+}
+
+/// The chat whose row an event may change.
+fn chat_of(event: &ConversationEvent) -> Option<uuid::Uuid> {
+    match event {
+        ConversationEvent::ChatOpened { chat_id, .. }
+        | ConversationEvent::MessageReceived { chat_id, .. }
+        | ConversationEvent::ChatClosed { chat_id, .. }
+        | ConversationEvent::ReplyQueued { chat_id, .. }
+        | ConversationEvent::ChatResolved { chat_id, .. }
+        | ConversationEvent::ChatRated { chat_id, .. }
+        | ConversationEvent::ChatAssigned { chat_id, .. }
+        | ConversationEvent::ChatReassigned { chat_id, .. } => Some(*chat_id),
+        ConversationEvent::ContextChanged {
+            identity_changed: false,
+            chat_id: Some(chat_id),
+            ..
+        } => Some(*chat_id),
+        _ => None,
     }
 }
 

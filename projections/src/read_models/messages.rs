@@ -1,3 +1,7 @@
+use std::collections::{HashMap, HashSet};
+
+use crate::rows::OnConflict;
+
 use super::*;
 
 /// `messages` (both directions) and `message_receipts` (every receipt, kept).
@@ -67,43 +71,386 @@ impl Projector for Messages {
         s: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
-        match conversation_event(event)? {
-            Some(ConversationEvent::MessageReceived {
+        self.apply_batch(tx, s, &[event]).await
+    }
+
+    /// Folds the batch's messages and receipts in memory (each message and each receipt read
+    /// from the tables once) and writes the changed messages and the new receipts with one
+    /// statement each.
+    async fn apply_batch(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut fold = MessagesFold::default();
+        fold.read(tx, s, events).await?;
+        for event in events {
+            let Some(change) = conversation_event(event)? else {
+                continue;
+            };
+            if let ConversationEvent::PersonalDataErased { .. } = change {
+                // It reaches every message of the stream, read into this batch or not.
+                fold.write(tx, s).await?;
+                erase(tx, s, &event.stream).await?;
+                fold.forget_stream(&event.stream);
+                fold.read(tx, s, events).await?;
+            } else {
+                fold.evolve(event, change);
+            }
+        }
+        fold.write(tx, s).await?;
+        Ok(())
+    }
+}
+
+/// Erases the texts of a stream's messages: text becomes "[erased]" (a template's name is not
+/// personal); captions and file names inside media too, exactly as a replay reads them.
+async fn erase(tx: &mut ReadTx, s: &str, stream: &str) -> Result<(), ProjectionError> {
+    tx.execute(
+        &format!(
+            "UPDATE messages{s} SET text = $2
+             WHERE stream = $1 AND text IS NOT NULL AND NOT (direction = 'OUTBOUND' AND kind = 'template')"
+        ),
+        &[stream.into(), ERASED.into()],
+    )
+    .await?;
+    let with_media = tx
+        .fetch_all(
+            &format!(
+                "SELECT message_id, media FROM messages{s} WHERE stream = $1 AND media IS NOT NULL"
+            ),
+            &[stream.into()],
+        )
+        .await?;
+    for row in with_media {
+        let Some(mut media) = row
+            .json(1)
+            .and_then(|m| serde_json::from_value::<Media>(m).ok())
+        else {
+            continue;
+        };
+        let erase = |field: &mut Option<String>| {
+            if field.is_some() {
+                *field = Some(ERASED.to_owned());
+            }
+        };
+        erase(&mut media.caption);
+        erase(&mut media.filename);
+        tx.execute(
+            &format!("UPDATE messages{s} SET media = $2 WHERE message_id = $1"),
+            &[
+                row.text(0).into(),
+                serde_json::to_string(&media).unwrap_or_default().into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A message's provider id within its stream: what receipts name.
+type ProviderKey = (String, String);
+
+/// A receipt as the fold needs it to settle a message's delivery status.
+#[derive(Debug, Clone)]
+struct KnownReceipt {
+    status: String,
+    rank: i64,
+    error: Option<String>,
+}
+
+/// The messages and receipts a batch touches, in memory: read from the tables at most once
+/// each, changed event by event, written back together.
+#[derive(Default)]
+struct MessagesFold {
+    /// Each message read or recorded: its row, or `None` when it is not in the table.
+    rows: HashMap<String, Option<Stored>>,
+    /// The messages in `rows` by their provider id.
+    by_provider: HashMap<ProviderKey, Vec<String>>,
+    /// Provider ids whose messages have been read.
+    providers_read: HashSet<ProviderKey>,
+    /// Receipts by provider id: the table's (for the ids read) and the batch's.
+    receipts: HashMap<ProviderKey, Vec<KnownReceipt>>,
+    /// Messages whose row changed, in the order they first did.
+    changed: Vec<String>,
+    changed_set: HashSet<String>,
+    /// The batch's receipts, as rows of `message_receipts`.
+    new_receipts: Vec<Vec<Arg>>,
+}
+
+/// A row of `messages` as the table stores it.
+#[derive(Debug, Clone)]
+struct Stored {
+    message_id: String,
+    chat_id: String,
+    stream: String,
+    direction: String,
+    kind: String,
+    text: Option<String>,
+    media: Option<String>,
+    provider_message_id: Option<String>,
+    at: String,
+    delivery_status: Option<String>,
+    status_rank: i64,
+    error: Option<String>,
+    position: i64,
+}
+
+/// The columns of `messages`, in [`Stored::values`]' order; `true` for integers.
+const STORED: [crate::rows::Column; 13] = [
+    ("message_id", false),
+    ("chat_id", false),
+    ("stream", false),
+    ("direction", false),
+    ("kind", false),
+    ("text", false),
+    ("media", false),
+    ("provider_message_id", false),
+    ("at", false),
+    ("delivery_status", false),
+    ("status_rank", true),
+    ("error", false),
+    ("position", true),
+];
+
+/// The columns of `message_receipts`, in the order the fold writes them.
+const RECEIPTS: [crate::rows::Column; 7] = [
+    ("stream", false),
+    ("provider_message_id", false),
+    ("status", false),
+    ("status_rank", true),
+    ("at", false),
+    ("error", false),
+    ("position", true),
+];
+
+impl Stored {
+    fn from_row(row: &crate::read_db::DbRow) -> Self {
+        let text = |i| row.text(i).unwrap_or_default();
+        Stored {
+            message_id: text(0),
+            chat_id: text(1),
+            stream: text(2),
+            direction: text(3),
+            kind: text(4),
+            text: row.text(5),
+            media: row.text(6),
+            provider_message_id: row.text(7),
+            at: text(8),
+            delivery_status: row.text(9),
+            status_rank: row.i64(10).unwrap_or_default(),
+            error: row.text(11),
+            position: row.i64(12).unwrap_or_default(),
+        }
+    }
+
+    fn values(&self) -> Vec<Arg> {
+        vec![
+            (&self.message_id).into(),
+            (&self.chat_id).into(),
+            (&self.stream).into(),
+            (&self.direction).into(),
+            (&self.kind).into(),
+            self.text.as_ref().into(),
+            self.media.as_ref().into(),
+            self.provider_message_id.as_ref().into(),
+            (&self.at).into(),
+            self.delivery_status.as_ref().into(),
+            self.status_rank.into(),
+            self.error.as_ref().into(),
+            self.position.into(),
+        ]
+    }
+
+    fn provider_key(&self) -> Option<ProviderKey> {
+        Some((self.stream.clone(), self.provider_message_id.clone()?))
+    }
+}
+
+/// The message a receipt is about, and the error it reports.
+fn receipt_error(receipt: &chatledger_core::conversation::Receipt) -> Option<String> {
+    receipt.errors.first().map(|e| match &e.title {
+        Some(title) => format!("{}: {title}", e.code),
+        None => e.code.to_string(),
+    })
+}
+
+impl MessagesFold {
+    /// Reads what `events` need that is not in memory yet: the messages they name, the
+    /// messages their receipts are about, and the receipts already there for the messages
+    /// they record or dispatch.
+    async fn read(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut ids: Vec<Arg> = Vec::new();
+        let mut providers: Vec<ProviderKey> = Vec::new();
+        let mut receipts_of: Vec<ProviderKey> = Vec::new();
+        let mut want_id = |rows: &mut HashMap<String, Option<Stored>>, id: String| {
+            if !rows.contains_key(&id) {
+                rows.insert(id.clone(), None);
+                ids.push(Arg::Text(id));
+            }
+        };
+        for event in events {
+            match conversation_event(event)? {
+                Some(ConversationEvent::MessageReceived { message, .. }) => {
+                    want_id(&mut self.rows, event.event_id.to_string());
+                    receipts_of.push((event.stream.clone(), message.provider_message_id.clone()));
+                }
+                Some(ConversationEvent::ReplyQueued { message_id, .. })
+                | Some(ConversationEvent::MessageDispatchFailed { message_id, .. }) => {
+                    want_id(&mut self.rows, message_id.to_string());
+                }
+                Some(ConversationEvent::MessageDispatched {
+                    message_id,
+                    provider_message_id,
+                    ..
+                }) => {
+                    want_id(&mut self.rows, message_id.to_string());
+                    receipts_of.push((event.stream.clone(), provider_message_id.clone()));
+                }
+                Some(ConversationEvent::ReceiptRecorded { receipt, .. }) => {
+                    let key = (event.stream.clone(), receipt.provider_message_id.clone());
+                    if self.providers_read.insert(key.clone()) {
+                        providers.push(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let columns: Vec<&str> = STORED.iter().map(|(name, _)| *name).collect();
+        let columns = columns.join(", ");
+        if !ids.is_empty() {
+            let sql = format!(
+                "SELECT {columns} FROM messages{s} WHERE message_id IN ({})",
+                tx.json_texts("$1")
+            );
+            for row in tx.fetch_all(&sql, &[crate::rows::json_param(&ids)]).await? {
+                self.keep(Stored::from_row(&row));
+            }
+        }
+        if !providers.is_empty() {
+            let sql = format!(
+                "SELECT {} FROM {} JOIN messages{s} m
+                    ON m.stream = r.value ->> 0 AND m.provider_message_id = r.value ->> 1",
+                STORED.map(|(name, _)| format!("m.{name}")).join(", "),
+                tx.json_rows("$1")
+            );
+            for row in tx.fetch_all(&sql, &[pairs(&providers)]).await? {
+                let stored = Stored::from_row(&row);
+                if !matches!(self.rows.get(&stored.message_id), Some(Some(_))) {
+                    self.keep(stored);
+                }
+            }
+        }
+        receipts_of.retain(|key| !self.receipts.contains_key(key));
+        receipts_of.sort();
+        receipts_of.dedup();
+        if !receipts_of.is_empty() {
+            for key in &receipts_of {
+                self.receipts.insert(key.clone(), Vec::new());
+            }
+            let sql = format!(
+                "SELECT x.stream, x.provider_message_id, x.status, x.status_rank, x.error
+                 FROM {} JOIN message_receipts{s} x
+                    ON x.stream = r.value ->> 0 AND x.provider_message_id = r.value ->> 1",
+                tx.json_rows("$1")
+            );
+            for row in tx.fetch_all(&sql, &[pairs(&receipts_of)]).await? {
+                let key = (
+                    row.text(0).unwrap_or_default(),
+                    row.text(1).unwrap_or_default(),
+                );
+                self.receipts.entry(key).or_default().push(KnownReceipt {
+                    status: row.text(2).unwrap_or_default(),
+                    rank: row.i64(3).unwrap_or_default(),
+                    error: row.text(4),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A message read from the table.
+    fn keep(&mut self, stored: Stored) {
+        if let Some(key) = stored.provider_key() {
+            self.by_provider
+                .entry(key)
+                .or_default()
+                .push(stored.message_id.clone());
+        }
+        self.rows.insert(stored.message_id.clone(), Some(stored));
+    }
+
+    /// A message recorded by this batch (unless it is there already).
+    fn record(&mut self, stored: Stored) {
+        if matches!(self.rows.get(&stored.message_id), Some(Some(_))) {
+            return;
+        }
+        self.mark(&stored.message_id);
+        self.keep(stored);
+    }
+
+    fn mark(&mut self, message_id: &str) {
+        if self.changed_set.insert(message_id.to_owned()) {
+            self.changed.push(message_id.to_owned());
+        }
+    }
+
+    /// The row of `message_id`, when the message is in the table (or recorded in this batch),
+    /// marked changed.
+    fn change(&mut self, message_id: &str) -> Option<&mut Stored> {
+        self.rows.get(message_id)?.as_ref()?;
+        self.mark(message_id);
+        self.rows.get_mut(message_id)?.as_mut()
+    }
+
+    /// The highest-ranked receipt recorded for a provider id, if any.
+    fn best_receipt(&self, key: &ProviderKey) -> Option<&KnownReceipt> {
+        let mut best: Option<&KnownReceipt> = None;
+        for receipt in self.receipts.get(key).into_iter().flatten() {
+            if best.is_none_or(|b| receipt.rank > b.rank) {
+                best = Some(receipt);
+            }
+        }
+        best
+    }
+
+    /// One event's change to the messages and receipts.
+    fn evolve(&mut self, event: &DecodedEvent, change: &ConversationEvent) {
+        match change {
+            ConversationEvent::MessageReceived {
                 chat_id,
                 received_at,
                 message,
-            }) => {
-                let media = message
-                    .media
-                    .as_ref()
-                    .map(|m| serde_json::to_string(m).unwrap_or_default());
+            } => {
                 // A receipt may have arrived before the message it is about.
-                tx.execute(
-                    &format!(
-                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, media,
-                            provider_message_id, at, delivery_status, status_rank, error, position)
-                         SELECT $1, $2, $3, 'INBOUND', $4, $5, $6, $7, $8, r.status, COALESCE(r.status_rank, 0), r.error, $9
-                         FROM (SELECT 1 AS one) AS base
-                         LEFT JOIN (SELECT status, status_rank, error FROM message_receipts{s}
-                                    WHERE stream = $3 AND provider_message_id = $7
-                                    ORDER BY status_rank DESC LIMIT 1) AS r ON 1 = 1
-                         ON CONFLICT (message_id) DO NOTHING"
-                    ),
-                    &[
-                        event.event_id.to_string().into(),
-                        chat_id.to_string().into(),
-                        (&event.stream).into(),
-                        (&message.kind).into(),
-                        message.text.clone().into(),
-                        media.into(),
-                        (&message.provider_message_id).into(),
-                        message_time(message, *received_at).into(),
-                        event.position.into(),
-                    ],
-                )
-                .await?;
+                let key = (event.stream.clone(), message.provider_message_id.clone());
+                let best = self.best_receipt(&key).cloned();
+                self.record(Stored {
+                    message_id: event.event_id.to_string(),
+                    chat_id: chat_id.to_string(),
+                    stream: event.stream.clone(),
+                    direction: "INBOUND".into(),
+                    kind: message.kind.clone(),
+                    text: message.text.clone(),
+                    media: message
+                        .media
+                        .as_ref()
+                        .map(|m| serde_json::to_string(m).unwrap_or_default()),
+                    provider_message_id: Some(message.provider_message_id.clone()),
+                    at: time_text(message_time(message, *received_at)),
+                    delivery_status: best.as_ref().map(|b| b.status.clone()),
+                    status_rank: best.as_ref().map_or(0, |b| b.rank),
+                    error: best.and_then(|b| b.error),
+                    position: event.position as i64,
+                });
             }
-            Some(ConversationEvent::ReplyQueued {
+            ConversationEvent::ReplyQueued {
                 chat_id,
                 message_id,
                 kind,
@@ -112,154 +459,154 @@ impl Projector for Messages {
                 media,
                 queued_at,
                 ..
-            }) => {
+            } => {
                 let described = media.as_ref().map(|m| {
-                    serde_json::to_string(&chatledger_core::conversation::Media::described(
-                        m,
-                        text.clone(),
-                    ))
-                    .unwrap_or_default()
+                    serde_json::to_string(&Media::described(m, text.clone())).unwrap_or_default()
                 });
                 let text = text
                     .clone()
                     .or(template.as_ref().map(|t| format!("[template {}]", t.name)));
-                tx.execute(
-                    &format!(
-                        "INSERT INTO messages{s} (message_id, chat_id, stream, direction, kind, text, at, delivery_status, status_rank, position, media)
-                         VALUES ($1, $2, $3, 'OUTBOUND', $4, $5, $6, 'queued', $7, $8, $9)
-                         ON CONFLICT (message_id) DO NOTHING"
-                    ),
-                    &[
-                        message_id.to_string().into(),
-                        chat_id.to_string().into(),
-                        (&event.stream).into(),
-                        kind.into(),
-                        text.into(),
-                        queued_at.into(),
-                        status_rank("queued").into(),
-                        event.position.into(),
-                        described.into(),
-                    ],
-                )
-                .await?;
+                self.record(Stored {
+                    message_id: message_id.to_string(),
+                    chat_id: chat_id.to_string(),
+                    stream: event.stream.clone(),
+                    direction: "OUTBOUND".into(),
+                    kind: kind.clone(),
+                    text,
+                    media: described,
+                    provider_message_id: None,
+                    at: time_text(*queued_at),
+                    delivery_status: Some("queued".into()),
+                    status_rank: status_rank("queued"),
+                    error: None,
+                    position: event.position as i64,
+                });
             }
-            Some(ConversationEvent::MessageDispatched {
+            ConversationEvent::MessageDispatched {
                 message_id,
                 provider_message_id,
                 ..
-            }) => {
+            } => {
+                let message_id = message_id.to_string();
+                let Some(row) = self.change(&message_id) else {
+                    return;
+                };
+                let old = row.provider_key();
+                row.provider_message_id = Some(provider_message_id.clone());
+                let key = (row.stream.clone(), provider_message_id.clone());
                 // Receipts may have come before the outcome was recorded.
-                tx.execute(
-                    &format!(
-                        "UPDATE messages{s} SET provider_message_id = $2,
-                            delivery_status = COALESCE((SELECT status FROM message_receipts{s} r
-                                WHERE r.stream = messages{s}.stream AND r.provider_message_id = $2
-                                ORDER BY status_rank DESC LIMIT 1), 'accepted'),
-                            status_rank = COALESCE((SELECT MAX(status_rank) FROM message_receipts{s} r
-                                WHERE r.stream = messages{s}.stream AND r.provider_message_id = $2), $3)
-                         WHERE message_id = $1"
-                    ),
-                    &[message_id.to_string().into(), provider_message_id.into(), status_rank("accepted").into()],
-                )
-                .await?;
+                let best = self.best_receipt(&key).cloned();
+                if let Some(Some(row)) = self.rows.get_mut(&message_id) {
+                    row.delivery_status = Some(
+                        best.as_ref()
+                            .map_or("accepted".into(), |b| b.status.clone()),
+                    );
+                    row.status_rank = best.map_or(status_rank("accepted"), |b| b.rank);
+                }
+                if let Some(ids) = old.and_then(|old| self.by_provider.get_mut(&old)) {
+                    ids.retain(|id| *id != message_id);
+                }
+                self.by_provider.entry(key).or_default().push(message_id);
             }
-            Some(ConversationEvent::MessageDispatchFailed {
+            ConversationEvent::MessageDispatchFailed {
                 message_id,
                 code,
                 error,
                 ..
-            }) => {
-                let error = dispatch_error(*code, error);
-                tx.execute(
-                    &format!("UPDATE messages{s} SET delivery_status = 'failed', status_rank = $2, error = $3 WHERE message_id = $1"),
-                    &[message_id.to_string().into(), status_rank("failed").into(), error.into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::PersonalDataErased { .. }) => {
-                // Text becomes "[erased]" (a template's name is not personal); captions and
-                // file names inside media too, exactly as a replay reads them.
-                tx.execute(
-                    &format!(
-                        "UPDATE messages{s} SET text = $2
-                         WHERE stream = $1 AND text IS NOT NULL AND NOT (direction = 'OUTBOUND' AND kind = 'template')"
-                    ),
-                    &[(&event.stream).into(), ERASED.into()],
-                )
-                .await?;
-                let with_media = tx
-                    .fetch_all(
-                        &format!("SELECT message_id, media FROM messages{s} WHERE stream = $1 AND media IS NOT NULL"),
-                        &[(&event.stream).into()],
-                    )
-                    .await?;
-                for row in with_media {
-                    let Some(mut media) = row
-                        .json(1)
-                        .and_then(|m| serde_json::from_value::<Media>(m).ok())
-                    else {
-                        continue;
-                    };
-                    let erase = |field: &mut Option<String>| {
-                        if field.is_some() {
-                            *field = Some(ERASED.to_owned());
-                        }
-                    };
-                    erase(&mut media.caption);
-                    erase(&mut media.filename);
-                    tx.execute(
-                        &format!("UPDATE messages{s} SET media = $2 WHERE message_id = $1"),
-                        &[
-                            row.text(0).into(),
-                            serde_json::to_string(&media).unwrap_or_default().into(),
-                        ],
-                    )
-                    .await?;
+            } => {
+                if let Some(row) = self.change(&message_id.to_string()) {
+                    row.delivery_status = Some("failed".into());
+                    row.status_rank = status_rank("failed");
+                    row.error = Some(dispatch_error(*code, error));
                 }
             }
-            Some(ConversationEvent::ReceiptRecorded { receipt, .. }) => {
+            ConversationEvent::ReceiptRecorded { receipt, .. } => {
                 let rank = status_rank(&receipt.status);
-                let error = receipt.errors.first().map(|e| match &e.title {
-                    Some(title) => format!("{}: {title}", e.code),
-                    None => e.code.to_string(),
-                });
-                tx.execute(
-                    &format!(
-                        "INSERT INTO message_receipts{s} (stream, provider_message_id, status, status_rank, at, error, position)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (stream, provider_message_id, status) DO NOTHING"
-                    ),
-                    &[
-                        (&event.stream).into(),
-                        (&receipt.provider_message_id).into(),
-                        (&receipt.status).into(),
-                        rank.into(),
-                        receipt.at.map(time_text).into(),
-                        error.clone().into(),
-                        event.position.into(),
-                    ],
-                )
-                .await?;
-                tx.execute(
-                    &format!(
-                        "UPDATE messages{s} SET delivery_status = $3, status_rank = $4, error = COALESCE($5, error)
-                         WHERE stream = $1 AND provider_message_id = $2 AND status_rank < $4"
-                    ),
-                    &[
-                        (&event.stream).into(),
-                        (&receipt.provider_message_id).into(),
-                        (&receipt.status).into(),
-                        rank.into(),
-                        error.into(),
-                    ],
-                )
-                .await?;
+                let error = receipt_error(receipt);
+                let key = (event.stream.clone(), receipt.provider_message_id.clone());
+                let known = self.receipts.entry(key.clone()).or_default();
+                if !known.iter().any(|r| r.status == receipt.status) {
+                    known.push(KnownReceipt {
+                        status: receipt.status.clone(),
+                        rank,
+                        error: error.clone(),
+                    });
+                }
+                self.new_receipts.push(vec![
+                    (&event.stream).into(),
+                    (&receipt.provider_message_id).into(),
+                    (&receipt.status).into(),
+                    rank.into(),
+                    receipt.at.map(time_text).into(),
+                    error.clone().into(),
+                    event.position.into(),
+                ]);
+                for message_id in self.by_provider.get(&key).cloned().unwrap_or_default() {
+                    let behind = matches!(self.rows.get(&message_id), Some(Some(row)) if row.status_rank < rank);
+                    if !behind {
+                        continue;
+                    }
+                    if let Some(row) = self.change(&message_id) {
+                        row.delivery_status = Some(receipt.status.clone());
+                        row.status_rank = rank;
+                        if error.is_some() {
+                            row.error = error.clone();
+                        }
+                    }
+                }
             }
             // Other events do not change these tables.
             _ => {}
         }
+    }
+
+    /// Writes the changed messages and the new receipts (a statement each) and starts new
+    /// lists of changes.
+    async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
+        self.changed_set.clear();
+        let rows: Vec<Vec<Arg>> = std::mem::take(&mut self.changed)
+            .iter()
+            .filter_map(|id| self.rows.get(id)?.as_ref())
+            .map(Stored::values)
+            .collect();
+        tx.write_rows(
+            &format!("messages{s}"),
+            &STORED,
+            &["message_id"],
+            OnConflict::Replace,
+            &rows,
+        )
+        .await?;
+        tx.write_rows(
+            &format!("message_receipts{s}"),
+            &RECEIPTS,
+            &["stream", "provider_message_id", "status"],
+            OnConflict::Keep,
+            &std::mem::take(&mut self.new_receipts),
+        )
+        .await?;
         Ok(())
     }
+
+    /// Forgets the messages of `stream`: something changed them in the table.
+    fn forget_stream(&mut self, stream: &str) {
+        self.rows
+            .retain(|_, row| row.as_ref().is_none_or(|row| row.stream != stream));
+        self.by_provider.retain(|(s, _), _| s != stream);
+        self.providers_read.retain(|(s, _)| s != stream);
+    }
+}
+
+/// Provider ids as the JSON parameter of a row source: `[[stream, id], …]`.
+fn pairs(keys: &[ProviderKey]) -> Arg {
+    Arg::Text(
+        Value::Array(
+            keys.iter()
+                .map(|(stream, id)| Value::Array(vec![stream.clone().into(), id.clone().into()]))
+                .collect(),
+        )
+        .to_string(),
+    )
 }
 
 /// A message as `messages` keeps it.

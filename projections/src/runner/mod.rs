@@ -38,7 +38,7 @@ const BATCH: usize = 1_000;
 /// Events read from the log at once while rebuilding.
 const REBUILD_READ: usize = 5_000;
 
-pub(crate) use crate::projector::apply_guarded;
+pub(crate) use crate::projector::{apply_batch_guarded, apply_guarded};
 pub use crate::projector::{ProjectionError, Projector};
 pub use crate::registry::Registration;
 pub(crate) use crate::registry::{read_registration, read_registrations, suffix};
@@ -128,17 +128,31 @@ async fn apply_batch(
             return Ok(Batch::Moved);
         }
     }
-    let suffixes: Vec<String> = registrations.iter().map(Registration::suffix).collect();
     let mut checkpoints: Vec<Position> = registrations.iter().map(|r| r.checkpoint).collect();
-    for event in events {
-        for ((live, suffix), checkpoint) in projectors.iter().zip(&suffixes).zip(&mut checkpoints) {
-            if event.position <= *checkpoint {
-                continue;
-            }
-            if live.projector.wants(&event.event_type) {
-                apply_guarded(live.projector.as_ref(), &mut tx, suffix, event).await?;
-            }
-            *checkpoint = event.position;
+    // Each read model gets the events it has not seen and wants, together (read models never
+    // read each other's tables).
+    for ((live, registration), checkpoint) in projectors
+        .iter()
+        .zip(registrations.iter())
+        .zip(&mut checkpoints)
+    {
+        let mut unseen = events
+            .iter()
+            .filter(|e| e.position > registration.checkpoint);
+        let wanted: Vec<&DecodedEvent> = unseen
+            .clone()
+            .filter(|e| live.projector.wants(&e.event_type))
+            .map(|e| e.as_ref())
+            .collect();
+        apply_batch_guarded(
+            live.projector.as_ref(),
+            &mut tx,
+            &registration.suffix(),
+            &wanted,
+        )
+        .await?;
+        if let Some(last) = unseen.next_back() {
+            *checkpoint = last.position;
         }
     }
     for ((live, registration), checkpoint) in projectors

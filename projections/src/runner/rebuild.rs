@@ -14,19 +14,20 @@ pub struct Rebuilt {
     pub elapsed: Duration,
 }
 
-/// Applies `batch` to each projector's tables (with its suffix), event by event.
+/// Applies `batch` to each projector's tables (with its suffix), the events each wants
+/// together (read models never read each other's tables).
 async fn apply_all(
     tx: &mut ReadTx,
     projectors: &[Arc<dyn Projector>],
     suffixes: &[String],
     batch: &[DecodedEvent],
 ) -> Result<(), ProjectionError> {
-    for event in batch {
-        for (projector, suffix) in projectors.iter().zip(suffixes) {
-            if projector.wants(&event.event_type) {
-                apply_guarded(projector.as_ref(), tx, suffix, event).await?;
-            }
-        }
+    for (projector, suffix) in projectors.iter().zip(suffixes) {
+        let wanted: Vec<&DecodedEvent> = batch
+            .iter()
+            .filter(|event| projector.wants(&event.event_type))
+            .collect();
+        apply_batch_guarded(projector.as_ref(), tx, suffix, &wanted).await?;
     }
     Ok(())
 }
