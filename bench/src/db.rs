@@ -94,6 +94,10 @@ impl Db {
 
     pub(crate) async fn drop_database(&self) {
         if let DbKind::Postgres { server, name } = &self.kind {
+            if std::env::var_os("CHATLEDGER_BENCH_KEEP").is_some() {
+                eprintln!("keeping the database {name}");
+                return;
+            }
             if let Ok(mut conn) = sqlx::PgConnection::connect(server).await {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn)

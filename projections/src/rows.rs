@@ -5,6 +5,9 @@
 //! stay the same for every batch. On SQLite, which runs in this process, rows are written a
 //! statement each (still once per batch, not once per event).
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
 use serde_json::Value;
 
 use crate::read_db::{DbError, ReadTx};
@@ -55,6 +58,29 @@ impl ReadTx {
         } else {
             format!("SELECT value FROM json_each({param})")
         }
+    }
+
+    /// The rows `sql` reads for a batch's keys (bound to `$1`, see [`json_param`]), planned
+    /// for the table as it is now: PostgreSQL keeps a prepared statement's generic plan once
+    /// it has one, and the plan made while a rebuild's tables were still empty scans the whole
+    /// table, for every batch after (measured: 124 scans of `messages` in one replay).
+    pub(crate) async fn fetch_keys(
+        &mut self,
+        sql: &str,
+        keys: Arg,
+    ) -> Result<Vec<crate::read_db::DbRow>, DbError> {
+        if !self.is_postgres() {
+            return self.fetch_all(sql, &[keys]).await;
+        }
+        self.execute(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)",
+            &[],
+        )
+        .await?;
+        let rows = self.fetch_all(sql, &[keys]).await?;
+        self.execute("SELECT set_config('plan_cache_mode', 'auto', true)", &[])
+            .await?;
+        Ok(rows)
     }
 
     /// Writes `rows` (a value per column of `columns`, in their order) into `table` in one
@@ -125,5 +151,87 @@ impl ReadTx {
             .to_string(),
         );
         self.execute(&sql, &[param]).await
+    }
+}
+
+/// The rows a batch reads and changes, by key, in memory: each read from its table at most
+/// once, changed event by event, and written back together (see [`ReadTx::write_rows`]).
+pub(crate) struct Folded<K, R> {
+    /// Each key read or added: its row, or `None` when the table has none.
+    rows: HashMap<K, Option<R>>,
+    /// Keys whose row changed, in the order they first did.
+    changed: Vec<K>,
+    changed_set: HashSet<K>,
+}
+
+impl<K, R> Default for Folded<K, R> {
+    fn default() -> Self {
+        Folded {
+            rows: HashMap::new(),
+            changed: Vec::new(),
+            changed_set: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, R> Folded<K, R> {
+    /// Whether `key`'s row is still to be read; from now on it counts as read (and absent
+    /// until [`Folded::found`]).
+    pub(crate) fn to_read(&mut self, key: &K) -> bool {
+        if self.rows.contains_key(key) {
+            return false;
+        }
+        self.rows.insert(key.clone(), None);
+        true
+    }
+
+    /// A row read from the table (a row in memory already is newer and stays).
+    pub(crate) fn found(&mut self, key: K, row: R) {
+        let slot = self.rows.entry(key).or_insert(None);
+        if slot.is_none() {
+            *slot = Some(row);
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&R> {
+        self.rows.get(key)?.as_ref()
+    }
+
+    /// Adds a row unless `key` has one (as `INSERT … ON CONFLICT DO NOTHING` would).
+    pub(crate) fn add(&mut self, key: K, row: R) {
+        if self.get(&key).is_some() {
+            return;
+        }
+        self.rows.insert(key.clone(), Some(row));
+        self.mark(key);
+    }
+
+    /// The row of `key`, if there is one, marked changed.
+    pub(crate) fn change(&mut self, key: &K) -> Option<&mut R> {
+        self.get(key)?;
+        self.mark(key.clone());
+        self.rows.get_mut(key)?.as_mut()
+    }
+
+    fn mark(&mut self, key: K) {
+        if self.changed_set.insert(key.clone()) {
+            self.changed.push(key);
+        }
+    }
+
+    /// The rows changed since the last call, in the order they first changed.
+    pub(crate) fn take_changed(&mut self) -> Vec<&R> {
+        self.changed_set.clear();
+        let keys = std::mem::take(&mut self.changed);
+        keys.iter()
+            .filter_map(|key| self.rows.get(key)?.as_ref())
+            .collect()
+    }
+
+    /// Forgets the rows `gone` picks: a statement changed them in the table, and they are to
+    /// be read again. (Keys without a row stay without one.)
+    pub(crate) fn forget(&mut self, gone: impl Fn(&R) -> bool) {
+        self.rows
+            .retain(|_, row| row.as_ref().is_none_or(|row| !gone(row)));
     }
 }

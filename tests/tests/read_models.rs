@@ -758,7 +758,14 @@ async fn a_folded_batch_writes_what_its_events_write_one_by_one(backend: Backend
             );
             assert!(
                 !one.is_empty()
-                    || !["chats", "messages", "message_receipts", "chat_tags"].contains(table),
+                    || ![
+                        "chats",
+                        "messages",
+                        "message_receipts",
+                        "chat_tags",
+                        "customers"
+                    ]
+                    .contains(table),
                 "{table} has rows to compare"
             );
         }

@@ -146,15 +146,10 @@ impl Projector for Chats {
     }
 }
 
-/// The chats a batch changes, as rows in memory: read from the table at most once each,
-/// changed event by event, written back together.
+/// The chats a batch changes, by id.
 #[derive(Default)]
 struct ChatsFold {
-    /// Each chat read or opened: its row, or `None` when it is not in the table.
-    rows: std::collections::HashMap<String, Option<Stored>>,
-    /// Chats whose row changed, in the order they first did.
-    changed: Vec<String>,
-    changed_set: std::collections::HashSet<String>,
+    rows: crate::rows::Folded<String, Stored>,
 }
 
 /// A row of `chats` as the table stores it (times as their stored text).
@@ -285,13 +280,12 @@ impl ChatsFold {
         s: &str,
         events: &[&DecodedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut wanted: Vec<String> = Vec::new();
+        let mut wanted: Vec<Arg> = Vec::new();
         for event in events {
             if let Some(chat_id) = conversation_event(event)?.and_then(chat_of) {
                 let chat_id = chat_id.to_string();
-                if !self.rows.contains_key(&chat_id) {
-                    self.rows.insert(chat_id.clone(), None);
-                    wanted.push(chat_id);
+                if self.rows.to_read(&chat_id) {
+                    wanted.push(Arg::Text(chat_id));
                 }
             }
         }
@@ -304,13 +298,12 @@ impl ChatsFold {
             names.join(", "),
             tx.json_texts("$1")
         );
-        let keys: Vec<Arg> = wanted.into_iter().map(Arg::Text).collect();
         for row in tx
-            .fetch_all(&sql, &[crate::rows::json_param(&keys)])
+            .fetch_keys(&sql, crate::rows::json_param(&wanted))
             .await?
         {
             let stored = Stored::from_row(&row);
-            self.rows.insert(stored.chat_id.clone(), Some(stored));
+            self.rows.found(stored.chat_id.clone(), stored);
         }
         Ok(())
     }
@@ -318,16 +311,7 @@ impl ChatsFold {
     /// The row of `chat_id`, when the chat is in the table (or opened in this batch), marked
     /// changed.
     fn change(&mut self, chat_id: &uuid::Uuid) -> Option<&mut Stored> {
-        let chat_id = chat_id.to_string();
-        self.rows.get(&chat_id)?.as_ref()?;
-        self.mark(&chat_id);
-        self.rows.get_mut(&chat_id)?.as_mut()
-    }
-
-    fn mark(&mut self, chat_id: &str) {
-        if self.changed_set.insert(chat_id.to_owned()) {
-            self.changed.push(chat_id.to_owned());
-        }
+        self.rows.change(&chat_id.to_string())
     }
 
     /// One event's change to its chat's row (tags and erasures are not rows' changes).
@@ -342,12 +326,9 @@ impl ChatsFold {
                 opened_at,
             } => {
                 let key = chat_id.to_string();
-                if matches!(self.rows.get(&key), Some(Some(_))) {
-                    return;
-                }
-                self.rows.insert(
+                self.rows.add(
                     key.clone(),
-                    Some(Stored {
+                    Stored {
                         chat_id: key.clone(),
                         stream: event.stream.clone(),
                         channel: conversation.channel.clone(),
@@ -370,9 +351,8 @@ impl ChatsFold {
                         last_message_text: None,
                         last_direction: None,
                         position: event.position as i64,
-                    }),
+                    },
                 );
-                self.mark(&key);
             }
             ConversationEvent::MessageReceived {
                 chat_id,
@@ -470,10 +450,10 @@ impl ChatsFold {
 
     /// Writes the changed rows (one statement) and starts a new list of changes.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        self.changed_set.clear();
-        let rows: Vec<Vec<Arg>> = std::mem::take(&mut self.changed)
-            .iter()
-            .filter_map(|chat_id| self.rows.get(chat_id)?.as_ref())
+        let rows: Vec<Vec<Arg>> = self
+            .rows
+            .take_changed()
+            .into_iter()
             .map(Stored::values)
             .collect();
         tx.write_rows(
@@ -489,8 +469,7 @@ impl ChatsFold {
 
     /// Forgets the rows of `stream`'s chats: something changed them in the table.
     fn forget_stream(&mut self, stream: &str) {
-        self.rows
-            .retain(|_, row| row.as_ref().is_none_or(|row| row.stream != stream));
+        self.rows.forget(|row| row.stream == stream);
     }
 }
 

@@ -46,42 +46,26 @@ impl Projector for Customers {
         s: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
-        match conversation_event(event)? {
-            Some(ConversationEvent::ChatOpened {
-                chat_id,
-                conversation,
-                context,
-                opened_at,
-                ..
-            }) => {
-                // The chat joins the customer's list (a JSON array of ids, in order) unless it
-                // is there already, written without reading the row back.
-                let quoted = Value::String(chat_id.to_string()).to_string();
-                tx.execute(
-                    &format!(
-                        "INSERT INTO customers{s} (stakeholder, customer, channel, stream, context, chat_ids, first_seen_at, position)
-                         VALUES ($1, $2, $3, $8, $4, '[' || $5 || ']', $6, $7)
-                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $4, position = $7,
-                            chat_ids = CASE
-                                WHEN customers{s}.chat_ids LIKE '%' || $5 || '%' THEN customers{s}.chat_ids
-                                WHEN customers{s}.chat_ids = '[]' THEN '[' || $5 || ']'
-                                ELSE substr(customers{s}.chat_ids, 1, length(customers{s}.chat_ids) - 1) || ',' || $5 || ']'
-                            END"
-                    ),
-                    &[
-                        (&conversation.stakeholder).into(),
-                        customer_id(&conversation.customer).into(),
-                        (&conversation.channel).into(),
-                        context.to_string().into(),
-                        quoted.into(),
-                        opened_at.into(),
-                        event.position.into(),
-                        (&event.stream).into(),
-                    ],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::PersonalDataErased { .. }) => {
+        self.apply_batch(tx, s, &[event]).await
+    }
+
+    /// Folds the batch's changes to each customer in memory (from their row, read once) and
+    /// writes every changed row with one statement.
+    async fn apply_batch(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut fold = CustomersFold::default();
+        fold.read(tx, s, events).await?;
+        for event in events {
+            let Some(change) = conversation_event(event)? else {
+                continue;
+            };
+            if let ConversationEvent::PersonalDataErased { .. } = change {
+                // It reaches every customer of the stream, read into this batch or not.
+                fold.write(tx, s).await?;
                 tx.execute(
                     &format!(
                         "UPDATE customers{s} SET name = $2 WHERE stream = $1 AND name IS NOT NULL"
@@ -89,45 +73,297 @@ impl Projector for Customers {
                     &[(&event.stream).into(), ERASED.into()],
                 )
                 .await?;
+                fold.forget_stream(&event.stream);
+                fold.read(tx, s, events).await?;
+            } else {
+                fold.evolve(event, change);
             }
-            Some(ConversationEvent::MessageReceived { message, .. }) => {
-                if let Some(name) = &message.customer.name {
-                    tx.execute(
-                        &format!("UPDATE customers{s} SET name = $2 WHERE stream = $1"),
-                        &[(&event.stream).into(), name.into()],
-                    )
-                    .await?;
+        }
+        fold.write(tx, s).await
+    }
+}
+
+/// A customer's key: their stakeholder, and who they are (see [`customer_id`]).
+type Key = (String, String);
+
+/// The customers a batch changes.
+#[derive(Default)]
+struct CustomersFold {
+    rows: crate::rows::Folded<Key, Stored>,
+    /// The customers in `rows` by their conversation's stream (what a name comes with).
+    by_stream: std::collections::HashMap<String, Vec<Key>>,
+    /// Streams whose customers have been read.
+    streams_read: std::collections::HashSet<String>,
+}
+
+/// A row of `customers` as the table stores it.
+#[derive(Debug, Clone)]
+struct Stored {
+    stakeholder: String,
+    customer: String,
+    channel: String,
+    stream: String,
+    name: Option<String>,
+    context: String,
+    /// A JSON array of chat ids, in the order they opened.
+    chat_ids: String,
+    first_seen_at: String,
+    position: i64,
+}
+
+/// The columns of `customers`, in [`Stored::values`]' order; `true` for integers.
+const STORED: [crate::rows::Column; 9] = [
+    ("stakeholder", false),
+    ("customer", false),
+    ("channel", false),
+    ("stream", false),
+    ("name", false),
+    ("context", false),
+    ("chat_ids", false),
+    ("first_seen_at", false),
+    ("position", true),
+];
+
+impl Stored {
+    fn from_row(row: &crate::read_db::DbRow) -> Self {
+        let text = |i| row.text(i).unwrap_or_default();
+        Stored {
+            stakeholder: text(0),
+            customer: text(1),
+            channel: text(2),
+            stream: text(3),
+            name: row.text(4),
+            context: text(5),
+            chat_ids: text(6),
+            first_seen_at: text(7),
+            position: row.i64(8).unwrap_or_default(),
+        }
+    }
+
+    fn values(&self) -> Vec<Arg> {
+        vec![
+            (&self.stakeholder).into(),
+            (&self.customer).into(),
+            (&self.channel).into(),
+            (&self.stream).into(),
+            self.name.as_ref().into(),
+            (&self.context).into(),
+            (&self.chat_ids).into(),
+            (&self.first_seen_at).into(),
+            self.position.into(),
+        ]
+    }
+
+    fn key(&self) -> Key {
+        (self.stakeholder.clone(), self.customer.clone())
+    }
+}
+
+/// The customer an event opens a chat for or changes the context of.
+fn key_of(event: &ConversationEvent) -> Option<Key> {
+    match event {
+        ConversationEvent::ChatOpened { conversation, .. }
+        | ConversationEvent::ContextChanged { conversation, .. } => Some((
+            conversation.stakeholder.clone(),
+            customer_id(&conversation.customer),
+        )),
+        _ => None,
+    }
+}
+
+impl CustomersFold {
+    /// Reads the rows `events` need that are not in memory yet: the customers they open chats
+    /// for or change the context of, and the customers of the streams whose messages bring a
+    /// name.
+    async fn read(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut keys: Vec<Value> = Vec::new();
+        let mut streams: Vec<Arg> = Vec::new();
+        for event in events {
+            let Some(change) = conversation_event(event)? else {
+                continue;
+            };
+            if let Some(key) = key_of(change) {
+                if self.rows.to_read(&key) {
+                    keys.push(Value::Array(vec![key.0.into(), key.1.into()]));
                 }
             }
-            Some(ConversationEvent::ContextChanged {
+            if let ConversationEvent::MessageReceived { message, .. } = change {
+                if message.customer.name.is_some() && self.streams_read.insert(event.stream.clone())
+                {
+                    streams.push((&event.stream).into());
+                }
+            }
+        }
+        let columns = |prefix: &str| {
+            STORED
+                .iter()
+                .map(|(name, _)| format!("{prefix}{name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !keys.is_empty() {
+            let sql = format!(
+                "SELECT {} FROM {} JOIN customers{s} c
+                    ON c.stakeholder = r.value ->> 0 AND c.customer = r.value ->> 1",
+                columns("c."),
+                tx.json_rows("$1")
+            );
+            for row in tx
+                .fetch_keys(&sql, Arg::Text(Value::Array(keys).to_string()))
+                .await?
+            {
+                self.keep(Stored::from_row(&row));
+            }
+        }
+        if !streams.is_empty() {
+            let sql = format!(
+                "SELECT {} FROM customers{s} WHERE stream IN ({})",
+                columns(""),
+                tx.json_texts("$1")
+            );
+            for row in tx
+                .fetch_keys(&sql, crate::rows::json_param(&streams))
+                .await?
+            {
+                self.keep(Stored::from_row(&row));
+            }
+        }
+        Ok(())
+    }
+
+    /// A customer read from the table (unless they are in memory already).
+    fn keep(&mut self, stored: Stored) {
+        let key = stored.key();
+        if self.rows.get(&key).is_some() {
+            return;
+        }
+        self.by_stream
+            .entry(stored.stream.clone())
+            .or_default()
+            .push(key.clone());
+        self.rows.found(key, stored);
+    }
+
+    /// A customer first seen in this batch.
+    fn add(&mut self, stored: Stored) {
+        self.by_stream
+            .entry(stored.stream.clone())
+            .or_default()
+            .push(stored.key());
+        self.rows.add(stored.key(), stored);
+    }
+
+    /// One event's change to its customer's row.
+    fn evolve(&mut self, event: &DecodedEvent, change: &ConversationEvent) {
+        match change {
+            ConversationEvent::ChatOpened {
+                chat_id,
+                conversation,
+                context,
+                opened_at,
+                ..
+            } => {
+                // The chat joins the customer's list (a JSON array of ids, in order) unless it
+                // is there already.
+                let quoted = Value::String(chat_id.to_string()).to_string();
+                let key = key_of(change).unwrap_or_default();
+                if let Some(row) = self.rows.change(&key) {
+                    row.context = context.to_string();
+                    row.position = event.position as i64;
+                    if !row.chat_ids.contains(&quoted) {
+                        row.chat_ids = match row.chat_ids.strip_suffix(']') {
+                            Some("[") | None => format!("[{quoted}]"),
+                            Some(listed) => format!("{listed},{quoted}]"),
+                        };
+                    }
+                } else {
+                    self.add(Stored {
+                        stakeholder: key.0,
+                        customer: key.1,
+                        channel: conversation.channel.clone(),
+                        stream: event.stream.clone(),
+                        name: None,
+                        context: context.to_string(),
+                        chat_ids: format!("[{quoted}]"),
+                        first_seen_at: time_text(*opened_at),
+                        position: event.position as i64,
+                    });
+                }
+            }
+            ConversationEvent::MessageReceived { message, .. } => {
+                let Some(name) = &message.customer.name else {
+                    return;
+                };
+                for key in self
+                    .by_stream
+                    .get(&event.stream)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    if let Some(row) = self.rows.change(&key) {
+                        row.name = Some(name.clone());
+                    }
+                }
+            }
+            ConversationEvent::ContextChanged {
                 conversation,
                 context,
                 changed_at,
                 ..
-            }) => {
+            } => {
                 // A context may arrive before the customer's first chat.
-                tx.execute(
-                    &format!(
-                        "INSERT INTO customers{s} (stakeholder, customer, channel, stream, context, chat_ids, first_seen_at, position)
-                         VALUES ($1, $2, $3, $4, $5, '[]', $6, $7)
-                         ON CONFLICT (stakeholder, customer) DO UPDATE SET context = $5, position = $7"
-                    ),
-                    &[
-                        (&conversation.stakeholder).into(),
-                        customer_id(&conversation.customer).into(),
-                        (&conversation.channel).into(),
-                        (&event.stream).into(),
-                        context.to_string().into(),
-                        changed_at.into(),
-                        event.position.into(),
-                    ],
-                )
-                .await?;
+                let key = key_of(change).unwrap_or_default();
+                if let Some(row) = self.rows.change(&key) {
+                    row.context = context.to_string();
+                    row.position = event.position as i64;
+                } else {
+                    self.add(Stored {
+                        stakeholder: key.0,
+                        customer: key.1,
+                        channel: conversation.channel.clone(),
+                        stream: event.stream.clone(),
+                        name: None,
+                        context: context.to_string(),
+                        chat_ids: "[]".into(),
+                        first_seen_at: time_text(*changed_at),
+                        position: event.position as i64,
+                    });
+                }
             }
-            // Other events do not change these tables.
+            // Other events do not change these rows.
             _ => {}
         }
+    }
+
+    /// Writes the changed rows (one statement) and starts a new list of changes.
+    async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
+        let rows: Vec<Vec<Arg>> = self
+            .rows
+            .take_changed()
+            .into_iter()
+            .map(Stored::values)
+            .collect();
+        tx.write_rows(
+            &format!("customers{s}"),
+            &STORED,
+            &["stakeholder", "customer"],
+            crate::rows::OnConflict::Replace,
+            &rows,
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Forgets the customers of `stream`: something changed them in the table.
+    fn forget_stream(&mut self, stream: &str) {
+        self.rows.forget(|row| row.stream == stream);
+        self.by_stream.remove(stream);
+        self.streams_read.remove(stream);
     }
 }
 

@@ -1,6 +1,6 @@
 use std::collections::{HashMap, HashSet};
 
-use crate::rows::OnConflict;
+use crate::rows::{Folded, OnConflict};
 
 use super::*;
 
@@ -164,17 +164,14 @@ struct KnownReceipt {
 /// each, changed event by event, written back together.
 #[derive(Default)]
 struct MessagesFold {
-    /// Each message read or recorded: its row, or `None` when it is not in the table.
-    rows: HashMap<String, Option<Stored>>,
+    /// Messages by id.
+    rows: Folded<String, Stored>,
     /// The messages in `rows` by their provider id.
     by_provider: HashMap<ProviderKey, Vec<String>>,
     /// Provider ids whose messages have been read.
     providers_read: HashSet<ProviderKey>,
     /// Receipts by provider id: the table's (for the ids read) and the batch's.
     receipts: HashMap<ProviderKey, Vec<KnownReceipt>>,
-    /// Messages whose row changed, in the order they first did.
-    changed: Vec<String>,
-    changed_set: HashSet<String>,
     /// The batch's receipts, as rows of `message_receipts`.
     new_receipts: Vec<Vec<Arg>>,
 }
@@ -289,9 +286,8 @@ impl MessagesFold {
         let mut ids: Vec<Arg> = Vec::new();
         let mut providers: Vec<ProviderKey> = Vec::new();
         let mut receipts_of: Vec<ProviderKey> = Vec::new();
-        let mut want_id = |rows: &mut HashMap<String, Option<Stored>>, id: String| {
-            if !rows.contains_key(&id) {
-                rows.insert(id.clone(), None);
+        let mut want_id = |rows: &mut Folded<String, Stored>, id: String| {
+            if rows.to_read(&id) {
                 ids.push(Arg::Text(id));
             }
         };
@@ -329,7 +325,7 @@ impl MessagesFold {
                 "SELECT {columns} FROM messages{s} WHERE message_id IN ({})",
                 tx.json_texts("$1")
             );
-            for row in tx.fetch_all(&sql, &[crate::rows::json_param(&ids)]).await? {
+            for row in tx.fetch_keys(&sql, crate::rows::json_param(&ids)).await? {
                 self.keep(Stored::from_row(&row));
             }
         }
@@ -340,11 +336,8 @@ impl MessagesFold {
                 STORED.map(|(name, _)| format!("m.{name}")).join(", "),
                 tx.json_rows("$1")
             );
-            for row in tx.fetch_all(&sql, &[pairs(&providers)]).await? {
-                let stored = Stored::from_row(&row);
-                if !matches!(self.rows.get(&stored.message_id), Some(Some(_))) {
-                    self.keep(stored);
-                }
+            for row in tx.fetch_keys(&sql, pairs(&providers)).await? {
+                self.keep(Stored::from_row(&row));
             }
         }
         receipts_of.retain(|key| !self.receipts.contains_key(key));
@@ -360,7 +353,7 @@ impl MessagesFold {
                     ON x.stream = r.value ->> 0 AND x.provider_message_id = r.value ->> 1",
                 tx.json_rows("$1")
             );
-            for row in tx.fetch_all(&sql, &[pairs(&receipts_of)]).await? {
+            for row in tx.fetch_keys(&sql, pairs(&receipts_of)).await? {
                 let key = (
                     row.text(0).unwrap_or_default(),
                     row.text(1).unwrap_or_default(),
@@ -375,38 +368,38 @@ impl MessagesFold {
         Ok(())
     }
 
-    /// A message read from the table.
+    /// A message read from the table (unless it is in memory already).
     fn keep(&mut self, stored: Stored) {
+        if self.rows.get(&stored.message_id).is_some() {
+            return;
+        }
+        self.index(&stored);
+        self.rows.found(stored.message_id.clone(), stored);
+    }
+
+    /// A message recorded by this batch (unless it is there already).
+    fn record(&mut self, stored: Stored) {
+        if self.rows.get(&stored.message_id).is_some() {
+            return;
+        }
+        self.index(&stored);
+        self.rows.add(stored.message_id.clone(), stored);
+    }
+
+    /// Finds `stored` by its provider id from now on.
+    fn index(&mut self, stored: &Stored) {
         if let Some(key) = stored.provider_key() {
             self.by_provider
                 .entry(key)
                 .or_default()
                 .push(stored.message_id.clone());
         }
-        self.rows.insert(stored.message_id.clone(), Some(stored));
-    }
-
-    /// A message recorded by this batch (unless it is there already).
-    fn record(&mut self, stored: Stored) {
-        if matches!(self.rows.get(&stored.message_id), Some(Some(_))) {
-            return;
-        }
-        self.mark(&stored.message_id);
-        self.keep(stored);
-    }
-
-    fn mark(&mut self, message_id: &str) {
-        if self.changed_set.insert(message_id.to_owned()) {
-            self.changed.push(message_id.to_owned());
-        }
     }
 
     /// The row of `message_id`, when the message is in the table (or recorded in this batch),
     /// marked changed.
     fn change(&mut self, message_id: &str) -> Option<&mut Stored> {
-        self.rows.get(message_id)?.as_ref()?;
-        self.mark(message_id);
-        self.rows.get_mut(message_id)?.as_mut()
+        self.rows.change(&message_id.to_owned())
     }
 
     /// The highest-ranked receipt recorded for a provider id, if any.
@@ -496,7 +489,7 @@ impl MessagesFold {
                 let key = (row.stream.clone(), provider_message_id.clone());
                 // Receipts may have come before the outcome was recorded.
                 let best = self.best_receipt(&key).cloned();
-                if let Some(Some(row)) = self.rows.get_mut(&message_id) {
+                if let Some(row) = self.rows.change(&message_id) {
                     row.delivery_status = Some(
                         best.as_ref()
                             .map_or("accepted".into(), |b| b.status.clone()),
@@ -542,7 +535,10 @@ impl MessagesFold {
                     event.position.into(),
                 ]);
                 for message_id in self.by_provider.get(&key).cloned().unwrap_or_default() {
-                    let behind = matches!(self.rows.get(&message_id), Some(Some(row)) if row.status_rank < rank);
+                    let behind = self
+                        .rows
+                        .get(&message_id)
+                        .is_some_and(|row| row.status_rank < rank);
                     if !behind {
                         continue;
                     }
@@ -563,10 +559,10 @@ impl MessagesFold {
     /// Writes the changed messages and the new receipts (a statement each) and starts new
     /// lists of changes.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        self.changed_set.clear();
-        let rows: Vec<Vec<Arg>> = std::mem::take(&mut self.changed)
-            .iter()
-            .filter_map(|id| self.rows.get(id)?.as_ref())
+        let rows: Vec<Vec<Arg>> = self
+            .rows
+            .take_changed()
+            .into_iter()
             .map(Stored::values)
             .collect();
         tx.write_rows(
@@ -590,8 +586,7 @@ impl MessagesFold {
 
     /// Forgets the messages of `stream`: something changed them in the table.
     fn forget_stream(&mut self, stream: &str) {
-        self.rows
-            .retain(|_, row| row.as_ref().is_none_or(|row| row.stream != stream));
+        self.rows.forget(|row| row.stream == stream);
         self.by_provider.retain(|(s, _), _| s != stream);
         self.providers_read.retain(|(s, _)| s != stream);
     }
