@@ -87,7 +87,8 @@ impl Projector for Chats {
     }
 
     /// Folds the batch's changes to each chat in memory (from its row, read once) and writes
-    /// every changed row with one statement; tags are written as they come.
+    /// every changed row with one statement; the tags applied between two removals with one
+    /// more.
     async fn apply_batch(
         &self,
         tx: &mut ReadTx,
@@ -107,16 +108,17 @@ impl Projector for Chats {
                     by,
                     at,
                 } => {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO chat_tags{s} (chat_id, tag, applied_by, applied_at) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (chat_id, tag) DO NOTHING"
-                        ),
-                        &[chat_id.to_string().into(), tag.into(), by.into(), at.into()],
-                    )
-                    .await?;
+                    // Written together with the tags applied next to it, in order: a tag
+                    // applied twice keeps its first application.
+                    fold.tags.push(vec![
+                        chat_id.to_string().into(),
+                        tag.into(),
+                        by.into(),
+                        at.into(),
+                    ]);
                 }
                 ConversationEvent::TagRemoved { chat_id, tag, .. } => {
+                    fold.write_tags(tx, s).await?;
                     tx.execute(
                         &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
                         &[chat_id.to_string().into(), tag.into()],
@@ -142,15 +144,25 @@ impl Projector for Chats {
             }
         }
         fold.write(tx, s).await?;
-        Ok(())
+        fold.write_tags(tx, s).await
     }
 }
 
-/// The chats a batch changes, by id.
+/// The chats a batch changes, by id, and the tags it applies.
 #[derive(Default)]
 struct ChatsFold {
     rows: crate::rows::Folded<String, Stored>,
+    /// Tags applied since the last removal, as rows of `chat_tags`, in order.
+    tags: Vec<Vec<Arg>>,
 }
+
+/// The columns of `chat_tags`, in the order the fold writes them.
+const TAGS: [crate::rows::Column; 4] = [
+    ("chat_id", false),
+    ("tag", false),
+    ("applied_by", false),
+    ("applied_at", false),
+];
 
 /// A row of `chats` as the table stores it (times as their stored text).
 #[derive(Debug, Clone)]
@@ -462,6 +474,20 @@ impl ChatsFold {
             &["chat_id"],
             crate::rows::OnConflict::Replace,
             &rows,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the tags applied since the last call (one statement), each unless its chat has
+    /// it already.
+    async fn write_tags(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
+        tx.write_rows(
+            &format!("chat_tags{s}"),
+            &TAGS,
+            &["chat_id", "tag"],
+            crate::rows::OnConflict::Keep,
+            &std::mem::take(&mut self.tags),
         )
         .await?;
         Ok(())
