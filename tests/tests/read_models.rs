@@ -486,7 +486,7 @@ async fn sla_clocks_take_the_policy_in_force_within_one_batch(backend: Backend) 
 fn varied_history() -> Vec<(String, NewEvent)> {
     use chatledger_core::conversation::{
         AssignmentRule, CloseReason, ConversationEvent as E, CustomerKey, ExecutiveRef, OpenReason,
-        OutboundPurpose,
+        OutboundPurpose, SlaBreach, SlaStop,
     };
     let at = |minute: u32| -> chrono::DateTime<Utc> {
         format!("2026-11-22T10:{minute:02}:00Z").parse().unwrap()
@@ -579,13 +579,32 @@ fn varied_history() -> Vec<(String, NewEvent)> {
         opened_at: at(1),
     };
     let (reply_a, failed_a, reply_b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let clock = |chat_id: Uuid, message: &str, minute: u32| E::SlaClockStarted {
+        chat_id,
+        stakeholder: "partner".into(),
+        customer_message: message.into(),
+        started_at: at(minute),
+    };
+    let breach = |chat_id: Uuid, message: &str, minute: u32| SlaBreach {
+        chat_id,
+        customer_message: message.into(),
+        clock_started_at: at(2),
+        due_at: at(minute),
+        fired_at: at(minute),
+        policy_version: 1,
+        threshold_seconds: 60,
+        notification: None,
+    };
     let stream_a = conversation(a).stream();
     let stream_b = conversation(b).stream();
     let events = vec![
         (&stream_a, opened(a, chat_a, None)),
         (&stream_a, receipt(a, chat_a, "wamid.a1", "delivered")),
         (&stream_a, inbound(a, chat_a, "wamid.a1", Some("Ravi"), 2)),
+        (&stream_a, clock(chat_a, "wamid.a1", 2)),
         (&stream_b, opened(b, chat_b, None)),
+        (&stream_b, clock(chat_b, "wamid.b1", 3)),
+        (&stream_a, E::SlaAlertRaised(breach(chat_a, "wamid.a1", 3))),
         (
             &stream_a,
             E::ChatAssigned {
@@ -619,6 +638,16 @@ fn varied_history() -> Vec<(String, NewEvent)> {
                 permanent: true,
                 attempts: 1,
                 failed_at: at(8),
+            },
+        ),
+        (&stream_a, E::SlaEscalated(breach(chat_a, "wamid.a1", 8))),
+        (
+            &stream_b,
+            E::SlaClockStopped {
+                chat_id: chat_b,
+                customer_message: "wamid.b1".into(),
+                reason: SlaStop::Answered,
+                stopped_at: at(8),
             },
         ),
         (&stream_a, tag(chat_a, false, 8)),
@@ -660,6 +689,7 @@ fn varied_history() -> Vec<(String, NewEvent)> {
             },
         ),
         (&stream_a, inbound(a, chat_a, "wamid.a3", Some("R."), 13)),
+        (&stream_a, clock(chat_a, "wamid.a3", 13)),
         (
             &stream_a,
             E::ChatResolved {
@@ -697,7 +727,7 @@ fn varied_history() -> Vec<(String, NewEvent)> {
             },
         ),
     ];
-    events
+    let mut events: Vec<(String, NewEvent)> = events
         .into_iter()
         .map(|(stream, event)| {
             (
@@ -705,7 +735,26 @@ fn varied_history() -> Vec<(String, NewEvent)> {
                 event.to_new_event(stream, Metadata::by("test")),
             )
         })
-        .collect()
+        .collect();
+    // A stricter policy in the middle: the clock started after it is due sooner.
+    let policy = chatledger_core::sla::SlaPolicy {
+        alert_after_seconds: 60,
+        escalate_after_seconds: 120,
+        stakeholders: Default::default(),
+    };
+    events.insert(
+        20,
+        (
+            SLA_POLICY_STREAM.to_owned(),
+            NewEvent::new(
+                Uuid::new_v4(),
+                SLA_POLICY_EVENT,
+                json!(policy),
+                Metadata::by("test"),
+            ),
+        ),
+    );
+    events
 }
 
 /// Every read model writes the same rows whether it is handed the whole history as one batch

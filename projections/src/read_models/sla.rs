@@ -62,104 +62,256 @@ impl Projector for Sla {
         s: &str,
         event: &DecodedEvent,
     ) -> Result<(), ProjectionError> {
-        let unreadable = |e: serde_json::Error| ProjectionError::Event {
-            position: event.position,
-            reason: e.to_string(),
-        };
-        if event.event_type == SLA_POLICY_EVENT {
-            *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            tx.execute(
-                &format!("INSERT INTO sla_policy{s} (version, policy) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"),
-                &[event.version.into(), event.data.to_string().into()],
+        self.apply_batch(tx, s, &[event]).await
+    }
+
+    /// Folds the batch's changes to each chat's clock in memory (from its row, read once) and
+    /// writes every changed row with one statement; policies are written as they come.
+    async fn apply_batch(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut clocks = crate::rows::Folded::<String, Stored>::default();
+        let mut wanted: Vec<Arg> = Vec::new();
+        for event in events {
+            if event.event_type == SLA_POLICY_EVENT {
+                continue;
+            }
+            if let Some(chat_id) = conversation_event(event)?.and_then(clock_of) {
+                let chat_id = chat_id.to_string();
+                if clocks.to_read(&chat_id) {
+                    wanted.push(Arg::Text(chat_id));
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            let sql = format!(
+                "SELECT {} FROM sla{s} WHERE chat_id IN ({})",
+                STORED.map(|(name, _)| name).join(", "),
+                tx.json_texts("$1")
+            );
+            for row in tx
+                .fetch_keys(&sql, crate::rows::json_param(&wanted))
+                .await?
+            {
+                let stored = Stored::from_row(&row);
+                clocks.found(stored.chat_id.clone(), stored);
+            }
+        }
+        for event in events {
+            if event.event_type == SLA_POLICY_EVENT {
+                *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                tx.execute(
+                    &format!("INSERT INTO sla_policy{s} (version, policy) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"),
+                    &[event.version.into(), event.data.to_string().into()],
+                )
+                .await?;
+                continue;
+            }
+            match conversation_event(event)? {
+                Some(ConversationEvent::SlaClockStarted {
+                    chat_id,
+                    stakeholder,
+                    customer_message,
+                    started_at,
+                }) => {
+                    let (version, policy) = self.policy_in_force(tx, s, event).await?;
+                    let t = policy.for_stakeholder(stakeholder);
+                    let alert_due = time_text(t.due(*started_at, SlaLevel::Alert));
+                    let escalation_due = time_text(t.due(*started_at, SlaLevel::Escalation));
+                    let key = chat_id.to_string();
+                    // A new clock of a chat that had one keeps the row's stream and stakeholder.
+                    if clocks.get(&key).is_none() {
+                        clocks.add(
+                            key.clone(),
+                            Stored {
+                                chat_id: key.clone(),
+                                stream: event.stream.clone(),
+                                stakeholder: stakeholder.clone(),
+                                ..Stored::default()
+                            },
+                        );
+                    }
+                    let Some(clock) = clocks.change(&key) else {
+                        continue;
+                    };
+                    clock.customer_message = customer_message.clone();
+                    clock.clock_started_at = time_text(*started_at);
+                    clock.next_due_at = Some(alert_due.clone());
+                    clock.alert_due_at = alert_due;
+                    clock.escalation_due_at = escalation_due;
+                    clock.alerted_at = None;
+                    clock.escalated_at = None;
+                    clock.policy_version = version;
+                    clock.running = 1;
+                    clock.position = event.position as i64;
+                }
+                Some(ConversationEvent::SlaClockStopped { chat_id, .. }) => {
+                    if let Some(clock) = clocks.change(&chat_id.to_string()) {
+                        clock.running = 0;
+                        clock.next_due_at = None;
+                    }
+                }
+                Some(ConversationEvent::SlaAlertRaised(breach)) => {
+                    if let Some(clock) = clocks.change(&breach.chat_id.to_string()) {
+                        clock.alerted_at = Some(time_text(breach.fired_at));
+                        clock.next_due_at = Some(clock.escalation_due_at.clone());
+                        clock.policy_version = breach.policy_version as i64;
+                    }
+                }
+                Some(ConversationEvent::SlaEscalated(breach)) => {
+                    if let Some(clock) = clocks.change(&breach.chat_id.to_string()) {
+                        clock.escalated_at = Some(time_text(breach.fired_at));
+                        clock.next_due_at = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let rows: Vec<Vec<Arg>> = clocks
+            .take_changed()
+            .into_iter()
+            .map(Stored::values)
+            .collect();
+        tx.write_rows(
+            &format!("sla{s}"),
+            &STORED,
+            &["chat_id"],
+            crate::rows::OnConflict::Replace,
+            &rows,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Sla {
+    /// The latest policy (its version and rules), read once per transaction and tables.
+    async fn policy_in_force(
+        &self,
+        tx: &mut ReadTx,
+        s: &str,
+        event: &DecodedEvent,
+    ) -> Result<(i64, SlaPolicy), ProjectionError> {
+        let remembered = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(serial, suffix, _, _)| *serial == tx.serial() && suffix == s)
+            .map(|(_, _, version, policy)| (*version, policy.clone()));
+        if let Some(remembered) = remembered {
+            return Ok(remembered);
+        }
+        let row = tx
+            .fetch_optional(
+                &format!("SELECT version, policy FROM sla_policy{s} ORDER BY version DESC LIMIT 1"),
+                &[],
             )
             .await?;
-            return Ok(());
+        let read = match row {
+            Some(row) => (
+                row.i64(0).unwrap_or_default(),
+                serde_json::from_str::<SlaPolicy>(&row.text(1).unwrap_or_default()).map_err(
+                    |e| ProjectionError::Event {
+                        position: event.position,
+                        reason: e.to_string(),
+                    },
+                )?,
+            ),
+            None => (0, SlaPolicy::default()),
+        };
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((tx.serial(), s.to_owned(), read.0, read.1.clone()));
+        Ok(read)
+    }
+}
+
+/// The chat whose clock an event changes.
+fn clock_of(event: &ConversationEvent) -> Option<uuid::Uuid> {
+    match event {
+        ConversationEvent::SlaClockStarted { chat_id, .. }
+        | ConversationEvent::SlaClockStopped { chat_id, .. } => Some(*chat_id),
+        ConversationEvent::SlaAlertRaised(breach) | ConversationEvent::SlaEscalated(breach) => {
+            Some(breach.chat_id)
         }
-        match conversation_event(event)? {
-            Some(ConversationEvent::SlaClockStarted {
-                chat_id,
-                stakeholder,
-                customer_message,
-                started_at,
-            }) => {
-                let remembered = self
-                    .policy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .filter(|(serial, suffix, _, _)| *serial == tx.serial() && suffix == s)
-                    .map(|(_, _, version, policy)| (*version, policy.clone()));
-                let (version, policy) = match remembered {
-                    Some(remembered) => remembered,
-                    None => {
-                        let row = tx
-                            .fetch_optional(&format!("SELECT version, policy FROM sla_policy{s} ORDER BY version DESC LIMIT 1"), &[])
-                            .await?;
-                        let read = match row {
-                            Some(row) => (
-                                row.i64(0).unwrap_or_default(),
-                                serde_json::from_str::<SlaPolicy>(&row.text(1).unwrap_or_default())
-                                    .map_err(unreadable)?,
-                            ),
-                            None => (0, SlaPolicy::default()),
-                        };
-                        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some((tx.serial(), s.to_owned(), read.0, read.1.clone()));
-                        read
-                    }
-                };
-                let t = policy.for_stakeholder(stakeholder);
-                let alert_due = t.due(*started_at, SlaLevel::Alert);
-                let escalation_due = t.due(*started_at, SlaLevel::Escalation);
-                tx.execute(
-                    &format!(
-                        "INSERT INTO sla{s} (chat_id, stream, stakeholder, customer_message, clock_started_at, alert_due_at,
-                            escalation_due_at, next_due_at, alerted_at, escalated_at, policy_version, running, position)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $6, NULL, NULL, $8, 1, $9)
-                         ON CONFLICT (chat_id) DO UPDATE SET customer_message = $4, clock_started_at = $5, alert_due_at = $6,
-                            escalation_due_at = $7, next_due_at = $6, alerted_at = NULL, escalated_at = NULL,
-                            policy_version = $8, running = 1, position = $9"
-                    ),
-                    &[
-                        chat_id.to_string().into(),
-                        (&event.stream).into(),
-                        stakeholder.into(),
-                        customer_message.into(),
-                        started_at.into(),
-                        alert_due.into(),
-                        escalation_due.into(),
-                        version.into(),
-                        event.position.into(),
-                    ],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::SlaClockStopped { chat_id, .. }) => {
-                tx.execute(
-                    &format!(
-                        "UPDATE sla{s} SET running = 0, next_due_at = NULL WHERE chat_id = $1"
-                    ),
-                    &[chat_id.to_string().into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::SlaAlertRaised(breach)) => {
-                tx.execute(
-                    &format!("UPDATE sla{s} SET alerted_at = $2, next_due_at = escalation_due_at, policy_version = $3 WHERE chat_id = $1"),
-                    &[breach.chat_id.to_string().into(), breach.fired_at.into(), breach.policy_version.into()],
-                )
-                .await?;
-            }
-            Some(ConversationEvent::SlaEscalated(breach)) => {
-                tx.execute(
-                    &format!("UPDATE sla{s} SET escalated_at = $2, next_due_at = NULL WHERE chat_id = $1"),
-                    &[breach.chat_id.to_string().into(), breach.fired_at.into()],
-                )
-                .await?;
-            }
-            _ => {}
+        _ => None,
+    }
+}
+
+/// A row of `sla` as the table stores it.
+#[derive(Debug, Clone, Default)]
+struct Stored {
+    chat_id: String,
+    stream: String,
+    stakeholder: String,
+    customer_message: String,
+    clock_started_at: String,
+    alert_due_at: String,
+    escalation_due_at: String,
+    next_due_at: Option<String>,
+    alerted_at: Option<String>,
+    escalated_at: Option<String>,
+    policy_version: i64,
+    running: i64,
+    position: i64,
+}
+
+/// The columns of `sla`, in [`Stored::values`]' order; `true` for integers.
+const STORED: [crate::rows::Column; 13] = [
+    ("chat_id", false),
+    ("stream", false),
+    ("stakeholder", false),
+    ("customer_message", false),
+    ("clock_started_at", false),
+    ("alert_due_at", false),
+    ("escalation_due_at", false),
+    ("next_due_at", false),
+    ("alerted_at", false),
+    ("escalated_at", false),
+    ("policy_version", true),
+    ("running", true),
+    ("position", true),
+];
+
+impl Stored {
+    fn from_row(row: &crate::read_db::DbRow) -> Self {
+        let text = |i| row.text(i).unwrap_or_default();
+        Stored {
+            chat_id: text(0),
+            stream: text(1),
+            stakeholder: text(2),
+            customer_message: text(3),
+            clock_started_at: text(4),
+            alert_due_at: text(5),
+            escalation_due_at: text(6),
+            next_due_at: row.text(7),
+            alerted_at: row.text(8),
+            escalated_at: row.text(9),
+            policy_version: row.i64(10).unwrap_or_default(),
+            running: row.i64(11).unwrap_or_default(),
+            position: row.i64(12).unwrap_or_default(),
         }
-        Ok(())
+    }
+
+    fn values(&self) -> Vec<Arg> {
+        vec![
+            (&self.chat_id).into(),
+            (&self.stream).into(),
+            (&self.stakeholder).into(),
+            (&self.customer_message).into(),
+            (&self.clock_started_at).into(),
+            (&self.alert_due_at).into(),
+            (&self.escalation_due_at).into(),
+            self.next_due_at.as_ref().into(),
+            self.alerted_at.as_ref().into(),
+            self.escalated_at.as_ref().into(),
+            self.policy_version.into(),
+            self.running.into(),
+            self.position.into(),
+        ]
     }
 }
 
