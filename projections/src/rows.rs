@@ -177,7 +177,7 @@ impl<K, R> Default for Folded<K, R> {
 impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     /// Whether `key`'s row is still to be read; from now on it counts as read (and absent
     /// until [`Folded::found`]).
-    pub(crate) fn to_read(&mut self, key: &K) -> bool {
+    pub(crate) fn unread(&mut self, key: &K) -> bool {
         if self.rows.contains_key(key) {
             return false;
         }

@@ -296,7 +296,7 @@ impl ChatsFold {
         for event in events {
             if let Some(chat_id) = conversation_event(event)?.and_then(chat_of) {
                 let chat_id = chat_id.to_string();
-                if self.rows.to_read(&chat_id) {
+                if self.rows.unread(&chat_id) {
                     wanted.push(Arg::Text(chat_id));
                 }
             }

@@ -188,7 +188,7 @@ impl CustomersFold {
                 continue;
             };
             if let Some(key) = key_of(change) {
-                if self.rows.to_read(&key) {
+                if self.rows.unread(&key) {
                     keys.push(Value::Array(vec![key.0.into(), key.1.into()]));
                 }
             }

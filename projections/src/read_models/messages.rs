@@ -287,7 +287,7 @@ impl MessagesFold {
         let mut providers: Vec<ProviderKey> = Vec::new();
         let mut receipts_of: Vec<ProviderKey> = Vec::new();
         let mut want_id = |rows: &mut Folded<String, Stored>, id: String| {
-            if rows.to_read(&id) {
+            if rows.unread(&id) {
                 ids.push(Arg::Text(id));
             }
         };

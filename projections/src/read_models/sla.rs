@@ -81,7 +81,7 @@ impl Projector for Sla {
             }
             if let Some(chat_id) = conversation_event(event)?.and_then(clock_of) {
                 let chat_id = chat_id.to_string();
-                if clocks.to_read(&chat_id) {
+                if clocks.unread(&chat_id) {
                     wanted.push(Arg::Text(chat_id));
                 }
             }
