@@ -13,6 +13,9 @@ use serde_json::Value;
 use crate::read_db::{DbError, ReadTx};
 use crate::sql::Arg;
 
+/// Keys from which a batch's read is planned afresh (see [`ReadTx::fetch_keys`]).
+const PLANNED_FROM_KEYS: usize = 64;
+
 /// A column a batch writes: its name, and whether it holds integers (read from the JSON row
 /// with a cast) rather than text.
 pub(crate) type Column = (&'static str, bool);
@@ -60,16 +63,20 @@ impl ReadTx {
         }
     }
 
-    /// The rows `sql` reads for a batch's keys (bound to `$1`, see [`json_param`]), planned
-    /// for the table as it is now: PostgreSQL keeps a prepared statement's generic plan once
-    /// it has one, and the plan made while a rebuild's tables were still empty scans the whole
-    /// table, for every batch after (measured: 124 scans of `messages` in one replay).
+    /// The rows `sql` reads for a batch's `count` keys (bound to `$1`, see [`json_param`]). A
+    /// large batch's are planned for the table as it is now: PostgreSQL keeps a prepared
+    /// statement's generic plan once it has one, and the plan made while a rebuild's tables
+    /// were still empty scans the whole table, for every batch after (measured: 124 scans of
+    /// `messages` in one replay). A few keys, as live batches have, keep the cached plan:
+    /// planning each time costs more than their lookups, and live tables are analysed as
+    /// they grow, which makes the server plan again.
     pub(crate) async fn fetch_keys(
         &mut self,
         sql: &str,
         keys: Arg,
+        count: usize,
     ) -> Result<Vec<crate::read_db::DbRow>, DbError> {
-        if !self.is_postgres() {
+        if !self.is_postgres() || count < PLANNED_FROM_KEYS {
             return self.fetch_all(sql, &[keys]).await;
         }
         self.execute(

@@ -311,7 +311,7 @@ impl ChatsFold {
             tx.json_texts("$1")
         );
         for row in tx
-            .fetch_keys(&sql, crate::rows::json_param(&wanted))
+            .fetch_keys(&sql, crate::rows::json_param(&wanted), wanted.len())
             .await?
         {
             let stored = Stored::from_row(&row);

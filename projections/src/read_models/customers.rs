@@ -207,6 +207,7 @@ impl CustomersFold {
                 .join(", ")
         };
         if !keys.is_empty() {
+            let count = keys.len();
             let sql = format!(
                 "SELECT {} FROM {} JOIN customers{s} c
                     ON c.stakeholder = r.value ->> 0 AND c.customer = r.value ->> 1",
@@ -214,7 +215,7 @@ impl CustomersFold {
                 tx.json_rows("$1")
             );
             for row in tx
-                .fetch_keys(&sql, Arg::Text(Value::Array(keys).to_string()))
+                .fetch_keys(&sql, Arg::Text(Value::Array(keys).to_string()), count)
                 .await?
             {
                 self.keep(Stored::from_row(&row));
@@ -227,7 +228,7 @@ impl CustomersFold {
                 tx.json_texts("$1")
             );
             for row in tx
-                .fetch_keys(&sql, crate::rows::json_param(&streams))
+                .fetch_keys(&sql, crate::rows::json_param(&streams), streams.len())
                 .await?
             {
                 self.keep(Stored::from_row(&row));

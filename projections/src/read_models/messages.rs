@@ -325,7 +325,10 @@ impl MessagesFold {
                 "SELECT {columns} FROM messages{s} WHERE message_id IN ({})",
                 tx.json_texts("$1")
             );
-            for row in tx.fetch_keys(&sql, crate::rows::json_param(&ids)).await? {
+            for row in tx
+                .fetch_keys(&sql, crate::rows::json_param(&ids), ids.len())
+                .await?
+            {
                 self.keep(Stored::from_row(&row));
             }
         }
@@ -336,7 +339,10 @@ impl MessagesFold {
                 STORED.map(|(name, _)| format!("m.{name}")).join(", "),
                 tx.json_rows("$1")
             );
-            for row in tx.fetch_keys(&sql, pairs(&providers)).await? {
+            for row in tx
+                .fetch_keys(&sql, pairs(&providers), providers.len())
+                .await?
+            {
                 self.keep(Stored::from_row(&row));
             }
         }
@@ -353,7 +359,10 @@ impl MessagesFold {
                     ON x.stream = r.value ->> 0 AND x.provider_message_id = r.value ->> 1",
                 tx.json_rows("$1")
             );
-            for row in tx.fetch_keys(&sql, pairs(&receipts_of)).await? {
+            for row in tx
+                .fetch_keys(&sql, pairs(&receipts_of), receipts_of.len())
+                .await?
+            {
                 let key = (
                     row.text(0).unwrap_or_default(),
                     row.text(1).unwrap_or_default(),

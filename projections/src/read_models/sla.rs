@@ -93,7 +93,7 @@ impl Projector for Sla {
                 tx.json_texts("$1")
             );
             for row in tx
-                .fetch_keys(&sql, crate::rows::json_param(&wanted))
+                .fetch_keys(&sql, crate::rows::json_param(&wanted), wanted.len())
                 .await?
             {
                 let stored = Stored::from_row(&row);
