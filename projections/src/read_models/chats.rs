@@ -95,56 +95,7 @@ impl Projector for Chats {
         s: &str,
         events: &[&DecodedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut fold = ChatsFold::default();
-        fold.read(tx, s, events).await?;
-        for event in events {
-            let Some(change) = conversation_event(event)? else {
-                continue;
-            };
-            match change {
-                ConversationEvent::TagApplied {
-                    chat_id,
-                    tag,
-                    by,
-                    at,
-                } => {
-                    // Written together with the tags applied next to it, in order: a tag
-                    // applied twice keeps its first application.
-                    fold.tags.push(vec![
-                        chat_id.to_string().into(),
-                        tag.into(),
-                        by.into(),
-                        at.into(),
-                    ]);
-                }
-                ConversationEvent::TagRemoved { chat_id, tag, .. } => {
-                    fold.write_tags(tx, s).await?;
-                    tx.execute(
-                        &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
-                        &[chat_id.to_string().into(), tag.into()],
-                    )
-                    .await?;
-                }
-                ConversationEvent::PersonalDataErased { .. } => {
-                    // It reaches every chat of the stream, read into this batch or not.
-                    fold.write(tx, s).await?;
-                    tx.execute(
-                        &format!(
-                            "UPDATE chats{s} SET customer_name = CASE WHEN customer_name IS NULL THEN NULL ELSE $2 END,
-                                last_message_text = CASE WHEN last_message_text IS NULL THEN NULL ELSE $2 END
-                             WHERE stream = $1"
-                        ),
-                        &[(&event.stream).into(), ERASED.into()],
-                    )
-                    .await?;
-                    fold.forget_stream(&event.stream);
-                    fold.read(tx, s, events).await?;
-                }
-                change => fold.evolve(event, change),
-            }
-        }
-        fold.write(tx, s).await?;
-        fold.write_tags(tx, s).await
+        fold_batch::<ChatsFold>(tx, s, events).await
     }
 }
 
@@ -152,8 +103,14 @@ impl Projector for Chats {
 #[derive(Default)]
 struct ChatsFold {
     rows: crate::rows::Folded<String, Stored>,
-    /// Tags applied since the last removal, as rows of `chat_tags`, in order.
-    tags: Vec<Vec<Arg>>,
+    /// Tags applied and removed, in order, since the last write.
+    tags: Vec<TagChange>,
+}
+
+/// A tag applied (a row of `chat_tags`) or removed.
+enum TagChange {
+    Applied(Vec<Arg>),
+    Removed { chat_id: String, tag: String },
 }
 
 /// The columns of `chat_tags`, in the order the fold writes them.
@@ -284,7 +241,8 @@ impl Stored {
     }
 }
 
-impl ChatsFold {
+#[async_trait]
+impl BatchFold for ChatsFold {
     /// Reads the rows of the chats `events` name that are not in memory yet.
     async fn read(
         &mut self,
@@ -320,13 +278,7 @@ impl ChatsFold {
         Ok(())
     }
 
-    /// The row of `chat_id`, when the chat is in the table (or opened in this batch), marked
-    /// changed.
-    fn change(&mut self, chat_id: &uuid::Uuid) -> Option<&mut Stored> {
-        self.rows.change(&chat_id.to_string())
-    }
-
-    /// One event's change to its chat's row (tags and erasures are not rows' changes).
+    /// One event's change to its chat's row or its tags.
     fn evolve(&mut self, event: &DecodedEvent, change: &ConversationEvent) {
         match change {
             ConversationEvent::ChatOpened {
@@ -455,12 +407,29 @@ impl ChatsFold {
                     row.assigned_to = executive.as_ref().map(|e| e.id.to_string());
                 }
             }
-            // Other events do not change a chat's row.
+            ConversationEvent::TagApplied {
+                chat_id,
+                tag,
+                by,
+                at,
+            } => self.tags.push(TagChange::Applied(vec![
+                chat_id.to_string().into(),
+                tag.into(),
+                by.into(),
+                at.into(),
+            ])),
+            ConversationEvent::TagRemoved { chat_id, tag, .. } => {
+                self.tags.push(TagChange::Removed {
+                    chat_id: chat_id.to_string(),
+                    tag: tag.clone(),
+                })
+            }
+            // Other events do not change a chat's row or its tags.
             _ => {}
         }
     }
 
-    /// Writes the changed rows (one statement) and starts a new list of changes.
+    /// Writes the changed rows (one statement) and the tags.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
         let rows: Vec<Vec<Arg>> = self
             .rows
@@ -476,27 +445,73 @@ impl ChatsFold {
             &rows,
         )
         .await?;
-        Ok(())
+        self.write_tags(tx, s).await
     }
 
-    /// Writes the tags applied since the last call (one statement), each unless its chat has
-    /// it already.
-    async fn write_tags(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        tx.write_rows(
-            &format!("chat_tags{s}"),
-            &TAGS,
-            &["chat_id", "tag"],
-            crate::rows::OnConflict::Keep,
-            &std::mem::take(&mut self.tags),
+    async fn erase(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        stream: &str,
+    ) -> Result<(), ProjectionError> {
+        tx.execute(
+            &format!(
+                "UPDATE chats{s} SET customer_name = CASE WHEN customer_name IS NULL THEN NULL ELSE $2 END,
+                    last_message_text = CASE WHEN last_message_text IS NULL THEN NULL ELSE $2 END
+                 WHERE stream = $1"
+            ),
+            &[stream.into(), ERASED.into()],
         )
         .await?;
+        self.rows.forget(|row| row.stream == stream);
         Ok(())
     }
+}
 
-    /// Forgets the rows of `stream`'s chats: something changed them in the table.
-    fn forget_stream(&mut self, stream: &str) {
-        self.rows.forget(|row| row.stream == stream);
+impl ChatsFold {
+    /// The row of `chat_id`, when the chat is in the table (or opened in this batch), marked
+    /// changed.
+    fn change(&mut self, chat_id: &uuid::Uuid) -> Option<&mut Stored> {
+        self.rows.change(&chat_id.to_string())
     }
+
+    /// Writes the tag changes since the last write, in order: the tags applied between two
+    /// removals with one statement (each unless its chat has it already: a tag applied twice
+    /// keeps its first application), each removal with one.
+    async fn write_tags(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
+        let mut applied: Vec<Vec<Arg>> = Vec::new();
+        for change in std::mem::take(&mut self.tags) {
+            match change {
+                TagChange::Applied(row) => applied.push(row),
+                TagChange::Removed { chat_id, tag } => {
+                    write_applied_tags(tx, s, &std::mem::take(&mut applied)).await?;
+                    tx.execute(
+                        &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
+                        &[chat_id.into(), tag.into()],
+                    )
+                    .await?;
+                }
+            }
+        }
+        write_applied_tags(tx, s, &applied).await
+    }
+}
+
+/// Applied tags, rows of `chat_tags`, in one statement.
+async fn write_applied_tags(
+    tx: &mut ReadTx,
+    s: &str,
+    rows: &[Vec<Arg>],
+) -> Result<(), ProjectionError> {
+    tx.write_rows(
+        &format!("chat_tags{s}"),
+        &TAGS,
+        &["chat_id", "tag"],
+        crate::rows::OnConflict::Keep,
+        rows,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The chat whose row an event may change.

@@ -57,29 +57,7 @@ impl Projector for Customers {
         s: &str,
         events: &[&DecodedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut fold = CustomersFold::default();
-        fold.read(tx, s, events).await?;
-        for event in events {
-            let Some(change) = conversation_event(event)? else {
-                continue;
-            };
-            if let ConversationEvent::PersonalDataErased { .. } = change {
-                // It reaches every customer of the stream, read into this batch or not.
-                fold.write(tx, s).await?;
-                tx.execute(
-                    &format!(
-                        "UPDATE customers{s} SET name = $2 WHERE stream = $1 AND name IS NOT NULL"
-                    ),
-                    &[(&event.stream).into(), ERASED.into()],
-                )
-                .await?;
-                fold.forget_stream(&event.stream);
-                fold.read(tx, s, events).await?;
-            } else {
-                fold.evolve(event, change);
-            }
-        }
-        fold.write(tx, s).await
+        fold_batch::<CustomersFold>(tx, s, events).await
     }
 }
 
@@ -171,7 +149,8 @@ fn key_of(event: &ConversationEvent) -> Option<Key> {
     }
 }
 
-impl CustomersFold {
+#[async_trait]
+impl BatchFold for CustomersFold {
     /// Reads the rows `events` need that are not in memory yet: the customers they open chats
     /// for or change the context of, and the customers of the streams whose messages bring a
     /// name.
@@ -235,28 +214,6 @@ impl CustomersFold {
             }
         }
         Ok(())
-    }
-
-    /// A customer read from the table (unless they are in memory already).
-    fn keep(&mut self, stored: Stored) {
-        let key = stored.key();
-        if self.rows.get(&key).is_some() {
-            return;
-        }
-        self.by_stream
-            .entry(stored.stream.clone())
-            .or_default()
-            .push(key.clone());
-        self.rows.found(key, stored);
-    }
-
-    /// A customer first seen in this batch.
-    fn add(&mut self, stored: Stored) {
-        self.by_stream
-            .entry(stored.stream.clone())
-            .or_default()
-            .push(stored.key());
-        self.rows.add(stored.key(), stored);
     }
 
     /// One event's change to its customer's row.
@@ -360,11 +317,45 @@ impl CustomersFold {
         Ok(())
     }
 
-    /// Forgets the customers of `stream`: something changed them in the table.
-    fn forget_stream(&mut self, stream: &str) {
+    async fn erase(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        stream: &str,
+    ) -> Result<(), ProjectionError> {
+        tx.execute(
+            &format!("UPDATE customers{s} SET name = $2 WHERE stream = $1 AND name IS NOT NULL"),
+            &[stream.into(), ERASED.into()],
+        )
+        .await?;
         self.rows.forget(|row| row.stream == stream);
         self.by_stream.remove(stream);
         self.streams_read.remove(stream);
+        Ok(())
+    }
+}
+
+impl CustomersFold {
+    /// A customer read from the table (unless they are in memory already).
+    fn keep(&mut self, stored: Stored) {
+        let key = stored.key();
+        if self.rows.get(&key).is_some() {
+            return;
+        }
+        self.by_stream
+            .entry(stored.stream.clone())
+            .or_default()
+            .push(key.clone());
+        self.rows.found(key, stored);
+    }
+
+    /// A customer first seen in this batch.
+    fn add(&mut self, stored: Stored) {
+        self.by_stream
+            .entry(stored.stream.clone())
+            .or_default()
+            .push(stored.key());
+        self.rows.add(stored.key(), stored);
     }
 }
 

@@ -83,24 +83,7 @@ impl Projector for Messages {
         s: &str,
         events: &[&DecodedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut fold = MessagesFold::default();
-        fold.read(tx, s, events).await?;
-        for event in events {
-            let Some(change) = conversation_event(event)? else {
-                continue;
-            };
-            if let ConversationEvent::PersonalDataErased { .. } = change {
-                // It reaches every message of the stream, read into this batch or not.
-                fold.write(tx, s).await?;
-                erase(tx, s, &event.stream).await?;
-                fold.forget_stream(&event.stream);
-                fold.read(tx, s, events).await?;
-            } else {
-                fold.evolve(event, change);
-            }
-        }
-        fold.write(tx, s).await?;
-        Ok(())
+        fold_batch::<MessagesFold>(tx, s, events).await
     }
 }
 
@@ -273,7 +256,8 @@ fn receipt_error(receipt: &chatledger_core::conversation::Receipt) -> Option<Str
     })
 }
 
-impl MessagesFold {
+#[async_trait]
+impl BatchFold for MessagesFold {
     /// Reads what `events` need that is not in memory yet: the messages they name, the
     /// messages their receipts are about, and the receipts already there for the messages
     /// they record or dispatch.
@@ -375,51 +359,6 @@ impl MessagesFold {
             }
         }
         Ok(())
-    }
-
-    /// A message read from the table (unless it is in memory already).
-    fn keep(&mut self, stored: Stored) {
-        if self.rows.get(&stored.message_id).is_some() {
-            return;
-        }
-        self.index(&stored);
-        self.rows.found(stored.message_id.clone(), stored);
-    }
-
-    /// A message recorded by this batch (unless it is there already).
-    fn record(&mut self, stored: Stored) {
-        if self.rows.get(&stored.message_id).is_some() {
-            return;
-        }
-        self.index(&stored);
-        self.rows.add(stored.message_id.clone(), stored);
-    }
-
-    /// Finds `stored` by its provider id from now on.
-    fn index(&mut self, stored: &Stored) {
-        if let Some(key) = stored.provider_key() {
-            self.by_provider
-                .entry(key)
-                .or_default()
-                .push(stored.message_id.clone());
-        }
-    }
-
-    /// The row of `message_id`, when the message is in the table (or recorded in this batch),
-    /// marked changed.
-    fn change(&mut self, message_id: &str) -> Option<&mut Stored> {
-        self.rows.change(&message_id.to_owned())
-    }
-
-    /// The highest-ranked receipt recorded for a provider id, if any.
-    fn best_receipt(&self, key: &ProviderKey) -> Option<&KnownReceipt> {
-        let mut best: Option<&KnownReceipt> = None;
-        for receipt in self.receipts.get(key).into_iter().flatten() {
-            if best.is_none_or(|b| receipt.rank > b.rank) {
-                best = Some(receipt);
-            }
-        }
-        best
     }
 
     /// One event's change to the messages and receipts.
@@ -593,11 +532,64 @@ impl MessagesFold {
         Ok(())
     }
 
-    /// Forgets the messages of `stream`: something changed them in the table.
-    fn forget_stream(&mut self, stream: &str) {
+    async fn erase(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        stream: &str,
+    ) -> Result<(), ProjectionError> {
+        erase(tx, s, stream).await?;
         self.rows.forget(|row| row.stream == stream);
         self.by_provider.retain(|(s, _), _| s != stream);
         self.providers_read.retain(|(s, _)| s != stream);
+        Ok(())
+    }
+}
+
+impl MessagesFold {
+    /// A message read from the table (unless it is in memory already).
+    fn keep(&mut self, stored: Stored) {
+        if self.rows.get(&stored.message_id).is_some() {
+            return;
+        }
+        self.index(&stored);
+        self.rows.found(stored.message_id.clone(), stored);
+    }
+
+    /// A message recorded by this batch (unless it is there already).
+    fn record(&mut self, stored: Stored) {
+        if self.rows.get(&stored.message_id).is_some() {
+            return;
+        }
+        self.index(&stored);
+        self.rows.add(stored.message_id.clone(), stored);
+    }
+
+    /// Finds `stored` by its provider id from now on.
+    fn index(&mut self, stored: &Stored) {
+        if let Some(key) = stored.provider_key() {
+            self.by_provider
+                .entry(key)
+                .or_default()
+                .push(stored.message_id.clone());
+        }
+    }
+
+    /// The row of `message_id`, when the message is in the table (or recorded in this batch),
+    /// marked changed.
+    fn change(&mut self, message_id: &str) -> Option<&mut Stored> {
+        self.rows.change(&message_id.to_owned())
+    }
+
+    /// The highest-ranked receipt recorded for a provider id, if any.
+    fn best_receipt(&self, key: &ProviderKey) -> Option<&KnownReceipt> {
+        let mut best: Option<&KnownReceipt> = None;
+        for receipt in self.receipts.get(key).into_iter().flatten() {
+            if best.is_none_or(|b| receipt.rank > b.rank) {
+                best = Some(receipt);
+            }
+        }
+        best
     }
 }
 

@@ -53,6 +53,56 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
     ]
 }
 
+/// A read model that folds a batch in memory (see [`fold_batch`]).
+#[async_trait]
+trait BatchFold: Default + Send {
+    /// Reads the rows `events` need that are not in memory yet.
+    async fn read(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        events: &[&DecodedEvent],
+    ) -> Result<(), ProjectionError>;
+    /// One event's change to the rows in memory.
+    fn evolve(&mut self, event: &DecodedEvent, change: &ConversationEvent);
+    /// Writes what changed since the last write.
+    async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError>;
+    /// Erases `stream`'s personal data in the tables, rows not read into the batch included,
+    /// and forgets the stream's rows in memory.
+    async fn erase(
+        &mut self,
+        tx: &mut ReadTx,
+        s: &str,
+        stream: &str,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Applies `events` through a fold `F`: the rows they need read once, every event folded in
+/// order, what changed written once. An erasure reaches rows the batch has not read: what is
+/// folded so far is written, the erasure runs in the tables, and the stream's rows are read
+/// again.
+async fn fold_batch<F: BatchFold>(
+    tx: &mut ReadTx,
+    s: &str,
+    events: &[&DecodedEvent],
+) -> Result<(), ProjectionError> {
+    let mut fold = F::default();
+    fold.read(tx, s, events).await?;
+    for event in events {
+        let Some(change) = conversation_event(event)? else {
+            continue;
+        };
+        if let ConversationEvent::PersonalDataErased { .. } = change {
+            fold.write(tx, s).await?;
+            fold.erase(tx, s, &event.stream).await?;
+            fold.read(tx, s, events).await?;
+        } else {
+            fold.evolve(event, change);
+        }
+    }
+    fold.write(tx, s).await
+}
+
 fn conversation_event(event: &DecodedEvent) -> Result<Option<&ConversationEvent>, ProjectionError> {
     event.conversation().map_err(|e| ProjectionError::Event {
         position: event.position,
