@@ -1,6 +1,6 @@
 //! The read models: chats, messages and their media, customers, executives, rides, SLA,
 //! consent, the Genesys bridge, businesses' credentials. Each is its own projector with its own checkpoint and its own
-//! file here; adding a read model is adding one more [`Projector`] to [`all`]. The queries
+//! file here (chats and messages a folder, their batch fold in a file of its own); adding a read model is adding one more [`Projector`] to [`all`]. The queries
 //! that read a table, and the typed rows they return, live beside it; the API maps those rows
 //! to its types.
 
