@@ -20,6 +20,9 @@
 //! lock, each append planned against the state the earlier ones leave, then answers each
 //! caller with its own outcome. Should the group fail as a whole, its appends are written one
 //! by one, each in its own transaction, so that one bad append does not fail the others.
+//! Before gathering the next group it gives the callers it has just answered a few turns to
+//! append again (`append::wait_for_comebacks`), so that callers in a loop share one group
+//! rather than alternate between two.
 //!
 //! # Waking followers
 //!

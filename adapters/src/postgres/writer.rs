@@ -50,10 +50,12 @@ impl Writer {
                     outcomes
                 }
             };
+            let answered = replies.len();
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // A caller that gave up waiting is no reason to stop writing for the others.
                 let _ = reply.send(outcome);
             }
+            crate::append::wait_for_comebacks(&queue, answered).await;
         }
     }
 
