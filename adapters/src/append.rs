@@ -262,12 +262,13 @@ pub(crate) fn results(
 /// answered to append again before it gathers the next group.
 const COMEBACK_TURNS: usize = 8;
 
-/// Gives the callers of a group a writer has just answered a few turns to append again. A caller that
-/// appends again at once (one awaiting each append before the next) would otherwise miss the
-/// next group by a few microseconds and wait for a whole commit under the lock; with several
-/// callers in a closed loop, groups then alternate between two halves of them. Each turn is a
-/// yield to the runtime, returned at once when nothing else is ready, so a writer whose
-/// callers do not come back loses microseconds, not a timer's millisecond.
+/// Gives the callers of a group a writer has just answered a few turns to append again. A
+/// caller that appends again at once (one awaiting each append before the next) would
+/// otherwise miss the next group by a few microseconds and wait for a whole commit (under the
+/// lock, on PostgreSQL); with several callers in a closed loop, groups then alternate between
+/// two halves of them. Each turn is a yield to the runtime, returned at once when nothing else
+/// is ready, so a writer whose callers do not come back loses microseconds, not a timer's
+/// millisecond. It stops as soon as the answered callers are queued again.
 pub(crate) async fn wait_for_comebacks<T>(queue: &tokio::sync::mpsc::Receiver<T>, answered: usize) {
     if answered < 2 {
         return;
