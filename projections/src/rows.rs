@@ -20,6 +20,11 @@ const PLANNED_FROM_KEYS: usize = 64;
 /// with a cast) rather than text.
 pub(crate) type Column = (&'static str, bool);
 
+/// A row a batch writes: its values, in its table's columns' order.
+pub(crate) trait RowValues {
+    fn values(&self) -> Vec<Arg>;
+}
+
 /// What a row already there under the same key becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnConflict {
@@ -227,12 +232,29 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     }
 
     /// The rows changed since the last call, in the order they first changed.
-    pub(crate) fn take_changed(&mut self) -> Vec<&R> {
+    fn take_changed(&mut self) -> Vec<&R> {
         self.changed_set.clear();
         let keys = std::mem::take(&mut self.changed);
         keys.iter()
             .filter_map(|key| self.rows.get(key)?.as_ref())
             .collect()
+    }
+
+    /// Writes the rows changed since the last write into `table` (one statement), replacing
+    /// the rows there under the same `key`, and starts a new list of changes.
+    pub(crate) async fn write_changed(
+        &mut self,
+        tx: &mut ReadTx,
+        table: &str,
+        columns: &[Column],
+        key: &[&str],
+    ) -> Result<(), DbError>
+    where
+        R: RowValues,
+    {
+        let rows: Vec<Vec<Arg>> = self.take_changed().into_iter().map(R::values).collect();
+        tx.write_rows(table, columns, key, OnConflict::Replace, &rows)
+            .await
     }
 
     /// Forgets the rows `gone` picks: a statement changed them in the table, and they are to

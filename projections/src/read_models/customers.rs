@@ -118,6 +118,12 @@ impl Stored {
         }
     }
 
+    fn key(&self) -> Key {
+        (self.stakeholder.clone(), self.customer.clone())
+    }
+}
+
+impl crate::rows::RowValues for Stored {
     fn values(&self) -> Vec<Arg> {
         vec![
             (&self.stakeholder).into(),
@@ -130,10 +136,6 @@ impl Stored {
             (&self.first_seen_at).into(),
             self.position.into(),
         ]
-    }
-
-    fn key(&self) -> Key {
-        (self.stakeholder.clone(), self.customer.clone())
     }
 }
 
@@ -300,20 +302,14 @@ impl BatchFold for CustomersFold {
 
     /// Writes the changed rows (one statement) and starts a new list of changes.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        let rows: Vec<Vec<Arg>> = self
-            .rows
-            .take_changed()
-            .into_iter()
-            .map(Stored::values)
-            .collect();
-        tx.write_rows(
-            &format!("customers{s}"),
-            &STORED,
-            &["stakeholder", "customer"],
-            crate::rows::OnConflict::Replace,
-            &rows,
-        )
-        .await?;
+        self.rows
+            .write_changed(
+                tx,
+                &format!("customers{s}"),
+                &STORED,
+                &["stakeholder", "customer"],
+            )
+            .await?;
         Ok(())
     }
 

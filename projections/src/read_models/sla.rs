@@ -170,19 +170,9 @@ impl Projector for Sla {
                 _ => {}
             }
         }
-        let rows: Vec<Vec<Arg>> = clocks
-            .take_changed()
-            .into_iter()
-            .map(Stored::values)
-            .collect();
-        tx.write_rows(
-            &format!("sla{s}"),
-            &STORED,
-            &["chat_id"],
-            crate::rows::OnConflict::Replace,
-            &rows,
-        )
-        .await?;
+        clocks
+            .write_changed(tx, &format!("sla{s}"), &STORED, &["chat_id"])
+            .await?;
         Ok(())
     }
 }
@@ -295,7 +285,9 @@ impl Stored {
             position: row.i64(12).unwrap_or_default(),
         }
     }
+}
 
+impl crate::rows::RowValues for Stored {
     fn values(&self) -> Vec<Arg> {
         vec![
             (&self.chat_id).into(),

@@ -107,6 +107,18 @@ impl Stored {
         }
     }
 
+    /// The status after `event`, by the chat lifecycle's rule.
+    fn move_status(&mut self, event: &ConversationEvent) {
+        if let Some(status) = ChatStatus::parse(&self.status) {
+            self.status = status
+                .after(event, self.assigned_to.is_some())
+                .as_str()
+                .to_owned();
+        }
+    }
+}
+
+impl crate::rows::RowValues for Stored {
     fn values(&self) -> Vec<Arg> {
         vec![
             (&self.chat_id).into(),
@@ -132,16 +144,6 @@ impl Stored {
             self.last_direction.as_ref().into(),
             self.position.into(),
         ]
-    }
-
-    /// The status after `event`, by the chat lifecycle's rule.
-    fn move_status(&mut self, event: &ConversationEvent) {
-        if let Some(status) = ChatStatus::parse(&self.status) {
-            self.status = status
-                .after(event, self.assigned_to.is_some())
-                .as_str()
-                .to_owned();
-        }
     }
 }
 
@@ -335,20 +337,9 @@ impl BatchFold for ChatsFold {
 
     /// Writes the changed rows (one statement) and the tags.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        let rows: Vec<Vec<Arg>> = self
-            .rows
-            .take_changed()
-            .into_iter()
-            .map(Stored::values)
-            .collect();
-        tx.write_rows(
-            &format!("chats{s}"),
-            &STORED,
-            &["chat_id"],
-            crate::rows::OnConflict::Replace,
-            &rows,
-        )
-        .await?;
+        self.rows
+            .write_changed(tx, &format!("chats{s}"), &STORED, &["chat_id"])
+            .await?;
         self.write_tags(tx, s).await
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::rows::{Folded, OnConflict};
+use crate::rows::{Folded, OnConflict, RowValues};
 
 use super::*;
 
@@ -145,6 +145,12 @@ impl Stored {
         }
     }
 
+    fn provider_key(&self) -> Option<ProviderKey> {
+        Some((self.stream.clone(), self.provider_message_id.clone()?))
+    }
+}
+
+impl RowValues for Stored {
     fn values(&self) -> Vec<Arg> {
         vec![
             (&self.message_id).into(),
@@ -161,10 +167,6 @@ impl Stored {
             self.error.as_ref().into(),
             self.position.into(),
         ]
-    }
-
-    fn provider_key(&self) -> Option<ProviderKey> {
-        Some((self.stream.clone(), self.provider_message_id.clone()?))
     }
 }
 
@@ -427,20 +429,9 @@ impl BatchFold for MessagesFold {
     /// Writes the changed messages and the new receipts (a statement each) and starts new
     /// lists of changes.
     async fn write(&mut self, tx: &mut ReadTx, s: &str) -> Result<(), ProjectionError> {
-        let rows: Vec<Vec<Arg>> = self
-            .rows
-            .take_changed()
-            .into_iter()
-            .map(Stored::values)
-            .collect();
-        tx.write_rows(
-            &format!("messages{s}"),
-            &STORED,
-            &["message_id"],
-            OnConflict::Replace,
-            &rows,
-        )
-        .await?;
+        self.rows
+            .write_changed(tx, &format!("messages{s}"), &STORED, &["message_id"])
+            .await?;
         tx.write_rows(
             &format!("message_receipts{s}"),
             &RECEIPTS,
