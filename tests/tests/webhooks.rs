@@ -214,6 +214,15 @@ fn check(
     events: &[RecordedEvent],
     raw: impl Fn(&RecordedEvent) -> Value,
 ) {
+    // A message with media also sets the media reactor going, whose outcome (the file kept, or
+    // why not) may reach the log before it is read here: that is the reactor's to record, not
+    // the webhook's, and its own tests check it.
+    let events: Vec<RecordedEvent> = events
+        .iter()
+        .filter(|e| !e.event_type.starts_with("Media"))
+        .cloned()
+        .collect();
+    let events = events.as_slice();
     match expect {
         Expect::Message { kind, text, media } => {
             assert_eq!(
