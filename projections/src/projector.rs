@@ -15,8 +15,15 @@ pub trait Projector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, by their plain (view) names.
     fn tables(&self) -> &'static [&'static str];
-    /// Statements creating its tables with `suffix` appended to every table and index name.
+    /// Statements creating its tables with `suffix` appended to every table and index name,
+    /// with the indexes applying events reads through (keys, erasure's stream).
     fn schema(&self, suffix: &str) -> Vec<String>;
+    /// Statements creating the indexes only queries read through. A rebuild creates them once
+    /// its tables are filled, where building an index from the rows at once costs less than
+    /// keeping it up to date row by row; a new read model creates them with its tables.
+    fn query_indexes(&self, _suffix: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether events of this type can change its tables; the runner skips the others without
     /// reading them. Every type by default.
     fn wants(&self, _event_type: &str) -> bool {

@@ -268,9 +268,13 @@ fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.set_prepared_statement_cache_capacity(NATIVE_STATEMENT_CACHE);
+    // Temporary storage stays SQLite's default (a file): a statement journal stays in memory
+    // up to 64 KiB, which every row's statement fits in; the rebuild's large statements
+    // (dropping a generation's tables, whose every page secure_delete overwrites; building an
+    // index) spill to disk instead of growing the process by the tables' size.
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;
-         PRAGMA cache_size = -{NATIVE_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+         PRAGMA cache_size = -{NATIVE_CACHE_KIB};"
     ))?;
     Ok(conn)
 }

@@ -21,9 +21,8 @@ impl Projector for Consents {
     }
 
     fn schema(&self, s: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE consent_changes{s} (
+        vec![format!(
+            "CREATE TABLE consent_changes{s} (
                     position BIGINT PRIMARY KEY,
                     customer TEXT NOT NULL,
                     granted BIGINT NOT NULL,
@@ -34,9 +33,11 @@ impl Projector for Consents {
                     actor TEXT NOT NULL,
                     at TEXT NOT NULL
                 )"
-            ),
-            format!("CREATE INDEX consent_changes{s}_by_customer ON consent_changes{s} (customer, position)"),
-        ]
+        )]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!("CREATE INDEX consent_changes{s}_by_customer ON consent_changes{s} (customer, position)")]
     }
 
     async fn apply(

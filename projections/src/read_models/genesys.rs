@@ -57,8 +57,13 @@ impl Projector for Genesys {
                     PRIMARY KEY (stream, message)
                 )"
             ),
-            format!("CREATE INDEX genesys_messages{s}_by_chat ON genesys_messages{s} (chat_id)"),
         ]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX genesys_messages{s}_by_chat ON genesys_messages{s} (chat_id)"
+        )]
     }
 
     async fn apply(

@@ -87,9 +87,8 @@ impl Projector for MessageMedia {
     }
 
     fn schema(&self, s: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE message_media{s} (
+        vec![format!(
+            "CREATE TABLE message_media{s} (
                     stream TEXT NOT NULL,
                     message TEXT NOT NULL,
                     idx BIGINT NOT NULL,
@@ -104,9 +103,13 @@ impl Projector for MessageMedia {
                     position BIGINT NOT NULL,
                     PRIMARY KEY (stream, message, idx)
                 )"
-            ),
-            format!("CREATE INDEX message_media{s}_by_chat ON message_media{s} (chat_id)"),
-        ]
+        )]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX message_media{s}_by_chat ON message_media{s} (chat_id)"
+        )]
     }
 
     async fn apply(

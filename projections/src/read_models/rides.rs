@@ -18,9 +18,8 @@ impl Projector for Rides {
     }
 
     fn schema(&self, s: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE rides{s} (
+        vec![format!(
+            "CREATE TABLE rides{s} (
                     booking_id TEXT PRIMARY KEY,
                     customer TEXT NOT NULL,
                     ride_at TEXT NOT NULL,
@@ -28,9 +27,13 @@ impl Projector for Rides {
                     cancelled BIGINT NOT NULL DEFAULT 0,
                     position BIGINT NOT NULL
                 )"
-            ),
-            format!("CREATE INDEX rides{s}_by_customer ON rides{s} (customer, ride_at)"),
-        ]
+        )]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX rides{s}_by_customer ON rides{s} (customer, ride_at)"
+        )]
     }
 
     async fn apply(

@@ -46,7 +46,6 @@ impl Projector for Sla {
                     position BIGINT NOT NULL
                 )"
             ),
-            format!("CREATE INDEX sla{s}_board ON sla{s} (running, next_due_at)"),
             format!(
                 "CREATE TABLE sla_policy{s} (
                     version BIGINT PRIMARY KEY,
@@ -54,6 +53,12 @@ impl Projector for Sla {
                 )"
             ),
         ]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX sla{s}_board ON sla{s} (running, next_due_at)"
+        )]
     }
 
     async fn apply(

@@ -80,7 +80,12 @@ pub async fn register(
         generation: 1,
         checkpoint: 0,
     };
-    for statement in projector.schema(&registration.suffix()) {
+    let suffix = registration.suffix();
+    for statement in projector
+        .schema(&suffix)
+        .into_iter()
+        .chain(projector.query_indexes(&suffix))
+    {
         tx.execute(&statement, &[]).await?;
     }
     create_views(&mut tx, projector, &registration.suffix()).await?;

@@ -143,6 +143,18 @@ pub async fn rebuild(
         progress(position, events);
     }
 
+    // The indexes only queries read through are built from the filled tables at once.
+    let indexed = async {
+        let mut tx = db.begin().await?;
+        for (projector, new_suffix) in projectors.iter().zip(&suffixes) {
+            for statement in projector.query_indexes(new_suffix) {
+                tx.execute(&statement, &[]).await?;
+            }
+        }
+        tx.commit().await
+    };
+    where_blocking_is_fine(db, indexed).await?;
+
     // PostgreSQL plans queries by its statistics, which fresh tables do not have yet (until
     // autovacuum comes by): without them the dashboard's first queries may scan whole tables.
     if db.kind() == "postgres" {

@@ -74,10 +74,15 @@ impl Projector for Chats {
                     PRIMARY KEY (chat_id, tag)
                 )"
             ),
+            format!("CREATE INDEX chats{s}_by_stream ON chats{s} (stream, position)"),
+        ]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![
             format!("CREATE INDEX chat_tags{s}_by_tag ON chat_tags{s} (tag)"),
             format!("CREATE INDEX chats{s}_by_stakeholder ON chats{s} (stakeholder, position)"),
             format!("CREATE INDEX chats{s}_by_customer ON chats{s} (customer, position)"),
-            format!("CREATE INDEX chats{s}_by_stream ON chats{s} (stream, position)"),
         ]
     }
 

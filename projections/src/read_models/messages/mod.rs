@@ -48,7 +48,6 @@ impl Projector for Messages {
                     position BIGINT NOT NULL
                 )"
             ),
-            format!("CREATE INDEX messages{s}_by_chat ON messages{s} (chat_id, position)"),
             format!("CREATE INDEX messages{s}_by_provider_id ON messages{s} (stream, provider_message_id)"),
             format!(
                 "CREATE TABLE message_receipts{s} (
@@ -63,6 +62,12 @@ impl Projector for Messages {
                 )"
             ),
         ]
+    }
+
+    fn query_indexes(&self, s: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX messages{s}_by_chat ON messages{s} (chat_id, position)"
+        )]
     }
 
     async fn apply(
