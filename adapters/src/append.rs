@@ -70,7 +70,7 @@ pub(crate) fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreErr
 pub(crate) fn plan_append(
     stream: &str,
     expected: ExpectedVersion,
-    events: &[NewEvent],
+    events: &[PreparedEvent],
     existing: &[(Uuid, String)],
     head: Option<StreamHead>,
     recorded_at: DateTime<Utc>,
@@ -80,8 +80,9 @@ pub(crate) fn plan_append(
         current: head.map(|h| h.version),
         ..AppendPlan::default()
     };
-    let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
-    for event in events {
+    let mut fresh: Vec<&PreparedEvent> = Vec::with_capacity(events.len());
+    for prepared in events {
+        let event = &prepared.event;
         if let Some((_, other)) = existing.iter().find(|(id, _)| *id == event.event_id) {
             if other != stream {
                 return Err(StoreError::EventIdInOtherStream {
@@ -95,7 +96,7 @@ pub(crate) fn plan_append(
             // The same id twice in one batch: the first is stored, the second is its duplicate.
             plan.duplicates.push(event.event_id);
         } else {
-            fresh.push(event);
+            fresh.push(prepared);
         }
     }
     if fresh.is_empty() {
@@ -110,7 +111,8 @@ pub(crate) fn plan_append(
     }
     let mut previous = head.map(|h| h.hash).unwrap_or(EventHash::GENESIS);
     let first_version = head.map(|h| h.version + 1).unwrap_or(0);
-    for (version, event) in (first_version..).zip(fresh) {
+    for (version, prepared) in (first_version..).zip(fresh) {
+        let event = &prepared.event;
         let fields = HashedFields {
             event_id: event.event_id,
             stream,
@@ -121,15 +123,14 @@ pub(crate) fn plan_append(
             metadata: &event.metadata,
             recorded_at,
         };
-        let (data, metadata) = canonical_parts(&fields);
-        let hash = chain_hash_with(&previous, &fields, &data, &metadata);
+        let hash = chain_hash_with(&previous, &fields, &prepared.data, &prepared.metadata);
         plan.rows.push(PlannedRow {
             event_id: event.event_id,
             version,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            data,
-            metadata,
+            data: prepared.data.clone(),
+            metadata: prepared.metadata.clone(),
             hash,
         });
         previous = hash;
@@ -137,11 +138,41 @@ pub(crate) fn plan_append(
     Ok(plan)
 }
 
+/// An event to append with the canonical JSON of its data and metadata, written on the
+/// appending caller's task: it depends on nothing the writer learns under the append lock, so
+/// the one writer task does not write every group's JSON while the lock waits for it.
+pub(crate) struct PreparedEvent {
+    pub event: NewEvent,
+    pub data: String,
+    pub metadata: String,
+}
+
 /// One append of a group, as both stores queue them for their writer.
 pub(crate) struct AppendJob {
     pub stream: String,
     pub expected: ExpectedVersion,
-    pub events: Vec<NewEvent>,
+    pub events: Vec<PreparedEvent>,
+}
+
+impl AppendJob {
+    pub(crate) fn new(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let (data, metadata) = canonical_parts(&event.data, &event.metadata);
+                PreparedEvent {
+                    event,
+                    data,
+                    metadata,
+                }
+            })
+            .collect();
+        AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        }
+    }
 }
 
 /// A stream's head as the database gave it (its last version and hash), or why it cannot be
@@ -176,7 +207,11 @@ pub(crate) fn plan_group(
         let existing: Vec<(Uuid, String)> = job
             .events
             .iter()
-            .filter_map(|e| stored_ids.get(&e.event_id).map(|s| (e.event_id, s.clone())))
+            .filter_map(|e| {
+                stored_ids
+                    .get(&e.event.event_id)
+                    .map(|s| (e.event.event_id, s.clone()))
+            })
             .collect();
         let head = match heads.get(&job.stream) {
             Some(Err(e)) => {

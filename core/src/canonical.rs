@@ -41,16 +41,17 @@ pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The canonical bytes of an event (see the module documentation).
 pub fn canonical_bytes(fields: &HashedFields<'_>) -> Vec<u8> {
-    let (data, metadata) = canonical_parts(fields);
+    let (data, metadata) = canonical_parts(fields.data, fields.metadata);
     canonical_bytes_with(fields, &data, &metadata)
 }
 
 /// The canonical JSON of an event's data and metadata: what a store keeps, and what the
-/// canonical bytes embed.
-pub fn canonical_parts(fields: &HashedFields<'_>) -> (String, String) {
-    let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
+/// canonical bytes embed. They depend on nothing but the event itself (not its version or
+/// time), so a store may write them before it knows those.
+pub fn canonical_parts(data: &Value, metadata: &crate::event::Metadata) -> (String, String) {
+    let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
     (
-        canonical_json_string(fields.data),
+        canonical_json_string(data),
         canonical_json_string(&metadata),
     )
 }
@@ -82,7 +83,7 @@ pub fn canonical_bytes_with(fields: &HashedFields<'_>, data: &str, metadata: &st
 
 /// `SHA-256(previous ‖ canonical bytes)`.
 pub fn chain_hash(previous: &EventHash, fields: &HashedFields<'_>) -> EventHash {
-    let (data, metadata) = canonical_parts(fields);
+    let (data, metadata) = canonical_parts(fields.data, fields.metadata);
     chain_hash_with(previous, fields, &data, &metadata)
 }
 

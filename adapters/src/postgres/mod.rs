@@ -55,7 +55,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::append::{
-    plan_append, plan_group, results, stream_head, validate, AppendJob, PlannedRow, StreamHead,
+    plan_append, plan_group, results, stream_head, validate, AppendJob, PlannedRow, PreparedEvent,
+    StreamHead,
 };
 use crate::follow::{follow, ReadAll};
 use crate::keys;
@@ -240,11 +241,7 @@ impl PostgresStore {
         key: Option<SubjectKey>,
     ) -> Result<Option<AppendResult>, StoreError> {
         let (reply, outcome) = oneshot::channel();
-        let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
+        let job = AppendJob::new(stream, expected, events);
         let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
         self.appends
             .send((job, key, reply))

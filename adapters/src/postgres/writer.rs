@@ -119,7 +119,7 @@ impl Writer {
         let jobs = written;
         let ids: Vec<Uuid> = jobs
             .iter()
-            .flat_map(|job| job.events.iter().map(|e| e.event_id))
+            .flat_map(|job| job.events.iter().map(|e| e.event.event_id))
             .collect();
         let mut streams: Vec<&str> = jobs.iter().map(|job| job.stream.as_str()).collect();
         streams.sort_unstable();
@@ -211,7 +211,7 @@ impl Writer {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: &[PreparedEvent],
     ) -> Result<AppendResult, Attempt> {
         let failed = |e| Attempt::Failed(db_error(e));
         let mut tx = self.pool.begin().await.map_err(failed)?;
@@ -223,7 +223,7 @@ impl Writer {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event.event_id).collect();
         let existing: Vec<(Uuid, String)> = sqlx::query_as(LOOKUP_IDS)
             .bind(&ids)
             .fetch_all(&mut *tx)

@@ -202,11 +202,7 @@ impl EventStore for SqliteStore {
     ) -> Result<AppendResult, StoreError> {
         validate(stream, &events)?;
         let started = std::time::Instant::now();
-        let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
+        let job = AppendJob::new(stream, expected, events);
         let result = match self.write(Work::Append(job)).await {
             Ok(Done::Appended(result)) => Ok(result),
             Ok(_) => Err(StoreError::Backend(
@@ -310,11 +306,7 @@ impl KeyStore for SqliteStore {
         key: SubjectKey,
     ) -> Result<Option<AppendResult>, StoreError> {
         validate(stream, &events)?;
-        let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-        };
+        let job = AppendJob::new(stream, expected, events);
         match self.write(Work::AppendWithKey { job, key }).await? {
             Done::Appended(result) => Ok(Some(result)),
             Done::KeyTaken => Ok(None),

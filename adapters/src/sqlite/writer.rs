@@ -224,7 +224,7 @@ async fn append_all(
         |values: Vec<String>| serde_json::to_string(&values).unwrap_or_else(|_| "[]".into());
     let ids = as_json(
         jobs.iter()
-            .flat_map(|job| job.events.iter().map(|e| e.event_id.to_string()))
+            .flat_map(|job| job.events.iter().map(|e| e.event.event_id.to_string()))
             .collect(),
     );
     let streams = as_json(jobs.iter().map(|job| job.stream.clone()).collect());
