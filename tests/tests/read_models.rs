@@ -132,6 +132,28 @@ async fn dump_all(db: &ReadDb) -> Vec<(String, Vec<Vec<Option<String>>>)> {
     dump
 }
 
+/// The read models' indexes in generation `generation`, named without its suffix.
+async fn indexes_of_generation(db: &ReadDb, generation: i64) -> Vec<String> {
+    let suffix = format!("_g{generation}");
+    let sql = if db.kind() == "postgres" {
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    } else {
+        // Indexes SQLite makes for a primary key have no statement of their own.
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    };
+    let mut names: Vec<String> = db
+        .fetch_all(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|row| row.text(0))
+        .filter(|name| name.contains(&suffix))
+        .map(|name| name.replace(&suffix, ""))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Runs every projector live until each has reached the log's head.
 async fn project_live(store: Arc<dyn EventStore>, db: &ReadDb) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
@@ -231,9 +253,21 @@ async fn live_projection_and_rebuild_agree(backend: Backend) {
     // A rebuild from position 0 gives exactly the same tables, and the live projectors carry
     // on in the new generation.
     let live = dump_all(&db).await;
+    let live_indexes = indexes_of_generation(&db, 1).await;
+    assert!(
+        live_indexes.contains(&"chats_by_stakeholder".to_owned())
+            && live_indexes.contains(&"messages_by_chat".to_owned()),
+        "a new read model has the indexes its queries read through: {live_indexes:?}"
+    );
     let rebuilt = rebuild(store.clone(), &db, &read_models::all(), |_, _| {})
         .await
         .unwrap();
+    assert_eq!(
+        indexes_of_generation(&db, 2).await,
+        live_indexes,
+        "a rebuilt generation has every index the one it replaces had (those only queries read \
+         through are built after its fill)"
+    );
     assert_eq!(rebuilt.generations.len(), read_models::all().len());
     assert!(rebuilt
         .generations
