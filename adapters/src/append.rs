@@ -353,13 +353,16 @@ mod tests {
     use chatledger_core::Metadata;
     use serde_json::json;
 
-    fn event(n: u128) -> NewEvent {
-        NewEvent::new(
+    /// An event as the writer gets it: its canonical JSON already written.
+    fn event(n: u128) -> PreparedEvent {
+        let event = NewEvent::new(
             Uuid::from_u128(n),
             "Happened",
             json!({"n": n as u64}),
             Metadata::by("test"),
-        )
+        );
+        let mut job = AppendJob::new("s", ExpectedVersion::Any, vec![event]);
+        job.events.remove(0)
     }
 
     #[test]
