@@ -62,4 +62,5 @@ pub mod runner;
 pub mod sla;
 pub mod snapshots;
 pub mod sql;
+mod sqlite_native;
 pub mod tail;

@@ -1,0 +1,113 @@
+//! The read models' native SQLite writer: one rusqlite connection in this process that every
+//! projector writes through (no thread hop per statement), and its transactions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::read_db::DbRow;
+use crate::sql::Arg;
+
+/// Opens the native writer on the read-model file at `path`.
+pub(crate) fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(NATIVE_STATEMENT_CACHE);
+    // Temporary storage stays SQLite's default (a file): a statement journal stays in memory
+    // up to 64 KiB, which every row's statement fits in; the rebuild's large statements
+    // (dropping a generation's tables, whose every page secure_delete overwrites; building an
+    // index) spill to disk instead of growing the process by the tables' size.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;
+         PRAGMA cache_size = -{NATIVE_CACHE_KIB};"
+    ))?;
+    Ok(conn)
+}
+
+/// Prepared statements the native writer keeps: every projector's, for two generations.
+const NATIVE_STATEMENT_CACHE: usize = 512;
+/// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read
+/// back by key while they are written, all over the file.
+const NATIVE_CACHE_KIB: i64 = 65_536;
+
+/// A transaction on the native SQLite writer. Dropped without [`ReadTx::commit`], it rolls
+/// back.
+pub(crate) struct NativeTx {
+    conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
+    open: bool,
+}
+
+impl NativeTx {
+    pub(crate) fn begin(
+        conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
+    ) -> Result<Self, rusqlite::Error> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(NativeTx { conn, open: true })
+    }
+
+    /// `sql` prepared (once) with `args` bound to its `$N` parameters by number, as sqlx does.
+    pub(crate) fn bound<'c>(
+        conn: &'c rusqlite::Connection,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<rusqlite::CachedStatement<'c>, rusqlite::Error> {
+        let mut statement = conn.prepare_cached(sql)?;
+        for index in 1..=statement.parameter_count() {
+            let number = statement
+                .parameter_name(index)
+                .and_then(|name| name.trim_start_matches(['$', '?']).parse::<usize>().ok())
+                .unwrap_or(index);
+            let arg = args.get(number - 1).unwrap_or(&Arg::Null);
+            statement.raw_bind_parameter(index, arg)?;
+        }
+        Ok(statement)
+    }
+
+    pub(crate) fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), rusqlite::Error> {
+        let mut statement = Self::bound(&self.conn, sql, args)?;
+        statement.raw_execute()?;
+        Ok(())
+    }
+
+    pub(crate) fn fetch_all(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<DbRow>, rusqlite::Error> {
+        let mut statement = Self::bound(&self.conn, sql, args)?;
+        let width = statement.column_count();
+        let mut rows = statement.raw_query();
+        let mut all = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(row.get::<_, rusqlite::types::Value>(i)?);
+            }
+            all.push(DbRow::Native(values));
+        }
+        Ok(all)
+    }
+
+    pub(crate) fn commit(mut self) -> Result<(), rusqlite::Error> {
+        self.open = false;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Drop for NativeTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Arg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+            Arg::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Arg::Null => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
