@@ -366,6 +366,19 @@ impl ReadTx {
 
     /// Runs a write. On PostgreSQL it may be sent later, with the transaction's next read or
     /// its commit, and fail there.
+    /// Builds indexes (`CREATE INDEX` statements); on SQLite's native writer with a smaller
+    /// page cache, which bounds the memory SQLite sorts their keys in.
+    pub async fn build_indexes(&mut self, statements: &[String]) -> Result<(), DbError> {
+        if let TxKind::Native(tx) = &mut self.kind {
+            tx.build_indexes(statements)?;
+            return Ok(());
+        }
+        for statement in statements {
+            self.execute(statement, &[]).await?;
+        }
+        Ok(())
+    }
+
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), DbError> {
         match &mut self.kind {
             TxKind::Native(tx) => tx.execute(sql, args)?,

@@ -28,6 +28,10 @@ const NATIVE_STATEMENT_CACHE: usize = 512;
 /// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read
 /// back by key while they are written, all over the file.
 const NATIVE_CACHE_KIB: i64 = 65_536;
+/// The native writer's page cache while it builds indexes, in KiB: SQLite sorts an index's
+/// keys in memory up to the page cache's size before it spills them to a file, so a rebuild's
+/// indexes built with the whole cache took as much memory again at its end.
+const INDEX_BUILD_CACHE_KIB: i64 = 8_192;
 
 /// A transaction on the native SQLite writer. Dropped without [`ReadTx::commit`], it rolls
 /// back.
@@ -85,6 +89,18 @@ impl NativeTx {
             all.push(DbRow::Native(values));
         }
         Ok(all)
+    }
+
+    /// Runs `statements` (index builds) with the smaller page cache, and sets it back.
+    pub(crate) fn build_indexes(&mut self, statements: &[String]) -> Result<(), rusqlite::Error> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}"))?;
+        let built = statements
+            .iter()
+            .try_for_each(|statement| self.execute(statement, &[]));
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{NATIVE_CACHE_KIB}"))?;
+        built
     }
 
     pub(crate) fn commit(mut self) -> Result<(), rusqlite::Error> {

@@ -145,12 +145,13 @@ pub async fn rebuild(
 
     // The indexes only queries read through are built from the filled tables at once.
     let indexed = async {
+        let statements: Vec<String> = projectors
+            .iter()
+            .zip(&suffixes)
+            .flat_map(|(projector, new_suffix)| projector.query_indexes(new_suffix))
+            .collect();
         let mut tx = db.begin().await?;
-        for (projector, new_suffix) in projectors.iter().zip(&suffixes) {
-            for statement in projector.query_indexes(new_suffix) {
-                tx.execute(&statement, &[]).await?;
-            }
-        }
+        tx.build_indexes(&statements).await?;
         tx.commit().await
     };
     where_blocking_is_fine(db, indexed).await?;
