@@ -364,8 +364,6 @@ impl ReadTx {
         self.serial
     }
 
-    /// Runs a write. On PostgreSQL it may be sent later, with the transaction's next read or
-    /// its commit, and fail there.
     /// Builds indexes (`CREATE INDEX` statements); on SQLite's native writer with a smaller
     /// page cache, which bounds the memory SQLite sorts their keys in.
     pub async fn build_indexes(&mut self, statements: &[String]) -> Result<(), DbError> {
@@ -379,6 +377,8 @@ impl ReadTx {
         Ok(())
     }
 
+    /// Runs a write. On PostgreSQL it may be sent later, with the transaction's next read or
+    /// its commit, and fail there.
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<(), DbError> {
         match &mut self.kind {
             TxKind::Native(tx) => tx.execute(sql, args)?,
