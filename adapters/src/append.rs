@@ -20,21 +20,21 @@ pub(crate) struct StreamHead {
     pub hash: EventHash,
 }
 
-/// One row to insert, fully computed.
+/// One row to insert, fully computed; its texts are the appended event's own.
 #[derive(Debug, Clone)]
-pub(crate) struct PlannedRow {
+pub(crate) struct PlannedRow<'a> {
     pub event_id: Uuid,
     pub version: u64,
-    pub event_type: String,
+    pub event_type: &'a str,
     pub schema_version: u32,
-    pub data: String,
-    pub metadata: String,
+    pub data: &'a str,
+    pub metadata: &'a str,
     pub hash: EventHash,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct AppendPlan {
-    pub rows: Vec<PlannedRow>,
+pub(crate) struct AppendPlan<'a> {
+    pub rows: Vec<PlannedRow<'a>>,
     pub duplicates: Vec<Uuid>,
     /// The stream's last version before the append.
     pub current: Option<u64>,
@@ -67,14 +67,14 @@ pub(crate) fn validate(stream: &str, events: &[NewEvent]) -> Result<(), StoreErr
 /// An id stored in this stream is a duplicate and is skipped; an id stored in another stream
 /// is an error. When nothing new is left, the append succeeds whatever the expected version:
 /// a redelivery must be answered as the first delivery was.
-pub(crate) fn plan_append(
+pub(crate) fn plan_append<'a>(
     stream: &str,
     expected: ExpectedVersion,
-    events: &[PreparedEvent],
+    events: &'a [PreparedEvent],
     existing: &[(Uuid, String)],
     head: Option<StreamHead>,
     recorded_at: DateTime<Utc>,
-) -> Result<AppendPlan, StoreError> {
+) -> Result<AppendPlan<'a>, StoreError> {
     let mut seen: HashSet<Uuid> = HashSet::with_capacity(events.len());
     let mut plan = AppendPlan {
         current: head.map(|h| h.version),
@@ -127,10 +127,10 @@ pub(crate) fn plan_append(
         plan.rows.push(PlannedRow {
             event_id: event.event_id,
             version,
-            event_type: event.event_type.clone(),
+            event_type: &event.event_type,
             schema_version: event.schema_version,
-            data: prepared.data.clone(),
-            metadata: prepared.metadata.clone(),
+            data: &prepared.data,
+            metadata: &prepared.metadata,
             hash,
         });
         previous = hash;
@@ -196,12 +196,12 @@ pub(crate) fn stream_head(
 /// after the other). `stored_ids` (the given ids already stored, and where) and `heads` (each
 /// named stream's last event, or why it is unreadable) come from the database inside the
 /// transaction; both are kept current as appends are planned.
-pub(crate) fn plan_group(
-    jobs: &[&AppendJob],
+pub(crate) fn plan_group<'a>(
+    jobs: &[&'a AppendJob],
     mut stored_ids: HashMap<Uuid, String>,
     mut heads: HashMap<String, Result<StreamHead, String>>,
     recorded_at: DateTime<Utc>,
-) -> Vec<Result<AppendPlan, StoreError>> {
+) -> Vec<Result<AppendPlan<'a>, StoreError>> {
     let mut plans = Vec::with_capacity(jobs.len());
     for job in jobs {
         let existing: Vec<(Uuid, String)> = job
@@ -255,7 +255,7 @@ pub(crate) fn plan_group(
 /// An error when a row has no position (the insert did not return it): the group must not
 /// commit.
 pub(crate) fn results(
-    plans: Vec<Result<AppendPlan, StoreError>>,
+    plans: Vec<Result<AppendPlan<'_>, StoreError>>,
     positions: &HashMap<Uuid, u64>,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, sqlx::Error> {
     let inserted: usize = plans
@@ -371,10 +371,11 @@ mod tests {
             version: 4,
             hash: EventHash([7; 32]),
         };
+        let events = [event(1), event(2)];
         let plan = plan_append(
             "s",
             ExpectedVersion::Exact(4),
-            &[event(1), event(2)],
+            &events,
             &[],
             Some(head),
             Utc::now(),
@@ -390,10 +391,11 @@ mod tests {
     #[test]
     fn duplicates_are_skipped_even_with_a_stale_expectation() {
         let existing = vec![(Uuid::from_u128(1), "s".to_owned())];
+        let events = [event(1)];
         let plan = plan_append(
             "s",
             ExpectedVersion::NoStream,
-            &[event(1)],
+            &events,
             &existing,
             None,
             Utc::now(),
@@ -405,15 +407,8 @@ mod tests {
 
     #[test]
     fn an_id_twice_in_one_batch_is_stored_once() {
-        let plan = plan_append(
-            "s",
-            ExpectedVersion::Any,
-            &[event(1), event(1)],
-            &[],
-            None,
-            Utc::now(),
-        )
-        .unwrap();
+        let events = [event(1), event(1)];
+        let plan = plan_append("s", ExpectedVersion::Any, &events, &[], None, Utc::now()).unwrap();
         assert_eq!(plan.rows.len(), 1);
         assert_eq!(plan.duplicates, vec![Uuid::from_u128(1)]);
     }

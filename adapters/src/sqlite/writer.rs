@@ -282,10 +282,10 @@ async fn append_all(
                 .bind(row.event_id.to_string())
                 .bind(*stream)
                 .bind(row.version as i64)
-                .bind(row.event_type.as_str())
+                .bind(row.event_type)
                 .bind(row.schema_version as i64)
-                .bind(row.data.as_str())
-                .bind(row.metadata.as_str())
+                .bind(row.data)
+                .bind(row.metadata)
                 .bind(recorded_text.as_str())
                 .bind(row.hash.to_string());
         }

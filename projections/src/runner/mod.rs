@@ -88,7 +88,7 @@ pub async fn register(
     {
         tx.execute(&statement, &[]).await?;
     }
-    create_views(&mut tx, projector, &registration.suffix()).await?;
+    create_views(&mut tx, projector, &suffix).await?;
     tx.execute(
         "INSERT INTO projections (name, generation, checkpoint, updated_at) VALUES ($1, 1, 0, $2)",
         &[projector.name().into(), time_text(Utc::now()).into()],
