@@ -1,8 +1,13 @@
 //! Running conversation commands against the log.
 //!
 //! Deciding needs a conversation's current state. Folding a long conversation for every
-//! message would be slow, so the state is cached per stream with the version it reflects,
-//! and only events appended since (by another process) are read before deciding.
+//! message would be slow, so the state is cached per stream with the version it reflects.
+//! Commands for a stream this process has read are decided on the cache without reading the
+//! log first: the append expects the cached version, so an event another process appended
+//! meanwhile makes it fail, and only then are the events appended since read and the
+//! commands decided again. A decision that appends nothing (a rejection, or nothing to do)
+//! is made again on what the log holds before it is answered. The cache changes only once
+//! what was decided is in the log.
 //!
 //! Within one process, commands for one stream take turns (an async lock per stream), so
 //! concurrent webhooks for one customer do not fight over the expected version. Across
@@ -30,6 +35,10 @@ const READ_BATCH: usize = 1_000;
 
 #[derive(Debug, Default)]
 struct Cached {
+    /// Whether `state` is known to be the whole stream up to `version`; when not (never read,
+    /// or another process appended meanwhile), the events after `version` are read before
+    /// deciding.
+    read: bool,
     /// The stream's last version folded into `state` (`None`: no events yet).
     version: Option<u64>,
     state: Conversation,
@@ -86,15 +95,9 @@ impl Conversations {
                 // to the same burst every time; a random, growing pause lets it drain.
                 tokio::time::sleep(conflict_backoff(attempt)).await;
             }
-            self.catch_up(stream, &mut cached).await?;
-            let mut working = cached.state.clone();
-            let mut decided = Vec::new();
-            for command in commands.iter().cloned() {
-                for event in working.decide(command)? {
-                    working.evolve(&event);
-                    decided.push(event);
-                }
-            }
+            let (decided, working) = self
+                .decide(stream, &mut cached, &commands, attempt > 0)
+                .await?;
             if decided.is_empty() {
                 return Ok(Handled::default());
             }
@@ -128,8 +131,34 @@ impl Conversations {
         .into())
     }
 
+    /// Decides `commands` on the cached conversation. The log is read first after a conflict
+    /// (`read`) or when the cache may be behind it; otherwise only events to append are
+    /// trusted without reading, since the append expects the cached version. A rejection, or a decision that nothing is to be done, may
+    /// only mean that another process recorded what the command needs (a message queued
+    /// there, a newer customer message), so it is decided again on what the log holds.
+    async fn decide(
+        &self,
+        stream: &str,
+        cached: &mut Cached,
+        commands: &[ConversationCommand],
+        read: bool,
+    ) -> Result<Decided, CommandError> {
+        let read = read || !cached.read;
+        if read {
+            self.catch_up(stream, cached).await?;
+        }
+        match decide_all(&cached.state, commands) {
+            Ok(decided) if read || !decided.0.is_empty() => Ok(decided),
+            _ => {
+                self.catch_up(stream, cached).await?;
+                Ok(decide_all(&cached.state, commands)?)
+            }
+        }
+    }
+
     /// Folds the events appended since the cached version.
     async fn catch_up(&self, stream: &str, cached: &mut Cached) -> Result<(), CommandError> {
+        cached.read = true;
         loop {
             let from = cached.version.map_or(0, |v| v + 1);
             let events = self.store.read_stream(stream, from, READ_BATCH).await?;
@@ -160,6 +189,31 @@ fn conflict_backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(jitter as u64)
 }
 
+/// The events decided, and the state they were decided on when it is a copy.
+type Decided = (Vec<ConversationEvent>, Option<Conversation>);
+
+/// Decides `commands` in order against `state`. Each command must see what the ones before it
+/// decided, so more than one are decided on a copy of the state, returned with the events; a
+/// single command is decided on `state` itself (copying a long conversation's state for
+/// every message would cost more than deciding it).
+fn decide_all(
+    state: &Conversation,
+    commands: &[ConversationCommand],
+) -> Result<Decided, ConversationRejection> {
+    if let [command] = commands {
+        return Ok((state.decide(command.clone())?, None));
+    }
+    let mut working = state.clone();
+    let mut decided = Vec::new();
+    for command in commands.iter().cloned() {
+        for event in working.decide(command)? {
+            working.evolve(&event);
+            decided.push(event);
+        }
+    }
+    Ok((decided, Some(working)))
+}
+
 /// Folds one stored event into the conversation. One this release cannot read (written by
 /// another release, or damaged) is passed over with an error in the log: refusing the
 /// customer's next messages for it would lose what the provider delivers.
@@ -176,18 +230,28 @@ fn fold_recorded(state: &mut Conversation, event: &RecordedEvent) {
     }
 }
 
-/// Brings the cache to the state after a successful append. An event the store reported as
-/// a duplicate was appended by another process between our catch-up and our append; it is
-/// in the stream before ours, so folding it here leaves the cache exactly as a re-read would.
+/// Brings the cache to the state after a successful append: the copy the events were decided
+/// on, or the cached state with them folded in. An event the store reported as a duplicate
+/// was appended by another process since the cache was read (the store answers a redelivery
+/// whatever version was expected), so the stream holds events the cache has not seen, perhaps
+/// more than the duplicate: the cache is left at the version it reflects, and the stream is
+/// read from there, in its order, before the next decision.
 fn apply(
     cached: &mut Cached,
     stream: &str,
-    working: Conversation,
+    working: Option<Conversation>,
     decided: Vec<ConversationEvent>,
     result: &AppendResult,
 ) -> Handled {
-    cached.state = working;
-    cached.version = result.stream_version;
+    if result.duplicates.is_empty() {
+        match working {
+            Some(working) => cached.state = working,
+            None => decided.iter().for_each(|event| cached.state.evolve(event)),
+        }
+        cached.version = result.stream_version;
+    } else {
+        cached.read = false;
+    }
     let (recorded, duplicates): (Vec<_>, Vec<_>) = decided
         .into_iter()
         .partition(|event| !result.duplicates.contains(&event.event_id(stream)));

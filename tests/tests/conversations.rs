@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use chatledger_application::conversations::Conversations;
-use chatledger_core::conversation::{stream_name, ConversationCommand, CustomerKey};
+use chatledger_core::conversation::{
+    stream_name, ConversationCommand, ConversationEvent, CustomerKey, Template,
+};
 use chatledger_core::Metadata;
 use chatledger_tests::db::Backend;
 use chrono::Utc;
@@ -68,4 +70,121 @@ async fn two_processes_deciding_on_one_conversation(backend: Backend) {
     assert_eq!((opened, received), (1, 60), "one chat, every message once");
 }
 
-chatledger_tests::on_both_backends!(two_processes_deciding_on_one_conversation);
+fn resolve(chat_id: Uuid) -> ConversationCommand {
+    ConversationCommand::Resolve {
+        chat_id,
+        rating_message_id: Uuid::new_v4(),
+        rating_template: Template {
+            name: "rating".into(),
+            language: "en".into(),
+            params: vec![],
+        },
+        rating_at_most_every: chrono::Duration::hours(24),
+        by: "lead".into(),
+        now: Utc::now(),
+    }
+}
+
+fn opened(events: &[ConversationEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ConversationEvent::ChatOpened { chat_id, .. } => Some(*chat_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A process decides on the conversation as it last read it, without reading the log first.
+/// When what it decided was already recorded by another process (a redelivery that reached
+/// the other one first), the store answers as for the first delivery: the conversation has
+/// moved on further than that one message, and the next decision must see all of it.
+async fn a_redelivery_recorded_elsewhere_brings_the_conversation_up_to_date(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let (one, other) = (
+        Conversations::new(store.clone()),
+        Conversations::new(store.clone()),
+    );
+    let stream = stream_name("9099039188", &CustomerKey::Phone("+919638120888".into()));
+    let metadata = Metadata::by("test");
+    let first = one
+        .handle(&stream, vec![receive("wamid.1")], &metadata)
+        .await
+        .unwrap();
+    let Some(ConversationEvent::ChatOpened { chat_id, .. }) = first.recorded.first() else {
+        panic!("the first message opens a chat: {:?}", first.recorded);
+    };
+    // The other process records the second message and resolves the chat.
+    other
+        .handle(&stream, vec![receive("wamid.2")], &metadata)
+        .await
+        .unwrap();
+    other
+        .handle(&stream, vec![resolve(*chat_id)], &metadata)
+        .await
+        .unwrap();
+    // The second message redelivered to the first process: nothing new.
+    let again = one
+        .handle(&stream, vec![receive("wamid.2")], &metadata)
+        .await
+        .unwrap();
+    assert!(again.recorded.is_empty(), "{:?}", again.recorded);
+    // The third message comes after the resolution: it opens a new chat.
+    let third = one
+        .handle(&stream, vec![receive("wamid.3")], &metadata)
+        .await
+        .unwrap();
+    let opened = opened(&third.recorded);
+    assert_eq!(
+        opened.len(),
+        1,
+        "a message after the chat was resolved opens a new one: {:?}",
+        third.recorded
+    );
+    assert_ne!(opened[0], *chat_id);
+}
+
+/// A command the conversation as this process last read it would refuse (a chat it has not
+/// seen) is decided again on what the log holds: another process opened that chat.
+async fn a_command_about_what_another_process_recorded_is_carried_out(backend: Backend) {
+    let (_db, store) = backend.open().await;
+    let (one, other) = (
+        Conversations::new(store.clone()),
+        Conversations::new(store.clone()),
+    );
+    let stream = stream_name("9099039188", &CustomerKey::Phone("+919638120888".into()));
+    let metadata = Metadata::by("test");
+    let first = one
+        .handle(&stream, vec![receive("wamid.1")], &metadata)
+        .await
+        .unwrap();
+    let first_chat = opened(&first.recorded)[0];
+    // The other process resolves that chat; the customer writes again, to the other process.
+    other
+        .handle(&stream, vec![resolve(first_chat)], &metadata)
+        .await
+        .unwrap();
+    let second = other
+        .handle(&stream, vec![receive("wamid.2")], &metadata)
+        .await
+        .unwrap();
+    let second_chat = opened(&second.recorded)[0];
+    // A lead resolves the new chat through the first process.
+    let resolved = one
+        .handle(&stream, vec![resolve(second_chat)], &metadata)
+        .await
+        .expect("the chat the other process opened is known once the log is read");
+    assert!(
+        resolved.recorded.iter().any(
+            |e| matches!(e, ConversationEvent::ChatResolved { chat_id, .. } if *chat_id == second_chat)
+        ),
+        "{:?}",
+        resolved.recorded
+    );
+}
+
+chatledger_tests::on_both_backends!(
+    two_processes_deciding_on_one_conversation,
+    a_redelivery_recorded_elsewhere_brings_the_conversation_up_to_date,
+    a_command_about_what_another_process_recorded_is_carried_out
+);
