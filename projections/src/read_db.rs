@@ -275,6 +275,19 @@ impl ReadDb {
         })
     }
 
+    /// Tells the native SQLite writer whether a rebuild is filling new tables (it then lets
+    /// the write-ahead log grow larger between checkpoints); nothing elsewhere.
+    pub async fn filling(&self, filling: bool) -> Result<(), DbError> {
+        if let ReadDb::Sqlite {
+            writer: Some(writer),
+            ..
+        } = self
+        {
+            crate::sqlite_native::checkpoint_pages(&*writer.lock().await, filling)?;
+        }
+        Ok(())
+    }
+
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// a read-then-write transaction never fails to upgrade.
     pub async fn begin(&self) -> Result<ReadTx, DbError> {

@@ -23,6 +23,21 @@ pub(crate) fn open_native(path: &Path) -> Result<rusqlite::Connection, rusqlite:
     Ok(conn)
 }
 
+/// Sets how many pages the write-ahead log may hold before a commit checkpoints it: SQLite's
+/// default live, more while a rebuild fills new tables (`filling`). A fill's commits write
+/// the same pages (index and table pages being filled) again and again; with the larger log
+/// each is copied into the file once per checkpoint instead of several times (replay of
+/// 1,000,000 events, SQLite: 56,441 and 59,185 events/s with the default, 70,042 and 70,263
+/// with 8,000 pages). Live it stays small: a checkpoint holds up the batch that runs it, and
+/// a larger one measured a higher projection lag and SLA alert delay p99 under load.
+pub(crate) fn checkpoint_pages(
+    conn: &rusqlite::Connection,
+    filling: bool,
+) -> Result<(), rusqlite::Error> {
+    let pages = if filling { 8_000 } else { 1_000 };
+    conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}"))
+}
+
 /// Prepared statements the native writer keeps: every projector's, for two generations.
 const NATIVE_STATEMENT_CACHE: usize = 512;
 /// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read

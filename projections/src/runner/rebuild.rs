@@ -132,16 +132,23 @@ pub async fn rebuild(
     let suffixes: Vec<String> = building.iter().map(|b| b.suffix.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
-    // The next batches are read and decoded (on another thread) while this one is applied.
-    let mut batches = read_ahead(store.clone());
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        let Some(last) = batch.last() else { break };
-        position = last.position;
-        events += batch.len() as u64;
-        where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
-        progress(position, events);
+    db.filling(true).await?;
+    let filled = async {
+        // The next batches are read and decoded (on another thread) while this one is applied.
+        let mut batches = read_ahead(store.clone());
+        while let Some(batch) = batches.recv().await {
+            let batch = batch?;
+            let Some(last) = batch.last() else { break };
+            position = last.position;
+            events += batch.len() as u64;
+            where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
+            progress(position, events);
+        }
+        Ok::<_, ProjectionError>(())
     }
+    .await;
+    db.filling(false).await?;
+    filled?;
 
     // The indexes only queries read through are built from the filled tables at once.
     let indexed = async {
