@@ -8,7 +8,7 @@ use chatledger_core::conversation::{
     stream_name, ConversationCommand, ConversationEvent, CustomerKey, Template,
 };
 use chatledger_core::Metadata;
-use chatledger_tests::db::Backend;
+use chatledger_tests::db::{Backend, TestDb};
 use chrono::Utc;
 
 use uuid::Uuid;
@@ -85,6 +85,18 @@ fn resolve(chat_id: Uuid) -> ConversationCommand {
     }
 }
 
+/// Two handlers on one log, as two processes, and the customer's stream.
+async fn two_processes(backend: Backend) -> (TestDb, Conversations, Conversations, String) {
+    let (db, store) = backend.open().await;
+    let stream = stream_name("9099039188", &CustomerKey::Phone("+919638120888".into()));
+    (
+        db,
+        Conversations::new(store.clone()),
+        Conversations::new(store),
+        stream,
+    )
+}
+
 fn opened(events: &[ConversationEvent]) -> Vec<Uuid> {
     events
         .iter()
@@ -100,12 +112,7 @@ fn opened(events: &[ConversationEvent]) -> Vec<Uuid> {
 /// the other one first), the store answers as for the first delivery: the conversation has
 /// moved on further than that one message, and the next decision must see all of it.
 async fn a_redelivery_recorded_elsewhere_brings_the_conversation_up_to_date(backend: Backend) {
-    let (_db, store) = backend.open().await;
-    let (one, other) = (
-        Conversations::new(store.clone()),
-        Conversations::new(store.clone()),
-    );
-    let stream = stream_name("9099039188", &CustomerKey::Phone("+919638120888".into()));
+    let (_db, one, other, stream) = two_processes(backend).await;
     let metadata = Metadata::by("test");
     let first = one
         .handle(&stream, vec![receive("wamid.1")], &metadata)
@@ -147,12 +154,7 @@ async fn a_redelivery_recorded_elsewhere_brings_the_conversation_up_to_date(back
 /// A command the conversation as this process last read it would refuse (a chat it has not
 /// seen) is decided again on what the log holds: another process opened that chat.
 async fn a_command_about_what_another_process_recorded_is_carried_out(backend: Backend) {
-    let (_db, store) = backend.open().await;
-    let (one, other) = (
-        Conversations::new(store.clone()),
-        Conversations::new(store.clone()),
-    );
-    let stream = stream_name("9099039188", &CustomerKey::Phone("+919638120888".into()));
+    let (_db, one, other, stream) = two_processes(backend).await;
     let metadata = Metadata::by("test");
     let first = one
         .handle(&stream, vec![receive("wamid.1")], &metadata)
