@@ -133,9 +133,10 @@ impl Conversations {
 
     /// Decides `commands` on the cached conversation. The log is read first after a conflict
     /// (`read`) or when the cache may be behind it; otherwise only events to append are
-    /// trusted without reading, since the append expects the cached version. A rejection, or a decision that nothing is to be done, may
-    /// only mean that another process recorded what the command needs (a message queued
-    /// there, a newer customer message), so it is decided again on what the log holds.
+    /// trusted without reading, since the append expects the cached version. A rejection, or
+    /// a decision that nothing is to be done, may only mean that another process recorded what
+    /// the command needs (a message queued there, a newer customer message), so it is decided
+    /// again on what the log holds.
     async fn decide(
         &self,
         stream: &str,
