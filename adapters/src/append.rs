@@ -154,23 +154,23 @@ pub(crate) struct AppendJob {
     pub events: Vec<PreparedEvent>,
 }
 
+impl PreparedEvent {
+    pub(crate) fn new(event: NewEvent) -> Self {
+        let (data, metadata) = canonical_parts(&event.data, &event.metadata);
+        PreparedEvent {
+            event,
+            data,
+            metadata,
+        }
+    }
+}
+
 impl AppendJob {
     pub(crate) fn new(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
-        let events = events
-            .into_iter()
-            .map(|event| {
-                let (data, metadata) = canonical_parts(&event.data, &event.metadata);
-                PreparedEvent {
-                    event,
-                    data,
-                    metadata,
-                }
-            })
-            .collect();
         AppendJob {
             stream: stream.to_owned(),
             expected,
-            events,
+            events: events.into_iter().map(PreparedEvent::new).collect(),
         }
     }
 }
@@ -355,14 +355,12 @@ mod tests {
 
     /// An event as the writer gets it: its canonical JSON already written.
     fn event(n: u128) -> PreparedEvent {
-        let event = NewEvent::new(
+        PreparedEvent::new(NewEvent::new(
             Uuid::from_u128(n),
             "Happened",
             json!({"n": n as u64}),
             Metadata::by("test"),
-        );
-        let mut job = AppendJob::new("s", ExpectedVersion::Any, vec![event]);
-        job.events.remove(0)
+        ))
     }
 
     #[test]

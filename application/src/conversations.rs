@@ -38,7 +38,7 @@ struct Cached {
     /// Whether `state` is known to be the whole stream up to `version`; when not (never read,
     /// or another process appended meanwhile), the events after `version` are read before
     /// deciding.
-    read: bool,
+    up_to_date: bool,
     /// The stream's last version folded into `state` (`None`: no events yet).
     version: Option<u64>,
     state: Conversation,
@@ -95,13 +95,13 @@ impl Conversations {
                 // to the same burst every time; a random, growing pause lets it drain.
                 tokio::time::sleep(conflict_backoff(attempt)).await;
             }
-            let (decided, working) = self
+            let Decided { events, working } = self
                 .decide(stream, &mut cached, &commands, attempt > 0)
                 .await?;
-            if decided.is_empty() {
+            if events.is_empty() {
                 return Ok(Handled::default());
             }
-            let envelopes = decided
+            let envelopes = events
                 .iter()
                 .map(|e| e.to_new_event(stream, metadata.clone()))
                 .collect();
@@ -114,7 +114,7 @@ impl Conversations {
                 )
                 .await
             {
-                Ok(result) => return Ok(apply(&mut cached, stream, working, decided, &result)),
+                Ok(result) => return Ok(apply(&mut cached, stream, working, events, &result)),
                 Err(StoreError::WrongExpectedVersion { .. }) => {
                     tracing::debug!(
                         stream,
@@ -132,7 +132,7 @@ impl Conversations {
     }
 
     /// Decides `commands` on the cached conversation. The log is read first after a conflict
-    /// (`read`) or when the cache may be behind it; otherwise only events to append are
+    /// (`after_conflict`) or when the cache may be behind it; otherwise only events to append are
     /// trusted without reading, since the append expects the cached version. A rejection, or
     /// a decision that nothing is to be done, may only mean that another process recorded what
     /// the command needs (a message queued there, a newer customer message), so it is decided
@@ -142,14 +142,14 @@ impl Conversations {
         stream: &str,
         cached: &mut Cached,
         commands: &[ConversationCommand],
-        read: bool,
+        after_conflict: bool,
     ) -> Result<Decided, CommandError> {
-        let read = read || !cached.read;
+        let read = after_conflict || !cached.up_to_date;
         if read {
             self.catch_up(stream, cached).await?;
         }
         match decide_all(&cached.state, commands) {
-            Ok(decided) if read || !decided.0.is_empty() => Ok(decided),
+            Ok(decided) if read || !decided.events.is_empty() => Ok(decided),
             _ => {
                 self.catch_up(stream, cached).await?;
                 Ok(decide_all(&cached.state, commands)?)
@@ -159,7 +159,7 @@ impl Conversations {
 
     /// Folds the events appended since the cached version.
     async fn catch_up(&self, stream: &str, cached: &mut Cached) -> Result<(), CommandError> {
-        cached.read = true;
+        cached.up_to_date = true;
         loop {
             let from = cached.version.map_or(0, |v| v + 1);
             let events = self.store.read_stream(stream, from, READ_BATCH).await?;
@@ -190,8 +190,12 @@ fn conflict_backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(jitter as u64)
 }
 
-/// The events decided, and the state they were decided on when it is a copy.
-type Decided = (Vec<ConversationEvent>, Option<Conversation>);
+/// What commands decided.
+struct Decided {
+    events: Vec<ConversationEvent>,
+    /// The state they were decided on, when it is a copy with them folded in.
+    working: Option<Conversation>,
+}
 
 /// Decides `commands` in order against `state`. Each command must see what the ones before it
 /// decided, so more than one are decided on a copy of the state, returned with the events; a
@@ -202,17 +206,23 @@ fn decide_all(
     commands: &[ConversationCommand],
 ) -> Result<Decided, ConversationRejection> {
     if let [command] = commands {
-        return Ok((state.decide(command.clone())?, None));
+        return Ok(Decided {
+            events: state.decide(command.clone())?,
+            working: None,
+        });
     }
     let mut working = state.clone();
-    let mut decided = Vec::new();
+    let mut events = Vec::new();
     for command in commands.iter().cloned() {
         for event in working.decide(command)? {
             working.evolve(&event);
-            decided.push(event);
+            events.push(event);
         }
     }
-    Ok((decided, Some(working)))
+    Ok(Decided {
+        events,
+        working: Some(working),
+    })
 }
 
 /// Folds one stored event into the conversation. One this release cannot read (written by
@@ -251,7 +261,7 @@ fn apply(
         }
         cached.version = result.stream_version;
     } else {
-        cached.read = false;
+        cached.up_to_date = false;
     }
     let (recorded, duplicates): (Vec<_>, Vec<_>) = decided
         .into_iter()

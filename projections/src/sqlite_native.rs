@@ -34,10 +34,18 @@ pub(crate) fn checkpoint_pages(
     conn: &rusqlite::Connection,
     filling: bool,
 ) -> Result<(), rusqlite::Error> {
-    let pages = if filling { 8_000 } else { 1_000 };
+    let pages = if filling {
+        FILL_CHECKPOINT_PAGES
+    } else {
+        LIVE_CHECKPOINT_PAGES
+    };
     conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}"))
 }
 
+/// Pages of write-ahead log between checkpoints live (SQLite's default) and while a rebuild
+/// fills new tables.
+const LIVE_CHECKPOINT_PAGES: u32 = 1_000;
+const FILL_CHECKPOINT_PAGES: u32 = 8_000;
 /// Prepared statements the native writer keeps: every projector's, for two generations.
 const NATIVE_STATEMENT_CACHE: usize = 512;
 /// The native writer's page cache, in KiB (SQLite's default is 2 MiB): read models are read
@@ -64,7 +72,7 @@ impl NativeTx {
     }
 
     /// `sql` prepared (once) with `args` bound to its `$N` parameters by number, as sqlx does.
-    pub(crate) fn bound<'c>(
+    fn bound<'c>(
         conn: &'c rusqlite::Connection,
         sql: &str,
         args: &[Arg],
