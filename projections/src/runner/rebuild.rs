@@ -143,6 +143,7 @@ pub async fn rebuild(
             events += batch.len() as u64;
             where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
             progress(position, events);
+            drop_elsewhere(batch);
         }
         Ok::<_, ProjectionError>(())
     }
