@@ -48,6 +48,14 @@ struct Connection {
 }
 
 impl PgWriter {
+    /// Another writer to the same database, with a connection of its own (made on first use).
+    pub fn another(&self) -> Self {
+        PgWriter {
+            config: self.config.clone(),
+            connection: None,
+        }
+    }
+
     /// Connects on first use. `url` is the one the pool was given; `None` when this client
     /// cannot read it (then the pool's transactions are used instead).
     pub fn new(url: &str, schema: Option<&str>) -> Option<Self> {

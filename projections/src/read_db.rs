@@ -275,6 +275,24 @@ impl ReadDb {
         })
     }
 
+    /// The same read models with a projection writer of their own, for writes that may go
+    /// on beside this one's: PostgreSQL's pipelined writer only (SQLite has one writer per
+    /// file; a pool's transactions are many already).
+    pub async fn another_writer(&self) -> Option<ReadDb> {
+        match self {
+            ReadDb::Postgres {
+                pool,
+                writer: Some(writer),
+            } => Some(ReadDb::Postgres {
+                pool: pool.clone(),
+                writer: Some(Arc::new(tokio::sync::Mutex::new(
+                    writer.lock().await.another(),
+                ))),
+            }),
+            _ => None,
+        }
+    }
+
     /// Tells the native SQLite writer whether a rebuild is filling new tables (it then lets
     /// the write-ahead log grow larger between checkpoints); nothing elsewhere.
     pub async fn filling(&self, filling: bool) -> Result<(), DbError> {

@@ -33,6 +33,7 @@ async fn apply_all(
 }
 
 /// A read model's generation being built, and its tables' suffix.
+#[derive(Clone)]
 struct Building {
     generation: i64,
     suffix: String,
@@ -89,6 +90,45 @@ async fn fill(
     Ok(())
 }
 
+/// Read models a rebuild fills together, on one writer.
+struct Lane {
+    db: ReadDb,
+    projectors: Vec<Arc<dyn Projector>>,
+    building: Vec<Building>,
+    suffixes: Vec<String>,
+}
+
+/// How a rebuild's filling is shared out. On PostgreSQL the read models go in turn to two
+/// writers, each with its own connection and transactions, which the server applies on two
+/// cores: read models never read each other's tables, and nobody reads a generation being
+/// filled until the switch, which is made on `db` alone. (One writer kept the server's
+/// backend half busy, waiting on this process's folds as they waited on it.) In the
+/// registry's order, chats and messages, the two heaviest, fall to different writers. SQLite
+/// has one writer per file: one lane.
+async fn lanes(db: &ReadDb, projectors: &[Arc<dyn Projector>], building: &[Building]) -> Vec<Lane> {
+    let mut dbs = vec![db.clone()];
+    if let Some(another) = db.another_writer().await {
+        dbs.push(another);
+    }
+    let mut lanes: Vec<Lane> = dbs
+        .into_iter()
+        .map(|db| Lane {
+            db,
+            projectors: Vec::new(),
+            building: Vec::new(),
+            suffixes: Vec::new(),
+        })
+        .collect();
+    let count = lanes.len();
+    for (i, (projector, new)) in projectors.iter().zip(building).enumerate() {
+        let lane = &mut lanes[i % count];
+        lane.projectors.push(projector.clone());
+        lane.building.push(new.clone());
+        lane.suffixes.push(new.suffix.clone());
+    }
+    lanes
+}
+
 /// Rebuilds `projectors` from position 0 into new generations of their tables, reading the
 /// log once for all of them, and switches each to its new generation. `progress` is called
 /// with the position reached and the log events read after each batch. Events a read model
@@ -132,6 +172,7 @@ pub async fn rebuild(
     let suffixes: Vec<String> = building.iter().map(|b| b.suffix.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
+    let lanes = lanes(db, projectors, &building).await;
     db.filling(true).await?;
     let filled = async {
         // The next batches are read and decoded (on another thread) while this one is applied.
@@ -141,7 +182,16 @@ pub async fn rebuild(
             let Some(last) = batch.last() else { break };
             position = last.position;
             events += batch.len() as u64;
-            where_blocking_is_fine(db, fill(db, projectors, &building, &suffixes, &batch)).await?;
+            let each = lanes.iter().map(|lane| {
+                fill(
+                    &lane.db,
+                    &lane.projectors,
+                    &lane.building,
+                    &lane.suffixes,
+                    &batch,
+                )
+            });
+            where_blocking_is_fine(db, futures_util::future::try_join_all(each)).await?;
             progress(position, events);
             drop_elsewhere(batch);
         }
@@ -149,6 +199,7 @@ pub async fn rebuild(
     }
     .await;
     db.filling(false).await?;
+    drop(lanes);
     filled?;
 
     // The indexes only queries read through are built from the filled tables at once.
