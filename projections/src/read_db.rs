@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{PgPool, Postgres, Row, Sqlite, SqlitePool, Transaction};
 
 use crate::pg_pipeline::{PgTx, PgWriter};
-use crate::sqlite_native::{open_native, NativeTx};
+use crate::sqlite_native::{open_native, Checkpointer, NativeTx};
 
 pub use crate::sql::{parse_time, placeholders, time_text, Arg};
 
@@ -45,6 +45,8 @@ pub enum ReadDb {
     Sqlite {
         pool: SqlitePool,
         writer: Option<Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
+        /// Checkpoints the writer's database while a rebuild fills (see [`ReadDb::filling`]).
+        checkpointer: Arc<std::sync::Mutex<Option<Checkpointer>>>,
     },
     /// Queries go through the pool; projection writes, when `writer` is there, through its one
     /// connection, pipelined (see [`crate::pg_pipeline`]).
@@ -221,13 +223,18 @@ impl ReadDb {
         Ok(ReadDb::Sqlite {
             pool,
             writer: Some(Arc::new(tokio::sync::Mutex::new(writer))),
+            checkpointer: Arc::default(),
         })
     }
 
     /// Queries (and sqlx transactions) on a SQLite database that is not a read-model file:
     /// the log's own, for tools and tests.
     pub fn sqlite_pool(pool: SqlitePool) -> Self {
-        ReadDb::Sqlite { pool, writer: None }
+        ReadDb::Sqlite {
+            pool,
+            writer: None,
+            checkpointer: Arc::default(),
+        }
     }
 
     /// Whether projection writes run on this thread without awaiting anything (the native
@@ -293,15 +300,25 @@ impl ReadDb {
         }
     }
 
-    /// Tells the native SQLite writer whether a rebuild is filling new tables (it then lets
-    /// the write-ahead log grow larger between checkpoints); nothing elsewhere.
+    /// Tells the native SQLite writer whether a rebuild is filling new tables: it then lets
+    /// the write-ahead log grow larger between its checkpoints, and a thread of its own copies
+    /// the log into the file meanwhile (see [`Checkpointer`]); nothing elsewhere.
     pub async fn filling(&self, filling: bool) -> Result<(), DbError> {
         if let ReadDb::Sqlite {
             writer: Some(writer),
+            checkpointer,
             ..
         } = self
         {
-            crate::sqlite_native::checkpoint_pages(&*writer.lock().await, filling)?;
+            let writer = writer.lock().await;
+            let mut running = checkpointer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(running) = running.take() {
+                running.stop();
+            }
+            if filling {
+                *running = Checkpointer::start(&writer);
+            }
+            crate::sqlite_native::checkpoint_pages(&writer, filling)?;
         }
         Ok(())
     }
