@@ -112,7 +112,7 @@ pub(super) async fn serve(
             // process's share of the streams, which the ownership keeper holds.
             let ownership_connection = ownership::connection_config(&url, None)
                 .map_err(|e| CliError::Config(format!("DATABASE_URL: {e}")))?;
-            state.ownership = Ownership::shared();
+            state.make_mut().ownership = Ownership::shared();
             tokio::spawn(prepare_postgres(
                 store,
                 state.clone(),

@@ -201,7 +201,7 @@ pub async fn start_full(
     let clock = Arc::new(chatledger_projections::clock::ManualClock::new(
         chrono::Utc::now(),
     ));
-    state.clock = clock.clone();
+    state.make_mut().clock = clock.clone();
     state.record_configuration().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
