@@ -19,15 +19,15 @@ pub struct Rebuilt {
 async fn apply_all(
     tx: &mut ReadTx,
     projectors: &[Arc<dyn Projector>],
-    suffixes: &[String],
+    building: &[Building],
     batch: &[DecodedEvent],
 ) -> Result<(), ProjectionError> {
-    for (projector, suffix) in projectors.iter().zip(suffixes) {
+    for (projector, new) in projectors.iter().zip(building) {
         let wanted: Vec<&DecodedEvent> = batch
             .iter()
             .filter(|event| projector.wants(&event.event_type))
             .collect();
-        apply_batch_guarded(projector.as_ref(), tx, suffix, &wanted).await?;
+        apply_batch_guarded(projector.as_ref(), tx, &new.suffix, &wanted).await?;
     }
     Ok(())
 }
@@ -46,12 +46,11 @@ async fn fill(
     db: &ReadDb,
     projectors: &[Arc<dyn Projector>],
     building: &[Building],
-    suffixes: &[String],
     batch: &[DecodedEvent],
 ) -> Result<(), ProjectionError> {
     let together = async {
         let mut tx = db.begin().await?;
-        apply_all(&mut tx, projectors, suffixes, batch).await?;
+        apply_all(&mut tx, projectors, building, batch).await?;
         tx.commit().await?;
         Ok::<_, ProjectionError>(())
     }
@@ -95,7 +94,6 @@ struct Lane {
     db: ReadDb,
     projectors: Vec<Arc<dyn Projector>>,
     building: Vec<Building>,
-    suffixes: Vec<String>,
 }
 
 /// How a rebuild's filling is shared out. On PostgreSQL the read models go in turn to two
@@ -116,7 +114,6 @@ async fn lanes(db: &ReadDb, projectors: &[Arc<dyn Projector>], building: &[Build
             db,
             projectors: Vec::new(),
             building: Vec::new(),
-            suffixes: Vec::new(),
         })
         .collect();
     let count = lanes.len();
@@ -124,7 +121,6 @@ async fn lanes(db: &ReadDb, projectors: &[Arc<dyn Projector>], building: &[Build
         let lane = &mut lanes[i % count];
         lane.projectors.push(projector.clone());
         lane.building.push(new.clone());
-        lane.suffixes.push(new.suffix.clone());
     }
     lanes
 }
@@ -169,7 +165,6 @@ pub async fn rebuild(
     }
     tx.commit().await?;
 
-    let suffixes: Vec<String> = building.iter().map(|b| b.suffix.clone()).collect();
     let mut position = 0;
     let mut events = 0u64;
     let lanes = lanes(db, projectors, &building).await;
@@ -182,15 +177,9 @@ pub async fn rebuild(
             let Some(last) = batch.last() else { break };
             position = last.position;
             events += batch.len() as u64;
-            let each = lanes.iter().map(|lane| {
-                fill(
-                    &lane.db,
-                    &lane.projectors,
-                    &lane.building,
-                    &lane.suffixes,
-                    &batch,
-                )
-            });
+            let each = lanes
+                .iter()
+                .map(|lane| fill(&lane.db, &lane.projectors, &lane.building, &batch));
             where_blocking_is_fine(db, futures_util::future::try_join_all(each)).await?;
             progress(position, events);
             drop_elsewhere(batch);
@@ -206,8 +195,8 @@ pub async fn rebuild(
     let indexed = async {
         let statements: Vec<String> = projectors
             .iter()
-            .zip(&suffixes)
-            .flat_map(|(projector, new_suffix)| projector.query_indexes(new_suffix))
+            .zip(&building)
+            .flat_map(|(projector, new)| projector.query_indexes(&new.suffix))
             .collect();
         let mut tx = db.begin().await?;
         tx.build_indexes(&statements).await?;
@@ -219,9 +208,9 @@ pub async fn rebuild(
     // autovacuum comes by): without them the dashboard's first queries may scan whole tables.
     if db.kind() == "postgres" {
         let mut tx = db.begin().await?;
-        for (projector, new_suffix) in projectors.iter().zip(&suffixes) {
+        for (projector, new) in projectors.iter().zip(&building) {
             for table in projector.tables() {
-                tx.execute(&format!("ANALYZE {table}{new_suffix}"), &[])
+                tx.execute(&format!("ANALYZE {table}{}", new.suffix), &[])
                     .await?;
             }
         }
@@ -243,7 +232,7 @@ pub async fn rebuild(
             let Some(last) = batch.last() else { break };
             position = last.position;
             events += batch.len() as u64;
-            fill(db, projectors, &building, &suffixes, &batch).await?;
+            fill(db, projectors, &building, &batch).await?;
         }
         let mut tx = db.begin().await?;
         let mut old = Vec::with_capacity(projectors.len());
@@ -264,7 +253,7 @@ pub async fn rebuild(
                 .map(DecodedEvent::new)
                 .collect();
             let Some(last) = batch.last() else { break };
-            match apply_all(&mut tx, projectors, &suffixes, &batch).await {
+            match apply_all(&mut tx, projectors, &building, &batch).await {
                 Ok(()) => {
                     reached = last.position;
                     read += batch.len() as u64;
