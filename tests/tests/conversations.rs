@@ -107,81 +107,60 @@ fn opened(events: &[ConversationEvent]) -> Vec<Uuid> {
         .collect()
 }
 
+/// What `process` records for `command` on `stream`, which it must carry out.
+async fn record(
+    process: &Conversations,
+    stream: &str,
+    command: ConversationCommand,
+) -> Vec<ConversationEvent> {
+    process
+        .handle(stream, vec![command], &Metadata::by("test"))
+        .await
+        .expect("the command is carried out")
+        .recorded
+}
+
 /// A process decides on the conversation as it last read it, without reading the log first.
 /// When what it decided was already recorded by another process (a redelivery that reached
 /// the other one first), the store answers as for the first delivery: the conversation has
 /// moved on further than that one message, and the next decision must see all of it.
 async fn a_redelivery_recorded_elsewhere_brings_the_conversation_up_to_date(backend: Backend) {
     let (_db, one, other, stream) = two_processes(backend).await;
-    let metadata = Metadata::by("test");
-    let first = one
-        .handle(&stream, vec![receive("wamid.1")], &metadata)
-        .await
-        .unwrap();
-    let Some(ConversationEvent::ChatOpened { chat_id, .. }) = first.recorded.first() else {
-        panic!("the first message opens a chat: {:?}", first.recorded);
-    };
+    let first = record(&one, &stream, receive("wamid.1")).await;
+    let chat_id = opened(&first)[0];
     // The other process records the second message and resolves the chat.
-    other
-        .handle(&stream, vec![receive("wamid.2")], &metadata)
-        .await
-        .unwrap();
-    other
-        .handle(&stream, vec![resolve(*chat_id)], &metadata)
-        .await
-        .unwrap();
+    record(&other, &stream, receive("wamid.2")).await;
+    record(&other, &stream, resolve(chat_id)).await;
     // The second message redelivered to the first process: nothing new.
-    let again = one
-        .handle(&stream, vec![receive("wamid.2")], &metadata)
-        .await
-        .unwrap();
-    assert!(again.recorded.is_empty(), "{:?}", again.recorded);
+    let again = record(&one, &stream, receive("wamid.2")).await;
+    assert!(again.is_empty(), "{again:?}");
     // The third message comes after the resolution: it opens a new chat.
-    let third = one
-        .handle(&stream, vec![receive("wamid.3")], &metadata)
-        .await
-        .unwrap();
-    let opened = opened(&third.recorded);
+    let third = record(&one, &stream, receive("wamid.3")).await;
+    let opened = opened(&third);
     assert_eq!(
         opened.len(),
         1,
-        "a message after the chat was resolved opens a new one: {:?}",
-        third.recorded
+        "a message after the chat was resolved opens a new one: {third:?}"
     );
-    assert_ne!(opened[0], *chat_id);
+    assert_ne!(opened[0], chat_id);
 }
 
 /// A command the conversation as this process last read it would refuse (a chat it has not
 /// seen) is decided again on what the log holds: another process opened that chat.
 async fn a_command_about_what_another_process_recorded_is_carried_out(backend: Backend) {
     let (_db, one, other, stream) = two_processes(backend).await;
-    let metadata = Metadata::by("test");
-    let first = one
-        .handle(&stream, vec![receive("wamid.1")], &metadata)
-        .await
-        .unwrap();
-    let first_chat = opened(&first.recorded)[0];
+    let first_chat = opened(&record(&one, &stream, receive("wamid.1")).await)[0];
     // The other process resolves that chat; the customer writes again, to the other process.
-    other
-        .handle(&stream, vec![resolve(first_chat)], &metadata)
-        .await
-        .unwrap();
-    let second = other
-        .handle(&stream, vec![receive("wamid.2")], &metadata)
-        .await
-        .unwrap();
-    let second_chat = opened(&second.recorded)[0];
-    // A lead resolves the new chat through the first process.
-    let resolved = one
-        .handle(&stream, vec![resolve(second_chat)], &metadata)
-        .await
-        .expect("the chat the other process opened is known once the log is read");
+    record(&other, &stream, resolve(first_chat)).await;
+    let second_chat = opened(&record(&other, &stream, receive("wamid.2")).await)[0];
+    // A lead resolves the new chat through the first process: the chat the other process
+    // opened is known once the log is read.
+    let resolved = record(&one, &stream, resolve(second_chat)).await;
     assert!(
-        resolved.recorded.iter().any(
+        resolved.iter().any(
             |e| matches!(e, ConversationEvent::ChatResolved { chat_id, .. } if *chat_id == second_chat)
         ),
-        "{:?}",
-        resolved.recorded
+        "{resolved:?}"
     );
 }
 
