@@ -88,6 +88,8 @@ fn types_of(args: &[Arg]) -> Vec<Type> {
         .map(|arg| match arg {
             Arg::Int(_) => Type::INT8,
             Arg::Text(_) | Arg::Null => Type::TEXT,
+            Arg::Ints(_) => Type::INT8_ARRAY,
+            Arg::Texts(_) => Type::TEXT_ARRAY,
         })
         .collect()
 }
@@ -98,6 +100,8 @@ fn params(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
             Arg::Int(v) => v as &(dyn ToSql + Sync),
             Arg::Text(v) => v as &(dyn ToSql + Sync),
             Arg::Null => &NULL as &(dyn ToSql + Sync),
+            Arg::Ints(v) => v as &(dyn ToSql + Sync),
+            Arg::Texts(v) => v as &(dyn ToSql + Sync),
         })
         .collect()
 }

@@ -92,6 +92,9 @@ pub enum DbError {
     /// Projection writes on SQLite run on a blocking thread, which ended without an answer.
     #[error("the read-model writer stopped: {0}")]
     Stopped(String),
+    /// Values that do not fit the statement they were given to (refused before it was sent).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl DbError {
@@ -123,6 +126,7 @@ impl DbError {
                 | rusqlite::Error::InvalidColumnType(..),
             ) => true,
             DbError::Postgres(e) => e.code().is_some_and(|c| sqlstate(c.code())),
+            DbError::Refused(_) => true,
             _ => false,
         }
     }
@@ -181,14 +185,29 @@ fn retire_from_log(log: &Path) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
+/// Binds `args` to a sqlx query: arrays as arrays on PostgreSQL, as their JSON text on SQLite.
 macro_rules! bind_all {
-    ($query:expr, $args:expr) => {{
+    ($query:expr, $args:expr, postgres) => {{
         let mut query = $query;
         for arg in $args {
             query = match arg {
                 Arg::Int(v) => query.bind(*v),
                 Arg::Text(v) => query.bind(v.as_str()),
                 Arg::Null => query.bind(Option::<String>::None),
+                Arg::Ints(v) => query.bind(v.as_slice()),
+                Arg::Texts(v) => query.bind(v.as_slice()),
+            };
+        }
+        query
+    }};
+    ($query:expr, $args:expr, sqlite) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                Arg::Int(v) => query.bind(*v),
+                Arg::Text(v) => query.bind(v.as_str()),
+                Arg::Null => query.bind(Option::<String>::None),
+                Arg::Ints(_) | Arg::Texts(_) => query.bind(arg.array_json()),
             };
         }
         query
@@ -348,13 +367,13 @@ impl ReadDb {
 
     pub async fn fetch_all(&self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args)
+            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args, sqlite)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args)
+            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args, postgres)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -373,11 +392,11 @@ impl ReadDb {
 
     pub async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args)
+            ReadDb::Sqlite { pool, .. } => bind_all!(sqlx::query(sql), args, sqlite)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args)
+            ReadDb::Postgres { pool, .. } => bind_all!(sqlx::query(sql), args, postgres)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -431,10 +450,14 @@ impl ReadTx {
         match &mut self.kind {
             TxKind::Native(tx) => tx.execute(sql, args)?,
             TxKind::Sqlite(tx) => {
-                bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
+                bind_all!(sqlx::query(sql), args, sqlite)
+                    .execute(&mut **tx)
+                    .await?;
             }
             TxKind::Postgres(tx) => {
-                bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?;
+                bind_all!(sqlx::query(sql), args, postgres)
+                    .execute(&mut **tx)
+                    .await?;
             }
             TxKind::Pipelined(tx) => tx.execute(sql, args),
         }
@@ -452,13 +475,13 @@ impl ReadTx {
     pub async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<DbRow>, DbError> {
         Ok(match &mut self.kind {
             TxKind::Native(tx) => tx.fetch_all(sql, args)?,
-            TxKind::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+            TxKind::Sqlite(tx) => bind_all!(sqlx::query(sql), args, sqlite)
                 .fetch_all(&mut **tx)
                 .await?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect(),
-            TxKind::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+            TxKind::Postgres(tx) => bind_all!(sqlx::query(sql), args, postgres)
                 .fetch_all(&mut **tx)
                 .await?
                 .into_iter()

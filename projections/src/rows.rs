@@ -1,7 +1,7 @@
 //! Many rows in one statement: a read model that folds a batch of events in memory reads the
 //! rows it needs and writes the rows it changed a statement each, whatever the batch's size.
-//! Keys and rows travel as one JSON parameter (an array of keys, or an array of rows, each an
-//! array of values in the columns' order), so a statement's text, and the plan prepared for it,
+//! Keys travel as one JSON parameter (an array of keys, or of key pairs), rows written on
+//! PostgreSQL as one array per column, so a statement's text, and the plan prepared for it,
 //! stay the same for every batch. On SQLite, which runs in this process, rows are written a
 //! statement each (still once per batch, not once per event).
 
@@ -16,8 +16,8 @@ use crate::sql::Arg;
 /// Keys from which a batch's read is planned afresh (see [`ReadTx::fetch_keys`]).
 const PLANNED_FROM_KEYS: usize = 64;
 
-/// A column a batch writes: its name, and whether it holds integers (read from the JSON row
-/// with a cast) rather than text.
+/// A column a batch writes: its name, and whether it holds integers (a `bigint[]` on
+/// PostgreSQL) rather than text.
 pub(crate) type Column = (&'static str, bool);
 
 /// A row a batch writes: its values, in its table's columns' order.
@@ -40,6 +40,57 @@ fn json_value(arg: &Arg) -> Value {
         Arg::Int(v) => Value::from(*v),
         Arg::Text(v) => Value::String(v.clone()),
         Arg::Null => Value::Null,
+        Arg::Ints(v) => Value::from(v.clone()),
+        Arg::Texts(v) => Value::from(v.clone()),
+    }
+}
+
+/// A column of a batch's rows, built up row by row into one array parameter.
+enum ColumnValues {
+    Ints(Vec<Option<i64>>),
+    Texts(Vec<Option<String>>),
+}
+
+impl ColumnValues {
+    fn new(int: bool, rows: usize) -> Self {
+        if int {
+            ColumnValues::Ints(Vec::with_capacity(rows))
+        } else {
+            ColumnValues::Texts(Vec::with_capacity(rows))
+        }
+    }
+
+    /// Adds a row's value; an integer in a text column is written as its digits (as the
+    /// database would cast it), a text in an integer column must be one.
+    fn push(&mut self, value: Arg, column: &str) -> Result<(), DbError> {
+        match (self, value) {
+            (ColumnValues::Ints(v), Arg::Int(n)) => v.push(Some(n)),
+            (ColumnValues::Ints(v), Arg::Null) => v.push(None),
+            (ColumnValues::Ints(v), Arg::Text(text)) => match text.parse() {
+                Ok(n) => v.push(Some(n)),
+                Err(_) => {
+                    return Err(DbError::Refused(format!(
+                        "column {column} holds integers, not {text:?}"
+                    )))
+                }
+            },
+            (ColumnValues::Texts(v), Arg::Text(text)) => v.push(Some(text)),
+            (ColumnValues::Texts(v), Arg::Int(n)) => v.push(Some(n.to_string())),
+            (ColumnValues::Texts(v), Arg::Null) => v.push(None),
+            (_, Arg::Ints(_) | Arg::Texts(_)) => {
+                return Err(DbError::Refused(format!(
+                    "column {column} takes one value per row, not an array"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn into_arg(self) -> Arg {
+        match self {
+            ColumnValues::Ints(v) => Arg::Ints(v),
+            ColumnValues::Texts(v) => Arg::Texts(v),
+        }
     }
 }
 
@@ -97,30 +148,20 @@ impl ReadTx {
 
     /// Writes `rows` (a value per column of `columns`, in their order) into `table` in one
     /// statement; a row whose `key` is there already is replaced or kept (`on_conflict`). With
-    /// [`OnConflict::Replace`] a key must not come twice.
+    /// [`OnConflict::Replace`] a key must not come twice. On PostgreSQL each column travels as
+    /// one array (`UNNEST` makes them rows again), which the server reads without parsing.
     pub(crate) async fn write_rows(
         &mut self,
         table: &str,
         columns: &[Column],
         key: &[&str],
         on_conflict: OnConflict,
-        rows: &[Vec<Arg>],
+        rows: Vec<Vec<Arg>>,
     ) -> Result<(), DbError> {
         if rows.is_empty() {
             return Ok(());
         }
         let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-        let values: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, int))| {
-                if *int {
-                    format!("CAST(r.value ->> {i} AS BIGINT)")
-                } else {
-                    format!("r.value ->> {i}")
-                }
-            })
-            .collect();
         let action = match on_conflict {
             OnConflict::Keep => "NOTHING".to_owned(),
             OnConflict::Replace => format!(
@@ -142,27 +183,43 @@ impl ReadTx {
                 crate::sql::placeholders(names.len()),
                 key.join(", "),
             );
-            for row in rows {
+            for row in &rows {
                 self.execute(&sql, row).await?;
             }
             return Ok(());
         }
+        let arrays: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, int))| {
+                let array = if *int { "BIGINT[]" } else { "TEXT[]" };
+                format!("${}::{array}", i + 1)
+            })
+            .collect();
         let sql = format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO {action}",
+            "INSERT INTO {table} ({}) SELECT * FROM UNNEST({}) ON CONFLICT ({}) DO {action}",
             names.join(", "),
-            values.join(", "),
-            self.json_rows("$1"),
+            arrays.join(", "),
             key.join(", "),
         );
-        let param = Arg::Text(
-            Value::Array(
-                rows.iter()
-                    .map(|row| Value::Array(row.iter().map(json_value).collect()))
-                    .collect(),
-            )
-            .to_string(),
-        );
-        self.execute(&sql, &[param]).await
+        let mut values: Vec<ColumnValues> = columns
+            .iter()
+            .map(|(_, int)| ColumnValues::new(*int, rows.len()))
+            .collect();
+        for row in rows {
+            if row.len() != columns.len() {
+                return Err(DbError::Refused(format!(
+                    "a row of {} values for the {} columns of {table}",
+                    row.len(),
+                    columns.len()
+                )));
+            }
+            for ((column, value), (name, _)) in values.iter_mut().zip(row).zip(columns) {
+                column.push(value, name)?;
+            }
+        }
+        let params: Vec<Arg> = values.into_iter().map(ColumnValues::into_arg).collect();
+        self.execute(&sql, &params).await
     }
 }
 
@@ -253,7 +310,7 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
         R: RowValues,
     {
         let rows: Vec<Vec<Arg>> = self.take_changed().into_iter().map(R::values).collect();
-        tx.write_rows(table, columns, key, OnConflict::Replace, &rows)
+        tx.write_rows(table, columns, key, OnConflict::Replace, rows)
             .await
     }
 
@@ -262,5 +319,31 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     pub(crate) fn forget(&mut self, gone: impl Fn(&R) -> bool) {
         self.rows
             .retain(|_, row| row.as_ref().is_none_or(|row| !gone(row)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_takes_its_own_kind_of_value_and_says_which_it_refuses() {
+        let mut ints = ColumnValues::new(true, 3);
+        ints.push(Arg::Int(7), "rating").unwrap();
+        ints.push(Arg::Null, "rating").unwrap();
+        ints.push(Arg::Text("12".into()), "rating").unwrap();
+        let refused = ints.push(Arg::Text("five".into()), "rating").unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            r#"column rating holds integers, not "five""#
+        );
+        assert!(refused.refused_the_values(), "the same row fails again");
+        assert_eq!(ints.into_arg(), Arg::Ints(vec![Some(7), None, Some(12)]));
+
+        let mut texts = ColumnValues::new(false, 2);
+        texts.push(Arg::Int(42), "status").unwrap();
+        texts.push(Arg::Null, "status").unwrap();
+        assert!(texts.push(Arg::Texts(vec![]), "status").is_err());
+        assert_eq!(texts.into_arg(), Arg::Texts(vec![Some("42".into()), None]));
     }
 }

@@ -9,6 +9,21 @@ pub enum Arg {
     Int(i64),
     Text(String),
     Null,
+    /// A column of many rows' values, bound as one PostgreSQL array (`bigint[]`, `text[]`)
+    /// and read back as rows with `UNNEST`; SQLite has no arrays, and takes it as its JSON text.
+    Ints(Vec<Option<i64>>),
+    Texts(Vec<Option<String>>),
+}
+
+impl Arg {
+    /// The JSON text an array travels as where the database has no arrays.
+    pub(crate) fn array_json(&self) -> Option<String> {
+        match self {
+            Arg::Ints(v) => Some(serde_json::to_string(v).unwrap_or_default()),
+            Arg::Texts(v) => Some(serde_json::to_string(v).unwrap_or_default()),
+            Arg::Int(_) | Arg::Text(_) | Arg::Null => None,
+        }
+    }
 }
 
 impl From<i64> for Arg {

@@ -795,6 +795,29 @@ fn varied_history() -> Vec<(String, NewEvent)> {
 /// (which it may fold in memory) or one event at a time: the fold keeps each event's meaning.
 async fn a_folded_batch_writes_what_its_events_write_one_by_one(backend: Backend) {
     let (test_db, store) = backend.open().await;
+    let db = test_db.read_db().await;
+    folded_batch_writes_what_its_events_write_one_by_one(store, db).await;
+}
+
+/// On PostgreSQL through sqlx's transactions (see the test above it), a batch's rows travel as
+/// the same arrays, and mean the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_folded_batch_through_the_pool_writes_what_its_events_write_one_by_one() {
+    let (test_db, store) = Backend::Postgres.open().await;
+    let TestDb::Postgres(schema) = &test_db else {
+        unreachable!("a PostgreSQL database")
+    };
+    let separator = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}statement-cache-capacity=100", schema.url);
+    let db = ReadDb::connect_postgres_lazy(&url, Some(&schema.name)).unwrap();
+    assert!(!db.writes_pipelined());
+    folded_batch_writes_what_its_events_write_one_by_one(store, db).await;
+}
+
+async fn folded_batch_writes_what_its_events_write_one_by_one(
+    store: Arc<dyn EventStore>,
+    db: ReadDb,
+) {
     for (stream, event) in varied_history() {
         store
             .append(&stream, ExpectedVersion::Any, vec![event])
@@ -808,7 +831,6 @@ async fn a_folded_batch_writes_what_its_events_write_one_by_one(backend: Backend
         .into_iter()
         .map(DecodedEvent::new)
         .collect();
-    let db = test_db.read_db().await;
     for projector in read_models::all() {
         let wanted: Vec<&DecodedEvent> = events
             .iter()

@@ -379,7 +379,7 @@ impl ChatsFold {
             match change {
                 TagChange::Applied(row) => applied.push(row),
                 TagChange::Removed { chat_id, tag } => {
-                    write_applied_tags(tx, s, &std::mem::take(&mut applied)).await?;
+                    write_applied_tags(tx, s, std::mem::take(&mut applied)).await?;
                     tx.execute(
                         &format!("DELETE FROM chat_tags{s} WHERE chat_id = $1 AND tag = $2"),
                         &[chat_id.into(), tag.into()],
@@ -388,7 +388,7 @@ impl ChatsFold {
                 }
             }
         }
-        write_applied_tags(tx, s, &applied).await
+        write_applied_tags(tx, s, applied).await
     }
 }
 
@@ -396,7 +396,7 @@ impl ChatsFold {
 async fn write_applied_tags(
     tx: &mut ReadTx,
     s: &str,
-    rows: &[Vec<Arg>],
+    rows: Vec<Vec<Arg>>,
 ) -> Result<(), ProjectionError> {
     tx.write_rows(
         &format!("chat_tags{s}"),

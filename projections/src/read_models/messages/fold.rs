@@ -437,7 +437,7 @@ impl BatchFold for MessagesFold {
             &RECEIPTS,
             &["stream", "provider_message_id", "status"],
             OnConflict::Keep,
-            &std::mem::take(&mut self.new_receipts),
+            std::mem::take(&mut self.new_receipts),
         )
         .await?;
         Ok(())
