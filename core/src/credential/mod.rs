@@ -94,6 +94,9 @@ pub enum BusinessEvent {
 }
 
 impl BusinessEvent {
+    /// Every business event type this release knows.
+    pub const TYPES: [&'static str; 2] = ["IntegrationChosen", "ChannelRegistered"];
+
     pub fn event_type(&self) -> &'static str {
         match self {
             BusinessEvent::IntegrationChosen { .. } => "IntegrationChosen",
@@ -107,10 +110,7 @@ impl BusinessEvent {
 
     /// `None` for an event type this release does not know.
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
-        if !matches!(
-            event.event_type.as_str(),
-            "IntegrationChosen" | "ChannelRegistered"
-        ) {
+        if !Self::TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
         tagged(event).map(Some)

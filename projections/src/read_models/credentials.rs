@@ -24,6 +24,10 @@ impl Projector for Credentials {
         &["credentials", "businesses"]
     }
 
+    fn wants(&self, event_type: &str) -> bool {
+        BusinessEvent::TYPES.contains(&event_type) || CredentialEvent::TYPES.contains(&event_type)
+    }
+
     fn schema(&self, s: &str) -> Vec<String> {
         vec![
             format!(
