@@ -4,7 +4,7 @@
 use crate::conversations::{CommandError, Conversations};
 use chatledger_adapters::whatsapp::{ChannelNotice, InboundItem};
 use chatledger_core::channel::{channel_stream, ProviderNoticeReceived};
-use chatledger_core::conversation::{stream_name, ConversationCommand, ConversationRef};
+use chatledger_core::conversation::{new_id, stream_name, ConversationCommand, ConversationRef};
 use chatledger_core::{EventStore, ExpectedVersion, Metadata};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -135,7 +135,7 @@ pub async fn record(
                 let command = ConversationCommand::ReceiveMessage {
                     conversation,
                     message,
-                    new_chat_id: Uuid::new_v4(),
+                    new_chat_id: new_id(),
                     now: source.received_at,
                 };
                 (stream, command)

@@ -14,7 +14,7 @@ pub(crate) fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
     let phone = customer_phone(i);
     let conversation = chatledger_tests::messages::partner_conversation(&phone);
     let stream = conversation.stream();
-    let chat_id = Uuid::new_v4();
+    let chat_id = chatledger_core::conversation::new_id();
     let now = Utc::now();
     let message = |n: u64, text: &str| ConversationEvent::MessageReceived {
         chat_id,
@@ -39,7 +39,7 @@ pub(crate) fn conversation_events(i: u64) -> (String, Vec<NewEvent>) {
         id: Uuid::from_u128(u128::from(i % 7 + 1)),
         name: format!("Executive {}", i % 7 + 1),
     };
-    let reply_id = Uuid::new_v4();
+    let reply_id = chatledger_core::conversation::new_id();
     let receipt = |status: &str| ConversationEvent::ReceiptRecorded {
         chat_id: Some(chat_id),
         known_message: true,

@@ -74,7 +74,7 @@ impl Mutation {
         text: String,
     ) -> Result<Message, Error> {
         let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
-        let message_id = Uuid::new_v4();
+        let message_id = chatledger_core::conversation::new_id();
         let command = ConversationCommand::SendReply {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
             message_id,
@@ -113,7 +113,7 @@ impl Mutation {
                 "BAD_USER_INPUT",
             )
         })?;
-        let message_id = Uuid::new_v4();
+        let message_id = chatledger_core::conversation::new_id();
         let command = ConversationCommand::SendMedia {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
             message_id,
@@ -156,7 +156,7 @@ impl Mutation {
         } else {
             None
         };
-        let message_id = Uuid::new_v4();
+        let message_id = chatledger_core::conversation::new_id();
         let command = ConversationCommand::SendTemplate {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
             message_id,
@@ -178,7 +178,7 @@ impl Mutation {
         let (chat, viewer) = chat_for_change(ctx, &chat_id).await?;
         let command = ConversationCommand::Resolve {
             chat_id: Uuid::parse_str(&chat.chat_id).map_err(internal)?,
-            rating_message_id: Uuid::new_v4(),
+            rating_message_id: chatledger_core::conversation::new_id(),
             rating_template: (*state(ctx).rating_template).clone(),
             rating_at_most_every: chrono::Duration::from_std(state(ctx).limits.auto_answer_window)
                 .unwrap_or(chrono::Duration::MAX),

@@ -222,7 +222,7 @@ async fn context_change(
             conversation,
             changes: change.context.clone(),
             identity_fields: identity_fields.clone(),
-            new_chat_id: Uuid::new_v4(),
+            new_chat_id: chatledger_core::conversation::new_id(),
             now,
         };
         let handled = state

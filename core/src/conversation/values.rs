@@ -21,6 +21,13 @@ impl fmt::Display for CustomerKey {
     }
 }
 
+/// A new chat's or outgoing message's id: time-ordered (UUID version 7), so that the read
+/// models' keys on it grow at one end of their indexes; a random id puts each new row on a
+/// page of its own anywhere in them, and every batch writes those pages out again.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 /// The conversation stream of `customer` on `channel`. Stored data: never changes.
 pub fn stream_name(channel: &str, customer: &CustomerKey) -> String {
     format!("conversation-{channel}-{customer}")
