@@ -489,7 +489,22 @@ impl ConversationEvent {
         // before type, would be).
         let tagged = Tagged {
             event_type: &event.event_type,
-            data: &event.data,
+            data: Some(&event.data),
+            read: 0,
+        };
+        ConversationEvent::deserialize(serde::de::value::MapAccessDeserializer::new(tagged))
+            .map(Some)
+    }
+
+    /// As [`ConversationEvent::from_recorded`], moving the data into the typed event (its
+    /// texts and payloads are not copied); the event's data is null after.
+    fn take_from_recorded(event: &mut RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
+        if !Self::TYPES.contains(&event.event_type.as_str()) {
+            return Ok(None);
+        }
+        let tagged = Tagged {
+            event_type: &event.event_type,
+            data: Some(std::mem::take(&mut event.data)),
             read: 0,
         };
         ConversationEvent::deserialize(serde::de::value::MapAccessDeserializer::new(tagged))
@@ -510,6 +525,19 @@ impl DecodedEvent {
         DecodedEvent {
             recorded,
             conversation: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `recorded` with its conversation event decoded at once, the data moved into it rather
+    /// than copied: a conversation event's `data` reads null after. For readers that look at
+    /// conversation events only through [`DecodedEvent::conversation`], as read models do (a
+    /// rebuild reads the whole log this way); other events keep their data.
+    pub fn decoded_now(mut recorded: RecordedEvent) -> Self {
+        let decoded =
+            ConversationEvent::take_from_recorded(&mut recorded).map_err(|e| e.to_string());
+        DecodedEvent {
+            recorded,
+            conversation: std::sync::OnceLock::from(decoded),
         }
     }
 
@@ -544,15 +572,19 @@ impl From<RecordedEvent> for DecodedEvent {
     }
 }
 
-/// A stored event seen as `{"type": …, "data": …}`, in that order, without copying it.
-pub(super) struct Tagged<'a> {
+/// A stored event seen as `{"type": …, "data": …}`, in that order, without copying it: `data`
+/// is the stored data, borrowed or owned.
+pub(super) struct Tagged<'a, D> {
     event_type: &'a str,
-    data: &'a serde_json::Value,
+    data: Option<D>,
     /// Entries handed out so far.
     read: u8,
 }
 
-impl<'de> serde::de::MapAccess<'de> for Tagged<'de> {
+impl<'de, D> serde::de::MapAccess<'de> for Tagged<'de, D>
+where
+    D: serde::de::Deserializer<'de, Error = serde_json::Error>,
+{
     type Error = serde_json::Error;
 
     fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
@@ -577,7 +609,10 @@ impl<'de> serde::de::MapAccess<'de> for Tagged<'de> {
             1 => seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(
                 self.event_type,
             )),
-            _ => seed.deserialize(self.data),
+            _ => match self.data.take() {
+                Some(data) => seed.deserialize(data),
+                None => Err(serde::de::Error::custom("an event's data read twice")),
+            },
         }
     }
 }

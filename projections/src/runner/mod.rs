@@ -344,7 +344,8 @@ pub async fn run_live(
 }
 
 /// Reads the whole log in batches on a task of its own, each event decoded (conversation
-/// events too) before it is handed over, two batches ahead of the reader of the channel.
+/// events too, see [`DecodedEvent::decoded_now`]) before it is handed over, two batches ahead
+/// of the reader of the channel.
 fn read_ahead(
     store: Arc<dyn EventStore>,
 ) -> tokio::sync::mpsc::Receiver<Result<Vec<DecodedEvent>, StoreError>> {
@@ -361,11 +362,9 @@ fn read_ahead(
             };
             let Some(last) = batch.last() else { return };
             position = last.position;
-            let decoded: Vec<DecodedEvent> = batch.into_iter().map(DecodedEvent::new).collect();
-            for event in &decoded {
-                // Decoded here, off the thread that applies; an error is met again there.
-                let _ = event.conversation();
-            }
+            // Decoded here, off the thread that applies; an error is met again there.
+            let decoded: Vec<DecodedEvent> =
+                batch.into_iter().map(DecodedEvent::decoded_now).collect();
             if batches.send(Ok(decoded)).await.is_err() {
                 return;
             }

@@ -227,7 +227,7 @@ pub async fn rebuild(
                 .read_all(position, REBUILD_READ)
                 .await?
                 .into_iter()
-                .map(DecodedEvent::new)
+                .map(DecodedEvent::decoded_now)
                 .collect();
             let Some(last) = batch.last() else { break };
             position = last.position;
@@ -250,7 +250,7 @@ pub async fn rebuild(
                 .read_all(reached, REBUILD_READ)
                 .await?
                 .into_iter()
-                .map(DecodedEvent::new)
+                .map(DecodedEvent::decoded_now)
                 .collect();
             let Some(last) = batch.last() else { break };
             match apply_all(&mut tx, projectors, &building, &batch).await {

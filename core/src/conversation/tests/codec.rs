@@ -37,7 +37,45 @@ fn every_variant_round_trips_and_its_type_is_in_the_list() {
             "{}",
             event.event_type()
         );
+        let decoded = DecodedEvent::decoded_now(recorded);
+        assert_eq!(
+            decoded.conversation(),
+            Ok(Some(event)),
+            "{}: the data moved into the typed event means the same",
+            event.event_type()
+        );
+        assert!(decoded.data.is_null(), "moved, not copied");
     }
+}
+
+#[test]
+fn decoding_at_once_keeps_the_data_of_other_events_and_says_what_is_wrong() {
+    let recorded = |event_type: &str, data: serde_json::Value| RecordedEvent {
+        event_id: Uuid::from_u128(9),
+        stream: "conversation-x-+91".into(),
+        version: 0,
+        position: 7,
+        event_type: event_type.into(),
+        schema_version: 1,
+        data,
+        metadata: Metadata::by("test"),
+        recorded_at: at("2026-11-22T10:00:00Z"),
+        hash: crate::EventHash::GENESIS,
+    };
+    let other = DecodedEvent::decoded_now(recorded("BookingCreated", json!({"id": "b1"})));
+    assert_eq!(other.conversation(), Ok(None));
+    assert_eq!(
+        other.data,
+        json!({"id": "b1"}),
+        "not a conversation event: kept"
+    );
+
+    let broken = DecodedEvent::decoded_now(recorded("ChatResolved", json!({"chat_id": 5})));
+    let error = broken.conversation().unwrap_err();
+    assert!(
+        error.contains("chat_id") || error.contains("invalid type"),
+        "{error}"
+    );
 }
 
 #[test]
