@@ -170,3 +170,42 @@ async fn read_models_an_earlier_release_kept_in_the_log_file_are_dropped() {
         .unwrap()
         .is_empty());
 }
+
+/// Appends reach the database file while the store is open, though too few for a commit to
+/// checkpoint them (SQLite's writer does at 1,000 pages): a connection of the store's own
+/// copies the write-ahead log into the file, beside the writer.
+#[tokio::test]
+async fn the_write_ahead_log_is_copied_into_the_file_beside_the_writer() {
+    let db = TempSqlite::new();
+    let store = db.store().await;
+    let file_size = || std::fs::metadata(&db.path).unwrap().len();
+    let before = file_size();
+    let text = "x".repeat(4_000);
+    for n in 0..50 {
+        let events = (0..4)
+            .map(|i| {
+                NewEvent::new(
+                    Uuid::new_v4(),
+                    "Happened",
+                    json!({"n": n * 4 + i, "text": text}),
+                    Metadata::by("test"),
+                )
+            })
+            .collect();
+        store
+            .append(&format!("s-{n}"), ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
+    }
+    // 200 events of 4 KB: about 200 pages of 4 KiB, a fifth of the writer's threshold.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while file_size() < before + 700_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        file_size() >= before + 700_000,
+        "the file grew by {} bytes, not by the events' 800 KB",
+        file_size() - before
+    );
+    assert_eq!(store.read_all(0, 1_000).await.unwrap().len(), 200);
+}

@@ -10,6 +10,11 @@
 //! conflict exactly as they would one after the other. `synchronous=FULL` makes a commit
 //! durable before anyone is told it happened; grouping is what keeps that affordable.
 //!
+//! The write-ahead log is copied into the database file (checkpointed) by a task with a
+//! connection of its own, every [`CHECKPOINT_EVERY`], so that the writer's commits rarely
+//! find a checkpoint to run themselves: run by the writer, each stopped every append behind it
+//! while the file was written and synced (two fifths of the writer's time under load).
+//!
 //! # Order
 //!
 //! Positions come from `AUTOINCREMENT` under the single writer, so they become visible in
@@ -54,6 +59,10 @@ use writer::writer_loop;
 const MAX_GROUP: usize = 512;
 /// How often an idle follower looks for events written by other processes.
 const CROSS_PROCESS_POLL: Duration = Duration::from_millis(250);
+/// How often the write-ahead log is checkpointed beside the writer (see the module's
+/// documentation); the writer's own checkpoints, at SQLite's 1,000 pages, remain for when this
+/// one falls behind.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schema/migrations/sqlite");
 
@@ -149,7 +158,7 @@ impl SqliteStore {
 
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(not_a_db)?;
         let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
@@ -159,6 +168,10 @@ impl SqliteStore {
         let (wake_tx, wake) = watch::channel(head as u64);
         let (to_writer, queue) = mpsc::channel(4096);
         let counts = Arc::new(Counts::default());
+        let checkpoints = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(not_a_db)?;
+        tokio::spawn(checkpoint_loop(checkpoints, to_writer.downgrade()));
         tokio::spawn(writer_loop(writer, queue, wake_tx, counts.clone()));
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -190,6 +203,27 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] until the store is dropped
+/// (its writer's queue has no sender left). PASSIVE waits for nobody: it copies what no
+/// reader still needs and leaves the rest for the next turn.
+async fn checkpoint_loop(mut conn: SqliteConnection, writer: mpsc::WeakSender<(Work, Reply)>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if writer.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(error = %e, "a background checkpoint of the log failed; the writer's own checkpoints go on");
+        }
+    }
+    let _ = conn.close().await;
 }
 
 #[async_trait]
