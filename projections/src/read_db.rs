@@ -185,33 +185,31 @@ fn retire_from_log(log: &Path) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// Binds `args` to a sqlx query: arrays as arrays on PostgreSQL, as their JSON text on SQLite.
+/// Binds `args` to a sqlx query (`postgres` or `sqlite`): see [`bind_array`].
 macro_rules! bind_all {
-    ($query:expr, $args:expr, postgres) => {{
+    ($query:expr, $args:expr, $backend:ident) => {{
         let mut query = $query;
         for arg in $args {
             query = match arg {
                 Arg::Int(v) => query.bind(*v),
                 Arg::Text(v) => query.bind(v.as_str()),
                 Arg::Null => query.bind(Option::<String>::None),
-                Arg::Ints(v) => query.bind(v.as_slice()),
-                Arg::Texts(v) => query.bind(v.as_slice()),
+                Arg::Ints(v) => bind_array!(query, v, arg, $backend),
+                Arg::Texts(v) => bind_array!(query, v, arg, $backend),
             };
         }
         query
     }};
-    ($query:expr, $args:expr, sqlite) => {{
-        let mut query = $query;
-        for arg in $args {
-            query = match arg {
-                Arg::Int(v) => query.bind(*v),
-                Arg::Text(v) => query.bind(v.as_str()),
-                Arg::Null => query.bind(Option::<String>::None),
-                Arg::Ints(_) | Arg::Texts(_) => query.bind(arg.array_json()),
-            };
-        }
-        query
-    }};
+}
+
+/// Binds an array (`values`, of `arg`) as an array on PostgreSQL, as its JSON text on SQLite.
+macro_rules! bind_array {
+    ($query:expr, $values:expr, $arg:expr, postgres) => {
+        $query.bind($values.as_slice())
+    };
+    ($query:expr, $values:expr, $arg:expr, sqlite) => {
+        $query.bind($arg.array_json())
+    };
 }
 
 impl ReadDb {

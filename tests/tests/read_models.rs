@@ -322,7 +322,13 @@ async fn read_transactions_keep_all_or_nothing(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_read_transactions_through_the_pool_keep_all_or_nothing() {
     let (test_db, _store) = Backend::Postgres.open().await;
-    let TestDb::Postgres(schema) = &test_db else {
+    transactions_keep_all_or_nothing(through_the_pool(&test_db)).await;
+}
+
+/// The read models of `test_db` (PostgreSQL) with a URL setting only sqlx reads: the pipelined
+/// writer cannot connect with it, and writes go through the pool's transactions.
+fn through_the_pool(test_db: &TestDb) -> ReadDb {
+    let TestDb::Postgres(schema) = test_db else {
         unreachable!("a PostgreSQL database")
     };
     let separator = if schema.url.contains('?') { '&' } else { '?' };
@@ -332,7 +338,7 @@ async fn postgres_read_transactions_through_the_pool_keep_all_or_nothing() {
         !db.writes_pipelined(),
         "the pipelined writer cannot read this URL"
     );
-    transactions_keep_all_or_nothing(db).await;
+    db
 }
 
 async fn transactions_keep_all_or_nothing(db: ReadDb) {
@@ -804,14 +810,7 @@ async fn a_folded_batch_writes_what_its_events_write_one_by_one(backend: Backend
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_folded_batch_through_the_pool_writes_what_its_events_write_one_by_one() {
     let (test_db, store) = Backend::Postgres.open().await;
-    let TestDb::Postgres(schema) = &test_db else {
-        unreachable!("a PostgreSQL database")
-    };
-    let separator = if schema.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}statement-cache-capacity=100", schema.url);
-    let db = ReadDb::connect_postgres_lazy(&url, Some(&schema.name)).unwrap();
-    assert!(!db.writes_pipelined());
-    folded_batch_writes_what_its_events_write_one_by_one(store, db).await;
+    folded_batch_writes_what_its_events_write_one_by_one(store, through_the_pool(&test_db)).await;
 }
 
 async fn folded_batch_writes_what_its_events_write_one_by_one(

@@ -484,31 +484,31 @@ impl ConversationEvent {
         if !Self::TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
-        // Read straight from the stored data, the tag first, so that nothing is cloned or
-        // buffered on the way (an adjacently tagged enum met in the stored key order, data
-        // before type, would be).
-        let tagged = Tagged {
-            event_type: &event.event_type,
-            data: Some(&event.data),
-            read: 0,
-        };
-        ConversationEvent::deserialize(serde::de::value::MapAccessDeserializer::new(tagged))
-            .map(Some)
+        Self::from_tagged(&event.event_type, &event.data).map(Some)
     }
 
     /// As [`ConversationEvent::from_recorded`], moving the data into the typed event (its
-    /// texts and payloads are not copied); the event's data is null after.
+    /// texts and payloads are not copied); a conversation event's data is null after.
     fn take_from_recorded(event: &mut RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
         if !Self::TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
+        Self::from_tagged(&event.event_type, std::mem::take(&mut event.data)).map(Some)
+    }
+
+    /// Reads an event of `event_type` straight from its stored `data` (borrowed or owned), the
+    /// tag first, so that nothing is cloned or buffered on the way (an adjacently tagged enum
+    /// met in the stored key order, data before type, would be).
+    fn from_tagged<'de, D>(event_type: &'de str, data: D) -> Result<Self, serde_json::Error>
+    where
+        D: serde::de::Deserializer<'de, Error = serde_json::Error>,
+    {
         let tagged = Tagged {
-            event_type: &event.event_type,
-            data: Some(std::mem::take(&mut event.data)),
+            event_type,
+            data: Some(data),
             read: 0,
         };
         ConversationEvent::deserialize(serde::de::value::MapAccessDeserializer::new(tagged))
-            .map(Some)
     }
 }
 
