@@ -194,21 +194,21 @@ macro_rules! bind_all {
                 Arg::Int(v) => query.bind(*v),
                 Arg::Text(v) => query.bind(v.as_str()),
                 Arg::Null => query.bind(Option::<String>::None),
-                Arg::Ints(v) => bind_array!(query, v, arg, $backend),
-                Arg::Texts(v) => bind_array!(query, v, arg, $backend),
+                Arg::Ints(v) => bind_array!(query, v, $backend),
+                Arg::Texts(v) => bind_array!(query, v, $backend),
             };
         }
         query
     }};
 }
 
-/// Binds an array (`values`, of `arg`) as an array on PostgreSQL, as its JSON text on SQLite.
+/// Binds an array's `values` as an array on PostgreSQL, as their JSON text on SQLite.
 macro_rules! bind_array {
-    ($query:expr, $values:expr, $arg:expr, postgres) => {
+    ($query:expr, $values:expr, postgres) => {
         $query.bind($values.as_slice())
     };
-    ($query:expr, $values:expr, $arg:expr, sqlite) => {
-        $query.bind($arg.array_json())
+    ($query:expr, $values:expr, sqlite) => {
+        $query.bind(crate::sql::json_array($values))
     };
 }
 
