@@ -16,6 +16,7 @@ mod attachments;
 mod bridge;
 mod commands;
 mod decide;
+mod decoded;
 mod desk;
 mod events;
 mod inbound;
@@ -26,6 +27,7 @@ mod tests;
 mod values;
 
 pub use commands::*;
+pub use decoded::*;
 pub use events::*;
 pub use state::*;
 pub use values::*;
