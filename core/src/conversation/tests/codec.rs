@@ -362,3 +362,12 @@ fn a_chat_status_reads_back_from_its_name() {
     }
     assert_eq!(ChatStatus::parse("open"), None, "names are upper case");
 }
+
+#[test]
+fn new_ids_sort_in_the_order_they_were_made_as_read_models_store_them() {
+    let ids: Vec<String> = (0..2_000).map(|_| new_id().to_string()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "time-ordered, as text too");
+    assert_eq!(Uuid::parse_str(&ids[0]).unwrap().get_version_num(), 7);
+}
