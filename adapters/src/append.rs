@@ -140,7 +140,7 @@ pub(crate) fn plan_append<'a>(
 
 /// An event to append with the canonical JSON of its data and metadata, written on the
 /// appending caller's task: it depends on nothing the writer learns under the append lock, so
-/// the one writer task does not write every group's JSON while the lock waits for it.
+/// the one writer does not write every group's JSON while the lock waits for it.
 pub(crate) struct PreparedEvent {
     pub event: NewEvent,
     pub data: String,
@@ -314,6 +314,27 @@ pub(crate) async fn wait_for_comebacks<T>(queue: &tokio::sync::mpsc::Receiver<T>
             break;
         }
         tokio::task::yield_now().await;
+    }
+}
+
+/// How long, at most, a writer on a thread of its own waits for the callers it has just
+/// answered: about what they take to be woken on the runtime's threads and append again.
+const COMEBACK_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// [`wait_for_comebacks`] for a writer on a thread of its own, whose callers run on other
+/// threads meanwhile: it yields its thread until they are queued again, for at most
+/// [`COMEBACK_WAIT`].
+pub(crate) fn wait_for_comebacks_blocking<T>(
+    queue: &tokio::sync::mpsc::Receiver<T>,
+    answered: usize,
+) {
+    if answered < 2 {
+        return;
+    }
+    let back = queue.len() + answered;
+    let started = std::time::Instant::now();
+    while queue.len() < back && started.elapsed() < COMEBACK_WAIT {
+        std::thread::yield_now();
     }
 }
 

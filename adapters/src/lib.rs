@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`sqlite`]: the embedded event store (the default), one writer task with group commit;
-//!   the key store beside it writes through the same task.
+//! - [`sqlite`]: the embedded event store (the default), one writer thread with group commit;
+//!   the key store beside it writes through the same thread.
 //! - [`postgres`]: the shared production event store, safe with many writing processes, and
 //!   its key store.
 //! - `append`: the backend-neutral half of an append (duplicates, expected version, hash

@@ -11,7 +11,7 @@ use chatledger_core::{Position, RecordedEvent, StoreError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::SELECT_EVENT;
+use super::{native_error, SELECT_EVENT};
 use crate::rows::RawEvent;
 
 /// Read-only connections to the log's file, opened as needed and kept for the next read.
@@ -22,22 +22,6 @@ pub(super) struct BulkReader {
 
 /// How many idle connections are kept (more readers at once open more, then close them).
 const KEPT: usize = 4;
-
-fn failed(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(ref code, _)
-            if matches!(
-                code.code,
-                rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::CannotOpen
-            ) =>
-        {
-            StoreError::Unavailable(e.to_string())
-        }
-        other => StoreError::Backend(other.to_string()),
-    }
-}
 
 impl BulkReader {
     pub(super) fn new(path: &Path) -> Self {
@@ -55,8 +39,9 @@ impl BulkReader {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(failed)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(failed)?;
+        .map_err(native_error)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(native_error)?;
         Ok(conn)
     }
 
@@ -119,30 +104,30 @@ fn read(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut statement = conn
         .prepare_cached(&format!("{SELECT_EVENT} {condition}"))
-        .map_err(failed)?;
-    let mut rows = statement.query(params).map_err(failed)?;
+        .map_err(native_error)?;
+    let mut rows = statement.query(params).map_err(native_error)?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(failed)? {
-        let position: i64 = row.get(0).map_err(failed)?;
+    while let Some(row) = rows.next().map_err(native_error)? {
+        let position: i64 = row.get(0).map_err(native_error)?;
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("event at position {position}: {what}"));
-        let event_id: String = row.get(1).map_err(failed)?;
-        let recorded_at: String = row.get(8).map_err(failed)?;
+        let event_id: String = row.get(1).map_err(native_error)?;
+        let recorded_at: String = row.get(8).map_err(native_error)?;
         events.push(
             RawEvent {
                 position,
                 event_id: Uuid::parse_str(&event_id)
                     .map_err(|_| corrupt("event_id is not a UUID"))?,
-                stream: row.get(2).map_err(failed)?,
-                version: row.get(3).map_err(failed)?,
-                event_type: row.get(4).map_err(failed)?,
-                schema_version: row.get(5).map_err(failed)?,
-                data: row.get(6).map_err(failed)?,
-                metadata: row.get(7).map_err(failed)?,
+                stream: row.get(2).map_err(native_error)?,
+                version: row.get(3).map_err(native_error)?,
+                event_type: row.get(4).map_err(native_error)?,
+                schema_version: row.get(5).map_err(native_error)?,
+                data: row.get(6).map_err(native_error)?,
+                metadata: row.get(7).map_err(native_error)?,
                 recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
                     .map_err(|_| corrupt("recorded_at is not RFC 3339"))?
                     .with_timezone(&Utc),
-                hash: row.get(9).map_err(failed)?,
+                hash: row.get(9).map_err(native_error)?,
             }
             .into_recorded()?,
         );

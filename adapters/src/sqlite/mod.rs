@@ -2,10 +2,10 @@
 //!
 //! # Writes
 //!
-//! SQLite has one writer at a time, so this store has exactly one writing connection, owned by
-//! a writer task. Appends from concurrent callers queue to it; the task takes everything
-//! queued (up to [`MAX_GROUP`] appends) and writes it in one `BEGIN IMMEDIATE` transaction
-//! (group commit), then answers each caller with its own outcome. Each append in a group is
+//! SQLite has one writer at a time, so this store has exactly one writing connection, native
+//! (`rusqlite`), owned by a writer thread ([`writer`]). Appends from concurrent callers queue
+//! to it; the thread takes everything queued (up to [`MAX_GROUP`] appends) and writes it in
+//! one `BEGIN IMMEDIATE` transaction (group commit), then answers each caller with its own outcome. Each append in a group is
 //! checked against the state the earlier ones left, so two appends to one stream in one group
 //! conflict exactly as they would one after the other. `synchronous=FULL` makes a commit
 //! durable before anyone is told it happened; grouping is what keeps that affordable.
@@ -41,21 +41,19 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::append::{
-    plan_group, results, stream_head, validate, AppendJob, PlannedRow, StreamHead,
-};
+use crate::append::{plan_group, results, stream_head, validate, AppendJob, StreamHead};
 use crate::follow::{follow, ReadAll};
 use crate::keys;
 use crate::rows::db_error;
 use crate::{Counts, OpenError, WriterCounts};
 
-/// At most this many appends are written in one transaction.
 mod bulk;
 mod writer;
 
 use bulk::BulkReader;
-use writer::writer_loop;
+use writer::spawn_writer;
 
+/// At most this many appends are written in one transaction.
 const MAX_GROUP: usize = 512;
 /// How often an idle follower looks for events written by other processes.
 const CROSS_PROCESS_POLL: Duration = Duration::from_millis(250);
@@ -155,6 +153,12 @@ impl SqliteStore {
             .run(&mut writer)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
+        // Migrated: the log is written through a native connection (see [`writer`]).
+        let _ = writer.close().await;
+        let writer = native_writer(path).map_err(|e| OpenError::NotADatabase {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
 
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -172,7 +176,8 @@ impl SqliteStore {
             .await
             .map_err(not_a_db)?;
         tokio::spawn(checkpoint_loop(checkpoints, to_writer.downgrade()));
-        tokio::spawn(writer_loop(writer, queue, wake_tx, counts.clone()));
+        spawn_writer(writer, queue, wake_tx, counts.clone())
+            .map_err(|e| OpenError::Invalid(format!("the log's writer did not start: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
             reader,
@@ -202,6 +207,43 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The log's writing connection, native, set as sqlx's connections are (see
+/// [`SqliteStore::open`]); the file exists and is migrated.
+fn native_writer(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+/// A native connection's error as the store reports it: a busy or unopenable file is
+/// unavailable (worth retrying), a value too big for SQLite is refused, the rest is the
+/// backend's.
+fn native_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        rusqlite::Error::SqliteFailure(ref code, _) if code.code == rusqlite::ErrorCode::TooBig => {
+            StoreError::Invalid(format!("the database refused a value: {e}"))
+        }
+        other => StoreError::Backend(other.to_string()),
     }
 }
 

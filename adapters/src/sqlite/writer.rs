@@ -1,17 +1,37 @@
-//! The one writer task: every request queued (appends, new keys, checkpoints) written in one
-//! transaction (a group), each answered with its own outcome; a group that fails as a whole
-//! is written again one request at a time.
+//! The one writer: a thread of its own holding the one writing connection, native (`rusqlite`,
+//! on the bundled SQLite sqlx links). Every request queued (appends, new keys, checkpoints) is
+//! written in one transaction (a group), each answered with its own outcome; a group that fails
+//! as a whole is written again one request at a time.
+//!
+//! Statements run in process, prepared once: a group's reads, inserts and commit cost no
+//! crossing between threads, where each statement through sqlx's connection was a round trip
+//! to its worker thread and each returned row one more message.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
+/// Starts the writer thread; it stops when the store (the queue's last sender) is dropped.
+pub(super) fn spawn_writer(
+    conn: rusqlite::Connection,
+    queue: mpsc::Receiver<(Work, Reply)>,
+    wake: watch::Sender<u64>,
+    counts: Arc<Counts>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("sqlite-log-writer".into())
+        .spawn(move || writer_loop(conn, queue, wake, counts))
+        .map(|_| ())
+}
+
 /// Owns the one writing connection; see the module documentation.
-pub(super) async fn writer_loop(
-    mut conn: SqliteConnection,
+fn writer_loop(
+    mut conn: rusqlite::Connection,
     mut queue: mpsc::Receiver<(Work, Reply)>,
     wake: watch::Sender<u64>,
     counts: Arc<Counts>,
 ) {
-    while let Some(first) = queue.recv().await {
+    while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -21,29 +41,29 @@ pub(super) async fn writer_loop(
         }
         let (work, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().unzip();
         counts.add(work.len());
-        let mut outcomes = match write_group(&mut conn, &work, &wake).await {
+        let mut outcomes = match write_group(&mut conn, &work, &wake) {
             Ok(outcomes) => outcomes,
             Err(e) if work.len() > 1 => {
                 // One request may have broken the whole group (a disk error, a bad value):
                 // write them one by one so the others are not lost with it.
                 tracing::warn!(error = %e, requests = work.len(), "group write failed; retrying requests one by one");
-                let mut outcomes = Vec::with_capacity(work.len());
-                for one in &work {
-                    let written = write_group(&mut conn, std::slice::from_ref(one), &wake).await;
-                    outcomes.push(written.map_or_else(|e| Err(db_error(e)), |mut o| o.remove(0)));
-                }
-                outcomes
+                work.iter()
+                    .map(|one| {
+                        write_group(&mut conn, std::slice::from_ref(one), &wake)
+                            .and_then(|mut o| o.pop().ok_or_else(unanswered))
+                            .unwrap_or_else(Err)
+                    })
+                    .collect()
             }
-            Err(e) => vec![Err(db_error(e))],
+            Err(e) => vec![Err(e)],
         };
         // A checkpoint cannot run inside a transaction: it runs once the group is committed.
         for (one, outcome) in work.iter().zip(outcomes.iter_mut()) {
             if matches!(one, Work::Checkpoint) && outcome.is_ok() {
-                *outcome = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&mut conn)
-                    .await
+                *outcome = conn
+                    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
                     .map(|_| Done::Nothing)
-                    .map_err(db_error);
+                    .map_err(native_error);
             }
         }
         let answered = replies.len();
@@ -51,21 +71,27 @@ pub(super) async fn writer_loop(
             // A caller that gave up waiting is no reason to stop writing for the others.
             let _ = reply.send(outcome);
         }
-        crate::append::wait_for_comebacks(&queue, answered).await;
+        crate::append::wait_for_comebacks_blocking(&queue, answered);
     }
+}
+
+fn unanswered() -> StoreError {
+    StoreError::Backend("a request went unanswered".into())
 }
 
 /// Writes a group of requests in one transaction, answering each in order. The outer error is
 /// a failed write; the inner ones are requests refused on their own merits (a version
 /// conflict, say).
-async fn write_group(
-    conn: &mut SqliteConnection,
+fn write_group(
+    conn: &mut rusqlite::Connection,
     work: &[Work],
     wake: &watch::Sender<u64>,
-) -> Result<Vec<Result<Done, StoreError>>, sqlx::Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(native_error)?;
     // Keys first: an append in the same group may be sealed with a key made before it.
-    let made = create_keys(&mut tx, work).await?;
+    let made = create_keys(&tx, work).map_err(native_error)?;
     let kept = |stream: &String| match made.get(stream.as_str()) {
         Some((key_id, key)) => keys::decode(stream, key_id.clone(), key),
         None => Err(StoreError::Backend(format!(
@@ -91,19 +117,18 @@ async fn write_group(
             },
             Work::CreateKey { stream, .. } => Some(kept(stream).map(Done::Key)),
             Work::DestroyKey { stream } => {
-                sqlx::query("DELETE FROM subject_keys WHERE stream = ?")
-                    .bind(stream)
-                    .execute(&mut *tx)
-                    .await?;
+                tx.prepare_cached("DELETE FROM subject_keys WHERE stream = ?1")
+                    .and_then(|mut delete| delete.execute([stream]))
+                    .map_err(native_error)?;
                 Some(Ok(Done::Nothing))
             }
             Work::Checkpoint => Some(Ok(Done::Nothing)),
         };
         answers.push(answer);
     }
-    let appended = append_all(&mut tx, &jobs).await?;
+    let appended = append_all(&tx, &jobs)?;
     let committing = std::time::Instant::now();
-    tx.commit().await?;
+    tx.commit().map_err(native_error)?;
     crate::append::commit_took("sqlite", committing);
     if let Some(position) = appended.last_position {
         wake.send_replace(position);
@@ -115,45 +140,19 @@ async fn write_group(
             answer.unwrap_or_else(|| {
                 appended
                     .next()
-                    .unwrap_or_else(|| Err(StoreError::Backend("an append went unanswered".into())))
+                    .unwrap_or_else(|| Err(unanswered()))
                     .map(Done::Appended)
             })
         })
         .collect())
 }
 
-/// Rows a multi-row statement inserts at once: a few fixed sizes (each with at most 9 × 256
-/// parameters, far below SQLite's limit), so that every statement text is prepared once and
-/// cached, however large the group, and a group needs only a few statements.
-const ROWS_PER_STATEMENT: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
-
-/// Splits `n` rows into statement sizes from [`ROWS_PER_STATEMENT`], largest first.
-fn statement_sizes(mut n: usize) -> Vec<usize> {
-    let mut sizes = Vec::new();
-    for size in ROWS_PER_STATEMENT {
-        while n >= size {
-            sizes.push(size);
-            n -= size;
-        }
-    }
-    sizes
-}
-
-/// `INSERT INTO {table} ({columns}) VALUES (?, …), … ` with `rows` rows of `width` values.
-fn insert_rows(table_and_columns: &str, width: usize, rows: usize, tail: &str) -> String {
-    let row = format!("({})", vec!["?"; width].join(", "));
-    format!(
-        "INSERT INTO {table_and_columns} VALUES {} {tail}",
-        vec![row; rows].join(", ")
-    )
-}
-
 /// Stores the group's new keys (those asked for streams that have none) and answers every
 /// stream asked about with its key: `stream -> (key_id, key as stored)`.
-async fn create_keys(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+fn create_keys(
+    tx: &rusqlite::Transaction<'_>,
     work: &[Work],
-) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+) -> Result<HashMap<String, (String, String)>, rusqlite::Error> {
     let fresh: Vec<(&String, &SubjectKey)> = work
         .iter()
         .filter_map(|w| match w {
@@ -162,41 +161,33 @@ async fn create_keys(
             _ => None,
         })
         .collect();
+    let mut kept = HashMap::with_capacity(fresh.len());
     if fresh.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(kept);
     }
     let created_at = format_recorded_at(Utc::now());
-    let mut rest = fresh.as_slice();
-    for size in statement_sizes(fresh.len()) {
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
-        let sql = insert_rows(
-            "subject_keys (stream, key_id, key, created_at)",
-            4,
-            size,
-            "ON CONFLICT (stream) DO NOTHING",
-        );
-        let mut query = sqlx::query(&sql);
-        for (stream, key) in chunk {
-            query = query
-                .bind(stream.as_str())
-                .bind(key.key_id.as_str())
-                .bind(keys::encode(&key.key))
-                .bind(created_at.as_str());
-        }
-        query.execute(&mut **tx).await?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO subject_keys (stream, key_id, key, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (stream) DO NOTHING",
+    )?;
+    for (stream, key) in &fresh {
+        insert.execute(params![
+            stream,
+            key.key_id,
+            keys::encode(&key.key),
+            created_at
+        ])?;
     }
-    let streams: Vec<&String> = fresh.iter().map(|(stream, _)| *stream).collect();
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT stream, key_id, key FROM subject_keys WHERE stream IN (SELECT value FROM json_each(?))",
-    )
-    .bind(serde_json::to_string(&streams).unwrap_or_else(|_| "[]".into()))
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(stream, key_id, key)| (stream, (key_id, key)))
-        .collect())
+    let mut select = tx.prepare_cached("SELECT key_id, key FROM subject_keys WHERE stream = ?1")?;
+    for (stream, _) in fresh {
+        let key = select
+            .query_row([stream], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        if let Some(key) = key {
+            kept.insert(stream.clone(), key);
+        }
+    }
+    Ok(kept)
 }
 
 struct Appended {
@@ -205,10 +196,7 @@ struct Appended {
 }
 
 /// The appends of a group, inside its transaction.
-async fn append_all(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    jobs: &[&AppendJob],
-) -> Result<Appended, sqlx::Error> {
+fn append_all(tx: &rusqlite::Transaction<'_>, jobs: &[&AppendJob]) -> Result<Appended, StoreError> {
     if jobs.is_empty() {
         return Ok(Appended {
             outcomes: Vec::new(),
@@ -217,89 +205,83 @@ async fn append_all(
     }
     let recorded_at = truncate_to_micros(Utc::now());
     let recorded_text = format_recorded_at(recorded_at);
-    // What the whole group needs from the table, in two statements rather than two per
-    // append: the given ids already stored, and the head of every stream named. Both are
-    // kept current as the group's rows are inserted.
-    let as_json =
-        |values: Vec<String>| serde_json::to_string(&values).unwrap_or_else(|_| "[]".into());
-    let ids = as_json(
-        jobs.iter()
-            .flat_map(|job| job.events.iter().map(|e| e.event.event_id.to_string()))
-            .collect(),
-    );
-    let streams = as_json(jobs.iter().map(|job| job.stream.clone()).collect());
-    // One statement for both: which given ids are stored already (in which stream), and the
-    // head of every stream named.
-    type Found = (String, String, Option<String>, Option<i64>, Option<String>);
-    let found: Vec<Found> = sqlx::query_as(
-        "SELECT 'id', event_id, stream, NULL, NULL FROM events
-           WHERE event_id IN (SELECT value FROM json_each(?1))
-         UNION ALL
-         SELECT 'head', e.stream, NULL, e.version, e.hash FROM events e
-         JOIN (SELECT stream, MAX(version) AS version FROM events
-               WHERE stream IN (SELECT value FROM json_each(?2)) GROUP BY stream) h
-           ON e.stream = h.stream AND e.version = h.version",
-    )
-    .bind(ids)
-    .bind(streams)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut stored_ids: HashMap<Uuid, String> = HashMap::new();
-    let mut heads: HashMap<String, Result<StreamHead, String>> = HashMap::new();
-    for (kind, key, stream, version, hash) in found {
-        if kind == "id" {
-            if let (Ok(id), Some(stream)) = (Uuid::parse_str(&key), stream) {
-                stored_ids.insert(id, stream);
-            }
-            continue;
-        }
-        let head = stream_head(version, hash);
-        heads.insert(key, head);
-    }
-    // Plan every append against the state the earlier ones leave, then insert all their
-    // rows with a few multi-row statements.
+    let (stored_ids, heads) = group_state(tx, jobs).map_err(native_error)?;
+    // Plan every append against the state the earlier ones leave, then insert their rows.
     let plans = plan_group(jobs, stored_ids, heads, recorded_at);
-    let rows: Vec<(&str, &PlannedRow)> = jobs
-        .iter()
-        .zip(&plans)
-        .filter_map(|(job, plan)| plan.as_ref().ok().map(|plan| (job, plan)))
-        .flat_map(|(job, plan)| plan.rows.iter().map(|row| (job.stream.as_str(), row)))
-        .collect();
-    let mut positions: HashMap<Uuid, u64> = HashMap::with_capacity(rows.len());
-    let mut rest = rows.as_slice();
-    for size in statement_sizes(rows.len()) {
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
-        let sql = insert_rows(
-            "events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash)",
-            9,
-            size,
-            "RETURNING event_id, position",
-        );
-        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
-        for (stream, row) in chunk {
-            query = query
-                .bind(row.event_id.to_string())
-                .bind(*stream)
-                .bind(row.version as i64)
-                .bind(row.event_type)
-                .bind(row.schema_version as i64)
-                .bind(row.data)
-                .bind(row.metadata)
-                .bind(recorded_text.as_str())
-                .bind(row.hash.to_string());
-        }
-        for (event_id, position) in query.fetch_all(&mut **tx).await? {
-            if let Ok(event_id) = Uuid::parse_str(&event_id) {
-                positions.insert(event_id, position as u64);
+    let mut positions: HashMap<Uuid, u64> = HashMap::new();
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata, recorded_at, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(native_error)?;
+        for (job, plan) in jobs.iter().zip(&plans) {
+            let Ok(plan) = plan else { continue };
+            for row in &plan.rows {
+                insert
+                    .execute(params![
+                        row.event_id.to_string(),
+                        job.stream,
+                        row.version as i64,
+                        row.event_type,
+                        i64::from(row.schema_version),
+                        row.data,
+                        row.metadata,
+                        recorded_text,
+                        row.hash.to_string(),
+                    ])
+                    .map_err(native_error)?;
+                positions.insert(row.event_id, tx.last_insert_rowid() as u64);
             }
         }
     }
     let last_position = positions.values().max().copied();
-    drop(rows);
-    let outcomes = results(plans, &positions)?;
+    let outcomes = results(plans, &positions).map_err(db_error)?;
     Ok(Appended {
         outcomes,
         last_position,
     })
+}
+
+/// The given ids already stored (and in which stream), and each named stream's head (or why it
+/// cannot be read), as [`plan_group`] takes them.
+type GroupState = (
+    HashMap<Uuid, String>,
+    HashMap<String, Result<StreamHead, String>>,
+);
+
+/// What the group needs from the table: which of the given ids are stored already (and in
+/// which stream), and the head of every stream named.
+fn group_state(
+    tx: &rusqlite::Transaction<'_>,
+    jobs: &[&AppendJob],
+) -> Result<GroupState, rusqlite::Error> {
+    let mut stored_ids = HashMap::new();
+    let mut by_id = tx.prepare_cached("SELECT stream FROM events WHERE event_id = ?1")?;
+    for event in jobs.iter().flat_map(|job| &job.events) {
+        let id = event.event.event_id;
+        let stream: Option<String> = by_id
+            .query_row([id.to_string()], |row| row.get(0))
+            .optional()?;
+        if let Some(stream) = stream {
+            stored_ids.insert(id, stream);
+        }
+    }
+    let mut heads = HashMap::new();
+    let mut head = tx.prepare_cached(
+        "SELECT version, hash FROM events WHERE stream = ?1 ORDER BY version DESC LIMIT 1",
+    )?;
+    for job in jobs {
+        if heads.contains_key(&job.stream) {
+            continue;
+        }
+        let found: Option<(Option<i64>, Option<String>)> = head
+            .query_row([&job.stream], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        if let Some((version, hash)) = found {
+            heads.insert(job.stream.clone(), stream_head(version, hash));
+        }
+    }
+    Ok((stored_ids, heads))
 }
