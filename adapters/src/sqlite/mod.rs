@@ -5,10 +5,11 @@
 //! SQLite has one writer at a time, so this store has exactly one writing connection, native
 //! (`rusqlite`), owned by a writer thread ([`writer`]). Appends from concurrent callers queue
 //! to it; the thread takes everything queued (up to [`MAX_GROUP`] appends) and writes it in
-//! one `BEGIN IMMEDIATE` transaction (group commit), then answers each caller with its own outcome. Each append in a group is
-//! checked against the state the earlier ones left, so two appends to one stream in one group
-//! conflict exactly as they would one after the other. `synchronous=FULL` makes a commit
-//! durable before anyone is told it happened; grouping is what keeps that affordable.
+//! one `BEGIN IMMEDIATE` transaction (group commit), then answers each caller with its own
+//! outcome. Each append in a group is checked against the state the earlier ones left, so two
+//! appends to one stream in one group conflict exactly as they would one after the other.
+//! `synchronous=FULL` makes a commit durable before anyone is told it happened; grouping is
+//! what keeps that affordable.
 //!
 //! The write-ahead log is copied into the database file (checkpointed) by a task with a
 //! connection of its own, every [`CHECKPOINT_EVERY`], so that the writer's commits rarely
