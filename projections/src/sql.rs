@@ -15,17 +15,6 @@ pub enum Arg {
     Texts(Vec<Option<String>>),
 }
 
-impl Arg {
-    /// The JSON text an array travels as where the database has no arrays.
-    pub(crate) fn array_json(&self) -> Option<String> {
-        match self {
-            Arg::Ints(v) => Some(json_array(v)),
-            Arg::Texts(v) => Some(json_array(v)),
-            Arg::Int(_) | Arg::Text(_) | Arg::Null => None,
-        }
-    }
-}
-
 /// An array's values as one JSON text (see [`Arg::Ints`]).
 pub(crate) fn json_array<T: serde::Serialize>(values: &[Option<T>]) -> String {
     serde_json::to_string(values).unwrap_or_default()

@@ -194,9 +194,8 @@ impl rusqlite::ToSql for Arg {
             Arg::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
             Arg::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Arg::Null => ToSqlOutput::Owned(Value::Null),
-            Arg::Ints(_) | Arg::Texts(_) => {
-                ToSqlOutput::Owned(Value::Text(self.array_json().unwrap_or_default()))
-            }
+            Arg::Ints(v) => ToSqlOutput::Owned(Value::Text(crate::sql::json_array(v))),
+            Arg::Texts(v) => ToSqlOutput::Owned(Value::Text(crate::sql::json_array(v))),
         })
     }
 }
