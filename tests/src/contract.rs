@@ -30,6 +30,7 @@ macro_rules! event_store_contract {
             global_order_across_streams,
             follow_starts_after_the_given_position,
             follower_sees_concurrent_appends_exactly_once,
+            concurrent_appends_are_told_where_their_events_went,
         );
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -505,6 +506,61 @@ pub async fn follower_sees_concurrent_appends_exactly_once(store: Arc<dyn EventS
         seen,
         "the follower saw exactly what read_all sees"
     );
+}
+
+/// 16 tasks append two events at a time, each to its own stream and to one they share, so
+/// that the store writes many appends in one transaction: each append must be answered with
+/// the versions and positions its own events were given, as read back.
+pub async fn concurrent_appends_are_told_where_their_events_went(store: Arc<dyn EventStore>) {
+    let mut tasks = Vec::new();
+    for task in 0..CONCURRENT_TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut told = Vec::new();
+            for round in 0..25 {
+                let stream = if round % 5 == 0 {
+                    "shared".to_owned()
+                } else {
+                    format!("own-{task}")
+                };
+                let events = vec![
+                    event("Told", json!({"task": task, "round": round})),
+                    event(
+                        "Told",
+                        json!({"task": task, "round": round, "second": true}),
+                    ),
+                ];
+                let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+                let result = store
+                    .append(&stream, ExpectedVersion::Any, events)
+                    .await
+                    .expect("append");
+                assert_eq!(result.stored.len(), 2, "both events stored");
+                for (id, stored) in ids.iter().zip(&result.stored) {
+                    assert_eq!(stored.event_id, *id, "answered in the order given");
+                    told.push((*id, stream.clone(), stored.version, stored.position));
+                }
+            }
+            told
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        told.extend(task.await.expect("an appending task"));
+    }
+    let read: HashMap<Uuid, (String, u64, u64)> = read_everything(store.as_ref())
+        .await
+        .into_iter()
+        .map(|e| (e.event_id, (e.stream, e.version, e.position)))
+        .collect();
+    assert_eq!(read.len(), told.len());
+    for (id, stream, version, position) in told {
+        assert_eq!(
+            read.get(&id),
+            Some(&(stream, version, position)),
+            "event {id} was told another place than it has"
+        );
+    }
 }
 
 /// Collects `count` events from a follower, failing the test if they do not come.
