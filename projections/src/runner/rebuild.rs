@@ -136,24 +136,20 @@ async fn lanes(db: &ReadDb, projectors: &[Arc<dyn Projector>], building: &[Build
 /// milliseconds at the first and about a tenth of a second at the second.
 const ANALYZED_AT: [u64; 2] = [1_000, 100_000];
 
-/// Gives the generations being built statistics, on PostgreSQL (which plans by them; fresh
-/// tables have none until autovacuum comes by). A fold's read of the rows a batch touches is
-/// planned afresh for each batch, on the table as it is then (`ReadTx::fetch_keys`); without
+/// Gives a lane's generations being built statistics, on PostgreSQL (which plans by them;
+/// fresh tables have none until autovacuum comes by). A fold's read of the rows a batch touches
+/// is planned afresh for each batch, on the table as it is then (`ReadTx::fetch_keys`); without
 /// statistics a key of a non-unique index is taken to match a two-hundredth of the table, and
 /// the plan becomes a scan of the whole table once it has grown a little: the customers read
 /// by stream took 2 ms a batch in the first quarter of a 1,000,000-event replay and 22 ms in
 /// the last, growing with the log. Once the statistics say a column's values are nearly all
 /// distinct, they say it as a share of the rows, which holds as the table grows.
-async fn analyze(
-    db: &ReadDb,
-    projectors: &[Arc<dyn Projector>],
-    building: &[Building],
-) -> Result<(), ProjectionError> {
-    if db.kind() != "postgres" {
+async fn analyze(lane: &Lane) -> Result<(), ProjectionError> {
+    if lane.db.kind() != "postgres" {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
-    for (projector, new) in projectors.iter().zip(building) {
+    let mut tx = lane.db.begin().await?;
+    for (projector, new) in lane.projectors.iter().zip(&lane.building) {
         for table in projector.tables() {
             tx.execute(&format!("ANALYZE {table}{}", new.suffix), &[])
                 .await?;
@@ -161,6 +157,22 @@ async fn analyze(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Finishes a lane's filled tables: builds the indexes only queries read through, from the
+/// filled tables at once, and gives them statistics (without which the dashboard's first
+/// queries may scan whole tables). The lanes finish side by side, each on its own connection.
+async fn finish(lane: &Lane) -> Result<(), ProjectionError> {
+    let statements: Vec<String> = lane
+        .projectors
+        .iter()
+        .zip(&lane.building)
+        .flat_map(|(projector, new)| projector.query_indexes(&new.suffix))
+        .collect();
+    let mut tx = lane.db.begin().await?;
+    tx.build_indexes(&statements).await?;
+    tx.commit().await?;
+    analyze(lane).await
 }
 
 /// Rebuilds `projectors` from position 0 into new generations of their tables, reading the
@@ -223,7 +235,7 @@ pub async fn rebuild(
                 .iter()
                 .any(|&at| events >= at && events - (batch.len() as u64) < at)
             {
-                analyze(db, projectors, &building).await?;
+                futures_util::future::try_join_all(lanes.iter().map(analyze)).await?;
             }
             progress(position, events);
             drop_elsewhere(batch);
@@ -232,24 +244,13 @@ pub async fn rebuild(
     }
     .await;
     db.filling(false).await?;
-    drop(lanes);
     filled?;
-
-    // The indexes only queries read through are built from the filled tables at once.
-    let indexed = async {
-        let statements: Vec<String> = projectors
-            .iter()
-            .zip(&building)
-            .flat_map(|(projector, new)| projector.query_indexes(&new.suffix))
-            .collect();
-        let mut tx = db.begin().await?;
-        tx.build_indexes(&statements).await?;
-        tx.commit().await
-    };
-    where_blocking_is_fine(db, indexed).await?;
-
-    // Without statistics the dashboard's first queries may scan whole tables.
-    analyze(db, projectors, &building).await?;
+    where_blocking_is_fine(
+        db,
+        futures_util::future::try_join_all(lanes.iter().map(finish)),
+    )
+    .await?;
+    drop(lanes);
 
     // Switch over: under the registry rows' locks, apply what arrived meanwhile, then point
     // the rows and the views at the new generations. What arrived is caught up outside the
