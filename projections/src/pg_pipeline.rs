@@ -178,9 +178,9 @@ impl PgTx {
             .expect("a transaction has a connection")
     }
 
-    /// Queues a write.
-    pub fn execute(&mut self, sql: &str, args: &[Arg]) {
-        self.pending.push((sql.to_owned(), args.to_vec()));
+    /// Queues a write, its arguments moved in (a batch's column arrays are not copied).
+    pub fn execute(&mut self, sql: &str, args: Vec<Arg>) {
+        self.pending.push((sql.to_owned(), args));
     }
 
     /// Sends every queued write and waits for all their answers.

@@ -457,9 +457,22 @@ impl ReadTx {
                     .execute(&mut **tx)
                     .await?;
             }
-            TxKind::Pipelined(tx) => tx.execute(sql, args),
+            TxKind::Pipelined(tx) => tx.execute(sql, args.to_vec()),
         }
         Ok(())
+    }
+
+    /// As [`ReadTx::execute`], with the arguments moved where the write is queued to be sent
+    /// later (PostgreSQL's pipelined writer) rather than copied: a batch's rows written as
+    /// column arrays hold all of its texts.
+    pub async fn execute_owned(&mut self, sql: &str, args: Vec<Arg>) -> Result<(), DbError> {
+        match &mut self.kind {
+            TxKind::Pipelined(tx) => {
+                tx.execute(sql, args);
+                Ok(())
+            }
+            _ => self.execute(sql, &args).await,
+        }
     }
 
     pub async fn fetch_optional(

@@ -219,7 +219,7 @@ impl ReadTx {
             }
         }
         let params: Vec<Arg> = values.into_iter().map(ColumnValues::into_arg).collect();
-        self.execute(&sql, &params).await
+        self.execute_owned(&sql, params).await
     }
 }
 
