@@ -31,7 +31,7 @@ pub use crate::hash::{BadHash, EventHash};
 
 /// `recorded_at` as the canonical form writes it.
 pub fn format_recorded_at(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    crate::time::micros_text(at)
 }
 
 /// Cuts a time to whole microseconds, the precision every backend stores.
