@@ -32,6 +32,11 @@ pub(crate) enum OnConflict {
     Replace,
     /// Kept as it is (the batch's row is only what to insert when there is none).
     Keep,
+    /// None is expected: the batch's read found no row under these keys, and only one
+    /// transaction writes a read model's batch at a time. A plain insert, without the
+    /// speculative insertion an `ON CONFLICT` clause costs each row (200,000 rows: 1.09–1.20 s
+    /// against 1.55–1.59 s on PostgreSQL); a key already there fails the statement.
+    New,
 }
 
 /// The JSON the values of one row travel as.
@@ -163,8 +168,9 @@ impl ReadTx {
         }
         let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
         let action = match on_conflict {
-            OnConflict::Keep => "NOTHING".to_owned(),
-            OnConflict::Replace => format!(
+            OnConflict::New => None,
+            OnConflict::Keep => Some("NOTHING".to_owned()),
+            OnConflict::Replace => Some(format!(
                 "UPDATE SET {}",
                 names
                     .iter()
@@ -172,16 +178,18 @@ impl ReadTx {
                     .map(|name| format!("{name} = excluded.{name}"))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            )),
         };
+        let on_conflict = action
+            .map(|action| format!(" ON CONFLICT ({}) DO {action}", key.join(", ")))
+            .unwrap_or_default();
         if !self.is_postgres() {
             // SQLite runs in this process: a statement costs little more than its row's work,
             // and reading rows back out of JSON would cost more than it saves.
             let sql = format!(
-                "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+                "INSERT INTO {table} ({}) VALUES ({}){on_conflict}",
                 names.join(", "),
                 crate::sql::placeholders(names.len()),
-                key.join(", "),
             );
             for row in &rows {
                 self.execute(&sql, row).await?;
@@ -197,10 +205,9 @@ impl ReadTx {
             })
             .collect();
         let sql = format!(
-            "INSERT INTO {table} ({}) SELECT * FROM UNNEST({}) ON CONFLICT ({}) DO {action}",
+            "INSERT INTO {table} ({}) SELECT * FROM UNNEST({}){on_conflict}",
             names.join(", "),
             arrays.join(", "),
-            key.join(", "),
         );
         let mut values: Vec<ColumnValues> = columns
             .iter()
@@ -228,6 +235,9 @@ impl ReadTx {
 pub(crate) struct Folded<K, R> {
     /// Each key read or added: its row, or `None` when the table has none.
     rows: HashMap<K, Option<R>>,
+    /// Keys the table was read for and found without a row, not written since: their rows are
+    /// inserted as new ([`OnConflict::New`]).
+    absent: HashSet<K>,
     /// Keys whose row changed, in the order they first did.
     changed: Vec<K>,
     changed_set: HashSet<K>,
@@ -237,6 +247,7 @@ impl<K, R> Default for Folded<K, R> {
     fn default() -> Self {
         Folded {
             rows: HashMap::new(),
+            absent: HashSet::new(),
             changed: Vec::new(),
             changed_set: HashSet::new(),
         }
@@ -245,17 +256,19 @@ impl<K, R> Default for Folded<K, R> {
 
 impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     /// Whether `key`'s row is still to be read; from now on it counts as read (and absent
-    /// until [`Folded::found`]).
+    /// until [`Folded::found`]): the caller reads the table for it before any row changes.
     pub(crate) fn unread(&mut self, key: &K) -> bool {
         if self.rows.contains_key(key) {
             return false;
         }
         self.rows.insert(key.clone(), None);
+        self.absent.insert(key.clone());
         true
     }
 
     /// A row read from the table (a row in memory already is newer and stays).
     pub(crate) fn found(&mut self, key: K, row: R) {
+        self.absent.remove(&key);
         let slot = self.rows.entry(key).or_insert(None);
         if slot.is_none() {
             *slot = Some(row);
@@ -288,17 +301,28 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
         }
     }
 
-    /// The rows changed since the last call, in the order they first changed.
-    fn take_changed(&mut self) -> Vec<&R> {
+    /// The rows changed since the last call, in the order they first changed: those the
+    /// table was found without, then the others. From now on the table has them all.
+    fn take_changed(&mut self) -> (Vec<&R>, Vec<&R>) {
         self.changed_set.clear();
         let keys = std::mem::take(&mut self.changed);
-        keys.iter()
-            .filter_map(|key| self.rows.get(key)?.as_ref())
-            .collect()
+        let (mut new, mut there) = (Vec::new(), Vec::new());
+        for key in &keys {
+            let Some(Some(row)) = self.rows.get(key) else {
+                continue;
+            };
+            if self.absent.remove(key) {
+                new.push(row);
+            } else {
+                there.push(row);
+            }
+        }
+        (new, there)
     }
 
-    /// Writes the rows changed since the last write into `table` (one statement), replacing
-    /// the rows there under the same `key`, and starts a new list of changes.
+    /// Writes the rows changed since the last write into `table` (a statement for the rows
+    /// the table was found without, inserted as new, and one for the others, replacing the
+    /// rows there under the same `key`), and starts a new list of changes.
     pub(crate) async fn write_changed(
         &mut self,
         tx: &mut ReadTx,
@@ -309,8 +333,12 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     where
         R: RowValues,
     {
-        let rows: Vec<Vec<Arg>> = self.take_changed().into_iter().map(R::values).collect();
-        tx.write_rows(table, columns, key, OnConflict::Replace, rows)
+        let (new, there) = self.take_changed();
+        let new: Vec<Vec<Arg>> = new.into_iter().map(R::values).collect();
+        let there: Vec<Vec<Arg>> = there.into_iter().map(R::values).collect();
+        tx.write_rows(table, columns, key, OnConflict::New, new)
+            .await?;
+        tx.write_rows(table, columns, key, OnConflict::Replace, there)
             .await
     }
 
@@ -319,12 +347,44 @@ impl<K: Eq + Hash + Clone, R> Folded<K, R> {
     pub(crate) fn forget(&mut self, gone: impl Fn(&R) -> bool) {
         self.rows
             .retain(|_, row| row.as_ref().is_none_or(|row| !gone(row)));
+        let rows = &self.rows;
+        self.absent.retain(|key| rows.contains_key(key));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_the_table_was_read_without_are_inserted_as_new_and_the_others_replaced() {
+        let mut rows: Folded<&str, String> = Folded::default();
+        assert!(rows.unread(&"a") && rows.unread(&"b"));
+        assert!(!rows.unread(&"a"), "read once");
+        rows.found("a", "a as stored".into());
+        *rows.change(&"a").unwrap() = "a changed".into();
+        rows.add("b", "b added".into());
+        // Never read: the table may hold it.
+        rows.add("c", "c added".into());
+        let (new, there) = rows.take_changed();
+        assert_eq!(new, ["b added"]);
+        assert_eq!(there, ["a changed", "c added"]);
+
+        // Written once, a row is in the table: changed again, it replaces itself.
+        *rows.change(&"b").unwrap() = "b changed".into();
+        let (new, there) = rows.take_changed();
+        assert!(new.is_empty());
+        assert_eq!(there, ["b changed"]);
+
+        // Forgotten (an erasure changed it in the table) and read again: found there.
+        rows.forget(|row| row.starts_with('b'));
+        assert!(rows.unread(&"b"));
+        rows.found("b", "b erased".into());
+        *rows.change(&"b").unwrap() = "b erased, changed".into();
+        let (new, there) = rows.take_changed();
+        assert!(new.is_empty());
+        assert_eq!(there, ["b erased, changed"]);
+    }
 
     #[test]
     fn a_column_takes_its_own_kind_of_value_and_says_which_it_refuses() {
