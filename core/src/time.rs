@@ -66,7 +66,7 @@ pub fn is_accepted(at: DateTime<Utc>) -> bool {
 /// How chatledger writes a time as text: UTC, to the microsecond, with a `Z` (texts that sort
 /// as the times do, within years 0 to 9999). The canonical form's `recorded_at` and the read
 /// models' times are written so.
-pub const MICROS_PATTERN: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+const MICROS_PATTERN: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// `at` as [`MICROS_PATTERN`] writes it. Within years 0 to 9999 the text is written straight,
 /// as RFC 3339 with microseconds gives it (the same text), without reading the pattern again
